@@ -1,0 +1,8 @@
+"""Agent HTTP handlers, one module per area. The server imports every module listed here."""
+
+MODULES = [
+    "kvmagent.handlers.host",
+    "kvmagent.handlers.vm",
+    "kvmagent.handlers.flatnet",
+    "kvmagent.handlers.storage",
+]
