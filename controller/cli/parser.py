@@ -14,8 +14,9 @@ Rules (reference §1.6, with ZStack-Py's documented differences):
   written as a JSON list (``'["a","b"]'``) is taken as is. **Tag lists** (``systemTags``, ``userTags``)
   split on a comma ONLY when the text after it starts a new tag, i.e. matches ``<word>::`` where word is
   ``[A-Za-z][A-Za-z0-9_.-]*``: ``userdata::...[foo,bar]...`` stays one tag, ``hostname::a,staticIp::x::y``
-  is two. ``object`` values (``networkServices``) are JSON or a Python literal (``ast.literal_eval``, never
-  ``eval``). ``integer``/``number``/``boolean`` values are converted and checked.
+  is two; trailing commas are dropped. ``object`` values (``networkServices``) are JSON or a Python
+  literal (``ast.literal_eval``, never ``eval``). ``integer``/``number``/``boolean`` values are converted
+  and checked. Without a schema (1.0 fallback) scalars are sent as strings, as 1.0 did.
 * ``password`` of LogInByAccount/LogInByUser/CreateAccount/CreateUser/UpdateAccount/UpdateUser is sent as
   its SHA-512 hex digest, as 1.0 did.
 
@@ -58,7 +59,7 @@ TAG_PARAMS = frozenset({"systemTags", "userTags"})
 _OP_ALTERNATION = "|".join(re.escape(op) for op, _ in OPERATORS)
 _CONDITION = re.compile(rf"^([A-Za-z_][A-Za-z0-9_.]*)({_OP_ALTERNATION})(.*)$", re.DOTALL)
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NEW_TAG = re.compile(r",(?=[A-Za-z][A-Za-z0-9_.-]*::)")
+_NEW_TAG = re.compile(r",+(?=[A-Za-z][A-Za-z0-9_.-]*::)|,+$")
 _RESERVED_TYPES = {"count": "boolean", "replyWithCount": "boolean", "limit": "integer", "start": "integer",
                    "timeout": "integer", "fields": "array", "conditions": "array"}
 
@@ -238,7 +239,10 @@ def _to_list(param: Param, value: str) -> list[Any]:
 
 
 def split_tags(value: str) -> list[str]:
-    """Split a tag list on the commas that start a new tag (``,<word>::``); drop empty items."""
+    """Split a tag list on the commas that start a new tag (``,<word>::``) and drop trailing commas.
+
+    Any other comma is part of the tag: ``userdata::a: [foo,bar]`` is one tag.
+    """
     return [tag for tag in _NEW_TAG.split(value) if tag != ""]
 
 
