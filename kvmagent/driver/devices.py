@@ -1,0 +1,84 @@
+"""Live device changes: CD-ROM media and data disks.
+
+Running domains get ``LIVE|CONFIG``; defined-but-stopped ones ``CONFIG``. Backends without device update
+(libvirt's test driver answers "not supported") get the change in the persistent definition instead,
+which is what a real host does for a stopped VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import libvirt
+
+from kvmagent.contract.base import AgentError
+from kvmagent.driver.errors import HypervisorError
+from kvmagent.driver.events_map import ACTIVE
+from kvmagent.driver.host import NO_SUPPORT, Guest, code_of
+from kvmagent.driver.spec import DiskSpec, IsoSpec
+from kvmagent.driver.xml import edit
+from kvmagent.driver.xml.disk import Cdrom, Disk
+
+CDROM_WAIT_S = 30.0
+
+
+async def _flags(guest: Guest) -> int:
+    live = libvirt.VIR_DOMAIN_AFFECT_LIVE if await guest.state() in ACTIVE else 0
+    return libvirt.VIR_DOMAIN_AFFECT_CONFIG | live
+
+
+async def change_cdrom(guest: Guest, iso: IsoSpec | None, *, poll: float = 0.2) -> None:
+    """Insert or eject; returns once the live definition shows the wanted medium (≤ 30 s)."""
+    want = iso.path if iso else None
+    if edit.cdrom_source(edit.parse(await guest.xml())) == want:
+        return
+    dev = edit.element_string(Cdrom(want).element())
+    flags = await _flags(guest) | (libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE if want is None else 0)
+    try:
+        await guest.update_device(dev, flags)
+    except libvirt.libvirtError as e:
+        if code_of(e) in NO_SUPPORT:
+            new = edit.replace_cdrom(await guest.xml(inactive=True), Cdrom(want).element())
+            await guest.host.define(new)
+            return
+        if "locked" in str(e) or "eject" in str(e):
+            raise AgentError("VM.ISO_LOCKED", f"It seems the ISO is still mounted in VM {guest.name}; "
+                             "please unmount it in the guest first", status=409) from e
+        raise HypervisorError(f"changing the CD-ROM of {guest.name}", str(e), libvirt_code=code_of(e)) from e
+    deadline = time.monotonic() + CDROM_WAIT_S
+    while edit.cdrom_source(edit.parse(await guest.xml())) != want:
+        if time.monotonic() > deadline:
+            raise HypervisorError(f"changing the CD-ROM of {guest.name}",
+                                  f"the medium is still not {want!r} after {CDROM_WAIT_S:.0f} s")
+        await asyncio.sleep(poll)
+
+
+async def attach_disk(guest: Guest, disk: DiskSpec) -> None:
+    """Attach unless a disk with this serial is there already (idempotent)."""
+    dom = edit.parse(await guest.xml(inactive=True))
+    if edit.disk_element(dom, disk.volume_uuid) is not None:
+        return
+    dev_el = Disk(disk, edit.uses_virtio_disks(dom)).element()
+    try:
+        await guest.attach_device(edit.element_string(dev_el), await _flags(guest))
+    except libvirt.libvirtError as e:
+        if code_of(e) not in NO_SUPPORT:
+            raise HypervisorError(f"attaching volume {disk.volume_uuid} to {guest.name}", str(e),
+                                  libvirt_code=code_of(e)) from e
+        await guest.host.define(edit.with_device(await guest.xml(inactive=True), dev_el))
+
+
+async def detach_disk(guest: Guest, volume_uuid: str) -> None:
+    """Detach the disk with serial ``volume_uuid``; absent: success."""
+    dom = edit.parse(await guest.xml(inactive=True))
+    dev_el = edit.disk_element(dom, volume_uuid)
+    if dev_el is None:
+        return
+    try:
+        await guest.detach_device(edit.element_string(dev_el), await _flags(guest))
+    except libvirt.libvirtError as e:
+        if code_of(e) not in NO_SUPPORT:
+            raise HypervisorError(f"detaching volume {volume_uuid} from {guest.name}", str(e),
+                                  libvirt_code=code_of(e)) from e
+        await guest.host.define(edit.disks_without(await guest.xml(inactive=True), volume_uuid))
