@@ -1,0 +1,1 @@
+"""The HTTP API: ``POST /v1/{ApiName}`` → registry → service. See ``controller.api.http``."""

@@ -1,0 +1,36 @@
+"""Controller settings (``/etc/zstack-py/controller.json`` or environment), loaded once at start."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+DEFAULT_CONFIG = Path("/etc/zstack-py/controller.json")
+
+
+class ControllerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen_host: str = "0.0.0.0"
+    port: int = 8080
+    db_path: str = "/var/lib/zstack-py/controller.db"
+    log_dir: str = "/var/log/zstack-py"
+    #: clear-text admin password used when the admin account is first created
+    admin_password: str = "password"
+    #: URL the agents use to reach this controller (None: derived from the host's address at AddKvmHost)
+    public_url: str | None = None
+    #: where AddKvmHost finds the wheel of this package to install on hosts
+    agent_package_dir: str = "/var/lib/zstack-py/packages"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> ControllerConfig:
+        p = Path(path or os.environ.get("ZSTACK_CONTROLLER_CONFIG", DEFAULT_CONFIG))
+        data = json.loads(p.read_text()) if p.exists() else {}
+        for key in cls.model_fields:
+            env = os.environ.get(f"ZSTACK_{key.upper()}")
+            if env is not None:
+                data[key] = env
+        return cls.model_validate(data)

@@ -1,0 +1,170 @@
+"""The controller's SQLite database.
+
+* WAL mode, ``synchronous=NORMAL``, foreign keys on, a busy timeout: readers never block the writer.
+* ONE writer connection. Every multi-row change runs in ``async with db.write() as tx:`` — one
+  ``BEGIN IMMEDIATE`` transaction, committed at the end of the block and rolled back on any exception.
+  Writers are serialised by an asyncio lock, so there is never a "database is locked" error on the
+  API path and no write is lost.
+* A small pool of reader connections for queries (``async with db.read() as conn``), so queries run
+  concurrently with writes.
+* Numbered migrations (``controller/db/migrations/NNNN_name.sql``) applied in order at open, recorded in
+  ``schema_version``: the upgrade path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+_MIGRATION = re.compile(r"^(\d{4})_[\w-]+\.sql$")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) of every migration shipped with the package, in order."""
+    out = []
+    for f in resources.files("controller.db.migrations").iterdir():
+        m = _MIGRATION.match(f.name)
+        if m:
+            out.append((int(m.group(1)), f.name, f.read_text()))
+    out.sort()
+    return out
+
+
+async def _configure(conn: aiosqlite.Connection) -> None:
+    conn.row_factory = aiosqlite.Row
+    await conn.execute("PRAGMA foreign_keys=ON")
+    await conn.execute("PRAGMA busy_timeout=10000")
+    await conn.execute("PRAGMA synchronous=NORMAL")
+
+
+class Tx:
+    """The writer connection inside one transaction."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> aiosqlite.Cursor:
+        return await self.conn.execute(sql, params)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self.conn.executemany(sql, rows)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        async with self.conn.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self.conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def insert(self, table: str, row: dict[str, Any]) -> None:
+        """INSERT one row; ``table`` and the keys come from code, never from the user."""
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        await self.conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    async def update(self, table: str, key: dict[str, Any], values: dict[str, Any]) -> int:
+        """UPDATE the row(s) matching ``key``; returns the number of rows changed."""
+        sets = ", ".join(f"{k} = ?" for k in values)
+        where = " AND ".join(f"{k} = ?" for k in key)
+        cur = await self.conn.execute(f"UPDATE {table} SET {sets} WHERE {where}",
+                                      (*values.values(), *key.values()))
+        return cur.rowcount
+
+
+class Database:
+    def __init__(self, path: str | Path, *, readers: int = 4) -> None:
+        self.path = str(path)
+        self._nreaders = readers
+        self._writer: aiosqlite.Connection | None = None
+        self._wlock = asyncio.Lock()
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all_readers: list[aiosqlite.Connection] = []
+
+    async def open(self) -> None:
+        """Open the connections and apply pending migrations. Idempotent per instance."""
+        if self._writer is not None:
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._writer.execute("PRAGMA journal_mode=WAL")
+        await _configure(self._writer)
+        await self._migrate()
+        for _ in range(self._nreaders):
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+            await _configure(conn)
+            await conn.execute("PRAGMA query_only=ON")
+            self._all_readers.append(conn)
+            self._readers.put_nowait(conn)
+
+    async def close(self) -> None:
+        for conn in self._all_readers:
+            await conn.close()
+        self._all_readers.clear()
+        self._readers = asyncio.Queue()
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+
+    async def _migrate(self) -> None:
+        assert self._writer is not None
+        w = self._writer
+        await w.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                        "name TEXT NOT NULL, appliedDate TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")
+        async with w.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = row[0] if row else 0
+        for version, name, sql in migrations():
+            if version <= current:
+                continue
+            log.info("applying schema migration %s", name)
+            # executescript commits first; the migration and its version row are applied together.
+            await w.executescript(f"BEGIN;\n{sql}\nINSERT INTO schema_version (version, name) "
+                                  f"VALUES ({version}, '{name}');\nCOMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        return migrations()[-1][0]
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[Tx]:
+        """One write transaction; commits on normal exit, rolls back on any exception."""
+        if self._writer is None:
+            raise RuntimeError("database is not open")
+        async with self._wlock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._writer)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            else:
+                await self._writer.execute("COMMIT")
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A reader connection from the pool (read-only)."""
+        conn = await self._readers.get()
+        try:
+            yield conn
+        finally:
+            self._readers.put_nowait(conn)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        async with self.read() as conn, conn.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self.read() as conn, conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())

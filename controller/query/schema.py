@@ -1,0 +1,278 @@
+"""Declarative description of every queryable resource (ZStack 1.0 ``Query<Name>`` APIs).
+
+A :class:`Resource` says which table (or SQL source) holds the rows, the typed primitive columns that are
+both queryable and returned, the columns deliberately never exposed (``hidden``), one-to-many lists that
+are embedded in the inventory (``children``) and many-to-one relations that are only queryable (``refs``).
+
+Guarantees relied on by the compiler: every name here is a plain identifier (checked at import), so
+quoting it is safe; user-supplied field names are only ever looked up in these tables, never pasted
+into SQL. ``tests/unit/test_query_schema.py`` checks every declared column against the migrated schema.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+ColType = Literal["str", "int", "bool", "date"]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Child:
+    """A one-to-many list embedded in the parent's inventory and queryable as ``name.<field>``.
+
+    ``resource`` names the child's Resource (its inventory is embedded); ``scalar`` instead names the one
+    column whose values form a list of plain values (queryable as ``name``). With ``table`` None the list
+    is always empty and not queryable (1.0 fields with no backing rows yet).
+    """
+
+    name: str
+    table: str | None
+    fk: str = ""
+    parent_key: str = "uuid"
+    resource: str | None = None
+    scalar: str | None = None
+    order_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A many-to-one relation: ``column`` of this resource points at ``target_key`` of ``resource``."""
+
+    name: str
+    resource: str
+    column: str
+    target_key: str = "uuid"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One queryable inventory. ``columns`` maps inventory field → type; ``aliases`` maps a field whose
+    1.0 name differs from its column to the column; ``base_filter`` is (column, value) for subtypes."""
+
+    name: str
+    table: str
+    resource_type: str | None
+    columns: dict[str, ColType]
+    children: tuple[Child, ...] = ()
+    refs: tuple[Ref, ...] = ()
+    hidden: frozenset[str] = frozenset()
+    bools: frozenset[str] = frozenset()
+    base_filter: tuple[str, str] | None = None
+    key: tuple[str, ...] = ("uuid",)
+    aliases: dict[str, str] = field(default_factory=dict)
+    union_of: tuple[str, ...] = ()  # tables merged with UNION ALL (QueryTag)
+
+    def column_of(self, field_name: str) -> str:
+        """The SQL column behind an inventory field."""
+        return self.aliases.get(field_name, field_name)
+
+    def child(self, name: str) -> Child | None:
+        return next((c for c in self.children if c.name == name), None)
+
+    def ref(self, name: str) -> Ref | None:
+        return next((r for r in self.refs if r.name == name), None)
+
+
+S: ColType = "str"
+I: ColType = "int"
+B: ColType = "bool"
+D: ColType = "date"
+
+DATES: dict[str, ColType] = {"createDate": D, "lastOpDate": D}
+
+
+def _cols(*str_cols: str, ints: tuple[str, ...] = (), bools: tuple[str, ...] = (),
+          dates: bool = True) -> dict[str, ColType]:
+    out: dict[str, ColType] = dict.fromkeys(str_cols, S)
+    out.update(dict.fromkeys(ints, I))
+    out.update(dict.fromkeys(bools, B))
+    if dates:
+        out.update(DATES)
+    return out
+
+
+_VM_COLS = _cols("uuid", "name", "description", "zoneUuid", "clusterUuid", "imageUuid", "hostUuid",
+                 "lastHostUuid", "instanceOfferingUuid", "rootVolumeUuid", "platform", "defaultL3NetworkUuid",
+                 "type", "hypervisorType", "allocatorStrategy", "state",
+                 ints=("memorySize", "cpuNum", "cpuSpeed", "internalId"))
+_VM_CHILDREN = (
+    Child("vmNics", "VmNic", fk="vmInstanceUuid", resource="VmNic", order_by=("deviceId",)),
+    Child("allVolumes", "Volume", fk="vmInstanceUuid", resource="Volume", order_by=("deviceId",)),
+)
+_VM_REFS = (Ref("zone", "Zone", "zoneUuid"), Ref("cluster", "Cluster", "clusterUuid"),
+            Ref("host", "Host", "hostUuid"), Ref("lastHost", "Host", "lastHostUuid"),
+            Ref("image", "Image", "imageUuid"), Ref("instanceOffering", "InstanceOffering", "instanceOfferingUuid"),
+            Ref("rootVolume", "Volume", "rootVolumeUuid"), Ref("defaultL3Network", "L3Network", "defaultL3NetworkUuid"))
+
+_L2_COLS = _cols("uuid", "name", "description", "zoneUuid", "physicalInterface", "type")
+_L2_CHILDREN = (Child("attachedClusterUuids", "L2NetworkClusterRef", fk="l2NetworkUuid", scalar="clusterUuid",
+                      order_by=("createDate",)),)
+_L2_REFS = (Ref("zone", "Zone", "zoneUuid"),)
+
+_BS_COLS = _cols("uuid", "name", "description", "url", "type", "state", "status", "hostname",
+                 ints=("totalCapacity", "availableCapacity", "sshPort"))
+_BS_CHILDREN = (Child("attachedZoneUuids", "BackupStorageZoneRef", fk="backupStorageUuid", scalar="zoneUuid",
+                      order_by=("createDate",)),)
+_BS_HIDDEN = frozenset({"username", "password"})
+
+_TAG_COLS = _cols("uuid", "resourceUuid", "resourceType", "tag", "type")
+
+_RESOURCES: tuple[Resource, ...] = (
+    Resource("Zone", "Zone", "ZoneVO", _cols("uuid", "name", "description", "state", "type")),
+    Resource("Cluster", "Cluster", "ClusterVO",
+             _cols("uuid", "name", "description", "state", "hypervisorType", "zoneUuid", "type"),
+             refs=(Ref("zone", "Zone", "zoneUuid"),)),
+    Resource("Host", "Host", "HostVO",
+             _cols("uuid", "name", "description", "zoneUuid", "clusterUuid", "managementIp", "hypervisorType",
+                   "state", "status", "username",
+                   ints=("totalCpuCapacity", "availableCpuCapacity", "totalMemoryCapacity",
+                         "availableMemoryCapacity", "cpuNum", "sshPort")),
+             refs=(Ref("zone", "Zone", "zoneUuid"), Ref("cluster", "Cluster", "clusterUuid")),
+             hidden=frozenset({"password", "agentToken", "agentBootId", "agentPort"})),
+    Resource("PrimaryStorage", "PrimaryStorage", "PrimaryStorageVO",
+             _cols("uuid", "name", "description", "zoneUuid", "url", "type", "state", "status", "mountPath",
+                   ints=("totalCapacity", "availableCapacity", "totalPhysicalCapacity",
+                         "availablePhysicalCapacity", "systemUsedCapacity")),
+             children=(Child("attachedClusterUuids", "PrimaryStorageClusterRef", fk="primaryStorageUuid",
+                             scalar="clusterUuid", order_by=("createDate",)),),
+             refs=(Ref("zone", "Zone", "zoneUuid"),)),
+    Resource("LocalStorageHostRef", "LocalStorageHostRef", None,
+             _cols("uuid", "primaryStorageUuid", "hostUuid",
+                   ints=("totalCapacity", "availableCapacity", "totalPhysicalCapacity",
+                         "availablePhysicalCapacity", "systemUsedCapacity")),
+             refs=(Ref("primaryStorage", "PrimaryStorage", "primaryStorageUuid"), Ref("host", "Host", "hostUuid")),
+             key=("primaryStorageUuid", "hostUuid"), aliases={"uuid": "primaryStorageUuid"}),
+    Resource("LocalStorageResourceRef", "LocalStorageResourceRef", None,
+             _cols("resourceUuid", "primaryStorageUuid", "hostUuid", "resourceType", ints=("size",)),
+             refs=(Ref("primaryStorage", "PrimaryStorage", "primaryStorageUuid"), Ref("host", "Host", "hostUuid")),
+             key=("resourceUuid",)),
+    Resource("BackupStorage", "BackupStorage", "BackupStorageVO", _BS_COLS, children=_BS_CHILDREN,
+             hidden=_BS_HIDDEN),
+    Resource("SftpBackupStorage", "BackupStorage", "BackupStorageVO", _BS_COLS, children=_BS_CHILDREN,
+             hidden=_BS_HIDDEN, base_filter=("type", "SftpBackupStorage")),
+    Resource("Image", "Image", "ImageVO",
+             _cols("uuid", "name", "description", "state", "status", "md5Sum", "url", "mediaType", "guestOsType",
+                   "type", "platform", "format", ints=("size", "actualSize", "downloadProgress"),
+                   bools=("system",)),
+             children=(Child("backupStorageRefs", "ImageBackupStorageRef", fk="imageUuid",
+                             resource="ImageBackupStorageRef", order_by=("id",)),),
+             bools=frozenset({"system"})),
+    Resource("ImageBackupStorageRef", "ImageBackupStorageRef", None,
+             _cols("imageUuid", "backupStorageUuid", "installPath", "status", ints=("id",)),
+             refs=(Ref("image", "Image", "imageUuid"), Ref("backupStorage", "BackupStorage", "backupStorageUuid")),
+             key=("id",)),
+    Resource("InstanceOffering", "InstanceOffering", "InstanceOfferingVO",
+             _cols("uuid", "name", "description", "type", "allocatorStrategy", "state",
+                   ints=("cpuNum", "cpuSpeed", "memorySize", "sortKey"))),
+    Resource("DiskOffering", "DiskOffering", "DiskOfferingVO",
+             _cols("uuid", "name", "description", "state", "type", "allocatorStrategy",
+                   ints=("diskSize", "sortKey"))),
+    Resource("L2Network", "L2Network", "L2NetworkVO", _L2_COLS, children=_L2_CHILDREN, refs=_L2_REFS,
+             hidden=frozenset({"vlan"})),
+    Resource("L2NoVlanNetwork", "L2Network", "L2NetworkVO", _L2_COLS, children=_L2_CHILDREN, refs=_L2_REFS,
+             hidden=frozenset({"vlan"}), base_filter=("type", "L2NoVlanNetwork")),
+    Resource("L2VlanNetwork", "L2Network", "L2NetworkVO", {**_L2_COLS, "vlan": I}, children=_L2_CHILDREN,
+             refs=_L2_REFS, base_filter=("type", "L2VlanNetwork")),
+    Resource("L3Network", "L3Network", "L3NetworkVO",
+             _cols("uuid", "name", "description", "type", "zoneUuid", "l2NetworkUuid", "state", "dnsDomain",
+                   bools=("system",)),
+             children=(
+                 Child("dns", "L3NetworkDns", fk="l3NetworkUuid", scalar="dns", order_by=("position",)),
+                 Child("ipRanges", "IpRange", fk="l3NetworkUuid", resource="IpRange", order_by=("createDate",)),
+                 Child("networkServices", "NetworkServiceL3NetworkRef", fk="l3NetworkUuid",
+                       resource="NetworkServiceL3NetworkRef", order_by=("networkServiceType",)),
+             ),
+             refs=(Ref("zone", "Zone", "zoneUuid"), Ref("l2Network", "L2Network", "l2NetworkUuid")),
+             bools=frozenset({"system"})),
+    Resource("IpRange", "IpRange", "IpRangeVO",
+             _cols("uuid", "name", "description", "l3NetworkUuid", "startIp", "endIp", "netmask", "gateway",
+                   "networkCidr"),
+             refs=(Ref("l3Network", "L3Network", "l3NetworkUuid"),), hidden=frozenset({"startInt", "endInt"})),
+    Resource("UsedIp", "UsedIp", None,
+             _cols("uuid", "ipRangeUuid", "l3NetworkUuid", "ip", "gateway", "netmask", "usedFor",
+                   ints=("ipInLong",)),
+             refs=(Ref("l3Network", "L3Network", "l3NetworkUuid"), Ref("ipRange", "IpRange", "ipRangeUuid"))),
+    Resource("NetworkServiceProvider", "NetworkServiceProvider", "NetworkServiceProviderVO",
+             _cols("uuid", "name", "description", "type"),
+             children=(
+                 Child("networkServiceTypes", "NetworkServiceType", fk="networkServiceProviderUuid",
+                       scalar="type", order_by=("type",)),
+                 Child("attachedL2NetworkUuids", "NetworkServiceProviderL2NetworkRef",
+                       fk="networkServiceProviderUuid", scalar="l2NetworkUuid", order_by=("l2NetworkUuid",)),
+             )),
+    Resource("NetworkServiceL3NetworkRef", "NetworkServiceL3NetworkRef", None,
+             _cols("l3NetworkUuid", "networkServiceProviderUuid", "networkServiceType", dates=False),
+             refs=(Ref("l3Network", "L3Network", "l3NetworkUuid"),
+                   Ref("networkServiceProvider", "NetworkServiceProvider", "networkServiceProviderUuid")),
+             key=("l3NetworkUuid", "networkServiceType")),
+    Resource("VmInstance", "VmInstance", "VmInstanceVO", _VM_COLS, children=_VM_CHILDREN, refs=_VM_REFS),
+    Resource("ApplianceVm", "VmInstance", "VmInstanceVO", _VM_COLS, children=_VM_CHILDREN, refs=_VM_REFS,
+             base_filter=("type", "ApplianceVm")),
+    Resource("VirtualRouterVm", "VmInstance", "VmInstanceVO", _VM_COLS, children=_VM_CHILDREN, refs=_VM_REFS,
+             base_filter=("type", "ApplianceVm")),
+    Resource("VmNic", "VmNic", None,
+             _cols("uuid", "vmInstanceUuid", "usedIpUuid", "l3NetworkUuid", "ip", "mac", "netmask", "gateway",
+                   "metaData", "internalName", ints=("deviceId",)),
+             refs=(Ref("vmInstance", "VmInstance", "vmInstanceUuid"), Ref("l3Network", "L3Network", "l3NetworkUuid"),
+                   Ref("usedIp", "UsedIp", "usedIpUuid"))),
+    Resource("Volume", "Volume", "VolumeVO",
+             _cols("uuid", "name", "description", "primaryStorageUuid", "vmInstanceUuid", "diskOfferingUuid",
+                   "rootImageUuid", "installPath", "type", "format", "state", "status",
+                   ints=("size", "actualSize", "deviceId")),
+             refs=(Ref("vmInstance", "VmInstance", "vmInstanceUuid"),
+                   Ref("primaryStorage", "PrimaryStorage", "primaryStorageUuid"),
+                   Ref("diskOffering", "DiskOffering", "diskOfferingUuid"),
+                   Ref("image", "Image", "rootImageUuid"))),
+    Resource("VolumeSnapshot", "VolumeSnapshot", "VolumeSnapshotVO",
+             _cols("uuid", "name", "description", "type", "volumeUuid", "treeUuid", "parentUuid",
+                   "primaryStorageUuid", "primaryStorageInstallPath", "volumeType", "format", "state", "status",
+                   ints=("size",), bools=("latest",)),
+             children=(Child("backupStorageRefs", None),),
+             refs=(Ref("volume", "Volume", "volumeUuid"), Ref("primaryStorage", "PrimaryStorage", "primaryStorageUuid")),
+             bools=frozenset({"latest"})),
+    Resource("SystemTag", "SystemTag", None, {**_TAG_COLS, "inherent": B}, bools=frozenset({"inherent"})),
+    Resource("UserTag", "UserTag", None, _TAG_COLS),
+    Resource("Tag", "Tag", None, _TAG_COLS, union_of=("SystemTag", "UserTag")),
+    Resource("GlobalConfig", "GlobalConfig", None,
+             _cols("category", "name", "value", "defaultValue", "description", dates=False),
+             key=("category", "name")),
+    Resource("Account", "Account", "AccountVO", _cols("uuid", "name", "type", "description"),
+             hidden=frozenset({"passwordHash"})),
+    Resource("Session", "Session", None,
+             {**_cols("uuid", "accountUuid", "userUuid", dates=False), "expiredDate": D, "createDate": D},
+             refs=(Ref("account", "Account", "accountUuid"),)),
+)
+
+RESOURCES: dict[str, Resource] = {r.name: r for r in _RESOURCES}
+
+
+def resource(name: str) -> Resource:
+    """The Resource called ``name``; KeyError for an unknown one (a programming error, not user input)."""
+    return RESOURCES[name]
+
+
+def query_api_names() -> dict[str, str]:
+    """API name → resource name for every query API (``QueryVmInstance`` → ``VmInstance``)."""
+    return {f"Query{name}": name for name in RESOURCES}
+
+
+def _check_identifiers() -> None:
+    """Every name that reaches SQL must be a plain identifier: enforce it once, at import."""
+    for r in _RESOURCES:
+        names = [r.table, *r.columns, *r.hidden, *r.key, *r.aliases.values(), *r.union_of]
+        for c in r.children:
+            names += [c.name, *(n for n in (c.table, c.fk, c.parent_key, c.scalar) if n), *c.order_by]
+        for ref in r.refs:
+            names += [ref.name, ref.column, ref.target_key]
+        if r.base_filter:
+            names.append(r.base_filter[0])
+        bad = [n for n in names if not _IDENT.match(n)]
+        if bad:
+            raise ValueError(f"resource {r.name}: names {bad} are not plain SQL identifiers")
+
+
+_check_identifiers()

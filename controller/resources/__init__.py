@@ -1,0 +1,1 @@
+"""Resource services and their APIs, one module per resource (zone, cluster, network, ...)."""

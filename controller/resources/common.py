@@ -1,0 +1,45 @@
+"""Shared steps of resource APIs: create with tags, update name/description, change state, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.api.context import ApiContext
+from controller.api.messages import CreateMessage
+from controller.errors import NotFound
+from controller.util import new_uuid, now_iso
+
+
+async def create_row(ctx: ApiContext, table: str, resource_type: str, msg: CreateMessage,
+                     row: dict[str, Any]) -> dict[str, Any]:
+    """Insert ``row`` (uuid and dates filled in) with the message's tags in ONE transaction and return
+    the new resource's inventory. Tags are validated before anything is written."""
+    tags = ctx.core.services["tags"]
+    await tags.validate_create_tags(resource_type, msg.systemTags)
+    now = now_iso()
+    row = {"uuid": msg.resourceUuid or new_uuid(), **row, "createDate": now, "lastOpDate": now}
+    async with ctx.db.write() as tx:
+        await tx.insert(table, row)
+        await tags.write_create_tags(tx, resource_type, row["uuid"], msg.systemTags, msg.userTags)
+    return row
+
+
+async def update_fields(ctx: ApiContext, table: str, uuid: str, values: dict[str, Any], *,
+                        vo: str | None = None) -> None:
+    """Update the given non-None fields of one row (SYS.1003 when it does not exist)."""
+    values = {k: v for k, v in values.items() if v is not None}
+    async with ctx.db.write() as tx:
+        n = await tx.update(table, {"uuid": uuid}, {**values, "lastOpDate": now_iso()})
+    if n == 0:
+        raise NotFound(f"invalid field[uuid], resource[uuid:{uuid}, type:{vo or table + 'VO'}] not found")
+
+
+STATE_EVENTS = {"enable": "Enabled", "disable": "Disabled"}
+
+
+async def delete_row(ctx: ApiContext, table: str, uuid: str) -> bool:
+    """Delete one row (children cascade, tags go with it by trigger). Missing rows are not an error
+    (1.0: deleting an unknown uuid succeeds)."""
+    async with ctx.db.write() as tx:
+        cur = await tx.execute(f"DELETE FROM {table} WHERE uuid=?", (uuid,))
+    return cur.rowcount > 0
