@@ -1,0 +1,270 @@
+"""Wire contract of the agent's local-storage endpoints (ZStack 1.0 ``/localstorage/*`` paths).
+
+Every request names the primary storage by ``storagePath`` (the PS url, identical on every host); every
+reply carries the capacity of that storage on this host (:class:`LocalStorageReply`). Every command is
+idempotent: creating what exists identically succeeds, deleting what is missing succeeds.
+
+Host-to-host copy: the controller sends :class:`CopyToRemoteCmd` to the SOURCE agent with the destination
+agent's URL and token; the source streams each file to the destination's raw endpoint
+``POST /localstorage/receive`` (see ``storage.migrate``), which is not a JSON endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kvmagent.contract.base import AgentReply, AgentRequest
+
+ImageFormat = Literal["qcow2", "raw", "iso"]
+VolumeKind = Literal["Root", "Data"]
+Uuid = str  # letters, digits and '-' (checked by the storage layer, which names the field)
+
+
+class LocalStorageReply(AgentReply):
+    totalCapacity: int = 0
+    availableCapacity: int = 0
+    totalPhysicalCapacity: int = 0
+    availablePhysicalCapacity: int = 0
+    usedByStorage: int = 0
+
+
+class LocalStorageCmd(AgentRequest):
+    storagePath: str = Field(min_length=2)
+
+
+class InitReply(LocalStorageReply):
+    pass
+
+
+class InitCmd(LocalStorageCmd):
+    PATH = "/localstorage/init"
+    Reply = InitReply
+    primaryStorageUuid: Uuid
+    hostUuid: Uuid | None = None
+
+
+class CapacityCmd(LocalStorageCmd):
+    PATH = "/localstorage/capacity"
+    Reply = LocalStorageReply
+
+
+class DownloadImageReply(LocalStorageReply):
+    installPath: str
+    format: Literal["qcow2", "iso"]
+    md5: str
+    size: int
+    virtualSize: int
+    actualSize: int
+
+
+class DownloadImageCmd(LocalStorageCmd):
+    """Download an image into this host's cache. ``url``: ``file:///path``, ``http(s)://...`` or
+    ``sftp://user:password@host[:port]/path`` (an SFTP backup storage)."""
+
+    PATH = "/localstorage/image/download"
+    Reply = DownloadImageReply
+    imageUuid: Uuid
+    format: ImageFormat
+    url: str = Field(min_length=1)
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+    size: int | None = Field(default=None, ge=0)
+
+
+class VolumeReply(LocalStorageReply):
+    installPath: str
+    size: int = 0
+    actualSize: int = 0
+
+
+class CreateVolumeFromCacheCmd(LocalStorageCmd):
+    PATH = "/localstorage/volume/createfromcache"
+    Reply = VolumeReply
+    accountUuid: Uuid
+    volumeUuid: Uuid
+    volumeType: VolumeKind = "Root"
+    imageUuid: Uuid
+    size: int | None = Field(default=None, gt=0)
+
+
+class CreateEmptyVolumeCmd(LocalStorageCmd):
+    PATH = "/localstorage/volume/createempty"
+    Reply = VolumeReply
+    accountUuid: Uuid
+    volumeUuid: Uuid
+    volumeType: VolumeKind = "Data"
+    size: int = Field(gt=0)
+
+
+class DeleteVolumeReply(LocalStorageReply):
+    deleted: bool
+
+
+class DeleteVolumeCmd(LocalStorageCmd):
+    PATH = "/localstorage/volume/delete"
+    Reply = DeleteVolumeReply
+    installPath: str
+
+
+class VolumeInfoReply(LocalStorageReply):
+    installPath: str
+    format: str
+    size: int
+    actualSize: int
+    backingFile: str | None = None
+    chain: list[str] = []
+
+
+class VolumeInfoCmd(LocalStorageCmd):
+    PATH = "/localstorage/volume/info"
+    Reply = VolumeInfoReply
+    installPath: str
+
+
+class SnapshotReply(LocalStorageReply):
+    snapshotPath: str
+    volumePath: str
+
+
+class CreateSnapshotCmd(LocalStorageCmd):
+    """Offline snapshot: the volume's content becomes ``snapshots/<snapshotUuid>.qcow2``; the volume keeps
+    its path as a new overlay on it."""
+
+    PATH = "/localstorage/snapshot/create"
+    Reply = SnapshotReply
+    volumePath: str
+    snapshotUuid: Uuid
+
+
+class RevertSnapshotCmd(LocalStorageCmd):
+    PATH = "/localstorage/snapshot/revert"
+    Reply = SnapshotReply
+    volumePath: str
+    snapshotPath: str
+
+
+class DeleteSnapshotReply(LocalStorageReply):
+    deleted: bool
+
+
+class DeleteSnapshotCmd(LocalStorageCmd):
+    PATH = "/localstorage/snapshot/delete"
+    Reply = DeleteSnapshotReply
+    volumePath: str
+    snapshotPath: str
+
+
+class ChainLinkTO(AgentReply):
+    path: str
+    backingFile: str | None
+    size: int
+    actualSize: int
+
+
+class VerifyChainReply(LocalStorageReply):
+    chain: list[ChainLinkTO]
+
+
+class VerifyChainCmd(LocalStorageCmd):
+    PATH = "/localstorage/snapshot/verifychain"
+    Reply = VerifyChainReply
+    volumePath: str
+
+
+class Md5TO(AgentRequest):
+    resourceUuid: str | None = None
+    path: str
+
+
+class Md5ResultTO(AgentReply):
+    resourceUuid: str | None = None
+    path: str
+    md5: str
+
+
+class GetMd5Reply(LocalStorageReply):
+    md5s: list[Md5ResultTO]
+
+
+class GetMd5Cmd(LocalStorageCmd):
+    PATH = "/localstorage/getmd5"
+    Reply = GetMd5Reply
+    md5s: list[Md5TO]
+
+
+class BitsTO(AgentReply):
+    path: str
+    existing: bool
+    size: int | None = None
+    md5: str | None = None
+
+
+class CheckBitsReply(LocalStorageReply):
+    bits: list[BitsTO]
+
+
+class CheckBitsCmd(LocalStorageCmd):
+    PATH = "/localstorage/checkbits"
+    Reply = CheckBitsReply
+    paths: list[str] = Field(min_length=1)
+    withMd5: bool = False
+
+
+class CopiedTO(AgentReply):
+    path: str
+    size: int
+    allocatedSize: int
+    sha256: str
+    skipped: bool = False
+
+
+class CopyToRemoteReply(LocalStorageReply):
+    copied: list[CopiedTO]
+
+
+class CopyToRemoteCmd(LocalStorageCmd):
+    """On the SOURCE host: stream ``paths`` (and ``baseImagePath`` when the destination lacks it, checked by
+    path + md5) to the same absolute paths on the destination agent. Long-running (hours for big volumes)."""
+
+    PATH = "/localstorage/copytoremote"
+    Reply = CopyToRemoteReply
+    paths: list[str] = Field(min_length=1)
+    baseImagePath: str | None = None
+    destAgentUrl: str = Field(pattern=r"^https?://")
+    destToken: str = Field(min_length=1, repr=False)
+
+
+class DeleteBitsReply(LocalStorageReply):
+    deleted: list[str]
+
+
+class DeleteBitsCmd(LocalStorageCmd):
+    PATH = "/localstorage/delete"
+    Reply = DeleteBitsReply
+    paths: list[str] = Field(min_length=1)
+
+
+class InspectImageReply(AgentReply):
+    path: str
+    format: Literal["qcow2", "raw", "iso"]
+    virtualSize: int
+    actualSize: int
+
+
+class InspectImageCmd(AgentRequest):
+    """Inspect a file on this host (format allowed, self-contained) without trusting it."""
+
+    PATH = "/image/inspect"
+    Reply = InspectImageReply
+    path: str
+    format: ImageFormat | None = None
+
+
+class ReceiveReply(AgentReply):
+    """Reply of the raw ``POST /localstorage/receive`` endpoint (destination side of a copy)."""
+
+    path: str
+    size: int
+    allocated: int
+    sha256: str

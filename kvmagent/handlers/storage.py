@@ -1,0 +1,230 @@
+"""Local-storage endpoints of the agent: thin adapters from the wire contract to ``StorageService``.
+
+Every handler maps :class:`storage.errors.StorageError` to :class:`AgentError` (same code, status and
+details) and attaches the storage's capacity to its reply. :func:`raw_routes` returns the one non-JSON
+endpoint, ``POST /localstorage/receive`` (destination side of a host-to-host copy).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+
+from kvmagent.contract import storage as c
+from kvmagent.contract.base import AgentError, AgentReply
+from kvmagent.routing import handles
+from storage.errors import InvalidArgument, StorageError
+from storage.layout import VolumeType
+from storage.local import Capacity
+from storage.migrate import RECEIVE_PATH
+from storage.service import StorageService
+
+
+class HasStorage(Protocol):
+    storage: StorageService
+
+
+#: Where the raw receive handler finds the service when :func:`raw_routes` is called without a context.
+STORAGE_KEY = web.AppKey("zstack.storage", StorageService)
+
+R = TypeVar("R", bound=AgentReply)
+
+
+def agent_error(e: StorageError) -> AgentError:
+    return AgentError(e.code, e.message, status=e.status, details=e.details or None)
+
+
+def mapped(fn: Callable[[Any, Any], Awaitable[R]]) -> Callable[[Any, Any], Awaitable[R]]:
+    @functools.wraps(fn)
+    async def wrapper(ctx: Any, cmd: Any) -> R:
+        try:
+            return await fn(ctx, cmd)
+        except StorageError as e:
+            raise agent_error(e) from e
+
+    return wrapper
+
+
+def cap(capacity: Capacity) -> dict[str, int]:
+    return {"totalCapacity": capacity.total, "availableCapacity": capacity.available,
+            "totalPhysicalCapacity": capacity.total_physical,
+            "availablePhysicalCapacity": capacity.available_physical, "usedByStorage": capacity.used_by_storage}
+
+
+async def _cap(ctx: HasStorage, cmd: c.LocalStorageCmd) -> dict[str, int]:
+    return cap(await ctx.storage.capacity(cmd.storagePath))
+
+
+@handles(c.InitCmd)
+@mapped
+async def init(ctx: HasStorage, cmd: c.InitCmd) -> c.InitReply:
+    return c.InitReply(**cap(await ctx.storage.init(cmd.storagePath, cmd.primaryStorageUuid, cmd.hostUuid)))
+
+
+@handles(c.CapacityCmd)
+@mapped
+async def capacity(ctx: HasStorage, cmd: c.CapacityCmd) -> c.LocalStorageReply:
+    return c.LocalStorageReply(**await _cap(ctx, cmd))
+
+
+@handles(c.DownloadImageCmd)
+@mapped
+async def download_image(ctx: HasStorage, cmd: c.DownloadImageCmd) -> c.DownloadImageReply:
+    rec = await ctx.storage.download_image(cmd.storagePath, cmd.imageUuid, cmd.format, cmd.url,
+                                           md5=cmd.md5, size=cmd.size)
+    return c.DownloadImageReply(installPath=rec.path, format="iso" if rec.format == "iso" else "qcow2",
+                                md5=rec.md5, size=rec.size, virtualSize=rec.virtual_size,
+                                actualSize=rec.actual_size, **await _cap(ctx, cmd))
+
+
+async def _volume_reply(ctx: HasStorage, cmd: c.LocalStorageCmd, path: Path) -> c.VolumeReply:
+    info = await ctx.storage.volume_info(cmd.storagePath, str(path))
+    return c.VolumeReply(installPath=str(path), size=info.virtual_size, actualSize=info.actual_size,
+                         **await _cap(ctx, cmd))
+
+
+@handles(c.CreateVolumeFromCacheCmd)
+@mapped
+async def create_from_cache(ctx: HasStorage, cmd: c.CreateVolumeFromCacheCmd) -> c.VolumeReply:
+    path = await ctx.storage.create_volume_from_cache(cmd.storagePath, VolumeType(cmd.volumeType),
+                                                      cmd.accountUuid, cmd.volumeUuid, cmd.imageUuid, cmd.size)
+    return await _volume_reply(ctx, cmd, path)
+
+
+@handles(c.CreateEmptyVolumeCmd)
+@mapped
+async def create_empty(ctx: HasStorage, cmd: c.CreateEmptyVolumeCmd) -> c.VolumeReply:
+    path = await ctx.storage.create_empty_volume(cmd.storagePath, VolumeType(cmd.volumeType),
+                                                 cmd.accountUuid, cmd.volumeUuid, cmd.size)
+    return await _volume_reply(ctx, cmd, path)
+
+
+@handles(c.DeleteVolumeCmd)
+@mapped
+async def delete_volume(ctx: HasStorage, cmd: c.DeleteVolumeCmd) -> c.DeleteVolumeReply:
+    deleted = await ctx.storage.delete_volume(cmd.storagePath, cmd.installPath)
+    return c.DeleteVolumeReply(deleted=deleted, **await _cap(ctx, cmd))
+
+
+@handles(c.VolumeInfoCmd)
+@mapped
+async def volume_info(ctx: HasStorage, cmd: c.VolumeInfoCmd) -> c.VolumeInfoReply:
+    info = await ctx.storage.volume_info(cmd.storagePath, cmd.installPath)
+    return c.VolumeInfoReply(installPath=str(info.path), format=info.format, size=info.virtual_size,
+                             actualSize=info.actual_size, backingFile=info.backing_file, chain=info.chain,
+                             **await _cap(ctx, cmd))
+
+
+@handles(c.CreateSnapshotCmd)
+@mapped
+async def create_snapshot(ctx: HasStorage, cmd: c.CreateSnapshotCmd) -> c.SnapshotReply:
+    snap = await ctx.storage.create_snapshot(cmd.storagePath, cmd.volumePath, cmd.snapshotUuid)
+    return c.SnapshotReply(snapshotPath=str(snap), volumePath=cmd.volumePath, **await _cap(ctx, cmd))
+
+
+@handles(c.RevertSnapshotCmd)
+@mapped
+async def revert_snapshot(ctx: HasStorage, cmd: c.RevertSnapshotCmd) -> c.SnapshotReply:
+    await ctx.storage.revert_snapshot(cmd.storagePath, cmd.volumePath, cmd.snapshotPath)
+    return c.SnapshotReply(snapshotPath=cmd.snapshotPath, volumePath=cmd.volumePath, **await _cap(ctx, cmd))
+
+
+@handles(c.DeleteSnapshotCmd)
+@mapped
+async def delete_snapshot(ctx: HasStorage, cmd: c.DeleteSnapshotCmd) -> c.DeleteSnapshotReply:
+    deleted = await ctx.storage.delete_snapshot(cmd.storagePath, cmd.volumePath, cmd.snapshotPath)
+    return c.DeleteSnapshotReply(deleted=deleted, **await _cap(ctx, cmd))
+
+
+@handles(c.VerifyChainCmd)
+@mapped
+async def verify_chain(ctx: HasStorage, cmd: c.VerifyChainCmd) -> c.VerifyChainReply:
+    links = await ctx.storage.verify_chain(cmd.storagePath, cmd.volumePath)
+    return c.VerifyChainReply(chain=[c.ChainLinkTO(path=li.path, backingFile=li.backing, size=li.virtual_size,
+                                                   actualSize=li.actual_size) for li in links],
+                              **await _cap(ctx, cmd))
+
+
+@handles(c.GetMd5Cmd)
+@mapped
+async def get_md5(ctx: HasStorage, cmd: c.GetMd5Cmd) -> c.GetMd5Reply:
+    bits = await ctx.storage.bits(cmd.storagePath, [m.path for m in cmd.md5s], with_md5=True)
+    out = []
+    for m, b in zip(cmd.md5s, bits, strict=True):
+        if not b.existing or b.md5 is None:
+            raise AgentError("STORAGE.NOT_FOUND", f"{m.path} does not exist on this host", status=404,
+                             details={"field": "path", "value": m.path})
+        out.append(c.Md5ResultTO(resourceUuid=m.resourceUuid, path=b.path, md5=b.md5))
+    return c.GetMd5Reply(md5s=out, **await _cap(ctx, cmd))
+
+
+@handles(c.CheckBitsCmd)
+@mapped
+async def check_bits(ctx: HasStorage, cmd: c.CheckBitsCmd) -> c.CheckBitsReply:
+    bits = await ctx.storage.bits(cmd.storagePath, cmd.paths, with_md5=cmd.withMd5)
+    return c.CheckBitsReply(bits=[c.BitsTO(path=b.path, existing=b.existing, size=b.size, md5=b.md5)
+                                  for b in bits], **await _cap(ctx, cmd))
+
+
+@handles(c.CopyToRemoteCmd)
+@mapped
+async def copy_to_remote(ctx: HasStorage, cmd: c.CopyToRemoteCmd) -> c.CopyToRemoteReply:
+    copied = await ctx.storage.copy_to_remote(cmd.storagePath, cmd.paths, cmd.destAgentUrl, cmd.destToken,
+                                              cmd.baseImagePath)
+    return c.CopyToRemoteReply(copied=[c.CopiedTO(path=x.path, size=x.size, allocatedSize=x.allocated,
+                                                  sha256=x.sha256, skipped=x.skipped) for x in copied],
+                               **await _cap(ctx, cmd))
+
+
+@handles(c.DeleteBitsCmd)
+@mapped
+async def delete_bits(ctx: HasStorage, cmd: c.DeleteBitsCmd) -> c.DeleteBitsReply:
+    deleted = await ctx.storage.delete_paths(cmd.storagePath, cmd.paths)
+    return c.DeleteBitsReply(deleted=deleted, **await _cap(ctx, cmd))
+
+
+@handles(c.InspectImageCmd)
+@mapped
+async def inspect_image(ctx: HasStorage, cmd: c.InspectImageCmd) -> c.InspectImageReply:
+    fmt, info = await ctx.storage.inspect(cmd.path, cmd.format)
+    return c.InspectImageReply(path=cmd.path, format=fmt,  # type: ignore[arg-type]
+                               virtualSize=info.virtual_size, actualSize=info.actual_size)
+
+
+# ---------------------------------------------------------------- raw endpoint
+
+def _error(e: StorageError | AgentError) -> web.Response:
+    err = e if isinstance(e, AgentError) else agent_error(e)
+    return web.json_response(err.body(), status=err.status)
+
+
+def _receive_handler(get: Callable[[web.Request], StorageService]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def receive(request: web.Request) -> web.Response:
+        """``POST /localstorage/receive``: headers ``X-Zs-Path`` and ``X-Zs-Size``, body = frames (see
+        ``storage.migrate``). Replies :class:`ReceiveReply` once the file is complete and verified."""
+        try:
+            path = request.headers.get("X-Zs-Path", "")
+            size_s = request.headers.get("X-Zs-Size", "")
+            if not size_s.isdigit():
+                raise InvalidArgument(f"header X-Zs-Size {size_s!r} must be a non-negative integer",
+                                      details={"field": "X-Zs-Size", "value": size_s})
+            got = await get(request).receive_file(request.content, path, int(size_s))
+        except StorageError as e:
+            return _error(e)
+        return web.json_response(c.ReceiveReply(path=got.path, size=got.size, allocated=got.allocated,
+                                                sha256=got.sha256).model_dump())
+
+    return receive
+
+
+def raw_routes(ctx: HasStorage | None = None) -> list[web.RouteDef]:
+    """Routes whose body is not JSON. The server mounts them behind the same bearer-token check as the
+    JSON endpoints. The service is ``ctx.storage`` when ``ctx`` is given, else ``app[STORAGE_KEY]``."""
+    def get(request: web.Request) -> StorageService:
+        return ctx.storage if ctx is not None else request.config_dict[STORAGE_KEY]
+
+    return [web.post(RECEIVE_PATH, _receive_handler(get))]

@@ -1,0 +1,153 @@
+"""Download sources for the image cache: ``file://`` paths, ``http(s)://`` URLs and SFTP backup storage.
+
+:func:`fetch` writes the whole source into ``dest`` (the caller's temporary name), computing md5 on the
+fly, and returns the size and md5. It never leaves ``dest`` half-written on failure (it is removed).
+SFTP: ``sftp://user:password@host[:port]/path`` or an explicit :class:`SftpSource`; the host key is not
+checked (1.0 used ``StrictHostKeyChecking=no``), the password is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+import asyncssh
+
+from storage import files
+from storage.errors import InvalidArgument, TransferFailed
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileSource:
+    path: str
+
+
+@dataclass(frozen=True)
+class HttpSource:
+    url: str
+
+
+@dataclass(frozen=True)
+class SftpSource:
+    hostname: str
+    username: str
+    password: str
+    path: str
+    port: int = 22
+
+    def __repr__(self) -> str:  # never print the password
+        return f"SftpSource({self.username}@{self.hostname}:{self.port}{self.path})"
+
+
+Source = FileSource | HttpSource | SftpSource
+
+
+@dataclass(frozen=True)
+class Fetched:
+    size: int
+    md5: str
+
+
+def parse_source(url: str) -> Source:
+    """Parse a download URL; raises :class:`InvalidArgument` naming the URL (password masked)."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if not parts.path.startswith("/") or parts.netloc not in ("", "localhost"):
+            raise InvalidArgument(f"url {url!r}: file URLs must be file:///absolute/path",
+                                  details={"field": "url", "value": url})
+        return FileSource(unquote(parts.path))
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise InvalidArgument(f"url {url!r} has no host", details={"field": "url", "value": url})
+        return HttpSource(url)
+    if parts.scheme == "sftp":
+        shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
+        if not (parts.hostname and parts.username and parts.password and parts.path.startswith("/")):
+            raise InvalidArgument(f"url {shown!r}: expected sftp://user:password@host[:port]/absolute/path",
+                                  details={"field": "url", "value": shown})
+        return SftpSource(hostname=parts.hostname, username=unquote(parts.username),
+                          password=unquote(parts.password), path=unquote(parts.path), port=parts.port or 22)
+    raise InvalidArgument(f"url {url.split('@')[-1]!r}: scheme {parts.scheme!r} not supported; "
+                          "allowed: file, http, https, sftp", details={"field": "url", "value": parts.scheme})
+
+
+def _copy_hashing(src: str, dest: Path) -> Fetched:
+    h = hashlib.md5()
+    size = 0
+    with open(src, "rb", buffering=0) as fi, open(dest, "wb") as fo:
+        while chunk := fi.read(4 << 20):
+            h.update(chunk)
+            fo.write(chunk)
+            size += len(chunk)
+        fo.flush()
+        os.fsync(fo.fileno())
+    return Fetched(size, h.hexdigest())
+
+
+class _HashingWriter:
+    def __init__(self, dest: Path) -> None:
+        self.f = open(dest, "wb")
+        self.h = hashlib.md5()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.h.update(chunk)
+        self.f.write(chunk)
+        self.size += len(chunk)
+
+    def close(self) -> Fetched:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        return Fetched(self.size, self.h.hexdigest())
+
+
+async def _fetch_http(src: HttpSource, dest: Path, session: aiohttp.ClientSession) -> Fetched:
+    w = _HashingWriter(dest)
+    try:
+        async with session.get(src.url, timeout=aiohttp.ClientTimeout(total=None, sock_read=300)) as resp:
+            if resp.status != 200:
+                raise TransferFailed(f"download of {src.url} failed: HTTP {resp.status}",
+                                     details={"url": src.url, "status": resp.status})
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                await asyncio.to_thread(w.write, chunk)
+    except aiohttp.ClientError as e:
+        raise TransferFailed(f"download of {src.url} failed: {e}", details={"url": src.url}) from e
+    finally:
+        res = await asyncio.to_thread(w.close)
+    return res
+
+
+async def _fetch_sftp(src: SftpSource, dest: Path) -> Fetched:
+    try:
+        async with asyncssh.connect(src.hostname, port=src.port, username=src.username, password=src.password,
+                                    known_hosts=None, client_keys=None, agent_path=None,
+                                    connect_timeout=30) as conn, conn.start_sftp_client() as sftp:
+            await sftp.get(src.path, str(dest), block_size=1 << 20, max_requests=16)
+    except (OSError, asyncssh.Error) as e:
+        raise TransferFailed(f"sftp download of {src!r} failed: {e}", details={"source": repr(src)}) from e
+    md5 = await asyncio.to_thread(files.file_digest, dest, "md5")
+    return Fetched(dest.stat().st_size, md5)
+
+
+async def fetch(source: Source, dest: Path, *, session: aiohttp.ClientSession) -> Fetched:
+    """Copy ``source`` into ``dest`` and return its size and md5; on failure ``dest`` is removed."""
+    try:
+        if isinstance(source, FileSource):
+            if not os.path.isfile(source.path):
+                raise InvalidArgument(f"url file://{source.path}: no such file on this host",
+                                      details={"field": "url", "value": source.path})
+            return await asyncio.to_thread(_copy_hashing, source.path, dest)
+        if isinstance(source, HttpSource):
+            return await _fetch_http(source, dest, session)
+        return await _fetch_sftp(source, dest)
+    except BaseException:
+        files.remove_file(dest)
+        raise
