@@ -1,0 +1,261 @@
+"""FlatNetService: the flat network data plane of one host (DESIGN.md "Flat network data plane").
+
+Desired state (L3s, NICs, user data) is persisted under ``state_dir/flatnet/`` and the host is converged to
+it: on every request for the L3s it touches, and for everything in :meth:`FlatNetService.start` (agent
+start: reads what exists — namespaces, links, dnsmasq pid files, ebtables — and fixes only differences, so
+a restart after SIGKILL adds no second dnsmasq, veth or rule). Every method is idempotent. A failed
+request restores the previous desired state and converges back to it (Reverter) before raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flatnet import dnsmasq, ebtables, netns
+from flatnet.dnsmasq import DnsmasqPaths
+from flatnet.errors import FlatNetError, NotPrepared
+from flatnet.metadata import MetadataServer
+from flatnet.model import DesiredState, L3Spec, NicSpec, UserdataSpec
+from flatnet.names import METADATA_IP, l3_names, nic_tag
+from flatnet.state import StateStore
+from storage.revert import Reverter
+from storage.runner import ProcessError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class L3Status:
+    l3_uuid: str
+    netns: str
+    bridge: str
+    dhcp_ip: str
+    dnsmasq_pid: int | None
+    nics: int
+    userdata: int
+    listening: list[tuple[str, int]]
+    error: str | None = None
+
+
+@dataclass
+class Status:
+    l3s: list[L3Status] = field(default_factory=list)
+
+
+class FlatNetService:
+    """Flat DHCP + metadata for the L3 networks of this host.
+
+    ``host_netns`` names the network namespace holding the L2 bridges (``None``: the agent's own).
+    """
+
+    def __init__(self, state_dir: Path, *, host_netns: str | None = None, http_port: int = 80,
+                 password_port: int | None = 8080, log_dhcp: bool = False) -> None:
+        self.store = StateStore(Path(state_dir))
+        self.host_netns = host_netns
+        self.log_dhcp = log_dhcp
+        self.state = DesiredState()
+        self.metadata = MetadataServer(http_port=http_port, password_port=password_port)
+        self._lock = asyncio.Lock()
+        self._errors: dict[str, str] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the persisted desired state and converge the host to it. An L3 that cannot be served
+        (e.g. its bridge is gone) is logged and reported in :meth:`status`; the others still converge."""
+        async with self._lock:
+            self.state = self.store.load()
+            await self.metadata.start()
+            for l3 in self.state.l3s.values():
+                try:
+                    await self._converge_l3(l3, self.state)
+                    self._errors.pop(l3.uuid, None)
+                except (FlatNetError, ProcessError, OSError) as e:
+                    log.error("flatnet: L3 %s not reconciled: %s", l3.uuid, e)
+                    self._errors[l3.uuid] = str(e)
+            await self._remove_stale(self.state)
+            await self._sync_rules(self.state)
+            self._sync_entries(self.state)
+            self._finish(self.state)
+
+    async def stop(self) -> None:
+        """Close the metadata listeners. dnsmasq and the namespaces stay: VMs keep their DHCP while the agent
+        restarts, and :meth:`start` adopts them."""
+        await self.metadata.stop()
+
+    # --- requests ------------------------------------------------------------------------------------
+    async def prepare(self, l3s: Iterable[L3Spec]) -> None:
+        """Namespace, veth, addresses, dnsmasq and metadata listeners for ``l3s`` (no NIC change)."""
+        await self.apply_dhcp(l3s, (), rebuild=False)
+
+    async def apply_dhcp(self, l3s: Iterable[L3Spec], nics: Iterable[NicSpec], *, rebuild: bool) -> None:
+        """Add or update ``l3s`` and ``nics``; with ``rebuild`` they replace the whole desired set of this
+        host (L3s and NICs not listed are removed, with their user data)."""
+        l3s, nics = list(l3s), list(nics)
+        async with self._lock:
+            new = self.state.model_copy(deep=True)
+            if rebuild:
+                new.l3s, new.nics = {}, {}
+            new.l3s.update({l3.uuid: l3 for l3 in l3s})
+            for nic in nics:
+                if nic.l3_uuid not in new.l3s:
+                    raise NotPrepared(nic.l3_uuid)
+            new.nics.update({n.key: n for n in nics})
+            new.userdata = {k: u for k, u in new.userdata.items() if u.l3_uuid in new.l3s}
+            touched = {l3.uuid for l3 in l3s} | {n.l3_uuid for n in nics}
+            await self._commit(new, touched if not rebuild else set(new.l3s))
+
+    async def release_dhcp(self, nics: Iterable[tuple[str, str]]) -> None:
+        """Stop serving the NICs given as (l3 uuid, mac). Unknown NICs are ignored."""
+        async with self._lock:
+            new = self.state.model_copy(deep=True)
+            keys = [f"{l3}/{mac.lower()}" for l3, mac in nics]
+            gone = [new.nics.pop(k) for k in keys if k in new.nics]
+            await self._commit(new, {n.l3_uuid for n in gone})
+
+    async def apply_userdata(self, spec: UserdataSpec) -> None:
+        """Serve ``spec`` to its VM from the next request on."""
+        async with self._lock:
+            if spec.l3_uuid not in self.state.l3s:
+                raise NotPrepared(spec.l3_uuid)
+            new = self.state.model_copy(deep=True)
+            new.userdata[spec.vm_uuid] = spec
+            await self._commit(new, set())
+
+    async def release_userdata(self, vm_uuid: str) -> None:
+        """Stop serving the VM's metadata and user data. Unknown VMs are ignored."""
+        async with self._lock:
+            new = self.state.model_copy(deep=True)
+            new.userdata.pop(vm_uuid, None)
+            await self._commit(new, set())
+
+    def status(self) -> Status:
+        out = Status()
+        for l3 in self.state.l3s.values():
+            n = l3_names(l3.uuid)
+            out.l3s.append(L3Status(
+                l3_uuid=l3.uuid, netns=n.netns, bridge=l3.bridge, dhcp_ip=l3.dhcp_ip,
+                dnsmasq_pid=dnsmasq.find_pid(self._paths(l3.uuid)),
+                nics=sum(1 for x in self.state.nics.values() if x.l3_uuid == l3.uuid),
+                userdata=self.metadata.entry_count(l3.uuid), listening=self.metadata.listening(l3.uuid),
+                error=self._errors.get(l3.uuid)))
+        return out
+
+    # --- convergence ---------------------------------------------------------------------------------
+    async def _commit(self, new: DesiredState, touched: set[str]) -> None:
+        old = self.state
+        removed = [u for u in old.l3s if u not in new.l3s]
+        gone_nics = [n for k, n in old.nics.items() if k not in new.nics and n.l3_uuid in new.l3s]
+        new.owned_l3s = sorted(set(old.owned_l3s) | set(new.l3s))
+        chains = ebtables.desired(new.l3s, new.nics.values()).chains
+        new.owned_chains = sorted(set(old.owned_chains) | set(chains))
+        self.store.save(new)  # write-ahead: what may exist on the host is recorded before it is created
+        async with Reverter() as r:
+            r.add(self._rollback, old, new)
+            for uuid in sorted(touched & set(new.l3s)):
+                await self._converge_l3(new.l3s[uuid], new)
+            for uuid in removed:
+                await self._remove_l3(uuid)
+            await self._sync_rules(new)
+            self._sync_entries(new)
+            r.success()
+        for nic in gone_nics:
+            await self._release_lease(new.l3s[nic.l3_uuid], nic)
+        self._finish(new)
+
+    async def _rollback(self, old: DesiredState, failed: DesiredState) -> None:
+        """Converge back to ``old`` after a failed request (best effort; errors are logged by Reverter)."""
+        old = old.model_copy(update={"owned_l3s": failed.owned_l3s, "owned_chains": failed.owned_chains})
+        self.state = old
+        for l3 in old.l3s.values():
+            if failed.l3s.get(l3.uuid) != l3 or any(n.l3_uuid == l3.uuid for n in failed.nics.values()):
+                await self._converge_l3(l3, old)
+        await self._remove_stale(old)
+        await self._sync_rules(old)
+        self._sync_entries(old)
+        self._finish(old)
+
+    def _finish(self, state: DesiredState) -> None:
+        state.owned_l3s = sorted(state.l3s)
+        state.owned_chains = sorted(ebtables.desired(state.l3s, state.nics.values()).chains)
+        self.store.save(state)
+        self.state = state
+
+    def _paths(self, l3_uuid: str) -> DnsmasqPaths:
+        return DnsmasqPaths(self.store.l3_dir(l3_names(l3_uuid).key))
+
+    async def _converge_l3(self, l3: L3Spec, state: DesiredState) -> None:
+        """Plumbing, dnsmasq files and process, metadata listeners of ``l3``; only differences change."""
+        nics = [n for n in state.nics.values() if n.l3_uuid == l3.uuid]
+        names = l3_names(l3.uuid)
+        paths = self._paths(l3.uuid)
+        async with Reverter() as r:
+            if names.netns not in await asyncio.to_thread(netns.list_netns):
+                r.add(asyncio.to_thread, netns.remove_plumbing, l3.uuid, self.host_netns)
+            await asyncio.to_thread(netns.ensure_plumbing, l3, self.host_netns)
+            conf_changed, reread = await asyncio.to_thread(self._write_files, l3, nics, paths)
+            pid = dnsmasq.find_pid(paths)
+            if pid is None or conf_changed:
+                await dnsmasq.stop(paths)
+                await dnsmasq.start(names.netns, paths)
+            elif reread:
+                dnsmasq.hup(paths)
+            await self.metadata.ensure_l3(l3.uuid, names.netns, l3.dhcp_ip, METADATA_IP)
+            r.success()
+
+    def _write_files(self, l3: L3Spec, nics: list[NicSpec], paths: DnsmasqPaths) -> tuple[bool, bool]:
+        """Write dnsmasq.conf and the per-NIC files; (conf changed, a NIC file changed or was removed)."""
+        for d in (paths.hosts_dir, paths.opts_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        conf = dnsmasq.render_conf(l3, paths, log_dhcp=self.log_dhcp)
+        conf_changed = dnsmasq.write_atomic(paths.conf, conf)
+        reread = False
+        for d, render in ((paths.hosts_dir, lambda n: dnsmasq.host_line(n)),
+                          (paths.opts_dir, lambda n: dnsmasq.opts_lines(n, l3))):
+            want = {nic_tag(n.mac): render(n) for n in nics}
+            for f in d.iterdir():
+                if f.name not in want:
+                    f.unlink()
+                    reread = True
+            for name, text in want.items():
+                existed = (d / name).exists()
+                if dnsmasq.write_atomic(d / name, text) and existed:
+                    reread = True
+        return conf_changed, reread
+
+    async def _remove_l3(self, l3_uuid: str) -> None:
+        paths = self._paths(l3_uuid)
+        await dnsmasq.stop(paths)
+        await self.metadata.remove_l3(l3_uuid)
+        await asyncio.to_thread(netns.remove_plumbing, l3_uuid, self.host_netns)
+        shutil.rmtree(paths.root, ignore_errors=True)
+        self._errors.pop(l3_uuid, None)
+
+    async def _remove_stale(self, state: DesiredState) -> None:
+        """Remove L3s that flatnet created but that are no longer desired, and stray state directories."""
+        for uuid in state.owned_l3s:
+            if uuid not in state.l3s:
+                await self._remove_l3(uuid)
+        keys = {l3_names(u).key for u in state.l3s}
+        for d in self.store.l3_dirs():
+            if d.name not in keys:
+                await dnsmasq.stop(DnsmasqPaths(d))
+                shutil.rmtree(d, ignore_errors=True)
+
+    async def _sync_rules(self, state: DesiredState) -> None:
+        want = ebtables.desired(state.l3s, state.nics.values())
+        await ebtables.sync(self.host_netns, want, state.owned_chains)
+
+    def _sync_entries(self, state: DesiredState) -> None:
+        self.metadata.set_entries({(u.l3_uuid, u.vm_ip): u for u in state.userdata.values()
+                                   if u.l3_uuid in state.l3s})
+
+    async def _release_lease(self, l3: L3Spec, nic: NicSpec) -> None:
+        try:
+            await dnsmasq.release_lease(l3_names(l3.uuid).netns, l3_names(l3.uuid).inner, nic.ip, nic.mac)
+        except ProcessError as e:
+            log.warning("flatnet: lease of %s (%s) on L3 %s not released: %s", nic.ip, nic.mac, l3.uuid, e)
