@@ -127,9 +127,13 @@ def coerce(coltype: ColType, value: Any, full: str) -> Any:
 
 
 def _in_values(value: Scalar | list[Scalar] | None, full: str, op: str) -> list[Scalar]:
-    values = value.split(",") if isinstance(value, str) else value
-    if not isinstance(values, list):
-        values = [] if values is None else [values]
+    values: list[Scalar]
+    if isinstance(value, str):
+        values = list(value.split(","))
+    elif isinstance(value, list):
+        values = value
+    else:
+        values = [] if value is None else [value]
     if not values:
         raise InvalidArgument(f"condition field[{full}] with op[{op}] needs a non-empty list of values")
     return values
@@ -201,8 +205,8 @@ def compile_conditions(r: Resource, alias: str, conditions: list[Condition], ctx
     for cond in conditions:
         op = canonical_op(cond.op)
         if op is None:
-            raise InvalidArgument(
-                f"condition field[{cond.name}] has an invalid op[{cond.op}]; valid ops are {sorted(OPERATORS)}")
+            raise InvalidArgument(f"condition field[{cond.name}] has an invalid op[{cond.op}]; "
+                                  f"valid ops are {sorted(OPERATORS)}")
         if cond.name in TAG_FIELDS:
             terms.append(_tag_condition(r, alias, TAG_FIELDS[cond.name], op, cond.value, cond.name, ctx))
         else:

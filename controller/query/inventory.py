@@ -19,7 +19,7 @@ from typing import Any
 import aiosqlite
 
 from controller.errors import InvalidArgument
-from controller.query.compiler import base_filter_sql, compile_query, q, source_sql, _Ctx
+from controller.query.compiler import _Ctx, base_filter_sql, compile_query, q, source_sql
 from controller.query.models import Condition, QueryMsg
 from controller.query.schema import RESOURCES, Child, Resource
 
@@ -31,8 +31,8 @@ def _resource(name: str) -> Resource:
     try:
         return RESOURCES[name]
     except KeyError:
-        raise InvalidArgument(f"resource[{name}] is not queryable; queryable resources are {sorted(RESOURCES)}")\
-            from None
+        raise InvalidArgument(
+            f"resource[{name}] is not queryable; queryable resources are {sorted(RESOURCES)}") from None
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -81,7 +81,7 @@ async def _embed(db: aiosqlite.Connection, r: Resource, invs: list[dict[str, Any
             for inv in invs:
                 inv[child.name] = []
             continue
-        keys = list(dict.fromkeys(inv[child.parent_key] for inv in invs if inv.get(child.parent_key) is not None))
+        keys = list(dict.fromkeys(k for inv in invs if (k := inv.get(child.parent_key)) is not None))
         rows: list[dict[str, Any]] = []
         for chunk in _chunks(keys):
             rows.extend(await _child_rows(db, child, chunk))
@@ -137,7 +137,8 @@ async def get_inventory(db: aiosqlite.Connection, resource_name: str, key: Key) 
     return invs[0] if invs else None
 
 
-async def get_inventories(db: aiosqlite.Connection, resource_name: str, keys: Sequence[Key]) -> list[dict[str, Any]]:
+async def get_inventories(
+        db: aiosqlite.Connection, resource_name: str, keys: Sequence[Key]) -> list[dict[str, Any]]:
     """Inventories for ``keys`` in the order given (missing keys are skipped, duplicates answered once)."""
     r = _resource(resource_name)
     unique = list(dict.fromkeys(keys))

@@ -66,6 +66,11 @@ class Resource:
     aliases: dict[str, str] = field(default_factory=dict)
     union_of: tuple[str, ...] = ()  # tables merged with UNION ALL (QueryTag)
 
+    def __post_init__(self) -> None:
+        # Columns typed bool are returned as JSON booleans, whether or not listed in ``bools``.
+        typed = frozenset(f for f, t in self.columns.items() if t == "bool")
+        object.__setattr__(self, "bools", self.bools | typed)
+
     def column_of(self, field_name: str) -> str:
         """The SQL column behind an inventory field."""
         return self.aliases.get(field_name, field_name)
@@ -77,23 +82,25 @@ class Resource:
         return next((r for r in self.refs if r.name == name), None)
 
 
-S: ColType = "str"
-I: ColType = "int"
-B: ColType = "bool"
-D: ColType = "date"
-
-DATES: dict[str, ColType] = {"createDate": D, "lastOpDate": D}
+DATES: dict[str, ColType] = {"createDate": "date", "lastOpDate": "date"}
 
 
 def _cols(*str_cols: str, ints: tuple[str, ...] = (), bools: tuple[str, ...] = (),
           dates: bool = True) -> dict[str, ColType]:
-    out: dict[str, ColType] = dict.fromkeys(str_cols, S)
-    out.update(dict.fromkeys(ints, I))
-    out.update(dict.fromkeys(bools, B))
+    out: dict[str, ColType] = dict.fromkeys(str_cols, "str")
+    out.update(dict.fromkeys(ints, "int"))
+    out.update(dict.fromkeys(bools, "bool"))
     if dates:
         out.update(DATES)
     return out
 
+
+_ZONE = Ref("zone", "Zone", "zoneUuid")
+_HOST = Ref("host", "Host", "hostUuid")
+_PS = Ref("primaryStorage", "PrimaryStorage", "primaryStorageUuid")
+_L3 = Ref("l3Network", "L3Network", "l3NetworkUuid")
+_SIZES = ("totalCapacity", "availableCapacity", "totalPhysicalCapacity", "availablePhysicalCapacity",
+          "systemUsedCapacity")
 
 _VM_COLS = _cols("uuid", "name", "description", "zoneUuid", "clusterUuid", "imageUuid", "hostUuid",
                  "lastHostUuid", "instanceOfferingUuid", "rootVolumeUuid", "platform", "defaultL3NetworkUuid",
@@ -103,15 +110,16 @@ _VM_CHILDREN = (
     Child("vmNics", "VmNic", fk="vmInstanceUuid", resource="VmNic", order_by=("deviceId",)),
     Child("allVolumes", "Volume", fk="vmInstanceUuid", resource="Volume", order_by=("deviceId",)),
 )
-_VM_REFS = (Ref("zone", "Zone", "zoneUuid"), Ref("cluster", "Cluster", "clusterUuid"),
-            Ref("host", "Host", "hostUuid"), Ref("lastHost", "Host", "lastHostUuid"),
-            Ref("image", "Image", "imageUuid"), Ref("instanceOffering", "InstanceOffering", "instanceOfferingUuid"),
-            Ref("rootVolume", "Volume", "rootVolumeUuid"), Ref("defaultL3Network", "L3Network", "defaultL3NetworkUuid"))
+_VM_REFS = (_ZONE, Ref("cluster", "Cluster", "clusterUuid"), _HOST, Ref("lastHost", "Host", "lastHostUuid"),
+            Ref("image", "Image", "imageUuid"),
+            Ref("instanceOffering", "InstanceOffering", "instanceOfferingUuid"),
+            Ref("rootVolume", "Volume", "rootVolumeUuid"),
+            Ref("defaultL3Network", "L3Network", "defaultL3NetworkUuid"))
 
 _L2_COLS = _cols("uuid", "name", "description", "zoneUuid", "physicalInterface", "type")
 _L2_CHILDREN = (Child("attachedClusterUuids", "L2NetworkClusterRef", fk="l2NetworkUuid", scalar="clusterUuid",
                       order_by=("createDate",)),)
-_L2_REFS = (Ref("zone", "Zone", "zoneUuid"),)
+_L2_REFS = (_ZONE,)
 
 _BS_COLS = _cols("uuid", "name", "description", "url", "type", "state", "status", "hostname",
                  ints=("totalCapacity", "availableCapacity", "sshPort"))
@@ -125,45 +133,43 @@ _RESOURCES: tuple[Resource, ...] = (
     Resource("Zone", "Zone", "ZoneVO", _cols("uuid", "name", "description", "state", "type")),
     Resource("Cluster", "Cluster", "ClusterVO",
              _cols("uuid", "name", "description", "state", "hypervisorType", "zoneUuid", "type"),
-             refs=(Ref("zone", "Zone", "zoneUuid"),)),
+             refs=(_ZONE,)),
     Resource("Host", "Host", "HostVO",
              _cols("uuid", "name", "description", "zoneUuid", "clusterUuid", "managementIp", "hypervisorType",
                    "state", "status", "username",
                    ints=("totalCpuCapacity", "availableCpuCapacity", "totalMemoryCapacity",
                          "availableMemoryCapacity", "cpuNum", "sshPort")),
-             refs=(Ref("zone", "Zone", "zoneUuid"), Ref("cluster", "Cluster", "clusterUuid")),
+             refs=(_ZONE, Ref("cluster", "Cluster", "clusterUuid")),
              hidden=frozenset({"password", "agentToken", "agentBootId", "agentPort"})),
     Resource("PrimaryStorage", "PrimaryStorage", "PrimaryStorageVO",
              _cols("uuid", "name", "description", "zoneUuid", "url", "type", "state", "status", "mountPath",
-                   ints=("totalCapacity", "availableCapacity", "totalPhysicalCapacity",
-                         "availablePhysicalCapacity", "systemUsedCapacity")),
+                   ints=_SIZES),
              children=(Child("attachedClusterUuids", "PrimaryStorageClusterRef", fk="primaryStorageUuid",
                              scalar="clusterUuid", order_by=("createDate",)),),
-             refs=(Ref("zone", "Zone", "zoneUuid"),)),
+             refs=(_ZONE,)),
     Resource("LocalStorageHostRef", "LocalStorageHostRef", None,
              _cols("uuid", "primaryStorageUuid", "hostUuid",
-                   ints=("totalCapacity", "availableCapacity", "totalPhysicalCapacity",
-                         "availablePhysicalCapacity", "systemUsedCapacity")),
-             refs=(Ref("primaryStorage", "PrimaryStorage", "primaryStorageUuid"), Ref("host", "Host", "hostUuid")),
+                   ints=_SIZES),
+             refs=(_PS, _HOST),
              key=("primaryStorageUuid", "hostUuid"), aliases={"uuid": "primaryStorageUuid"}),
     Resource("LocalStorageResourceRef", "LocalStorageResourceRef", None,
              _cols("resourceUuid", "primaryStorageUuid", "hostUuid", "resourceType", ints=("size",)),
-             refs=(Ref("primaryStorage", "PrimaryStorage", "primaryStorageUuid"), Ref("host", "Host", "hostUuid")),
+             refs=(_PS, _HOST),
              key=("resourceUuid",)),
     Resource("BackupStorage", "BackupStorage", "BackupStorageVO", _BS_COLS, children=_BS_CHILDREN,
              hidden=_BS_HIDDEN),
     Resource("SftpBackupStorage", "BackupStorage", "BackupStorageVO", _BS_COLS, children=_BS_CHILDREN,
              hidden=_BS_HIDDEN, base_filter=("type", "SftpBackupStorage")),
     Resource("Image", "Image", "ImageVO",
-             _cols("uuid", "name", "description", "state", "status", "md5Sum", "url", "mediaType", "guestOsType",
-                   "type", "platform", "format", ints=("size", "actualSize", "downloadProgress"),
-                   bools=("system",)),
+             _cols("uuid", "name", "description", "state", "status", "md5Sum", "url", "mediaType",
+                   "guestOsType", "type", "platform", "format",
+                   ints=("size", "actualSize", "downloadProgress"), bools=("system",)),
              children=(Child("backupStorageRefs", "ImageBackupStorageRef", fk="imageUuid",
-                             resource="ImageBackupStorageRef", order_by=("id",)),),
-             bools=frozenset({"system"})),
+                             resource="ImageBackupStorageRef", order_by=("id",)),)),
     Resource("ImageBackupStorageRef", "ImageBackupStorageRef", None,
              _cols("imageUuid", "backupStorageUuid", "installPath", "status", ints=("id",)),
-             refs=(Ref("image", "Image", "imageUuid"), Ref("backupStorage", "BackupStorage", "backupStorageUuid")),
+             refs=(Ref("image", "Image", "imageUuid"),
+                   Ref("backupStorage", "BackupStorage", "backupStorageUuid")),
              key=("id",)),
     Resource("InstanceOffering", "InstanceOffering", "InstanceOfferingVO",
              _cols("uuid", "name", "description", "type", "allocatorStrategy", "state",
@@ -175,27 +181,27 @@ _RESOURCES: tuple[Resource, ...] = (
              hidden=frozenset({"vlan"})),
     Resource("L2NoVlanNetwork", "L2Network", "L2NetworkVO", _L2_COLS, children=_L2_CHILDREN, refs=_L2_REFS,
              hidden=frozenset({"vlan"}), base_filter=("type", "L2NoVlanNetwork")),
-    Resource("L2VlanNetwork", "L2Network", "L2NetworkVO", {**_L2_COLS, "vlan": I}, children=_L2_CHILDREN,
+    Resource("L2VlanNetwork", "L2Network", "L2NetworkVO", {**_L2_COLS, "vlan": "int"}, children=_L2_CHILDREN,
              refs=_L2_REFS, base_filter=("type", "L2VlanNetwork")),
     Resource("L3Network", "L3Network", "L3NetworkVO",
              _cols("uuid", "name", "description", "type", "zoneUuid", "l2NetworkUuid", "state", "dnsDomain",
                    bools=("system",)),
              children=(
                  Child("dns", "L3NetworkDns", fk="l3NetworkUuid", scalar="dns", order_by=("position",)),
-                 Child("ipRanges", "IpRange", fk="l3NetworkUuid", resource="IpRange", order_by=("createDate",)),
+                 Child("ipRanges", "IpRange", fk="l3NetworkUuid", resource="IpRange",
+                       order_by=("createDate",)),
                  Child("networkServices", "NetworkServiceL3NetworkRef", fk="l3NetworkUuid",
                        resource="NetworkServiceL3NetworkRef", order_by=("networkServiceType",)),
              ),
-             refs=(Ref("zone", "Zone", "zoneUuid"), Ref("l2Network", "L2Network", "l2NetworkUuid")),
-             bools=frozenset({"system"})),
+             refs=(Ref("zone", "Zone", "zoneUuid"), Ref("l2Network", "L2Network", "l2NetworkUuid"))),
     Resource("IpRange", "IpRange", "IpRangeVO",
              _cols("uuid", "name", "description", "l3NetworkUuid", "startIp", "endIp", "netmask", "gateway",
                    "networkCidr"),
-             refs=(Ref("l3Network", "L3Network", "l3NetworkUuid"),), hidden=frozenset({"startInt", "endInt"})),
+             refs=(_L3,), hidden=frozenset({"startInt", "endInt"})),
     Resource("UsedIp", "UsedIp", None,
              _cols("uuid", "ipRangeUuid", "l3NetworkUuid", "ip", "gateway", "netmask", "usedFor",
                    ints=("ipInLong",)),
-             refs=(Ref("l3Network", "L3Network", "l3NetworkUuid"), Ref("ipRange", "IpRange", "ipRangeUuid"))),
+             refs=(_L3, Ref("ipRange", "IpRange", "ipRangeUuid"))),
     Resource("NetworkServiceProvider", "NetworkServiceProvider", "NetworkServiceProviderVO",
              _cols("uuid", "name", "description", "type"),
              children=(
@@ -206,8 +212,8 @@ _RESOURCES: tuple[Resource, ...] = (
              )),
     Resource("NetworkServiceL3NetworkRef", "NetworkServiceL3NetworkRef", None,
              _cols("l3NetworkUuid", "networkServiceProviderUuid", "networkServiceType", dates=False),
-             refs=(Ref("l3Network", "L3Network", "l3NetworkUuid"),
-                   Ref("networkServiceProvider", "NetworkServiceProvider", "networkServiceProviderUuid")),
+             refs=(_L3, Ref("networkServiceProvider", "NetworkServiceProvider",
+                            "networkServiceProviderUuid")),
              key=("l3NetworkUuid", "networkServiceType")),
     Resource("VmInstance", "VmInstance", "VmInstanceVO", _VM_COLS, children=_VM_CHILDREN, refs=_VM_REFS),
     Resource("ApplianceVm", "VmInstance", "VmInstanceVO", _VM_COLS, children=_VM_CHILDREN, refs=_VM_REFS,
@@ -217,24 +223,22 @@ _RESOURCES: tuple[Resource, ...] = (
     Resource("VmNic", "VmNic", None,
              _cols("uuid", "vmInstanceUuid", "usedIpUuid", "l3NetworkUuid", "ip", "mac", "netmask", "gateway",
                    "metaData", "internalName", ints=("deviceId",)),
-             refs=(Ref("vmInstance", "VmInstance", "vmInstanceUuid"), Ref("l3Network", "L3Network", "l3NetworkUuid"),
+             refs=(Ref("vmInstance", "VmInstance", "vmInstanceUuid"), _L3,
                    Ref("usedIp", "UsedIp", "usedIpUuid"))),
     Resource("Volume", "Volume", "VolumeVO",
              _cols("uuid", "name", "description", "primaryStorageUuid", "vmInstanceUuid", "diskOfferingUuid",
                    "rootImageUuid", "installPath", "type", "format", "state", "status",
                    ints=("size", "actualSize", "deviceId")),
              refs=(Ref("vmInstance", "VmInstance", "vmInstanceUuid"),
-                   Ref("primaryStorage", "PrimaryStorage", "primaryStorageUuid"),
-                   Ref("diskOffering", "DiskOffering", "diskOfferingUuid"),
+                   _PS, Ref("diskOffering", "DiskOffering", "diskOfferingUuid"),
                    Ref("image", "Image", "rootImageUuid"))),
     Resource("VolumeSnapshot", "VolumeSnapshot", "VolumeSnapshotVO",
              _cols("uuid", "name", "description", "type", "volumeUuid", "treeUuid", "parentUuid",
-                   "primaryStorageUuid", "primaryStorageInstallPath", "volumeType", "format", "state", "status",
-                   ints=("size",), bools=("latest",)),
+                   "primaryStorageUuid", "primaryStorageInstallPath", "volumeType", "format", "state",
+                   "status", ints=("size",), bools=("latest",)),
              children=(Child("backupStorageRefs", None),),
-             refs=(Ref("volume", "Volume", "volumeUuid"), Ref("primaryStorage", "PrimaryStorage", "primaryStorageUuid")),
-             bools=frozenset({"latest"})),
-    Resource("SystemTag", "SystemTag", None, {**_TAG_COLS, "inherent": B}, bools=frozenset({"inherent"})),
+             refs=(Ref("volume", "Volume", "volumeUuid"), _PS)),
+    Resource("SystemTag", "SystemTag", None, {**_TAG_COLS, "inherent": "bool"}),
     Resource("UserTag", "UserTag", None, _TAG_COLS),
     Resource("Tag", "Tag", None, _TAG_COLS, union_of=("SystemTag", "UserTag")),
     Resource("GlobalConfig", "GlobalConfig", None,
@@ -243,7 +247,8 @@ _RESOURCES: tuple[Resource, ...] = (
     Resource("Account", "Account", "AccountVO", _cols("uuid", "name", "type", "description"),
              hidden=frozenset({"passwordHash"})),
     Resource("Session", "Session", None,
-             {**_cols("uuid", "accountUuid", "userUuid", dates=False), "expiredDate": D, "createDate": D},
+             {**_cols("uuid", "accountUuid", "userUuid", dates=False),
+              "expiredDate": "date", "createDate": "date"},
              refs=(Ref("account", "Account", "accountUuid"),)),
 )
 
