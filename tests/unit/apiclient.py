@@ -1,0 +1,33 @@
+"""A small client for controller API tests (used through the ``api`` fixture)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+
+class Api:
+    """Calls ``POST /v1/{name}`` with the admin session; ``call`` asserts success, ``raw`` does not."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.session: str | None = None
+
+    async def raw(self, name: str, /, *, session: bool = True, **params: Any) -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"OAuth {self.session}"} if session and self.session else {}
+        r = await self.client.post(f"/v1/{name}", json=params, headers=headers)
+        return r.status, await r.json()
+
+    async def call(self, name: str, /, **params: Any) -> dict[str, Any]:
+        status, body = await self.raw(name, **params)
+        assert status == 200 and body["success"], f"{name} failed: {status} {body}"
+        return body
+
+    async def login(self) -> None:
+        body = await self.call("LogInByAccount", session=False, accountName="admin", password="password")
+        self.session = body["inventory"]["uuid"]
+
+    async def query(self, name: str, /, *conds: tuple[str, str, Any], **params: Any) -> list[dict[str, Any]]:
+        conditions = [{"name": n, "op": op, "value": v} for n, op, v in conds]
+        return (await self.call(name, conditions=conditions, **params))["inventories"]
