@@ -1,0 +1,59 @@
+"""End-to-end tier fixtures: one 2-host testbed per session, the tiny image, and guest/namespace cleanup.
+
+The session testbed lives in ``$ZSTACK_E2E_TESTBED_DIR`` (default /var/lib/zstack-py-testbed-e2e). A testbed
+left there by a crashed session is torn down before ``up``. At the end of the session ``down`` runs and
+the teardown asserts that no namespace, link, mount or process of the testbed is left.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lab import DhcpNamespace, Guest, Testbed, TinyImage, footprint, leftovers, tear_down, bring_up, tiny_image
+
+E2E_STATE_DIR = Path(os.environ.get("ZSTACK_E2E_TESTBED_DIR", "/var/lib/zstack-py-testbed-e2e"))
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    """A 2-host testbed (prefix tb, management 10.99.0.0/24), up for the whole session."""
+    tear_down(E2E_STATE_DIR)  # a crashed earlier session
+    tb = bring_up(E2E_STATE_DIR, hosts=2)
+    try:
+        yield tb
+    finally:
+        fp = footprint(tb)
+        tear_down(E2E_STATE_DIR)
+        left = leftovers(fp)
+        assert not left, f"scripts/testbed down left: {left}"
+
+
+@pytest.fixture(scope="session")
+def tiny() -> TinyImage:
+    return tiny_image()
+
+
+@pytest.fixture
+def guests() -> Iterator[list[Guest]]:
+    """Append started guests here; each is destroyed and undefined after the test, pass or fail."""
+    started: list[Guest] = []
+    yield started
+    errors = []
+    for g in started:
+        try:
+            g.destroy()
+        except Exception as e:
+            errors.append(f"{g.name}: {e}")
+    assert not errors, f"guest cleanup failed: {errors}"
+
+
+@pytest.fixture
+def dhcp_namespaces() -> Iterator[list[DhcpNamespace]]:
+    """Append DhcpNamespace objects (before start()); each is stopped after the test, pass or fail."""
+    made: list[DhcpNamespace] = []
+    yield made
+    for ns in made:
+        ns.stop()

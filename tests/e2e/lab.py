@@ -1,0 +1,223 @@
+"""Helpers for the end-to-end tier: the testbed, tiny-image guests, DHCP + metadata namespaces.
+
+Everything here drives real components: ``scripts/testbed`` (namespaces, libvirtd, sshd), libvirt over
+``qemu+tcp://<host ip>/system``, dnsmasq and a Python metadata server in a namespace created inside a host,
+and ``ssh`` run inside that namespace (the guest network is only reachable from the host's bridge).
+
+This module holds the testbed part and re-exports the guest and DHCP helpers, so tests import one module::
+
+    from lab import Testbed, GuestSpec, start_guest, DhcpNamespace, GuestRecord, ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab_dhcp import DhcpNamespace, GuestRecord, ssh_keypair
+from lab_guest import Guest, GuestSpec, domain_xml, make_overlay, start_guest, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+TESTBED = REPO / "scripts" / "testbed"
+BUILD_TINY = REPO / "scripts" / "build-tiny-image"
+
+__all__ = [
+    "BUILD_TINY",
+    "REPO",
+    "TESTBED",
+    "DhcpNamespace",
+    "Footprint",
+    "Guest",
+    "GuestRecord",
+    "GuestSpec",
+    "LabHost",
+    "Testbed",
+    "TinyImage",
+    "bring_up",
+    "domain_xml",
+    "footprint",
+    "leftovers",
+    "make_overlay",
+    "run_testbed",
+    "ssh_keypair",
+    "start_guest",
+    "tear_down",
+    "tiny_image",
+    "wait_for",
+]
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One simulated KVM host, as described by ``scripts/testbed status --json``."""
+
+    name: str
+    ip: str
+    ssh_user: str
+    ssh_password: str
+    bridge: str
+    netns: str
+    libvirt_uri: str  # qemu+tcp://<ip>/system, usable from the root namespace
+    libvirt_socket_uri: str
+    nsenter: tuple[str, ...]  # prefix that runs a command inside the host
+    host_dir: Path
+
+    def cmd(self, *argv: str) -> list[str]:
+        """argv prefixed so that it runs inside the host (its network + mount namespace)."""
+        return [*self.nsenter, *argv]
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run argv inside the host, capture output; raise CalledProcessError (with stderr) if check fails."""
+        cp = subprocess.run(self.cmd(*argv), capture_output=True, text=True, timeout=timeout, input=input)
+        if check and cp.returncode != 0:
+            raise subprocess.CalledProcessError(cp.returncode, cp.args, cp.stdout, cp.stderr)
+        return cp
+
+
+@dataclass(frozen=True)
+class Testbed:
+    __test__ = False  # not a pytest test class
+
+    state_dir: Path
+    prefix: str
+    mgmt_link: str
+    mgmt_ip: str
+    phys_netns: str
+    ssh_key: Path  # private key whose public half is in every host's root authorized_keys
+    hosts: tuple[LabHost, ...]
+
+    def host(self, name: str) -> LabHost:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(f"host {name!r} is not in the testbed; have {[h.name for h in self.hosts]}")
+
+    @classmethod
+    def from_status(cls, doc: dict) -> Testbed:
+        hosts = tuple(
+            LabHost(name=h["name"], ip=h["ip"], ssh_user=h["ssh_user"], ssh_password=h["ssh_password"],
+                    bridge=h["bridge"], netns=h["netns"], libvirt_uri=h["libvirt_uri"],
+                    libvirt_socket_uri=h["libvirt_socket_uri"], nsenter=tuple(h["nsenter"]),
+                    host_dir=Path(h["host_dir"]))
+            for h in doc["hosts"])
+        return cls(state_dir=Path(doc["state_dir"]), prefix=doc["prefix"], mgmt_link=doc["mgmt_link"],
+                   mgmt_ip=doc["mgmt_ip"], phys_netns=doc["phys_netns"], ssh_key=Path(doc["ssh_key"]),
+                   hosts=hosts)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Testbed:
+        cp = run_testbed(state_dir, "status", "--json")
+        return cls.from_status(json.loads(cp.stdout))
+
+
+def run_testbed(state_dir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/testbed --state-dir DIR ARGS``; raise AssertionError with its output if it fails."""
+    cp = subprocess.run([str(TESTBED), "--state-dir", str(state_dir), *args], capture_output=True, text=True,
+                        timeout=timeout)
+    if cp.returncode != 0:
+        raise AssertionError(f"scripts/testbed {' '.join(args)} failed rc={cp.returncode}:\n{cp.stdout}{cp.stderr}")
+    return cp
+
+
+def bring_up(state_dir: Path, hosts: int = 2, prefix: str = "tb", mgmt_net: str = "10.99.0") -> Testbed:
+    run_testbed(state_dir, "up", str(hosts), "--prefix", prefix, "--mgmt-net", mgmt_net)
+    return Testbed.load(state_dir)
+
+
+def tear_down(state_dir: Path) -> None:
+    run_testbed(state_dir, "down")
+
+
+@dataclass(frozen=True)
+class TinyImage:
+    qcow2: Path
+    iso: Path
+
+
+def tiny_image() -> TinyImage:
+    """The tiny guest image, built (cached) by ``scripts/build-tiny-image`` into build/tiny.
+
+    ``ZSTACK_TINY_DIR`` may point at a directory that already holds tiny.qcow2 and tiny.iso."""
+    pre = os.environ.get("ZSTACK_TINY_DIR")
+    if pre:
+        out = Path(pre)
+    else:
+        if not BUILD_TINY.exists():
+            raise AssertionError(f"{BUILD_TINY} does not exist; set ZSTACK_TINY_DIR to a built image dir")
+        cp = subprocess.run([str(BUILD_TINY)], capture_output=True, text=True, timeout=600, cwd=REPO)
+        if cp.returncode != 0:
+            raise AssertionError(f"build-tiny-image failed rc={cp.returncode}:\n{cp.stdout}{cp.stderr}")
+        out = REPO / "build" / "tiny"
+    image = TinyImage(qcow2=out / "tiny.qcow2", iso=out / "tiny.iso")
+    for p in (image.qcow2, image.iso):
+        if not p.is_file():
+            raise AssertionError(f"tiny image file {p} is missing")
+    return image
+
+
+@dataclass
+class Footprint:
+    """What a testbed consists of, recorded while it is up, to prove ``down`` removed all of it."""
+
+    state_dir: Path
+    netns_names: list[str]
+    links: list[str]
+    net_inodes: set[int] = field(default_factory=set)
+    mnt_inodes: set[int] = field(default_factory=set)
+    pids: dict[int, str] = field(default_factory=dict)  # pid -> /proc/<pid>/stat start time
+
+
+def footprint(tb: Testbed) -> Footprint:
+    """Record the namespaces (also those created inside hosts), links, mount namespaces and processes."""
+    fp = Footprint(state_dir=tb.state_dir, netns_names=[tb.phys_netns, *(h.netns for h in tb.hosts)],
+                   links=[tb.mgmt_link])
+    for name in fp.netns_names:
+        fp.net_inodes.add(os.stat(f"/run/netns/{name}").st_ino)
+    for h in tb.hosts:
+        mnt = next(a.split("=", 1)[1] for a in h.nsenter if a.startswith("--mount="))
+        fp.mnt_inodes.add(os.stat(mnt).st_ino)
+        inner = h.run("sh", "-c", "for f in /run/netns/*; do [ -e \"$f\" ] && stat -L -c %i \"$f\"; done; true")
+        fp.net_inodes.update(int(x) for x in inner.stdout.split())
+    for pid, start in _processes(fp.net_inodes, fp.mnt_inodes).items():
+        fp.pids[pid] = start
+    assert fp.pids, "a running testbed must have processes (libvirtd, sshd) in its namespaces"
+    return fp
+
+
+def _processes(net_inodes: set[int], mnt_inodes: set[int]) -> dict[int, str]:
+    found = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            net = os.stat(f"/proc/{entry}/ns/net").st_ino
+            mnt = os.stat(f"/proc/{entry}/ns/mnt").st_ino
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[0] != "Z" and (net in net_inodes or mnt in mnt_inodes):
+            found[int(entry)] = stat[19]
+    return found
+
+
+def leftovers(fp: Footprint) -> list[str]:
+    """Everything of ``fp`` that still exists: namespaces, links, mounts, processes, the state dir."""
+    left = [f"netns {n}" for n in fp.netns_names if os.path.exists(f"/run/netns/{n}")]
+    left += [f"link {n}" for n in fp.links if os.path.exists(f"/sys/class/net/{n}")]
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f]
+    left += [f"mount {m}" for m in mounts if m.startswith(str(fp.state_dir))
+             or any(m == f"/run/netns/{n}" for n in fp.netns_names)]
+    left += [f"process {pid} in a testbed namespace" for pid in _processes(fp.net_inodes, fp.mnt_inodes)]
+    for pid, start in fp.pids.items():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[19] == start and stat[0] != "Z":
+            left.append(f"process {pid} (recorded while up) still runs")
+    if fp.state_dir.exists():
+        left.append(f"state dir {fp.state_dir}")
+    return left
