@@ -1,13 +1,23 @@
 """Test helper: an in-process agent app on loopback serving the storage endpoints.
 
-Uses the real agent server factory ``kvmagent.server.create_app`` when it exists; otherwise a minimal
-aiohttp app that mounts exactly the registered storage handlers and :func:`raw_routes` behind a bearer
-token check, with the agent's error envelope.
+A minimal aiohttp app that mounts exactly the registered storage handlers and :func:`raw_routes` behind
+a bearer-token check, with the agent's error envelope (``kvmagent.server`` did not exist yet).
+
+Two agents of one local primary storage keep files at identical absolute paths, which on one machine
+means the same files. :class:`NamespacedAgent` therefore runs the destination agent as a child process
+in its own mount namespace (``unshare --mount``) where the PS url is a bind mount of another directory:
+same paths, different bits, loopback networking shared. Run as ``python storage_agent.py --state DIR
+--ps-url URL --ps-dir DIR --token T``: prints its URL, serves until stdin closes.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
 import secrets
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +37,12 @@ class Ctx:
     storage: StorageService
 
 
+TOKEN = web.AppKey("token", str)
+
+
 @web.middleware
 async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.headers.get("Authorization") != f"Bearer {request.app['token']}":
+    if request.headers.get("Authorization") != f"Bearer {request.app[TOKEN]}":
         return web.json_response(AgentError("AGENT.UNAUTHORIZED", "bad token", status=401).body(), status=401)
     return await handler(request)
 
@@ -49,7 +62,7 @@ def _json_handler(ctx: Ctx, ep: Any) -> Any:
 
 def minimal_app(service: StorageService, token: str) -> web.Application:
     app = web.Application(middlewares=[_auth])
-    app["token"] = token
+    app[TOKEN] = token
     ctx = Ctx(service)
     for path, ep in ENDPOINTS.items():
         if ep.handler.__module__ == storage_handlers.__name__:
@@ -61,9 +74,9 @@ def minimal_app(service: StorageService, token: str) -> web.Application:
 class Agent:
     """One running agent on 127.0.0.1:<random port> with its own state dir and token."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, token: str | None = None) -> None:
         self.service = StorageService(state_dir=state_dir)
-        self.token = secrets.token_hex(16)
+        self.token = token or secrets.token_hex(16)
         self.runner: web.AppRunner | None = None
         self.url = ""
         self.http: aiohttp.ClientSession | None = None
@@ -95,3 +108,68 @@ class Agent:
             body = await resp.json()
             assert resp.status == expect, (resp.status, body)
             return cmd.Reply.model_validate(body) if resp.status == 200 else body
+
+
+class NamespacedAgent:
+    """The destination agent: a child process in a private mount namespace with ``ps_dir`` bind-mounted
+    on ``ps_url``. :meth:`kill` is a real crash (SIGKILL)."""
+
+    def __init__(self, state_dir: Path, ps_url: Path, ps_dir: Path) -> None:
+        self.state_dir, self.ps_url, self.ps_dir = state_dir, ps_url, ps_dir
+        self.token = secrets.token_hex(16)
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    async def start(self) -> NamespacedAgent:
+        argv = ["unshare", "--mount", "--propagation", "private", sys.executable, __file__,
+                "--state", str(self.state_dir), "--ps-url", str(self.ps_url), "--ps-dir", str(self.ps_dir),
+                "--token", self.token]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = await asyncio.to_thread(self.proc.stdout.readline)  # type: ignore[union-attr]
+        if not line.startswith("http://"):
+            self.kill()
+            raise RuntimeError(f"namespaced agent failed to start: {line!r}")
+        self.url = line.strip()
+        return self
+
+    def nsenter(self, *argv: str) -> list[str]:
+        """argv to run a command in the agent's mount namespace."""
+        assert self.proc is not None
+        return ["nsenter", "-t", str(self.proc.pid), "-m", *argv]
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    agent = await Agent(Path(args.state), token=args.token).start()
+    print(agent.url, flush=True)
+    await asyncio.to_thread(sys.stdin.read)  # until the parent closes stdin (or kills us)
+    await agent.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    for opt in ("--state", "--ps-url", "--ps-dir", "--token"):
+        ap.add_argument(opt, required=True)
+    args = ap.parse_args()
+    os.makedirs(args.ps_url, exist_ok=True)
+    os.makedirs(args.ps_dir, exist_ok=True)
+    subprocess.run(["mount", "--bind", args.ps_dir, args.ps_url], check=True)
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()
