@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,11 +49,19 @@ def make_url(host: str | None, port: int | None, env_url: str | None) -> str:
 
 
 class Client:
-    """A blocking client of one controller. Thread-compatible, holds no connection between calls."""
+    """A blocking client of one controller. Thread-compatible, holds no connection between calls.
+
+    Proxy variables (``http_proxy``...) are honoured except for a loopback controller, which is always
+    reached directly.
+    """
 
     def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        host = urllib.parse.urlsplit(self.base_url).hostname or ""
+        direct = host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+        handlers = [urllib.request.ProxyHandler({})] if direct else []
+        self._opener = urllib.request.build_opener(*handlers)
 
     def call(self, api: str, body: dict[str, Any], session: str | None = None) -> dict[str, Any]:
         """Run one API and return its reply; raises ApiError or ConnectionFailure.
@@ -83,7 +92,7 @@ class Client:
 
     def _send(self, request: urllib.request.Request, timeout: float) -> tuple[int, dict[str, Any]]:
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with self._opener.open(request, timeout=timeout) as response:
                 return response.status, self._decode(response.read(), response.status)
         except urllib.error.HTTPError as e:
             with e:

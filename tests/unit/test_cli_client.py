@@ -65,7 +65,7 @@ class FakeController(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: list[dict[str, Any]] = []
-        self.openapi = _openapi("0.1.0")
+        self.openapi: dict[str, Any] | None = _openapi("0.1.0")
         self.openapi_fetches = 0
 
     @property
@@ -115,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        if self.path == "/v1/openapi.json":
+        if self.path == "/v1/openapi.json" and self.server.openapi is not None:
             self.server.openapi_fetches += 1
             self._send(200, self.server.openapi)
         else:
@@ -308,6 +308,26 @@ def test_stale_cache_is_refreshed_once_for_an_unknown_api(home: Path, controller
     assert cache["controllers"][controller.url] == "0.2.0" and set(cache["schemas"]) == {"0.1.0", "0.2.0"}
     assert main(["NoSuchApi"]) == 2
     assert controller.openapi_fetches == 3  # one refetch per unknown name, never a loop
+
+
+def test_without_openapi_the_1_0_table_still_splits_lists(
+    home: Path, controller: FakeController, capsys: pytest.CaptureFixture[str]
+) -> None:
+    controller.openapi = None  # GET /v1/openapi.json -> 404
+    _login()
+    assert "using 1.0's parameter table" in capsys.readouterr().err
+    assert main(["SetVmBootOrder", "uuid=vm", "bootOrder=HardDisk,CdRom"]) == 0
+    assert controller.calls("SetVmBootOrder")[0]["body"]["bootOrder"] == ["HardDisk", "CdRom"]
+    assert not (home / "api-cache.json").exists()
+
+
+def test_loopback_controller_bypasses_proxy_variables(
+    home: Path, controller: FakeController, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")  # would refuse every connection
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    _login()
+    assert len(controller.calls("LogInByAccount")) == 1
 
 
 def test_cache_survives_corruption(home: Path, controller: FakeController) -> None:
