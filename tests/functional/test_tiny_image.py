@@ -26,6 +26,7 @@ users:
   - name: alice
     groups: [wheel, adm]
     sudo: ALL=(ALL) NOPASSWD:ALL
+    plain_text_passwd: 's3cret-pw'
     ssh-authorized-keys:
       - "{key}"
 runcmd:
@@ -88,8 +89,10 @@ def test_disk_boot_ec2_cloud_config(image: Path, key: Path, netns: tg.Netns, vms
     log.wait_for(r"tiny-cloudinit: \| runcmd:", 10, vm)
     log.wait_for(r"tiny-cloudinit: user-data applied \(cloud-config\)", 15, vm)
     log.wait_for(r"tiny: LEASE eth1 10\.0\.2\.\d+/", 15, vm)
-    out = tg.wait_ssh(SSH_PORT, key, "hostname; cat /root/runcmd.out", timeout=20, netns=netns)
-    assert out.splitlines() == ["cc-host", "RUNCMD-RAN on cc-host", "argv-form 42"]
+    out = tg.wait_ssh(SSH_PORT, key, "hostname; cat /root/runcmd.out; grep -c '^alice:\\$6\\$' /etc/shadow",
+                      timeout=20, netns=netns)
+    assert out.splitlines() == ["cc-host", "RUNCMD-RAN on cc-host", "argv-form 42", "1"]
+    assert "s3cret-pw" not in log.text()      # echoed user data masks passwords
     alice = tg.wait_ssh(SSH_PORT, key, "id -un; id -Gn", timeout=10, user="alice", netns=netns)
     assert alice.split()[0] == "alice" and {"wheel", "adm", "sudo"} <= set(alice.split()[1:])
     log.wait_for(r"tiny: drivers ready", 20, vm)
