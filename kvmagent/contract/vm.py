@@ -1,0 +1,167 @@
+"""VM endpoints (reference §3.6-§3.9, §4.2). VM uuids are ZStack's 32-hex-digit uuids."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kvmagent.contract.base import AgentReply, AgentRequest
+
+Uuid = str
+UUID_PATTERN = r"^[0-9a-fA-F]{32}$"
+VmStateName = Literal["Running", "Paused", "Stopped", "Crashed", "Unknown"]
+BootDev = Literal["hd", "cdrom"]
+
+
+class TO(BaseModel):
+    """A nested transfer object; unknown fields are refused like in requests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class VolumeTO(TO):
+    path: str = Field(min_length=1, pattern=r"^/")
+    format: Literal["qcow2", "raw"] = "qcow2"
+    uuid: Uuid = Field(min_length=1)
+    deviceId: int = Field(0, ge=0, le=24)
+    cacheMode: Literal["none", "writethrough", "writeback"] = "none"
+
+
+class NicTO(TO):
+    mac: str = Field(pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+    bridgeName: str = Field(min_length=1, max_length=15)
+    deviceId: int = Field(ge=0)
+    l3NetworkUuid: Uuid
+    ip: str | None = None
+
+
+class IsoTO(TO):
+    path: str = Field(min_length=1, pattern=r"^/")
+    imageUuid: Uuid
+
+
+class VmStateReply(AgentReply):
+    uuid: Uuid
+    state: VmStateName
+
+
+class StartVmCmd(AgentRequest):
+    """Define and start. Idempotent when the same spec is already running; 409 when another spec is."""
+
+    PATH: ClassVar[str] = "/vm/start"
+    Reply: ClassVar[type[AgentReply]] = VmStateReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+    internalId: int = Field(ge=0)
+    name: str
+    cpuNum: int = Field(ge=1, le=256)
+    cpuSpeed: int = Field(ge=1, description="MHz")
+    memory: int = Field(ge=1 << 20, description="bytes")
+    rootVolume: VolumeTO
+    dataVolumes: list[VolumeTO] = []
+    nics: list[NicTO] = []
+    bootDev: list[BootDev] = Field(default=["hd"], min_length=1)
+    bootIso: IsoTO | None = None
+    firstBootFromCd: bool = Field(False, description="VM created from an ISO: after the first guest "
+                                  "reboot the agent restarts it booting from hd")
+    consoleMode: Literal["vnc", "spice"] = "vnc"
+    cpuMode: Literal["none", "host-model", "host-passthrough"] = "none"
+    platform: Literal["Linux", "Windows", "WindowsVirtio", "Paravirtualization", "Other"] = "Linux"
+    hostManagementIp: str
+    timeout: float = Field(300, gt=0)
+
+
+class StopVmCmd(AgentRequest):
+    """Graceful ACPI stop for up to ``timeout`` s, then destroy (at once if ``force``); undefines.
+    An absent VM is a success."""
+
+    PATH: ClassVar[str] = "/vm/stop"
+    Reply: ClassVar[type[AgentReply]] = VmStateReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+    timeout: float = Field(60, ge=0)
+    force: bool = False
+
+
+class RebootVmCmd(AgentRequest):
+    PATH: ClassVar[str] = "/vm/reboot"
+    Reply: ClassVar[type[AgentReply]] = VmStateReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+    bootDev: list[BootDev] = Field(default=["hd"], min_length=1)
+    timeout: float = Field(60, ge=0)
+
+
+class DestroyVmCmd(AgentRequest):
+    """Hard power-off and undefine. An absent VM is a success."""
+
+    PATH: ClassVar[str] = "/vm/destroy"
+    Reply: ClassVar[type[AgentReply]] = VmStateReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+
+
+class VmStatesReply(AgentReply):
+    states: dict[Uuid, VmStateName]
+
+
+class VmSyncCmd(AgentRequest):
+    """Every domain on the host with its state."""
+
+    PATH: ClassVar[str] = "/vm/vmsync"
+    Reply: ClassVar[type[AgentReply]] = VmStatesReply
+
+
+class CheckVmStateCmd(AgentRequest):
+    """States of the given VMs; a VM without a domain is ``Stopped``."""
+
+    PATH: ClassVar[str] = "/vm/checkstate"
+    Reply: ClassVar[type[AgentReply]] = VmStatesReply
+    vmUuids: list[Uuid]
+
+
+class ConsoleReply(AgentReply):
+    protocol: Literal["vnc", "spice"]
+    port: int
+    hostIp: str
+
+
+class GetConsoleCmd(AgentRequest):
+    """404 ``VM.NOT_FOUND`` when the VM is not running here."""
+
+    PATH: ClassVar[str] = "/vm/console"
+    Reply: ClassVar[type[AgentReply]] = ConsoleReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+
+
+class AttachIsoCmd(AgentRequest):
+    """Insert the ISO into the running VM's CD-ROM (live and in the definition). Idempotent."""
+
+    PATH: ClassVar[str] = "/vm/iso/attach"
+    Reply: ClassVar[type[AgentReply]] = AgentReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+    iso: IsoTO
+
+
+class DetachIsoCmd(AgentRequest):
+    """Eject the CD-ROM medium. Idempotent; 409 ``VM.ISO_LOCKED`` if the guest holds it."""
+
+    PATH: ClassVar[str] = "/vm/iso/detach"
+    Reply: ClassVar[type[AgentReply]] = AgentReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+    isoUuid: Uuid | None = None
+
+
+class AttachVolumeCmd(AgentRequest):
+    """Attach a data volume (live when running, and in the definition). Idempotent."""
+
+    PATH: ClassVar[str] = "/vm/volume/attach"
+    Reply: ClassVar[type[AgentReply]] = AgentReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+    volume: VolumeTO
+
+
+class DetachVolumeCmd(AgentRequest):
+    """Detach a data volume by its uuid. Idempotent."""
+
+    PATH: ClassVar[str] = "/vm/volume/detach"
+    Reply: ClassVar[type[AgentReply]] = AgentReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+    volumeUuid: Uuid

@@ -1,0 +1,92 @@
+"""``zstack-kvmagent``: run the agent for this host.
+
+    zstack-kvmagent [--config /etc/zstack-py/kvmagent.yaml] [--port N] [--listen-ip IP] [--log-level INFO]
+
+The config file format is documented in :mod:`kvmagent.config`. The agent listens on ``listen_ip:port``
+(the host's management IP, 7070) and stops cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from kvmagent.config import DEFAULT_PATH, AgentConfig, ConfigError, load_config
+from kvmagent.driver.libvirt_driver import LibvirtDriver
+from kvmagent.server import create_app
+
+log = logging.getLogger("kvmagent")
+
+
+def build_service(module: str, cls: str, state_dir: Path) -> Any:
+    """A data-plane service if its package is installed yet (other parts of the project are landing)."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        log.warning("%s is not available (%s); its endpoints will fail", module, e)
+        return None
+    return getattr(mod, cls)(state_dir=state_dir)
+
+
+def _setup_logging(config: AgentConfig, level: str) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    try:
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(config.log_dir / "kvmagent.log"))
+    except OSError as e:
+        print(f"zstack-kvmagent: cannot write logs to {config.log_dir}: {e}", file=sys.stderr)
+    logging.basicConfig(level=level, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def serve(config: AgentConfig, *, services: bool = True) -> None:
+    """Run the agent until SIGTERM/SIGINT."""
+    driver = LibvirtDriver(config.libvirt_uri, state_dir=config.state_dir, domain_type=config.domain_type)
+    flatnet = build_service("flatnet.service", "FlatNetService", config.state_dir) if services else None
+    storage = build_service("storage.service", "StorageService", config.state_dir) if services else None
+    app = create_app(config, driver=driver, flatnet=flatnet, storage=storage)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen_ip, config.port)
+    await site.start()
+    log.info("kvmagent for host %s listening on %s:%d", config.host_uuid, config.listen_ip, config.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="zstack-kvmagent", description="ZStack-Py KVM host agent")
+    p.add_argument("--config", type=Path, default=DEFAULT_PATH, help=f"YAML config (default {DEFAULT_PATH})")
+    p.add_argument("--port", type=int, help="override the configured port")
+    p.add_argument("--listen-ip", help="override the configured listen IP")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = p.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        overrides = {k: v for k, v in (("port", args.port), ("listen_ip", args.listen_ip)) if v is not None}
+        if overrides:
+            config = AgentConfig.model_validate({**config.model_dump(), **overrides})
+    except (ConfigError, ValueError) as e:
+        print(f"zstack-kvmagent: {e}", file=sys.stderr)
+        return 2
+    _setup_logging(config, args.log_level)
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
