@@ -63,27 +63,73 @@ async def seed_infra(db: aiosqlite.Connection) -> None:
     await insert(db, "Zone", uuid="z1", name="zone1")
     await insert(db, "Cluster", uuid="c1", name="cluster1", zoneUuid="z1", hypervisorType="KVM")
     for i in (1, 2):
-        await insert(db, "Host", uuid=f"h{i}", name=f"host{i}", zoneUuid="z1", clusterUuid="c1",
-                     managementIp=f"172.20.0.{i}", status="Connected", username="root", password="secret",
-                     agentToken="tok", agentBootId="boot", totalCpuCapacity=8000, availableCpuCapacity=4000)
-    await insert(db, "L2Network", uuid="l2", name="l2-flat", zoneUuid="z1", physicalInterface="eth0",
-                 type="L2NoVlanNetwork")
-    await insert(db, "L2Network", uuid="l2v", name="l2-vlan", zoneUuid="z1", physicalInterface="eth0",
-                 type="L2VlanNetwork", vlan=10)
+        await insert(
+            db,
+            "Host",
+            uuid=f"h{i}",
+            name=f"host{i}",
+            zoneUuid="z1",
+            clusterUuid="c1",
+            managementIp=f"172.20.0.{i}",
+            status="Connected",
+            username="root",
+            password="secret",
+            agentToken="tok",
+            agentBootId="boot",
+            totalCpuCapacity=8000,
+            availableCpuCapacity=4000,
+        )
+    await insert(
+        db,
+        "L2Network",
+        uuid="l2",
+        name="l2-flat",
+        zoneUuid="z1",
+        physicalInterface="eth0",
+        type="L2NoVlanNetwork",
+    )
+    await insert(
+        db,
+        "L2Network",
+        uuid="l2v",
+        name="l2-vlan",
+        zoneUuid="z1",
+        physicalInterface="eth0",
+        type="L2VlanNetwork",
+        vlan=10,
+    )
     await insert(db, "L2NetworkClusterRef", l2NetworkUuid="l2", clusterUuid="c1")
     await insert(db, "L3Network", uuid="l3a", name="pub", zoneUuid="z1", l2NetworkUuid="l2", system=0)
     await insert(db, "L3Network", uuid="l3b", name="priv", zoneUuid="z1", l2NetworkUuid="l2v", system=1)
     for pos, dns in enumerate(("8.8.8.8", "1.1.1.1")):
         await insert(db, "L3NetworkDns", l3NetworkUuid="l3a", dns=dns, position=1 - pos)
-    await insert(db, "IpRange", uuid="r1", name="r1", l3NetworkUuid="l3a", startIp="10.0.0.10",
-                 endIp="10.0.0.100", netmask="255.255.255.0", gateway="10.0.0.1", networkCidr="10.0.0.0/24",
-                 startInt=167772170, endInt=167772260)
+    await insert(
+        db,
+        "IpRange",
+        uuid="r1",
+        name="r1",
+        l3NetworkUuid="l3a",
+        startIp="10.0.0.10",
+        endIp="10.0.0.100",
+        netmask="255.255.255.0",
+        gateway="10.0.0.1",
+        networkCidr="10.0.0.0/24",
+        startInt=167772170,
+        endInt=167772260,
+    )
     await insert(db, "NetworkServiceProvider", uuid="nsp1", name="Flat Network Service Provider", type="Flat")
     for t in ("DHCP", "Userdata"):
         await insert(db, "NetworkServiceType", networkServiceProviderUuid="nsp1", type=t)
-        await insert(db, "NetworkServiceL3NetworkRef", l3NetworkUuid="l3a", networkServiceProviderUuid="nsp1",
-                     networkServiceType=t)
-    await insert(db, "NetworkServiceProviderL2NetworkRef", networkServiceProviderUuid="nsp1", l2NetworkUuid="l2")
+        await insert(
+            db,
+            "NetworkServiceL3NetworkRef",
+            l3NetworkUuid="l3a",
+            networkServiceProviderUuid="nsp1",
+            networkServiceType=t,
+        )
+    await insert(
+        db, "NetworkServiceProviderL2NetworkRef", networkServiceProviderUuid="nsp1", l2NetworkUuid="l2"
+    )
 
 
 VMS: list[dict[str, Any]] = [
@@ -93,8 +139,10 @@ VMS: list[dict[str, Any]] = [
     dict(uuid="vm4", name="app1", state="Created", hostUuid=None, cpuNum=8, memorySize=8192, internalId=4),
 ]
 NICS: list[tuple[str, str, str, str | None, int]] = [  # uuid, vm, l3, ip, deviceId
-    ("n1", "vm1", "l3a", "10.0.0.10", 0), ("n2", "vm1", "l3b", "192.168.0.10", 1),
-    ("n3", "vm2", "l3a", "10.0.0.11", 0), ("n4", "vm3", "l3b", None, 0),
+    ("n1", "vm1", "l3a", "10.0.0.10", 0),
+    ("n2", "vm1", "l3b", "192.168.0.10", 1),
+    ("n3", "vm2", "l3a", "10.0.0.11", 0),
+    ("n4", "vm3", "l3b", None, 0),
 ]
 
 
@@ -104,19 +152,43 @@ async def seed_vms(db: aiosqlite.Connection) -> None:
     await seed_infra(db)
     for vm in VMS:
         await insert(db, "VmInstance", zoneUuid="z1", clusterUuid="c1", cpuSpeed=1000, **vm)
-        await insert(db, "Volume", uuid=f"vol-{vm['uuid']}", name=f"root-{vm['name']}",
-                     vmInstanceUuid=vm["uuid"], type="Root", deviceId=0, size=1 << 30)
+        await insert(
+            db,
+            "Volume",
+            uuid=f"vol-{vm['uuid']}",
+            name=f"root-{vm['name']}",
+            vmInstanceUuid=vm["uuid"],
+            type="Root",
+            deviceId=0,
+            size=1 << 30,
+        )
     for uuid, vm, l3, ip, dev in NICS:
-        await insert(db, "VmNic", uuid=uuid, vmInstanceUuid=vm, l3NetworkUuid=l3, ip=ip, deviceId=dev,
-                     mac=f"fa:00:00:00:00:{uuid[1:]:0>2}", internalName=f"vnic.{dev}")
-    tags = [("SystemTag", "t1", "vm1", "hostname::web1"), ("SystemTag", "t2", "vm2", "hostname::web2"),
-            ("UserTag", "t3", "vm1", "prod"), ("UserTag", "t4", "vm2", "prod"), ("UserTag", "t5", "vm3", "dev")]
+        await insert(
+            db,
+            "VmNic",
+            uuid=uuid,
+            vmInstanceUuid=vm,
+            l3NetworkUuid=l3,
+            ip=ip,
+            deviceId=dev,
+            mac=f"fa:00:00:00:00:{uuid[1:]:0>2}",
+            internalName=f"vnic.{dev}",
+        )
+    tags = [
+        ("SystemTag", "t1", "vm1", "hostname::web1"),
+        ("SystemTag", "t2", "vm2", "hostname::web2"),
+        ("UserTag", "t3", "vm1", "prod"),
+        ("UserTag", "t4", "vm2", "prod"),
+        ("UserTag", "t5", "vm3", "dev"),
+    ]
     for table, uuid, res, tag in tags:
         await insert(db, table, uuid=uuid, resourceUuid=res, resourceType="VmInstanceVO", tag=tag)
     await db.commit()
 
 
-async def uuids(db: aiosqlite.Connection, resource: str, *conds: tuple[str, str, Any], **kw: Any) -> list[str]:
+async def uuids(
+    db: aiosqlite.Connection, resource: str, *conds: tuple[str, str, Any], **kw: Any
+) -> list[str]:
     """The uuids answered by ``Query<resource>`` for the given (name, op, value) conditions, in order."""
     msg = QueryMsg.model_validate({"conditions": [dict(name=n, op=o, value=v) for n, o, v in conds], **kw})
     reply = await query(db, resource, msg)
