@@ -1,0 +1,4 @@
+"""Compute: hosts (AddKvmHost, connect, ping), the agent client, VMs (lifecycle, allocation, state sync).
+
+Importing this package registers its APIs and start-up hooks (see ``controller/services.py``).
+"""
