@@ -38,6 +38,8 @@ class Ctx:
 
 
 TOKEN = web.AppKey("token", str)
+#: Large socket read buffer for the raw copy endpoint (the default 64 KiB costs ~3x in throughput).
+READ_BUFSIZE = 4 << 20
 
 
 @web.middleware
@@ -83,7 +85,7 @@ class Agent:
 
     async def start(self) -> Agent:
         await self.service.start()
-        self.runner = web.AppRunner(minimal_app(self.service, self.token))
+        self.runner = web.AppRunner(minimal_app(self.service, self.token), read_bufsize=READ_BUFSIZE)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
