@@ -38,7 +38,9 @@ def data_extents(fd: int, size: int) -> list[Range]:
     return out
 
 
-def plan(extents: Iterable[Range], size: int, *, chunk: int = CHUNK, merge_gap: int = MERGE_GAP) -> list[Range]:
+def plan(
+    extents: Iterable[Range], size: int, *, chunk: int = CHUNK, merge_gap: int = MERGE_GAP
+) -> list[Range]:
     """Frames to send: extents clipped to ``size``, sorted, overlaps and gaps ``<= merge_gap`` merged,
     then split into pieces of at most ``chunk`` bytes. Covers every allocated byte exactly once."""
     if chunk <= 0:

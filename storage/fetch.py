@@ -60,8 +60,10 @@ def parse_source(url: str) -> Source:
     parts = urlsplit(url)
     if parts.scheme == "file":
         if not parts.path.startswith("/") or parts.netloc not in ("", "localhost"):
-            raise InvalidArgument(f"url {url!r}: file URLs must be file:///absolute/path",
-                                  details={"field": "url", "value": url})
+            raise InvalidArgument(
+                f"url {url!r}: file URLs must be file:///absolute/path",
+                details={"field": "url", "value": url},
+            )
         return FileSource(unquote(parts.path))
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
@@ -70,12 +72,22 @@ def parse_source(url: str) -> Source:
     if parts.scheme == "sftp":
         shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
         if not (parts.hostname and parts.username and parts.password and parts.path.startswith("/")):
-            raise InvalidArgument(f"url {shown!r}: expected sftp://user:password@host[:port]/absolute/path",
-                                  details={"field": "url", "value": shown})
-        return SftpSource(hostname=parts.hostname, username=unquote(parts.username),
-                          password=unquote(parts.password), path=unquote(parts.path), port=parts.port or 22)
-    raise InvalidArgument(f"url {url.split('@')[-1]!r}: scheme {parts.scheme!r} not supported; "
-                          "allowed: file, http, https, sftp", details={"field": "url", "value": parts.scheme})
+            raise InvalidArgument(
+                f"url {shown!r}: expected sftp://user:password@host[:port]/absolute/path",
+                details={"field": "url", "value": shown},
+            )
+        return SftpSource(
+            hostname=parts.hostname,
+            username=unquote(parts.username),
+            password=unquote(parts.password),
+            path=unquote(parts.path),
+            port=parts.port or 22,
+        )
+    raise InvalidArgument(
+        f"url {url.split('@')[-1]!r}: scheme {parts.scheme!r} not supported; "
+        "allowed: file, http, https, sftp",
+        details={"field": "url", "value": parts.scheme},
+    )
 
 
 def _copy_hashing(src: str, dest: Path) -> Fetched:
@@ -114,8 +126,10 @@ async def _fetch_http(src: HttpSource, dest: Path, session: aiohttp.ClientSessio
     try:
         async with session.get(src.url, timeout=aiohttp.ClientTimeout(total=None, sock_read=300)) as resp:
             if resp.status != 200:
-                raise TransferFailed(f"download of {src.url} failed: HTTP {resp.status}",
-                                     details={"url": src.url, "status": resp.status})
+                raise TransferFailed(
+                    f"download of {src.url} failed: HTTP {resp.status}",
+                    details={"url": src.url, "status": resp.status},
+                )
             async for chunk in resp.content.iter_chunked(CHUNK):
                 await asyncio.to_thread(w.write, chunk)
     except aiohttp.ClientError as e:
@@ -127,23 +141,35 @@ async def _fetch_http(src: HttpSource, dest: Path, session: aiohttp.ClientSessio
 
 async def _fetch_sftp(src: SftpSource, dest: Path) -> Fetched:
     try:
-        async with asyncssh.connect(src.hostname, port=src.port, username=src.username, password=src.password,
-                                    known_hosts=None, client_keys=None, agent_path=None,
-                                    connect_timeout=30) as conn, conn.start_sftp_client() as sftp:
+        async with (
+            asyncssh.connect(
+                src.hostname,
+                port=src.port,
+                username=src.username,
+                password=src.password,
+                known_hosts=None,
+                client_keys=None,
+                agent_path=None,
+                connect_timeout=30,
+            ) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
             await sftp.get(src.path, str(dest), block_size=1 << 20, max_requests=16)
     except (OSError, asyncssh.Error) as e:
         raise TransferFailed(f"sftp download of {src!r} failed: {e}", details={"source": repr(src)}) from e
     md5 = await asyncio.to_thread(files.file_digest, dest, "md5")
-    return Fetched(dest.stat().st_size, md5)
+    return Fetched(dest.stat().st_size, md5)  # noqa: ASYNC240
 
 
 async def fetch(source: Source, dest: Path, *, session: aiohttp.ClientSession) -> Fetched:
     """Copy ``source`` into ``dest`` and return its size and md5; on failure ``dest`` is removed."""
     try:
         if isinstance(source, FileSource):
-            if not os.path.isfile(source.path):
-                raise InvalidArgument(f"url file://{source.path}: no such file on this host",
-                                      details={"field": "url", "value": source.path})
+            if not os.path.isfile(source.path):  # noqa: ASYNC240
+                raise InvalidArgument(
+                    f"url file://{source.path}: no such file on this host",
+                    details={"field": "url", "value": source.path},
+                )
             return await asyncio.to_thread(_copy_hashing, source.path, dest)
         if isinstance(source, HttpSource):
             return await _fetch_http(source, dest, session)

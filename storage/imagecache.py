@@ -57,12 +57,21 @@ class ImageCache:
         self._session = session
         self._locks: dict[Path, asyncio.Lock] = {}
 
-    async def download(self, image_uuid: str, fmt: str, url: str | fetch.Source, *, md5: str | None = None,
-                       size: int | None = None) -> CachedImage:
+    async def download(
+        self,
+        image_uuid: str,
+        fmt: str,
+        url: str | fetch.Source,
+        *,
+        md5: str | None = None,
+        size: int | None = None,
+    ) -> CachedImage:
         """Make the image available in this host's cache (idempotent; one download per image at a time)."""
         if fmt not in USER_FORMATS:
-            raise InvalidArgument(f"format {fmt!r} is not allowed; allowed: {', '.join(USER_FORMATS)}",
-                                  details={"field": "format", "value": fmt})
+            raise InvalidArgument(
+                f"format {fmt!r} is not allowed; allowed: {', '.join(USER_FORMATS)}",
+                details={"field": "format", "value": fmt},
+            )
         source = fetch.parse_source(url) if isinstance(url, str) else url
         path = self.layout.image_cache(image_uuid, fmt)
         lock = self._locks.setdefault(path, asyncio.Lock())
@@ -70,24 +79,31 @@ class ImageCache:
             have = await asyncio.to_thread(read_cached, path)
             if have is not None:
                 if md5 and md5.lower() != have.md5:
-                    raise Conflict(f"image {image_uuid} is cached at {path} with md5 {have.md5}, not {md5}",
-                                   details={"field": "md5", "value": md5, "cached": have.md5})
+                    raise Conflict(
+                        f"image {image_uuid} is cached at {path} with md5 {have.md5}, not {md5}",
+                        details={"field": "md5", "value": md5, "cached": have.md5},
+                    )
                 return have
             return await self._download(path, fmt, source, md5=md5, size=size)
 
-    async def _download(self, path: Path, fmt: str, source: fetch.Source, *, md5: str | None,
-                        size: int | None) -> CachedImage:
+    async def _download(
+        self, path: Path, fmt: str, source: fetch.Source, *, md5: str | None, size: int | None
+    ) -> CachedImage:
         async with Reverter() as r:
             r.add(files.remove_dirs, files.make_dirs(path.parent))
             tmp = path.with_name(path.name + ".download" + ".partial")
             r.add(files.remove_file, tmp)
             got = await fetch.fetch(source, tmp, session=self._session())
             if size is not None and got.size != size:
-                raise ChecksumMismatch(f"download of image {path.stem}: size {got.size} != expected {size}",
-                                       details={"field": "size", "value": got.size, "expected": size})
+                raise ChecksumMismatch(
+                    f"download of image {path.stem}: size {got.size} != expected {size}",
+                    details={"field": "size", "value": got.size, "expected": size},
+                )
             if md5 and got.md5 != md5.lower():
-                raise ChecksumMismatch(f"download of image {path.stem}: md5 {got.md5} != expected {md5}",
-                                       details={"field": "md5", "value": got.md5, "expected": md5})
+                raise ChecksumMismatch(
+                    f"download of image {path.stem}: md5 {got.md5} != expected {md5}",
+                    details={"field": "md5", "value": got.md5, "expected": md5},
+                )
             eff, _info = await inspect_image(tmp, expected=fmt)
             final_tmp = partial_path(path)
             r.add(files.remove_file, final_tmp)
@@ -99,9 +115,15 @@ class ImageCache:
                 os.replace(tmp, final_tmp)
                 file_md5 = got.md5
             info = await qemuimg.info(final_tmp)
-            rec = CachedImage(path=str(path), format="iso" if eff == "iso" else "qcow2", md5=got.md5,
-                              size=got.size, file_md5=file_md5, virtual_size=info.virtual_size,
-                              actual_size=files.allocated_bytes(final_tmp))
+            rec = CachedImage(
+                path=str(path),
+                format="iso" if eff == "iso" else "qcow2",
+                md5=got.md5,
+                size=got.size,
+                file_md5=file_md5,
+                virtual_size=info.virtual_size,
+                actual_size=files.allocated_bytes(final_tmp),
+            )
             os.replace(final_tmp, path)
             r.add(files.remove_file, path)
             side_tmp = partial_path(_sidecar(path))

@@ -35,8 +35,10 @@ class VolumeType(StrEnum):
 
 def check_id(field: str, value: str) -> str:
     if not isinstance(value, str) or not _ID.match(value):
-        raise InvalidArgument(f"{field} {value!r} is not a valid identifier (letters, digits and '-', "
-                              "at most 64)", details={"field": field, "value": value})
+        raise InvalidArgument(
+            f"{field} {value!r} is not a valid identifier (letters, digits and '-', at most 64)",
+            details={"field": field, "value": value},
+        )
     return value
 
 
@@ -50,13 +52,17 @@ class LocalLayout:
     def of(cls, url: str | os.PathLike[str]) -> LocalLayout:
         p = os.fspath(url)
         if p.startswith("file://"):
-            p = p[len("file://"):]
+            p = p[len("file://") :]
         if not p.startswith("/") or "\0" in p:
-            raise InvalidArgument(f"storagePath {p!r} must be an absolute directory path",
-                                  details={"field": "storagePath", "value": p})
+            raise InvalidArgument(
+                f"storagePath {p!r} must be an absolute directory path",
+                details={"field": "storagePath", "value": p},
+            )
         norm = Path(os.path.normpath(p))
         if norm == Path("/"):
-            raise InvalidArgument("storagePath '/' is not allowed", details={"field": "storagePath", "value": p})
+            raise InvalidArgument(
+                "storagePath '/' is not allowed", details={"field": "storagePath", "value": p}
+            )
         return cls(norm)
 
     @property
@@ -65,8 +71,12 @@ class LocalLayout:
 
     def volume_dir(self, kind: VolumeType, account_uuid: str, volume_uuid: str) -> Path:
         top = "rootVolumes" if VolumeType(kind) is VolumeType.ROOT else "dataVolumes"
-        return (self.root / top / f"acct-{check_id('accountUuid', account_uuid)}"
-                / f"vol-{check_id('volumeUuid', volume_uuid)}")
+        return (
+            self.root
+            / top
+            / f"acct-{check_id('accountUuid', account_uuid)}"
+            / f"vol-{check_id('volumeUuid', volume_uuid)}"
+        )
 
     def volume_path(self, kind: VolumeType, account_uuid: str, volume_uuid: str) -> Path:
         return self.volume_dir(kind, account_uuid, volume_uuid) / f"{volume_uuid}.qcow2"
@@ -87,12 +97,16 @@ class LocalLayout:
         """Return ``path`` normalised if it lies strictly inside the root (symlinks resolved), else raise."""
         p = os.fspath(path)
         if not p.startswith("/") or "\0" in p:
-            raise InvalidArgument(f"{field} {p!r} must be an absolute path", details={"field": field, "value": p})
+            raise InvalidArgument(
+                f"{field} {p!r} must be an absolute path", details={"field": field, "value": p}
+            )
         real = Path(os.path.realpath(p))
         root = Path(os.path.realpath(self.root))
         if real == root or root not in real.parents:
-            raise InvalidArgument(f"{field} {p!r} is outside primary storage {self.root}",
-                                  details={"field": field, "value": p, "storagePath": str(self.root)})
+            raise InvalidArgument(
+                f"{field} {p!r} is outside primary storage {self.root}",
+                details={"field": field, "value": p, "storagePath": str(self.root)},
+            )
         return Path(os.path.normpath(p))
 
 

@@ -46,8 +46,9 @@ def _capacity(layout: LocalLayout) -> Capacity:
     total = st.f_blocks * st.f_frsize
     avail = st.f_bavail * st.f_frsize
     used = files.tree_allocated([layout.root / d for d in ("rootVolumes", "dataVolumes", "imagecache")])
-    return Capacity(total=total, available=avail, total_physical=total, available_physical=avail,
-                    used_by_storage=used)
+    return Capacity(
+        total=total, available=avail, total_physical=total, available_physical=avail, used_by_storage=used
+    )
 
 
 class LocalStorage:
@@ -63,8 +64,10 @@ class LocalStorage:
         if marker.exists():
             cur = json.loads(marker.read_text()).get("primaryStorageUuid")
             if cur != ps_uuid:
-                raise Conflict(f"{root} is already primary storage {cur}, not {ps_uuid}",
-                               details={"field": "primaryStorageUuid", "value": ps_uuid, "existing": cur})
+                raise Conflict(
+                    f"{root} is already primary storage {cur}, not {ps_uuid}",
+                    details={"field": "primaryStorageUuid", "value": ps_uuid, "existing": cur},
+                )
         else:
             root.mkdir(parents=True, exist_ok=True)
             tmp = partial_path(marker)
@@ -76,26 +79,42 @@ class LocalStorage:
 
     async def capacity(self) -> Capacity:
         if not self.layout.root.is_dir():
-            raise NotFound(f"primary storage directory {self.layout.root} does not exist; init it first",
-                           details={"field": "storagePath", "value": str(self.layout.root)})
+            raise NotFound(
+                f"primary storage directory {self.layout.root} does not exist; init it first",
+                details={"field": "storagePath", "value": str(self.layout.root)},
+            )
         return await asyncio.to_thread(_capacity, self.layout)
 
-    async def create_from_cache(self, kind: VolumeType, account_uuid: str, volume_uuid: str,
-                                cache_path: Path, cache_format: str, size: int | None = None) -> Path:
+    async def create_from_cache(
+        self,
+        kind: VolumeType,
+        account_uuid: str,
+        volume_uuid: str,
+        cache_path: Path,
+        cache_format: str,
+        size: int | None = None,
+    ) -> Path:
         """Root (or data) volume = qcow2 overlay on a cached image (``-b <cache> -F <fmt>``), grown to
         ``size`` when larger than the image. Idempotent on (path, backing file)."""
         if cache_format not in ("qcow2", "raw"):
-            raise InvalidArgument(f"image format {cache_format!r} cannot back a volume; allowed: qcow2, raw",
-                                  details={"field": "format", "value": cache_format})
-        if not cache_path.is_file():
-            raise NotFound(f"image {cache_path} is not in the cache of this host; download it first",
-                           details={"field": "imageUuid", "value": cache_path.stem})
+            raise InvalidArgument(
+                f"image format {cache_format!r} cannot back a volume; allowed: qcow2, raw",
+                details={"field": "format", "value": cache_format},
+            )
+        if not cache_path.is_file():  # noqa: ASYNC240
+            raise NotFound(
+                f"image {cache_path} is not in the cache of this host; download it first",
+                details={"field": "imageUuid", "value": cache_path.stem},
+            )
         path = self.layout.volume_path(kind, account_uuid, volume_uuid)
         if path.exists():
             info = await qemuimg.info(path)
             if info.full_backing_filename != str(cache_path):
-                raise Conflict(f"volume {path} exists with backing file {info.full_backing_filename!r}, "
-                               f"not {str(cache_path)!r}", details={"field": "volumeUuid", "value": volume_uuid})
+                raise Conflict(
+                    f"volume {path} exists with backing file {info.full_backing_filename!r}, "
+                    f"not {str(cache_path)!r}",
+                    details={"field": "volumeUuid", "value": volume_uuid},
+                )
             return path
         async with Reverter() as r:
             r.add(files.remove_dirs, files.make_dirs(path.parent))
@@ -116,9 +135,11 @@ class LocalStorage:
         if path.exists():
             info = await qemuimg.info(path)
             if info.virtual_size != size or info.backing_filename:
-                raise Conflict(f"volume {path} exists with size {info.virtual_size} and backing "
-                               f"{info.backing_filename!r}; asked size {size}",
-                               details={"field": "volumeUuid", "value": volume_uuid})
+                raise Conflict(
+                    f"volume {path} exists with size {info.virtual_size} and backing "
+                    f"{info.backing_filename!r}; asked size {size}",
+                    details={"field": "volumeUuid", "value": volume_uuid},
+                )
             return path
         async with Reverter() as r:
             r.add(files.remove_dirs, files.make_dirs(path.parent))
@@ -134,19 +155,28 @@ class LocalStorage:
         path = self.layout.contain(install_path, "installPath")
         vol_dir = path.parent
         if not (vol_dir.name.startswith("vol-") and vol_dir.parent.name.startswith("acct-")):
-            raise InvalidArgument(f"installPath {install_path!r} is not a volume path of this storage",
-                                  details={"field": "installPath", "value": install_path})
+            raise InvalidArgument(
+                f"installPath {install_path!r} is not a volume path of this storage",
+                details={"field": "installPath", "value": install_path},
+            )
         return await asyncio.to_thread(files.remove_tree, vol_dir)
 
     async def volume_info(self, install_path: str) -> VolumeInfo:
         path = self.layout.contain(install_path, "installPath")
         if not path.is_file():
-            raise NotFound(f"volume {path} does not exist", details={"field": "installPath", "value": str(path)})
+            raise NotFound(
+                f"volume {path} does not exist", details={"field": "installPath", "value": str(path)}
+            )
         chain = await qemuimg.backing_chain(path)
         top = chain[0]
-        return VolumeInfo(path=path, format=top.format, virtual_size=top.virtual_size,
-                          actual_size=top.actual_size, backing_file=top.full_backing_filename,
-                          chain=[str(path)] + [c.full_backing_filename or "" for c in chain[:-1]])
+        return VolumeInfo(
+            path=path,
+            format=top.format,
+            virtual_size=top.virtual_size,
+            actual_size=top.actual_size,
+            backing_file=top.full_backing_filename,
+            chain=[str(path)] + [c.full_backing_filename or "" for c in chain[:-1]],
+        )
 
     async def delete_paths(self, paths: list[str]) -> list[str]:
         """Delete files inside the storage; missing files succeed. Returns the paths actually removed."""
@@ -154,8 +184,10 @@ class LocalStorage:
         removed = []
         for p in checked:
             if p.is_dir():
-                raise InvalidArgument(f"path {p} is a directory; delete volumes with volume/delete",
-                                      details={"field": "paths", "value": str(p)})
+                raise InvalidArgument(
+                    f"path {p} is a directory; delete volumes with volume/delete",
+                    details={"field": "paths", "value": str(p)},
+                )
             if await asyncio.to_thread(files.remove_file, p):
                 removed.append(str(p))
         return removed

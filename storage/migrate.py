@@ -52,6 +52,7 @@ class Copied:
 
 # ---------------------------------------------------------------- source side
 
+
 def _read_frame(fd: int, off: int, n: int, h: hashlib._Hash) -> tuple[bytes, bytes]:
     data = os.pread(fd, n, off)
     if len(data) != n:
@@ -67,10 +68,17 @@ async def _frames(fd: int, plan: list[extents.Range], h: hashlib._Hash) -> Async
     nxt: asyncio.Future[tuple[bytes, bytes]] | None = None
     try:
         for i in range(len(plan)):
-            cur = nxt if nxt is not None else asyncio.ensure_future(asyncio.to_thread(_read_frame, fd, *plan[i], h))
+            cur = (
+                nxt
+                if nxt is not None
+                else asyncio.ensure_future(asyncio.to_thread(_read_frame, fd, *plan[i], h))
+            )
             head, data = await cur
-            nxt = (asyncio.ensure_future(asyncio.to_thread(_read_frame, fd, *plan[i + 1], h))
-                   if i + 1 < len(plan) else None)
+            nxt = (
+                asyncio.ensure_future(asyncio.to_thread(_read_frame, fd, *plan[i + 1], h))
+                if i + 1 < len(plan)
+                else None
+            )
             yield head
             yield data
         yield HEADER.pack(END, DIGEST_LEN) + h.digest()
@@ -96,29 +104,44 @@ async def send_file(session: aiohttp.ClientSession, dest_url: str, token: str, p
         plan = extents.plan(await asyncio.to_thread(extents.data_extents, fd, size), size)
         length = extents.payload_size(plan, HEADER.size, HEADER.size + DIGEST_LEN)
         h = hashlib.sha256()
-        headers = {"Authorization": f"Bearer {token}", "X-Zs-Path": str(path), "X-Zs-Size": str(size),
-                   "Content-Type": "application/octet-stream", "Content-Length": str(length)}
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "X-Zs-Path": str(path),
+            "X-Zs-Size": str(size),
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(length),
+        }
         try:
-            async with session.post(dest_url.rstrip("/") + RECEIVE_PATH, data=_frames(fd, plan, h),
-                                    headers=headers,
-                                    timeout=aiohttp.ClientTimeout(total=None, sock_read=900)) as resp:
+            async with session.post(
+                dest_url.rstrip("/") + RECEIVE_PATH,
+                data=_frames(fd, plan, h),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=900),
+            ) as resp:
                 if resp.status != 200:
-                    raise TransferFailed(f"destination refused {path}: HTTP {resp.status}: "
-                                         f"{await _error_text(resp)}", details={"path": str(path)})
+                    raise TransferFailed(
+                        f"destination refused {path}: HTTP {resp.status}: {await _error_text(resp)}",
+                        details={"path": str(path)},
+                    )
                 reply = await resp.json()
         except aiohttp.ClientError as e:
-            raise TransferFailed(f"copy of {path} to {dest_url} failed: {e}", details={"path": str(path)}) from e
+            raise TransferFailed(
+                f"copy of {path} to {dest_url} failed: {e}", details={"path": str(path)}
+            ) from e
     finally:
         os.close(fd)
     mine = h.hexdigest()
     if reply.get("sha256") != mine:
-        raise ChecksumMismatch(f"copy of {path}: destination sha256 {reply.get('sha256')} != source {mine}",
-                               details={"path": str(path)})
+        raise ChecksumMismatch(
+            f"copy of {path}: destination sha256 {reply.get('sha256')} != source {mine}",
+            details={"path": str(path)},
+        )
     return Copied(path=str(path), size=size, allocated=int(reply.get("allocated", 0)), sha256=mine)
 
 
-async def remote_has(session: aiohttp.ClientSession, dest_url: str, token: str, storage_path: str,
-                     path: Path, md5: str) -> bool:
+async def remote_has(
+    session: aiohttp.ClientSession, dest_url: str, token: str, storage_path: str, path: Path, md5: str
+) -> bool:
     """Whether the destination already has ``path`` with this md5 (its ``checkbits`` endpoint). A file
     present with another md5 is a conflict: it is never overwritten (other volumes may depend on it)."""
     body = {"storagePath": storage_path, "paths": [str(path)], "withMd5": True}
@@ -126,30 +149,40 @@ async def remote_has(session: aiohttp.ClientSession, dest_url: str, token: str, 
     try:
         async with session.post(dest_url.rstrip("/") + CHECKBITS_PATH, json=body, headers=headers) as resp:
             if resp.status != 200:
-                raise TransferFailed(f"checkbits of {path} on {dest_url}: HTTP {resp.status}: "
-                                     f"{await _error_text(resp)}")
+                raise TransferFailed(
+                    f"checkbits of {path} on {dest_url}: HTTP {resp.status}: {await _error_text(resp)}"
+                )
             bit = (await resp.json())["bits"][0]
     except aiohttp.ClientError as e:
         raise TransferFailed(f"checkbits of {path} on {dest_url} failed: {e}") from e
     if not bit.get("existing"):
         return False
     if bit.get("md5") != md5:
-        raise Conflict(f"{path} exists on the destination with md5 {bit.get('md5')}, source has {md5}",
-                       details={"path": str(path)})
+        raise Conflict(
+            f"{path} exists on the destination with md5 {bit.get('md5')}, source has {md5}",
+            details={"path": str(path)},
+        )
     return True
 
 
-async def remote_delete(session: aiohttp.ClientSession, dest_url: str, token: str, storage_path: str,
-                        path: str) -> None:
+async def remote_delete(
+    session: aiohttp.ClientSession, dest_url: str, token: str, storage_path: str, path: str
+) -> None:
     """Undo of a copy: delete ``path`` on the destination (its ``delete`` endpoint)."""
     headers = {"Authorization": f"Bearer {token}", "X-Request-Id": os.urandom(16).hex()}
-    async with session.post(dest_url.rstrip("/") + DELETE_PATH, json={"storagePath": storage_path,
-                            "paths": [path]}, headers=headers) as resp:
+    async with session.post(
+        dest_url.rstrip("/") + DELETE_PATH,
+        json={"storagePath": storage_path, "paths": [path]},
+        headers=headers,
+    ) as resp:
         if resp.status != 200:
-            raise TransferFailed(f"delete of {path} on {dest_url}: HTTP {resp.status}: {await _error_text(resp)}")
+            raise TransferFailed(
+                f"delete of {path} on {dest_url}: HTTP {resp.status}: {await _error_text(resp)}"
+            )
 
 
 # ---------------------------------------------------------------- destination side
+
 
 class _Writer:
     def __init__(self, fd: int) -> None:
@@ -215,8 +248,10 @@ async def receive(content: aiohttp.StreamReader, final: Path, size: int) -> Copi
             raise TransferFailed(f"stream of {final} ended early: {e}", details={"path": str(final)}) from e
         mine = w.h.digest()
         if mine != theirs:
-            raise ChecksumMismatch(f"received {final}: sha256 {mine.hex()} != sender's {theirs.hex()}",
-                                   details={"path": str(final)})
+            raise ChecksumMismatch(
+                f"received {final}: sha256 {mine.hex()} != sender's {theirs.hex()}",
+                details={"path": str(final)},
+            )
         allocated = await asyncio.to_thread(_finish, fd, size, tmp, final)
         done = True
         return Copied(path=str(final), size=size, allocated=allocated, sha256=mine.hex())

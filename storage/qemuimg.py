@@ -44,12 +44,18 @@ class ImageInfo:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ImageInfo:
         spec = (d.get("format-specific") or {}).get("data") or {}
-        return cls(filename=str(d.get("filename", "")), format=str(d.get("format", "")),
-                   virtual_size=int(d.get("virtual-size", 0)), actual_size=int(d.get("actual-size", 0)),
-                   backing_filename=d.get("backing-filename"),
-                   full_backing_filename=d.get("full-backing-filename"),
-                   backing_format=d.get("backing-filename-format"),
-                   data_file=spec.get("data-file"), corrupt=bool(spec.get("corrupt", False)), raw=d)
+        return cls(
+            filename=str(d.get("filename", "")),
+            format=str(d.get("format", "")),
+            virtual_size=int(d.get("virtual-size", 0)),
+            actual_size=int(d.get("actual-size", 0)),
+            backing_filename=d.get("backing-filename"),
+            full_backing_filename=d.get("full-backing-filename"),
+            backing_format=d.get("backing-filename-format"),
+            data_file=spec.get("data-file"),
+            corrupt=bool(spec.get("corrupt", False)),
+            raw=d,
+        )
 
 
 @dataclass(frozen=True)
@@ -71,24 +77,29 @@ def _abs(path: str | os.PathLike[str]) -> str:
     return p
 
 
-async def _qemu_img(args: list[str], *, timeout: float, limits: Any = None,
-                    ok_codes: tuple[int, ...] = (0,)) -> str:
+async def _qemu_img(
+    args: list[str], *, time_limit: float, limits: Any = None, ok_codes: tuple[int, ...] = (0,)
+) -> str:
     argv = [QEMU_IMG, *args]
     try:
-        res = await run(argv, timeout=timeout, limits=limits, ok_codes=ok_codes)
+        res = await run(argv, timeout=time_limit, limits=limits, ok_codes=ok_codes)
     except ProcessError as e:
-        raise QemuImgError(str(e), details={"argv": list(e.argv), "rc": e.rc, "stderr": e.stderr[-2000:]}) from e
+        raise QemuImgError(
+            str(e), details={"argv": list(e.argv), "rc": e.rc, "stderr": e.stderr[-2000:]}
+        ) from e
     return res.stdout
 
 
-async def info(path: str | os.PathLike[str], *, fmt: str | None = None, force_share: bool = True) -> ImageInfo:
+async def info(
+    path: str | os.PathLike[str], *, fmt: str | None = None, force_share: bool = True
+) -> ImageInfo:
     """``qemu-img info`` of one file, under resource limits. ``fmt=None`` lets qemu probe the format."""
     args = ["info", "--output=json"]
     if force_share:
         args.append("-U")
     if fmt:
         args += ["-f", fmt]
-    out = await _qemu_img([*args, _abs(path)], timeout=INFO_TIMEOUT, limits=QEMU_IMG_INFO_LIMITS)
+    out = await _qemu_img([*args, _abs(path)], time_limit=INFO_TIMEOUT, limits=QEMU_IMG_INFO_LIMITS)
     return ImageInfo.from_json(json.loads(out))
 
 
@@ -97,33 +108,54 @@ async def backing_chain(path: str | os.PathLike[str], *, force_share: bool = Tru
 
     Only for images already in the storage (their chain was checked when they were made)."""
     args = ["info", "--output=json", "--backing-chain"] + (["-U"] if force_share else [])
-    out = await _qemu_img([*args, _abs(path)], timeout=INFO_TIMEOUT, limits=QEMU_IMG_INFO_LIMITS)
+    out = await _qemu_img([*args, _abs(path)], time_limit=INFO_TIMEOUT, limits=QEMU_IMG_INFO_LIMITS)
     return [ImageInfo.from_json(d) for d in json.loads(out)]
 
 
-async def create(path: str | os.PathLike[str], *, size: int | None = None, fmt: str = "qcow2",
-                 backing: str | os.PathLike[str] | None = None, backing_fmt: str | None = None) -> None:
-    """Create an image: empty of ``size`` bytes, or an overlay on ``backing`` (``-F backing_fmt`` required)."""
+async def create(
+    path: str | os.PathLike[str],
+    *,
+    size: int | None = None,
+    fmt: str = "qcow2",
+    backing: str | os.PathLike[str] | None = None,
+    backing_fmt: str | None = None,
+) -> None:
+    """Create an image: empty of ``size`` bytes, or an overlay on ``backing`` (``-F backing_fmt`` required)."""  # noqa: E501
     args = ["create", "-q", "-f", fmt]
     if backing is not None:
         if not backing_fmt:
-            raise StorageError("qemu-img create with a backing file needs backing_fmt", code="STORAGE.INTERNAL")
+            raise StorageError(
+                "qemu-img create with a backing file needs backing_fmt", code="STORAGE.INTERNAL"
+            )
         args += ["-b", _abs(backing), "-F", backing_fmt]
     elif size is None:
         raise StorageError("qemu-img create needs a size or a backing file", code="STORAGE.INTERNAL")
     args.append(_abs(path))
     if size is not None:
         args.append(str(size))
-    await _qemu_img(args, timeout=SHORT_TIMEOUT)
+    await _qemu_img(args, time_limit=SHORT_TIMEOUT)
 
 
-async def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, src_fmt: str,
-                  dst_fmt: str = "qcow2", timeout: float = LONG_TIMEOUT) -> None:
-    await _qemu_img(["convert", "-q", "-f", src_fmt, "-O", dst_fmt, _abs(src), _abs(dst)], timeout=timeout)
+async def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    src_fmt: str,
+    dst_fmt: str = "qcow2",
+    time_limit: float = LONG_TIMEOUT,
+) -> None:
+    args = ["convert", "-q", "-f", src_fmt, "-O", dst_fmt, _abs(src), _abs(dst)]
+    await _qemu_img(args, time_limit=time_limit)
 
 
-async def rebase(path: str | os.PathLike[str], *, backing: str | os.PathLike[str] | None,
-                 backing_fmt: str | None = "qcow2", safe: bool = True, timeout: float = LONG_TIMEOUT) -> None:
+async def rebase(
+    path: str | os.PathLike[str],
+    *,
+    backing: str | os.PathLike[str] | None,
+    backing_fmt: str | None = "qcow2",
+    safe: bool = True,
+    time_limit: float = LONG_TIMEOUT,
+) -> None:
     """Point ``path`` at ``backing`` (``None`` = no backing file).
 
     Safe mode first copies into ``path`` every cluster whose content differs between the old and the new
@@ -134,11 +166,11 @@ async def rebase(path: str | os.PathLike[str], *, backing: str | os.PathLike[str
         args += ["-b", ""]
     else:
         args += ["-b", _abs(backing), "-F", backing_fmt or "qcow2"]
-    await _qemu_img([*args, _abs(path)], timeout=timeout)
+    await _qemu_img([*args, _abs(path)], time_limit=time_limit)
 
 
 async def resize(path: str | os.PathLike[str], size: int, *, fmt: str = "qcow2") -> None:
-    await _qemu_img(["resize", "-q", "-f", fmt, _abs(path), str(size)], timeout=SHORT_TIMEOUT)
+    await _qemu_img(["resize", "-q", "-f", fmt, _abs(path), str(size)], time_limit=SHORT_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -152,25 +184,37 @@ class CheckResult:
 
 async def check(path: str | os.PathLike[str], *, fmt: str = "qcow2") -> CheckResult:
     """``qemu-img check``; rc 0 = clean, 2 = corruptions, 3 = leaks only (both reported, not raised)."""
-    out = await _qemu_img(["check", "--output=json", "-U", "-f", fmt, _abs(path)], timeout=LONG_TIMEOUT,
-                          ok_codes=(0, 2, 3))
+    out = await _qemu_img(
+        ["check", "--output=json", "-U", "-f", fmt, _abs(path)], time_limit=LONG_TIMEOUT, ok_codes=(0, 2, 3)
+    )
     d = json.loads(out) if out.strip() else {}
     errors = int(d.get("check-errors", 0))
     corruptions = int(d.get("corruptions", 0))
     leaks = int(d.get("leaks", 0))
-    return CheckResult(ok=errors == 0 and corruptions == 0, check_errors=errors, leaks=leaks,
-                       corruptions=corruptions, raw=d)
+    return CheckResult(
+        ok=errors == 0 and corruptions == 0, check_errors=errors, leaks=leaks, corruptions=corruptions, raw=d
+    )
 
 
-async def commit(path: str | os.PathLike[str], *, fmt: str = "qcow2", drop: bool = False,
-                 timeout: float = LONG_TIMEOUT) -> None:
+async def commit(
+    path: str | os.PathLike[str], *, fmt: str = "qcow2", drop: bool = False, time_limit: float = LONG_TIMEOUT
+) -> None:
     """Merge ``path`` into its backing file (``-d``: leave ``path`` as is instead of emptying it)."""
-    await _qemu_img(["commit", "-q", "-f", fmt] + (["-d"] if drop else []) + [_abs(path)], timeout=timeout)
+    args = ["commit", "-q", "-f", fmt] + (["-d"] if drop else []) + [_abs(path)]
+    await _qemu_img(args, time_limit=time_limit)
 
 
 async def map_extents(path: str | os.PathLike[str], *, fmt: str = "qcow2") -> list[Extent]:
     """Guest-visible allocation map (``qemu-img map --output=json``)."""
-    out = await _qemu_img(["map", "--output=json", "-U", "-f", fmt, _abs(path)], timeout=LONG_TIMEOUT)
-    return [Extent(start=int(e["start"]), length=int(e["length"]), data=bool(e.get("data")),
-                   zero=bool(e.get("zero")), depth=int(e.get("depth", 0)), offset=e.get("offset"))
-            for e in json.loads(out)]
+    out = await _qemu_img(["map", "--output=json", "-U", "-f", fmt, _abs(path)], time_limit=LONG_TIMEOUT)
+    return [
+        Extent(
+            start=int(e["start"]),
+            length=int(e["length"]),
+            data=bool(e.get("data")),
+            zero=bool(e.get("zero")),
+            depth=int(e.get("depth", 0)),
+            offset=e.get("offset"),
+        )
+        for e in json.loads(out)
+    ]

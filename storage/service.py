@@ -56,7 +56,7 @@ class StorageService:
             self._roots = json.loads(self._state_file.read_text()).get("primaryStorages", {})
         for url in self._roots.values():
             root = Path(url)
-            if root.is_dir():
+            if root.is_dir():  # noqa: ASYNC240
                 for p in await asyncio.to_thread(files.remove_partials, root, PARTIAL_SUFFIX):
                     log.info("reconcile: removed interrupted file %s", p)
 
@@ -80,8 +80,10 @@ class StorageService:
         """The initialised storage at ``storage_path``; raise NotFound when this host never initialised it."""
         layout = LocalLayout.of(storage_path)
         if str(layout.root) not in self._roots.values() or not layout.marker.is_file():
-            raise NotFound(f"local primary storage {layout.root} is not initialised on this host",
-                           details={"field": "storagePath", "value": storage_path})
+            raise NotFound(
+                f"local primary storage {layout.root} is not initialised on this host",
+                details={"field": "storagePath", "value": storage_path},
+            )
         return LocalStorage(layout)
 
     def _owner(self, path: str, field: str = "path") -> LocalStorage:
@@ -92,8 +94,10 @@ class StorageService:
             except InvalidArgument:
                 continue
             return st
-        raise InvalidArgument(f"{field} {path!r} is inside no primary storage of this host",
-                              details={"field": field, "value": path})
+        raise InvalidArgument(
+            f"{field} {path!r} is inside no primary storage of this host",
+            details={"field": field, "value": path},
+        )
 
     def _lock(self, key: Path) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -114,25 +118,43 @@ class StorageService:
         return await self.local(storage_path).capacity()
 
     # ------------------------------------------------------------ images and volumes
-    async def download_image(self, storage_path: str, image_uuid: str, fmt: str, url: str, *,
-                             md5: str | None = None, size: int | None = None) -> CachedImage:
+    async def download_image(
+        self,
+        storage_path: str,
+        image_uuid: str,
+        fmt: str,
+        url: str,
+        *,
+        md5: str | None = None,
+        size: int | None = None,
+    ) -> CachedImage:
         st = self.local(storage_path)
         return await self._cache(st).download(image_uuid, fmt, url, md5=md5, size=size)
 
-    async def create_volume_from_cache(self, storage_path: str, kind: VolumeType, account_uuid: str,
-                                       volume_uuid: str, image_uuid: str, size: int | None = None) -> Path:
+    async def create_volume_from_cache(
+        self,
+        storage_path: str,
+        kind: VolumeType,
+        account_uuid: str,
+        volume_uuid: str,
+        image_uuid: str,
+        size: int | None = None,
+    ) -> Path:
         st = self.local(storage_path)
         cache = st.layout.template_cache(image_uuid)
         rec = await asyncio.to_thread(read_cached, cache)
         if rec is None:
-            raise NotFound(f"image {image_uuid} is not in the cache of this host; download it first",
-                           details={"field": "imageUuid", "value": image_uuid})
+            raise NotFound(
+                f"image {image_uuid} is not in the cache of this host; download it first",
+                details={"field": "imageUuid", "value": image_uuid},
+            )
         path = st.layout.volume_path(kind, account_uuid, volume_uuid)
         async with self._lock(path):
             return await st.create_from_cache(kind, account_uuid, volume_uuid, cache, rec.format, size)
 
-    async def create_empty_volume(self, storage_path: str, kind: VolumeType, account_uuid: str,
-                                  volume_uuid: str, size: int) -> Path:
+    async def create_empty_volume(
+        self, storage_path: str, kind: VolumeType, account_uuid: str, volume_uuid: str, size: int
+    ) -> Path:
         st = self.local(storage_path)
         async with self._lock(st.layout.volume_path(kind, account_uuid, volume_uuid)):
             return await st.create_empty(kind, account_uuid, volume_uuid, size)
@@ -199,15 +221,23 @@ class StorageService:
     async def delete_paths(self, storage_path: str, paths: list[str]) -> list[str]:
         return await self.local(storage_path).delete_paths(paths)
 
-    async def copy_to_remote(self, storage_path: str, paths: list[str], dest_url: str, dest_token: str,
-                             base_image_path: str | None = None) -> list[migrate.Copied]:
+    async def copy_to_remote(
+        self,
+        storage_path: str,
+        paths: list[str],
+        dest_url: str,
+        dest_token: str,
+        base_image_path: str | None = None,
+    ) -> list[migrate.Copied]:
         """Copy files to the same paths on the destination agent; the base image only when missing there.
         On failure the files already copied are deleted on the destination (best effort)."""
         st = self.local(storage_path)
         checked = [st.layout.contain(p, "paths") for p in paths]
         for p in checked:
             if not p.is_file():
-                raise NotFound(f"{p} does not exist on the source host", details={"field": "paths", "value": str(p)})
+                raise NotFound(
+                    f"{p} does not exist on the source host", details={"field": "paths", "value": str(p)}
+                )
         out: list[migrate.Copied] = []
         sess = self.session()
         async with Reverter() as r:

@@ -43,8 +43,12 @@ async def chain(volume: Path) -> list[ChainLink]:
     """The backing chain of ``volume``, top first, as ``qemu-img info --backing-chain`` reports it."""
     infos = await qemuimg.backing_chain(volume)
     paths = [str(volume)] + [i.full_backing_filename or "" for i in infos[:-1]]
-    return [ChainLink(path=p, backing=i.full_backing_filename, virtual_size=i.virtual_size,
-                      actual_size=i.actual_size) for p, i in zip(paths, infos, strict=True)]
+    return [
+        ChainLink(
+            path=p, backing=i.full_backing_filename, virtual_size=i.virtual_size, actual_size=i.actual_size
+        )
+        for p, i in zip(paths, infos, strict=True)
+    ]
 
 
 async def verify(volume: Path) -> list[ChainLink]:
@@ -56,22 +60,30 @@ async def verify(volume: Path) -> list[ChainLink]:
             continue
         res = await qemuimg.check(link.path)
         if not res.ok:
-            raise StorageError(f"chain of {volume}: {link.path} fails qemu-img check: {res.raw}",
-                               code="STORAGE.CHAIN_BROKEN", details={"path": link.path})
+            raise StorageError(
+                f"chain of {volume}: {link.path} fails qemu-img check: {res.raw}",
+                code="STORAGE.CHAIN_BROKEN",
+                details={"path": link.path},
+            )
     return links
 
 
 async def create(volume: Path, snapshot_uuid: str) -> Path:
     """Freeze the current content of ``volume`` as snapshot ``snapshot_uuid``; return the snapshot path."""
     snap = snapshot_path(volume, snapshot_uuid)
-    if snap.exists() and volume.exists():
+    if snap.exists() and volume.exists():  # noqa: ASYNC240
         top = await qemuimg.info(volume)
         if top.full_backing_filename == str(snap):
             return snap  # already done
-        raise StorageError(f"snapshot file {snap} exists but {volume} is not backed by it",
-                           code="STORAGE.CONFLICT", details={"field": "snapshotUuid", "value": snapshot_uuid})
-    if not volume.is_file():
-        raise NotFound(f"volume {volume} does not exist", details={"field": "volumePath", "value": str(volume)})
+        raise StorageError(
+            f"snapshot file {snap} exists but {volume} is not backed by it",
+            code="STORAGE.CONFLICT",
+            details={"field": "snapshotUuid", "value": snapshot_uuid},
+        )
+    if not volume.is_file():  # noqa: ASYNC240
+        raise NotFound(
+            f"volume {volume} does not exist", details={"field": "volumePath", "value": str(volume)}
+        )
     size = (await qemuimg.info(volume)).virtual_size
     async with Reverter() as r:
         r.add(files.remove_dirs, files.make_dirs(snap.parent))
@@ -90,12 +102,16 @@ async def create(volume: Path, snapshot_uuid: str) -> Path:
 async def revert(volume: Path, snapshot: Path) -> Path:
     """Make ``volume`` a new empty overlay on ``snapshot`` (the current top is discarded). Idempotent in the
     sense that reverting again yields the same guest-visible content (the snapshot's)."""
-    if not snapshot.is_file():
-        raise NotFound(f"snapshot {snapshot} does not exist", details={"field": "snapshotPath",
-                                                                       "value": str(snapshot)})
+    if not snapshot.is_file():  # noqa: ASYNC240
+        raise NotFound(
+            f"snapshot {snapshot} does not exist", details={"field": "snapshotPath", "value": str(snapshot)}
+        )
     if snapshot.parent != snapshot_dir(volume):
-        raise StorageError(f"snapshot {snapshot} does not belong to volume {volume}",
-                           code="STORAGE.INVALID_ARGUMENT", details={"field": "snapshotPath"})
+        raise StorageError(
+            f"snapshot {snapshot} does not belong to volume {volume}",
+            code="STORAGE.INVALID_ARGUMENT",
+            details={"field": "snapshotPath"},
+        )
     size = (await qemuimg.info(snapshot)).virtual_size
     tmp = partial_path(volume)
     async with Reverter() as r:
@@ -118,7 +134,7 @@ async def _children(volume: Path, snapshot: Path) -> list[Path]:
 
 async def delete(volume: Path, snapshot: Path) -> bool:
     """Delete ``snapshot``, merging it into its children first. A missing snapshot succeeds (False)."""
-    if not snapshot.exists():
+    if not snapshot.exists():  # noqa: ASYNC240
         return False
     info = await qemuimg.info(snapshot)
     parent, parent_fmt = info.full_backing_filename, info.backing_format or "qcow2"

@@ -50,9 +50,13 @@ def mapped(fn: Callable[[Any, Any], Awaitable[R]]) -> Callable[[Any, Any], Await
 
 
 def cap(capacity: Capacity) -> dict[str, int]:
-    return {"totalCapacity": capacity.total, "availableCapacity": capacity.available,
-            "totalPhysicalCapacity": capacity.total_physical,
-            "availablePhysicalCapacity": capacity.available_physical, "usedByStorage": capacity.used_by_storage}
+    return {
+        "totalCapacity": capacity.total,
+        "availableCapacity": capacity.available,
+        "totalPhysicalCapacity": capacity.total_physical,
+        "availablePhysicalCapacity": capacity.available_physical,
+        "usedByStorage": capacity.used_by_storage,
+    }
 
 
 async def _cap(ctx: HasStorage, cmd: c.LocalStorageCmd) -> dict[str, int]:
@@ -74,32 +78,42 @@ async def capacity(ctx: HasStorage, cmd: c.CapacityCmd) -> c.LocalStorageReply:
 @handles(c.DownloadImageCmd)
 @mapped
 async def download_image(ctx: HasStorage, cmd: c.DownloadImageCmd) -> c.DownloadImageReply:
-    rec = await ctx.storage.download_image(cmd.storagePath, cmd.imageUuid, cmd.format, cmd.url,
-                                           md5=cmd.md5, size=cmd.size)
-    return c.DownloadImageReply(installPath=rec.path, format="iso" if rec.format == "iso" else "qcow2",
-                                md5=rec.md5, size=rec.size, virtualSize=rec.virtual_size,
-                                actualSize=rec.actual_size, **await _cap(ctx, cmd))
+    rec = await ctx.storage.download_image(
+        cmd.storagePath, cmd.imageUuid, cmd.format, cmd.url, md5=cmd.md5, size=cmd.size
+    )
+    return c.DownloadImageReply(
+        installPath=rec.path,
+        format="iso" if rec.format == "iso" else "qcow2",
+        md5=rec.md5,
+        size=rec.size,
+        virtualSize=rec.virtual_size,
+        actualSize=rec.actual_size,
+        **await _cap(ctx, cmd),
+    )
 
 
 async def _volume_reply(ctx: HasStorage, cmd: c.LocalStorageCmd, path: Path) -> c.VolumeReply:
     info = await ctx.storage.volume_info(cmd.storagePath, str(path))
-    return c.VolumeReply(installPath=str(path), size=info.virtual_size, actualSize=info.actual_size,
-                         **await _cap(ctx, cmd))
+    return c.VolumeReply(
+        installPath=str(path), size=info.virtual_size, actualSize=info.actual_size, **await _cap(ctx, cmd)
+    )
 
 
 @handles(c.CreateVolumeFromCacheCmd)
 @mapped
 async def create_from_cache(ctx: HasStorage, cmd: c.CreateVolumeFromCacheCmd) -> c.VolumeReply:
-    path = await ctx.storage.create_volume_from_cache(cmd.storagePath, VolumeType(cmd.volumeType),
-                                                      cmd.accountUuid, cmd.volumeUuid, cmd.imageUuid, cmd.size)
+    path = await ctx.storage.create_volume_from_cache(
+        cmd.storagePath, VolumeType(cmd.volumeType), cmd.accountUuid, cmd.volumeUuid, cmd.imageUuid, cmd.size
+    )
     return await _volume_reply(ctx, cmd, path)
 
 
 @handles(c.CreateEmptyVolumeCmd)
 @mapped
 async def create_empty(ctx: HasStorage, cmd: c.CreateEmptyVolumeCmd) -> c.VolumeReply:
-    path = await ctx.storage.create_empty_volume(cmd.storagePath, VolumeType(cmd.volumeType),
-                                                 cmd.accountUuid, cmd.volumeUuid, cmd.size)
+    path = await ctx.storage.create_empty_volume(
+        cmd.storagePath, VolumeType(cmd.volumeType), cmd.accountUuid, cmd.volumeUuid, cmd.size
+    )
     return await _volume_reply(ctx, cmd, path)
 
 
@@ -114,9 +128,15 @@ async def delete_volume(ctx: HasStorage, cmd: c.DeleteVolumeCmd) -> c.DeleteVolu
 @mapped
 async def volume_info(ctx: HasStorage, cmd: c.VolumeInfoCmd) -> c.VolumeInfoReply:
     info = await ctx.storage.volume_info(cmd.storagePath, cmd.installPath)
-    return c.VolumeInfoReply(installPath=str(info.path), format=info.format, size=info.virtual_size,
-                             actualSize=info.actual_size, backingFile=info.backing_file, chain=info.chain,
-                             **await _cap(ctx, cmd))
+    return c.VolumeInfoReply(
+        installPath=str(info.path),
+        format=info.format,
+        size=info.virtual_size,
+        actualSize=info.actual_size,
+        backingFile=info.backing_file,
+        chain=info.chain,
+        **await _cap(ctx, cmd),
+    )
 
 
 @handles(c.CreateSnapshotCmd)
@@ -144,9 +164,15 @@ async def delete_snapshot(ctx: HasStorage, cmd: c.DeleteSnapshotCmd) -> c.Delete
 @mapped
 async def verify_chain(ctx: HasStorage, cmd: c.VerifyChainCmd) -> c.VerifyChainReply:
     links = await ctx.storage.verify_chain(cmd.storagePath, cmd.volumePath)
-    return c.VerifyChainReply(chain=[c.ChainLinkTO(path=li.path, backingFile=li.backing, size=li.virtual_size,
-                                                   actualSize=li.actual_size) for li in links],
-                              **await _cap(ctx, cmd))
+    return c.VerifyChainReply(
+        chain=[
+            c.ChainLinkTO(
+                path=li.path, backingFile=li.backing, size=li.virtual_size, actualSize=li.actual_size
+            )
+            for li in links
+        ],
+        **await _cap(ctx, cmd),
+    )
 
 
 @handles(c.GetMd5Cmd)
@@ -156,8 +182,12 @@ async def get_md5(ctx: HasStorage, cmd: c.GetMd5Cmd) -> c.GetMd5Reply:
     out = []
     for m, b in zip(cmd.md5s, bits, strict=True):
         if not b.existing or b.md5 is None:
-            raise AgentError("STORAGE.NOT_FOUND", f"{m.path} does not exist on this host", status=404,
-                             details={"field": "path", "value": m.path})
+            raise AgentError(
+                "STORAGE.NOT_FOUND",
+                f"{m.path} does not exist on this host",
+                status=404,
+                details={"field": "path", "value": m.path},
+            )
         out.append(c.Md5ResultTO(resourceUuid=m.resourceUuid, path=b.path, md5=b.md5))
     return c.GetMd5Reply(md5s=out, **await _cap(ctx, cmd))
 
@@ -166,18 +196,27 @@ async def get_md5(ctx: HasStorage, cmd: c.GetMd5Cmd) -> c.GetMd5Reply:
 @mapped
 async def check_bits(ctx: HasStorage, cmd: c.CheckBitsCmd) -> c.CheckBitsReply:
     bits = await ctx.storage.bits(cmd.storagePath, cmd.paths, with_md5=cmd.withMd5)
-    return c.CheckBitsReply(bits=[c.BitsTO(path=b.path, existing=b.existing, size=b.size, md5=b.md5)
-                                  for b in bits], **await _cap(ctx, cmd))
+    return c.CheckBitsReply(
+        bits=[c.BitsTO(path=b.path, existing=b.existing, size=b.size, md5=b.md5) for b in bits],
+        **await _cap(ctx, cmd),
+    )
 
 
 @handles(c.CopyToRemoteCmd)
 @mapped
 async def copy_to_remote(ctx: HasStorage, cmd: c.CopyToRemoteCmd) -> c.CopyToRemoteReply:
-    copied = await ctx.storage.copy_to_remote(cmd.storagePath, cmd.paths, cmd.destAgentUrl, cmd.destToken,
-                                              cmd.baseImagePath)
-    return c.CopyToRemoteReply(copied=[c.CopiedTO(path=x.path, size=x.size, allocatedSize=x.allocated,
-                                                  sha256=x.sha256, skipped=x.skipped) for x in copied],
-                               **await _cap(ctx, cmd))
+    copied = await ctx.storage.copy_to_remote(
+        cmd.storagePath, cmd.paths, cmd.destAgentUrl, cmd.destToken, cmd.baseImagePath
+    )
+    return c.CopyToRemoteReply(
+        copied=[
+            c.CopiedTO(
+                path=x.path, size=x.size, allocatedSize=x.allocated, sha256=x.sha256, skipped=x.skipped
+            )
+            for x in copied
+        ],
+        **await _cap(ctx, cmd),
+    )
 
 
 @handles(c.DeleteBitsCmd)
@@ -191,18 +230,25 @@ async def delete_bits(ctx: HasStorage, cmd: c.DeleteBitsCmd) -> c.DeleteBitsRepl
 @mapped
 async def inspect_image(ctx: HasStorage, cmd: c.InspectImageCmd) -> c.InspectImageReply:
     fmt, info = await ctx.storage.inspect(cmd.path, cmd.format)
-    return c.InspectImageReply(path=cmd.path, format=fmt,  # type: ignore[arg-type]
-                               virtualSize=info.virtual_size, actualSize=info.actual_size)
+    return c.InspectImageReply(
+        path=cmd.path,
+        format=fmt,  # type: ignore[arg-type]
+        virtualSize=info.virtual_size,
+        actualSize=info.actual_size,
+    )
 
 
 # ---------------------------------------------------------------- raw endpoint
+
 
 def _error(e: StorageError | AgentError) -> web.Response:
     err = e if isinstance(e, AgentError) else agent_error(e)
     return web.json_response(err.body(), status=err.status)
 
 
-def _receive_handler(get: Callable[[web.Request], StorageService]) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _receive_handler(
+    get: Callable[[web.Request], StorageService],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def receive(request: web.Request) -> web.Response:
         """``POST /localstorage/receive``: headers ``X-Zs-Path`` and ``X-Zs-Size``, body = frames (see
         ``storage.migrate``). Replies :class:`ReceiveReply` once the file is complete and verified."""
@@ -210,13 +256,18 @@ def _receive_handler(get: Callable[[web.Request], StorageService]) -> Callable[[
             path = request.headers.get("X-Zs-Path", "")
             size_s = request.headers.get("X-Zs-Size", "")
             if not size_s.isdigit():
-                raise InvalidArgument(f"header X-Zs-Size {size_s!r} must be a non-negative integer",
-                                      details={"field": "X-Zs-Size", "value": size_s})
+                raise InvalidArgument(
+                    f"header X-Zs-Size {size_s!r} must be a non-negative integer",
+                    details={"field": "X-Zs-Size", "value": size_s},
+                )
             got = await get(request).receive_file(request.content, path, int(size_s))
         except StorageError as e:
             return _error(e)
-        return web.json_response(c.ReceiveReply(path=got.path, size=got.size, allocated=got.allocated,
-                                                sha256=got.sha256).model_dump())
+        return web.json_response(
+            c.ReceiveReply(
+                path=got.path, size=got.size, allocated=got.allocated, sha256=got.sha256
+            ).model_dump()
+        )
 
     return receive
 
@@ -224,6 +275,7 @@ def _receive_handler(get: Callable[[web.Request], StorageService]) -> Callable[[
 def raw_routes(ctx: HasStorage | None = None) -> list[web.RouteDef]:
     """Routes whose body is not JSON. The server mounts them behind the same bearer-token check as the
     JSON endpoints. The service is ``ctx.storage`` when ``ctx`` is given, else ``app[STORAGE_KEY]``."""
+
     def get(request: web.Request) -> StorageService:
         return ctx.storage if ctx is not None else request.config_dict[STORAGE_KEY]
 

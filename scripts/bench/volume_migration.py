@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "functional"))
 
-from storage_agent import Agent, NamespacedAgent  # noqa: E402
+from storage_agent import Agent, NamespacedAgent
 
-from kvmagent.contract import storage as c  # noqa: E402
-from storage import files  # noqa: E402
+from kvmagent.contract import storage as c
+from storage import files
 
 GiB = 1 << 30
 
@@ -52,8 +52,9 @@ def time_cp(src: Path, dst: Path) -> float:
 
 async def time_copy(src: Agent, dst: NamespacedAgent, ps: Path, vol: str, dst_dir: Path) -> float:
     t = time.perf_counter()
-    reply = await src.call(c.CopyToRemoteCmd(storagePath=str(ps), paths=[vol], destAgentUrl=dst.url,
-                                             destToken=dst.token))
+    reply = await src.call(
+        c.CopyToRemoteCmd(storagePath=str(ps), paths=[vol], destAgentUrl=dst.url, destToken=dst.token)
+    )
     dt = time.perf_counter() - t
     assert reply.copied[0].sha256
     (dst_dir / Path(vol).relative_to(ps)).unlink()
@@ -71,21 +72,27 @@ async def main() -> None:
     dst = await NamespacedAgent(tmp / "dst-state", ps, tmp / "dst-ps").start()
     try:
         await src.call(c.InitCmd(storagePath=str(ps), primaryStorageUuid="ps-b"))
-        await src.http.post(dst.url + c.InitCmd.PATH, json={"storagePath": str(ps), "primaryStorageUuid": "ps-b"},
-                            headers={"Authorization": f"Bearer {dst.token}"})  # type: ignore[union-attr]
-        vol = await src.call(c.CreateEmptyVolumeCmd(storagePath=str(ps), accountUuid="a", volumeUuid="v",
-                                                    size=2 * GiB))
+        await src.http.post(
+            dst.url + c.InitCmd.PATH,
+            json={"storagePath": str(ps), "primaryStorageUuid": "ps-b"},
+            headers={"Authorization": f"Bearer {dst.token}"},
+        )  # type: ignore[union-attr]
+        vol = await src.call(
+            c.CreateEmptyVolumeCmd(storagePath=str(ps), accountUuid="a", volumeUuid="v", size=2 * GiB)
+        )
         path = Path(vol.installPath)
         make_volume(path, tmp)
-        size = path.stat().st_size
+        size = path.stat().st_size  # noqa: ASYNC240
         cps, migs = [], []
         for _ in range(args.runs):
             cps.append(time_cp(path, tmp / "cp-copy.qcow2"))
             migs.append(await time_copy(src, dst, ps, vol.installPath, tmp / "dst-ps"))
         mb = size / 1e6
         cp_rate, mig_rate = mb / min(cps), mb / min(migs)
-        print(f"machine: {platform.node()} {os.cpu_count()} cpus, python {platform.python_version()}, "
-              f"file {size / GiB:.2f} GiB (allocated {files.allocated_bytes(path) / GiB:.2f} GiB)")
+        print(
+            f"machine: {platform.node()} {os.cpu_count()} cpus, python {platform.python_version()}, "
+            f"file {size / GiB:.2f} GiB (allocated {files.allocated_bytes(path) / GiB:.2f} GiB)"
+        )
         print(f"cp:        {cp_rate:8.1f} MB/s  (runs: {', '.join(f'{x:.2f}s' for x in cps)})")
         print(f"migration: {mig_rate:8.1f} MB/s  (runs: {', '.join(f'{x:.2f}s' for x in migs)})")
         print(f"ratio migration/cp: {mig_rate / cp_rate:.2f} (target >= 0.8)")

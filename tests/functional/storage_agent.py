@@ -59,6 +59,7 @@ def _json_handler(ctx: Ctx, ep: Any) -> Any:
         except AgentError as e:
             return web.json_response(e.body(), status=e.status)
         return web.json_response(reply.model_dump())
+
     return handle
 
 
@@ -104,9 +105,11 @@ class Agent:
     async def call(self, cmd: AgentRequest, *, expect: int = 200) -> Any:
         """POST a command; return the typed reply (200) or the error body (any other expected status)."""
         assert self.http is not None
-        async with self.http.post(self.url + cmd.PATH, json=cmd.model_dump(exclude_none=True),
-                                  headers={"Authorization": f"Bearer {self.token}",
-                                           "X-Request-Id": secrets.token_hex(8)}) as resp:
+        async with self.http.post(
+            self.url + cmd.PATH,
+            json=cmd.model_dump(exclude_none=True),
+            headers={"Authorization": f"Bearer {self.token}", "X-Request-Id": secrets.token_hex(8)},
+        ) as resp:
             body = await resp.json()
             assert resp.status == expect, (resp.status, body)
             return cmd.Reply.model_validate(body) if resp.status == 200 else body
@@ -123,10 +126,23 @@ class NamespacedAgent:
         self.url = ""
 
     async def start(self) -> NamespacedAgent:
-        argv = ["unshare", "--mount", "--propagation", "private", sys.executable, __file__,
-                "--state", str(self.state_dir), "--ps-url", str(self.ps_url), "--ps-dir", str(self.ps_dir),
-                "--token", self.token]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        argv = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            sys.executable,
+            __file__,
+            "--state",
+            str(self.state_dir),
+            "--ps-url",
+            str(self.ps_url),
+            "--ps-dir",
+            str(self.ps_dir),
+            "--token",
+            self.token,
+        ]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220
         line = await asyncio.to_thread(self.proc.stdout.readline)  # type: ignore[union-attr]
         if not line.startswith("http://"):
             self.kill()

@@ -33,7 +33,9 @@ async def svc(tmp_path: Path) -> AsyncIterator[tuple[StorageService, str]]:
 
 async def test_backing_file_outside_is_rejected(tmp_path: Path) -> None:
     img = tmp_path / "evil.qcow2"
-    await run(["qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", "/etc/passwd", str(img), "1M"], timeout=30)
+    await run(
+        ["qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", "/etc/passwd", str(img), "1M"], timeout=30
+    )
     with pytest.raises(UnsafeImage) as e:
         await inspect_image(img, expected="qcow2")
     assert "backing-filename" in str(e.value) and "/etc/passwd" in str(e.value)
@@ -51,8 +53,10 @@ async def test_json_backing_is_rejected(tmp_path: Path) -> None:
 
 async def test_external_data_file_is_rejected(tmp_path: Path) -> None:
     img = tmp_path / "df.qcow2"
-    await run(["qemu-img", "create", "-f", "qcow2", "-o", f"data_file={tmp_path / 'data.raw'}", str(img), "1M"],
-              timeout=30)
+    await run(
+        ["qemu-img", "create", "-f", "qcow2", "-o", f"data_file={tmp_path / 'data.raw'}", str(img), "1M"],
+        timeout=30,
+    )
     with pytest.raises(UnsafeImage) as e:
         await inspect_image(img)
     assert "data-file" in str(e.value)
@@ -60,7 +64,7 @@ async def test_external_data_file_is_rejected(tmp_path: Path) -> None:
 
 async def test_iso_and_format_mismatch(tmp_path: Path) -> None:
     iso = tmp_path / "x.iso"
-    with open(iso, "wb") as f:
+    with open(iso, "wb") as f:  # noqa: ASYNC230
         f.truncate(MiB)
         f.seek(0x8001)
         f.write(b"CD001")
@@ -73,14 +77,18 @@ async def test_iso_and_format_mismatch(tmp_path: Path) -> None:
         await inspect_image(vmdk)
 
 
-async def test_unsafe_download_never_enters_the_cache(svc: tuple[StorageService, str], tmp_path: Path) -> None:
+async def test_unsafe_download_never_enters_the_cache(
+    svc: tuple[StorageService, str], tmp_path: Path
+) -> None:
     s, ps = svc
     img = tmp_path / "evil.qcow2"
-    await run(["qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", "/etc/passwd", str(img), "1M"], timeout=30)
+    await run(
+        ["qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", "/etc/passwd", str(img), "1M"], timeout=30
+    )
     with pytest.raises(UnsafeImage):
         await s.download_image(ps, "img-evil", "qcow2", f"file://{img}")
-    assert not [f for f in Path(ps, "imagecache").rglob("*") if f.is_file()]
-    assert not Path(ps, "imagecache/template/img-evil").exists()
+    assert not [f for f in Path(ps, "imagecache").rglob("*") if f.is_file()]  # noqa: ASYNC240
+    assert not Path(ps, "imagecache/template/img-evil").exists()  # noqa: ASYNC240
 
 
 GETS: list[str] = []
@@ -107,8 +115,9 @@ async def http_server(tmp_path: Path) -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def test_http_download_records_md5_once(svc: tuple[StorageService, str], tmp_path: Path,
-                                              http_server: str) -> None:
+async def test_http_download_records_md5_once(
+    svc: tuple[StorageService, str], tmp_path: Path, http_server: str
+) -> None:
     s, ps = svc
     img = tmp_path / "www" / "t.qcow2"
     await qemuimg.create(img, size=32 * MiB)
@@ -116,22 +125,24 @@ async def test_http_download_records_md5_once(svc: tuple[StorageService, str], t
     md5 = hashlib.md5(img.read_bytes()).hexdigest()
     with pytest.raises(ChecksumMismatch):
         await s.download_image(ps, "img-h", "qcow2", f"{http_server}/t.qcow2", md5="0" * 32)
-    assert not Path(ps, "imagecache/template/img-h/img-h.qcow2").exists()
+    assert not Path(ps, "imagecache/template/img-h/img-h.qcow2").exists()  # noqa: ASYNC240
     recs = [await s.download_image(ps, "img-h", "qcow2", f"{http_server}/t.qcow2", md5=md5) for _ in range(2)]
     assert recs[0] == recs[1] and recs[0].md5 == md5 and recs[0].size == img.stat().st_size
     cached = Path(recs[0].path)
     assert json.loads(cached.with_name(cached.name + ".json").read_text())["md5"] == md5
-    assert hashlib.md5(cached.read_bytes()).hexdigest() == md5
+    assert hashlib.md5(cached.read_bytes()).hexdigest() == md5  # noqa: ASYNC240
 
 
-async def test_concurrent_requests_download_once(svc: tuple[StorageService, str], tmp_path: Path,
-                                                 http_server: str) -> None:
+async def test_concurrent_requests_download_once(
+    svc: tuple[StorageService, str], tmp_path: Path, http_server: str
+) -> None:
     s, ps = svc
     img = tmp_path / "www" / "c.qcow2"
     await qemuimg.create(img, size=8 * MiB)
-    recs = await asyncio.gather(*[s.download_image(ps, "img-c", "qcow2", f"{http_server}/c.qcow2")
-                                  for _ in range(4)])
-    assert len({r.path for r in recs}) == 1 and not list(Path(ps).rglob("*.partial"))
+    recs = await asyncio.gather(
+        *[s.download_image(ps, "img-c", "qcow2", f"{http_server}/c.qcow2") for _ in range(4)]
+    )
+    assert len({r.path for r in recs}) == 1 and not list(Path(ps).rglob("*.partial"))  # noqa: ASYNC240
     assert GETS == ["/images/c.qcow2"]  # one download for four concurrent requests
 
 
@@ -149,8 +160,9 @@ class _SftpServer(asyncssh.SSHServer):
 @pytest.fixture
 async def sftp_server(tmp_path: Path) -> AsyncIterator[int]:
     key = asyncssh.generate_private_key("ssh-ed25519")
-    server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[key], server_factory=_SftpServer,
-                                   sftp_factory=True)
+    server = await asyncssh.listen(
+        "127.0.0.1", 0, server_host_keys=[key], server_factory=_SftpServer, sftp_factory=True
+    )
     yield server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
@@ -164,7 +176,7 @@ async def test_sftp_download(svc: tuple[StorageService, str], tmp_path: Path, sf
     md5 = hashlib.md5(img.read_bytes()).hexdigest()
     url = f"sftp://bs:p%40ss%20word@127.0.0.1:{sftp_server}{str(img).replace(' ', '%20')}"
     rec = await s.download_image(ps, "img-s", "qcow2", url, md5=md5)
-    assert rec.md5 == md5 and Path(rec.path).is_file()
+    assert rec.md5 == md5 and Path(rec.path).is_file()  # noqa: ASYNC240
     with pytest.raises(TransferFailed) as e:
         await s.download_image(ps, "img-t", "qcow2", url.replace("p%40ss", "bad"))
     assert "bad" not in str(e.value)

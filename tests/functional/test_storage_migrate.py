@@ -52,8 +52,11 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
 async def dst_call(p: Pair, cmd: c.LocalStorageCmd, expect: int = 200) -> dict:
     """Call the destination agent (same HTTP session as the source's test client, its own token)."""
     assert p.src.http is not None
-    async with p.src.http.post(p.dst.url + cmd.PATH, json=cmd.model_dump(exclude_none=True),
-                               headers={"Authorization": f"Bearer {p.dst.token}"}) as resp:
+    async with p.src.http.post(
+        p.dst.url + cmd.PATH,
+        json=cmd.model_dump(exclude_none=True),
+        headers={"Authorization": f"Bearer {p.dst.token}"},
+    ) as resp:
         body = await resp.json()
         assert resp.status == expect, body
         return body
@@ -63,17 +66,25 @@ async def _volume_with_snapshots(p: Pair, tmp_path: Path) -> tuple[str, list[str
     img = tmp_path / "base.qcow2"
     await qemuimg.create(img, size=64 * MiB)
     await qio_write(img, 0xAA, 0, MiB)
-    dl = await p.src.call(c.DownloadImageCmd(storagePath=str(p.ps), imageUuid="img-1", format="qcow2",
-                                             url=f"file://{img}"))
-    vol = (await p.src.call(c.CreateVolumeFromCacheCmd(storagePath=str(p.ps), accountUuid="a1",
-                                                       volumeUuid="v1", imageUuid="img-1"))).installPath
+    dl = await p.src.call(
+        c.DownloadImageCmd(storagePath=str(p.ps), imageUuid="img-1", format="qcow2", url=f"file://{img}")
+    )
+    vol = (
+        await p.src.call(
+            c.CreateVolumeFromCacheCmd(
+                storagePath=str(p.ps), accountUuid="a1", volumeUuid="v1", imageUuid="img-1"
+            )
+        )
+    ).installPath
     snaps = []
     for i in range(1, 4):
         await qio_write(Path(vol), i, 4 * MiB, 2 * MiB)
         r = await p.src.call(c.CreateSnapshotCmd(storagePath=str(p.ps), volumePath=vol, snapshotUuid=f"s{i}"))
         snaps.append(r.snapshotPath)
     await qio_write(Path(vol), 9, 16 * MiB, 16 * MiB)
-    await run(["qemu-io", "-d", "unmap", "-f", "qcow2", "-c", f"discard {17 * MiB} {12 * MiB}", vol], timeout=60)
+    await run(
+        ["qemu-io", "-d", "unmap", "-f", "qcow2", "-c", f"discard {17 * MiB} {12 * MiB}", vol], timeout=60
+    )
     return vol, snaps, dl.installPath
 
 
@@ -82,18 +93,25 @@ async def test_copy_volume_chain_and_base_image(pair: Pair, tmp_path: Path) -> N
     vol, snaps, base = await _volume_with_snapshots(p, tmp_path)
     paths = [*snaps, vol]
     before = {f: files.file_digest(f, "sha256") for f in [*paths, base]}
-    assert files.allocated_bytes(vol) < Path(vol).stat().st_size - 8 * MiB  # the volume file is sparse
+    assert files.allocated_bytes(vol) < Path(vol).stat().st_size - 8 * MiB  # the volume file is sparse  # noqa: ASYNC240
 
-    reply = await p.src.call(c.CopyToRemoteCmd(storagePath=str(p.ps), paths=paths, baseImagePath=base,
-                                               destAgentUrl=p.dst.url, destToken=p.dst.token))
+    reply = await p.src.call(
+        c.CopyToRemoteCmd(
+            storagePath=str(p.ps),
+            paths=paths,
+            baseImagePath=base,
+            destAgentUrl=p.dst.url,
+            destToken=p.dst.token,
+        )
+    )
     copied = {x.path: x for x in reply.copied}
     assert set(copied) >= {*paths, base} and not copied[base].skipped
     for f in [*paths, base]:
         d = p.on_dst(f)
         assert files.file_digest(d, "sha256") == before[f] == files.file_digest(f, "sha256")  # source intact
-        assert d.stat().st_size == Path(f).stat().st_size
+        assert d.stat().st_size == Path(f).stat().st_size  # noqa: ASYNC240
         assert files.allocated_bytes(d) <= files.allocated_bytes(f) + 256 * 1024  # holes stay holes
-    assert files.allocated_bytes(p.on_dst(vol)) < Path(vol).stat().st_size - 8 * MiB
+    assert files.allocated_bytes(p.on_dst(vol)) < Path(vol).stat().st_size - 8 * MiB  # noqa: ASYNC240
     # identical absolute paths: the chain resolves on the destination as it does on the source
     out = await run(p.dst.nsenter("qemu-img", "info", "--output=json", "--backing-chain", vol), timeout=60)
     assert [x["filename"] for x in json.loads(out.stdout)] == [vol, snaps[2], snaps[1], snaps[0], base]
@@ -108,33 +126,52 @@ async def test_copy_volume_chain_and_base_image(pair: Pair, tmp_path: Path) -> N
     assert got["bits"][0]["existing"] and got["availableCapacity"] > 0
 
     # a second copy skips the base image (present on the destination with the same md5)
-    again = await p.src.call(c.CopyToRemoteCmd(storagePath=str(p.ps), paths=[vol], baseImagePath=base,
-                                               destAgentUrl=p.dst.url, destToken=p.dst.token))
+    again = await p.src.call(
+        c.CopyToRemoteCmd(
+            storagePath=str(p.ps),
+            paths=[vol],
+            baseImagePath=base,
+            destAgentUrl=p.dst.url,
+            destToken=p.dst.token,
+        )
+    )
     assert [x.skipped for x in again.copied] == [True, False]
 
 
 async def test_wrong_token_and_path_outside_storage_are_refused(pair: Pair, tmp_path: Path) -> None:
     p = pair
     vol, _snaps, _base = await _volume_with_snapshots(p, tmp_path)
-    body = await p.src.call(c.CopyToRemoteCmd(storagePath=str(p.ps), paths=[vol], destAgentUrl=p.dst.url,
-                                              destToken="wrong"), expect=502)
+    body = await p.src.call(
+        c.CopyToRemoteCmd(storagePath=str(p.ps), paths=[vol], destAgentUrl=p.dst.url, destToken="wrong"),
+        expect=502,
+    )
     assert "HTTP 401" in body["error"]["message"]
-    body = await p.src.call(c.CopyToRemoteCmd(storagePath=str(p.ps), paths=["/etc/passwd"],
-                                              destAgentUrl=p.dst.url, destToken=p.dst.token), expect=400)
+    body = await p.src.call(
+        c.CopyToRemoteCmd(
+            storagePath=str(p.ps), paths=["/etc/passwd"], destAgentUrl=p.dst.url, destToken=p.dst.token
+        ),
+        expect=400,
+    )
     assert body["error"]["details"]["value"] == "/etc/passwd"
     assert not p.on_dst(vol).exists()
 
 
 async def test_copy_killed_half_way_leaves_no_partial_file(pair: Pair, tmp_path: Path) -> None:
     p = pair
-    big = await p.src.call(c.CreateEmptyVolumeCmd(storagePath=str(p.ps), accountUuid="a1", volumeUuid="big",
-                                                  size=1024 * MiB))
+    big = await p.src.call(
+        c.CreateEmptyVolumeCmd(storagePath=str(p.ps), accountUuid="a1", volumeUuid="big", size=1024 * MiB)
+    )
     await run(["qemu-io", "-f", "qcow2", "-c", f"write -P 5 0 {600 * MiB}", big.installPath], timeout=120)
     digest = files.file_digest(big.installPath, "sha256")
     partial = p.on_dst(big.installPath + ".partial")
-    task = asyncio.create_task(p.src.call(c.CopyToRemoteCmd(
-        storagePath=str(p.ps), paths=[big.installPath], destAgentUrl=p.dst.url, destToken=p.dst.token),
-        expect=502))
+    task = asyncio.create_task(
+        p.src.call(
+            c.CopyToRemoteCmd(
+                storagePath=str(p.ps), paths=[big.installPath], destAgentUrl=p.dst.url, destToken=p.dst.token
+            ),
+            expect=502,
+        )
+    )
     for _ in range(2000):
         if partial.exists() and files.allocated_bytes(partial) > 16 * MiB:
             break

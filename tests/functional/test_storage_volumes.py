@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from storage_helpers import qio_pattern_ok, qio_write
 
 from storage import qemuimg
 from storage.errors import Conflict, NotFound
 from storage.layout import VolumeType
 from storage.service import StorageService
-from storage_helpers import qio_pattern_ok, qio_write
 
 MiB = 1 << 20
 
@@ -111,6 +111,10 @@ async def test_delete_snapshot_with_two_children(svc: tuple[StorageService, str]
     s2 = await s.create_snapshot(ps, str(vol), "s2")
     await s.revert_snapshot(ps, str(vol), str(s1))  # vol and s2 are both children of s1
     await s.delete_snapshot(ps, str(vol), str(s1))
-    assert await qio_pattern_ok(vol, 7, 0) and await qio_pattern_ok(s2, 7, 0) and await qio_pattern_ok(s2, 8, MiB)
+    assert (
+        await qio_pattern_ok(vol, 7, 0)
+        and await qio_pattern_ok(s2, 7, 0)
+        and await qio_pattern_ok(s2, 8, MiB)
+    )
     assert (await qemuimg.info(vol)).backing_filename is None
     await s.verify_chain(ps, str(vol))

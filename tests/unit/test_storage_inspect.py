@@ -13,8 +13,13 @@ from storage.qemuimg import ImageInfo
 
 
 def info(**kw: Any) -> ImageInfo:
-    d: dict[str, Any] = {"filename": "/c/img", "format": "qcow2", "virtual-size": 1 << 30, "actual-size": 4096,
-                         "format-specific": {"type": "qcow2", "data": {"corrupt": False}}}
+    d: dict[str, Any] = {
+        "filename": "/c/img",
+        "format": "qcow2",
+        "virtual-size": 1 << 30,
+        "actual-size": 4096,
+        "format-specific": {"type": "qcow2", "data": {"corrupt": False}},
+    }
     d.update(kw)
     return ImageInfo.from_json(d)
 
@@ -28,7 +33,9 @@ def test_plain_qcow2_and_raw_pass() -> None:
 
 def test_backing_file_etc_passwd() -> None:
     with pytest.raises(UnsafeImage) as e:
-        check_info(info(**{"backing-filename": "/etc/passwd", "full-backing-filename": "/etc/passwd"}), image="i")
+        check_info(
+            info(**{"backing-filename": "/etc/passwd", "full-backing-filename": "/etc/passwd"}), image="i"
+        )
     assert e.value.details == {"field": "backing-filename", "value": "/etc/passwd"}
 
 

@@ -13,8 +13,12 @@ from storage.layout import LocalLayout, VolumeType, partial_path, snapshot_path
 def test_paths_follow_the_1_0_layout() -> None:
     lay = LocalLayout.of("/data/ps/")
     assert lay.root == Path("/data/ps")
-    assert lay.volume_path(VolumeType.ROOT, "a1", "v1") == Path("/data/ps/rootVolumes/acct-a1/vol-v1/v1.qcow2")
-    assert lay.volume_path(VolumeType.DATA, "a1", "v2") == Path("/data/ps/dataVolumes/acct-a1/vol-v2/v2.qcow2")
+    assert lay.volume_path(VolumeType.ROOT, "a1", "v1") == Path(
+        "/data/ps/rootVolumes/acct-a1/vol-v1/v1.qcow2"
+    )
+    assert lay.volume_path(VolumeType.DATA, "a1", "v2") == Path(
+        "/data/ps/dataVolumes/acct-a1/vol-v2/v2.qcow2"
+    )
     assert lay.template_cache("i1") == Path("/data/ps/imagecache/template/i1/i1.qcow2")
     assert lay.iso_cache("i2") == Path("/data/ps/imagecache/iso/i2/i2.iso")
     assert lay.image_cache("i2", "iso") == lay.iso_cache("i2")
