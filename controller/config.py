@@ -27,7 +27,7 @@ class ControllerConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ControllerConfig:
-        p = Path(path or os.environ.get("ZSTACK_CONTROLLER_CONFIG", DEFAULT_CONFIG))
+        p = Path(path or os.environ.get("ZSTACK_CONTROLLER_CONFIG") or DEFAULT_CONFIG)
         data = json.loads(p.read_text()) if p.exists() else {}
         for key in cls.model_fields:
             env = os.environ.get(f"ZSTACK_{key.upper()}")

@@ -35,5 +35,5 @@ def _one(api: str, err: dict[str, Any]) -> str:
 
 
 def invalid_argument(api: str, exc: ValidationError) -> InvalidArgument:
-    msgs = [_one(api, e) for e in exc.errors(include_url=False)]
+    msgs = [_one(api, dict(e)) for e in exc.errors(include_url=False)]
     return InvalidArgument("; ".join(msgs))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -21,10 +20,10 @@ import aiohttp
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
+from machine import describe
 
-from controller.app import create_app  # noqa: E402
-from controller.config import ControllerConfig  # noqa: E402
+from controller.app import create_app
+from controller.config import ControllerConfig
 
 
 def pct(xs: list[float], p: float) -> float:

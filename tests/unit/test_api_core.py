@@ -7,6 +7,7 @@ import hashlib
 from typing import Any
 
 import pytest
+from apiclient import Api
 from pydantic import Field
 
 from controller.api.context import ApiContext
@@ -14,8 +15,6 @@ from controller.api.http import CORE
 from controller.api.messages import ApiMessage
 from controller.api.registry import API, api
 from controller.queues import WorkQueues
-
-from apiclient import Api
 
 
 class _SleepMsg(ApiMessage):
