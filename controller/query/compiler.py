@@ -227,6 +227,7 @@ def _primitives(r: Resource, names: list[str], what: str) -> list[str]:
 
 
 def _order_by(r: Resource, msg: QueryMsg, alias: str) -> str:
+    """ORDER BY for ``sortBy`` (ties broken by rowid in the same direction, so paging is stable)."""
     if msg.sortBy is not None:
         if msg.sortBy not in r.columns:
             raise InvalidArgument(
@@ -235,9 +236,10 @@ def _order_by(r: Resource, msg: QueryMsg, alias: str) -> str:
         direction = msg.sortDirection.upper()
         tie = "" if r.union_of else f", {alias}.rowid {direction}"
         return f" ORDER BY {alias}.{q(r.column_of(msg.sortBy))} {direction}{tie}"
-    # Stable paging without a sort key: insertion order (rowid), or uuid for a UNION source.
-    return f" ORDER BY {alias}.{q('uuid')}" if r.union_of else f" ORDER BY {alias}.rowid"
-
+    # No sortBy: no ORDER BY (1.0 did not sort either). The planner stays free to drive the query from
+    # the most selective index instead of scanning in rowid order to spare a sort; the order is then the
+    # plan's, the same for the same statement, so limit/start paging is consistent.
+    return ""
 
 def compile_query(r: Resource, msg: QueryMsg) -> CompiledQuery:
     """Compile ``msg`` against ``r``; raises InvalidArgument (400) for any bad field, op, value or sortBy."""

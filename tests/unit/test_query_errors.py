@@ -6,12 +6,12 @@ from typing import Any
 
 import aiosqlite
 import pytest
-from test_query_support import db, seed_vms
+from test_query_support import db, migrated_template, seed_vms
 
 from controller.errors import InvalidArgument
 from controller.query import QueryMsg, get_inventory, parse_query_msg, query
 
-__all__ = ["db"]
+__all__ = ["db", "migrated_template"]
 
 
 async def _run(db: aiosqlite.Connection, resource: str, **params: Any) -> dict[str, Any]:
@@ -97,9 +97,7 @@ def _cond(name: str, op: str, value: Any = "x") -> list[dict[str, Any]]:
         ("VmInstance", {"sortBy": "nosuch"}, r"illegal sortBy\[nosuch\]"),
     ],
 )
-async def test_bad_input(
-    db: aiosqlite.Connection, resource: str, params: dict[str, Any], pattern: str
-) -> None:
+async def test_bad_input(db: aiosqlite.Connection, resource: str, params: dict[str, Any], pattern: str) -> None:
     await seed_vms(db)
     with pytest.raises(InvalidArgument, match=pattern) as info:
         await _run(db, resource, **params)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import aiosqlite
 import pytest
-from test_query_support import NOW, db, insert, seed_vms
+from test_query_support import NOW, db, migrated_template, insert, seed_vms
 
 from controller.query import QueryMsg, get_inventories, get_inventory, query
 from controller.query import inventory as inventory_mod
 
-__all__ = ["db"]
+__all__ = ["db", "migrated_template"]
 
 COMMON = {"createDate", "lastOpDate"}
 # Field lists of reference §2, plus `description` for named resources.
@@ -199,9 +199,7 @@ async def test_l2_subtypes(vms: aiosqlite.Connection) -> None:
 
 
 async def test_storage_and_image_inventories(vms: aiosqlite.Connection) -> None:
-    await insert(
-        vms, "PrimaryStorage", uuid="ps1", name="local", zoneUuid="z1", url="/zs", type="LocalStorage"
-    )
+    await insert(vms, "PrimaryStorage", uuid="ps1", name="local", zoneUuid="z1", url="/zs", type="LocalStorage")
     await insert(vms, "PrimaryStorageClusterRef", primaryStorageUuid="ps1", clusterUuid="c1")
     await insert(vms, "LocalStorageHostRef", primaryStorageUuid="ps1", hostUuid="h2", totalCapacity=100)
     await insert(
@@ -233,17 +231,13 @@ async def test_storage_and_image_inventories(vms: aiosqlite.Connection) -> None:
     assert bs is not None and bs["hostname"] == "172.20.0.9" and not {"username", "password"} & set(bs)
     image = await get_inventory(vms, "Image", "img1")
     assert image is not None and image["system"] is True
-    assert [(r["id"], r["backupStorageUuid"], r["status"]) for r in image["backupStorageRefs"]] == [
-        (1, "bs1", "Ready")
-    ]
+    assert [(r["id"], r["backupStorageUuid"], r["status"]) for r in image["backupStorageRefs"]] == [(1, "bs1", "Ready")]
     snap = await get_inventory(vms, "VolumeSnapshot", "sn1")
     assert snap is not None and snap["latest"] is True and snap["backupStorageRefs"] == []
 
 
 async def test_global_config_composite_key(db: aiosqlite.Connection) -> None:
-    await insert(
-        db, "GlobalConfig", category="identity", name="session.timeout", value="7200", defaultValue="7200"
-    )
+    await insert(db, "GlobalConfig", category="identity", name="session.timeout", value="7200", defaultValue="7200")
     inv = await get_inventory(db, "GlobalConfig", ("identity", "session.timeout"))
     assert inv == {
         "category": "identity",

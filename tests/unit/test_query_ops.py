@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import aiosqlite
 import pytest
-from test_query_support import db, seed_vms, uuids
+from test_query_support import db, migrated_template, seed_vms, uuids
 
 from controller.query import QueryMsg, query
 
-__all__ = ["db"]
+__all__ = ["db", "migrated_template"]
 
 
 @pytest.fixture
@@ -44,9 +44,7 @@ async def vms(db: aiosqlite.Connection) -> aiosqlite.Connection:
         (("memorySize", "in", "1024, 8192"), ["vm1", "vm4"]),
     ],
 )
-async def test_operators(
-    vms: aiosqlite.Connection, cond: tuple[str, str, object], expected: list[str]
-) -> None:
+async def test_operators(vms: aiosqlite.Connection, cond: tuple[str, str, object], expected: list[str]) -> None:
     assert await uuids(vms, "VmInstance", cond) == expected
 
 
@@ -73,9 +71,7 @@ async def test_conditions_are_anded(vms: aiosqlite.Connection) -> None:
         (("zone.name", "=", "zone1"), ["vm1", "vm2", "vm3", "vm4"]),
     ],
 )
-async def test_nested_fields(
-    vms: aiosqlite.Connection, cond: tuple[str, str, object], expected: list[str]
-) -> None:
+async def test_nested_fields(vms: aiosqlite.Connection, cond: tuple[str, str, object], expected: list[str]) -> None:
     assert await uuids(vms, "VmInstance", cond) == expected
 
 
@@ -85,9 +81,10 @@ async def test_nested_from_other_resources(vms: aiosqlite.Connection) -> None:
     assert await uuids(vms, "L3Network", ("dns", "=", "1.1.1.1")) == ["l3a"]
     assert await uuids(vms, "L3Network", ("ipRanges.startIp", "=", "10.0.0.10")) == ["l3a"]
     assert await uuids(vms, "L3Network", ("networkServices.networkServiceType", "=", "DHCP")) == ["l3a"]
-    assert await uuids(
-        vms, "Host", ("cluster.name", "=", "cluster1"), sortBy="name", sortDirection="desc"
-    ) == ["h2", "h1"]
+    assert await uuids(vms, "Host", ("cluster.name", "=", "cluster1"), sortBy="name", sortDirection="desc") == [
+        "h2",
+        "h1",
+    ]
     assert await uuids(vms, "NetworkServiceProvider", ("networkServiceTypes", "=", "Userdata")) == ["nsp1"]
     assert await uuids(vms, "L2Network", ("attachedClusterUuids", "=", "c1")) == ["l2"]
     assert await uuids(vms, "L2VlanNetwork", ("vlan", "=", "10")) == ["l2v"]
@@ -108,16 +105,12 @@ async def test_nested_from_other_resources(vms: aiosqlite.Connection) -> None:
         (("__userTag__", "!~=", "pro%"), ["vm3", "vm4"]),
     ],
 )
-async def test_tag_filters(
-    vms: aiosqlite.Connection, cond: tuple[str, str, object], expected: list[str]
-) -> None:
+async def test_tag_filters(vms: aiosqlite.Connection, cond: tuple[str, str, object], expected: list[str]) -> None:
     assert await uuids(vms, "VmInstance", cond) == expected
 
 
 async def test_tags_combined_with_fields(vms: aiosqlite.Connection) -> None:
-    got = await uuids(
-        vms, "VmInstance", ("__userTag__", "=", "prod"), ("__systemTag__", "!=", "hostname::web1")
-    )
+    got = await uuids(vms, "VmInstance", ("__userTag__", "=", "prod"), ("__systemTag__", "!=", "hostname::web1"))
     assert got == ["vm2"]
 
 
@@ -146,20 +139,18 @@ async def test_fields_as_cli_string_and_bool_conversion(vms: aiosqlite.Connectio
 @pytest.mark.parametrize(
     ("kw", "expected"),
     [
-        ({"limit": 2}, ["vm1", "vm2"]),
-        ({"limit": 2, "start": 2}, ["vm3", "vm4"]),
-        ({"limit": 2, "start": 3}, ["vm4"]),
-        ({"start": 10}, []),
-        ({"limit": 0}, []),
+        ({"limit": 2, "sortBy": "uuid"}, ["vm1", "vm2"]),
+        ({"limit": 2, "start": 2, "sortBy": "uuid"}, ["vm3", "vm4"]),
+        ({"limit": 2, "start": 3, "sortBy": "uuid"}, ["vm4"]),
+        ({"start": 10, "sortBy": "uuid"}, []),
+        ({"limit": 0, "sortBy": "uuid"}, []),
         ({"sortBy": "cpuNum", "sortDirection": "desc"}, ["vm4", "vm3", "vm2", "vm1"]),
         ({"sortBy": "name"}, ["vm4", "vm3", "vm1", "vm2"]),
         ({"sortBy": "name", "sortDirection": "asc", "limit": 1, "start": 1}, ["vm3"]),
         ({"sortBy": "state", "sortDirection": "DESC"}, ["vm3", "vm2", "vm1", "vm4"]),  # ties: rowid, same way
     ],
 )
-async def test_paging_and_sorting(
-    vms: aiosqlite.Connection, kw: dict[str, object], expected: list[str]
-) -> None:
+async def test_paging_and_sorting(vms: aiosqlite.Connection, kw: dict[str, object], expected: list[str]) -> None:
     assert await uuids(vms, "VmInstance", **kw) == expected
 
 

@@ -5,6 +5,7 @@ Imported by the other ``test_query_*`` modules (pytest puts this directory on ``
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,13 +46,21 @@ async def insert(db: aiosqlite.Connection, table: str, **cols: Any) -> None:
     await db.execute(sql, list(cols.values()))
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    """An empty, migrated database (file in tmp_path), closed after the test."""
-    path = tmp_path / "controller.db"
-    with sqlite3.connect(path) as conn:
-        migrate_sync(conn)
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated database file per test session; each test gets a copy."""
+    path = tmp_path_factory.mktemp("query-template") / "template.db"
+    conn = sqlite3.connect(path)
+    migrate_sync(conn)
     conn.close()
+    return path
+
+
+@pytest.fixture
+async def db(tmp_path: Path, migrated_template: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """An empty, migrated database (a file in tmp_path), closed after the test."""
+    path = tmp_path / "controller.db"
+    shutil.copyfile(migrated_template, path)
     async with aiosqlite.connect(path) as c:
         c.row_factory = aiosqlite.Row  # as the controller sets it: the engine must not depend on it
         await c.execute("PRAGMA foreign_keys=ON")
@@ -127,9 +136,7 @@ async def seed_infra(db: aiosqlite.Connection) -> None:
             networkServiceProviderUuid="nsp1",
             networkServiceType=t,
         )
-    await insert(
-        db, "NetworkServiceProviderL2NetworkRef", networkServiceProviderUuid="nsp1", l2NetworkUuid="l2"
-    )
+    await insert(db, "NetworkServiceProviderL2NetworkRef", networkServiceProviderUuid="nsp1", l2NetworkUuid="l2")
 
 
 VMS: list[dict[str, Any]] = [
@@ -186,13 +193,11 @@ async def seed_vms(db: aiosqlite.Connection) -> None:
     await db.commit()
 
 
-async def uuids(
-    db: aiosqlite.Connection, resource: str, *conds: tuple[str, str, Any], **kw: Any
-) -> list[str]:
-    """The uuids answered by ``Query<resource>`` for the given (name, op, value) conditions, in order."""
+async def uuids(db: aiosqlite.Connection, resource: str, *conds: tuple[str, str, Any], **kw: Any) -> list[str]:
+    """The uuids answered by ``Query<resource>`` for (name, op, value) conditions: sorted unless sortBy."""
     msg = QueryMsg.model_validate({"conditions": [dict(name=n, op=o, value=v) for n, o, v in conds], **kw})
-    reply = await query(db, resource, msg)
-    return [inv["uuid"] for inv in reply["inventories"]]
+    got = [inv["uuid"] for inv in (await query(db, resource, msg))["inventories"]]
+    return got if msg.sortBy else sorted(got)  # without sortBy the order is the plan's
 
 
 def test_migrations_apply_in_order(tmp_path: Path) -> None:
