@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiosqlite
 import pytest
-from test_query_support import NOW, db, migrated_template, insert, seed_vms
+from test_query_support import NOW, db, insert, migrated_template, seed_vms
 
 from controller.query import QueryMsg, get_inventories, get_inventory, query
 from controller.query import inventory as inventory_mod
