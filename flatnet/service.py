@@ -154,6 +154,8 @@ class FlatNetService:
         chains = ebtables.desired(new.l3s, new.nics.values()).chains
         new.owned_chains = sorted(set(old.owned_chains) | set(chains))
         self.store.save(new)  # write-ahead: what may exist on the host is recorded before it is created
+        for nic in gone_nics:  # before the SIGHUP: dnsmasq 2.90 crashes reloading a host whose lease is live
+            await self._release_lease(new.l3s[nic.l3_uuid], nic)
         async with Reverter() as r:
             r.add(self._rollback, old, new)
             for uuid in sorted(touched & set(new.l3s)):
@@ -163,8 +165,6 @@ class FlatNetService:
             await self._sync_rules(new)
             self._sync_entries(new)
             r.success()
-        for nic in gone_nics:
-            await self._release_lease(new.l3s[nic.l3_uuid], nic)
         self._finish(new)
 
     async def _rollback(self, old: DesiredState, failed: DesiredState) -> None:
@@ -198,12 +198,12 @@ class FlatNetService:
                 r.add(asyncio.to_thread, netns.remove_plumbing, l3.uuid, self.host_netns)
             await asyncio.to_thread(netns.ensure_plumbing, l3, self.host_netns)
             conf_changed, reread = await asyncio.to_thread(self._write_files, l3, nics, paths)
-            pid = dnsmasq.find_pid(paths)
-            if pid is None or conf_changed:
+            # New NIC files are picked up by dnsmasq's inotify (no signal). A changed or removed file needs a
+            # reload; dnsmasq 2.90 was seen to crash (GPF) on SIGHUP after serving leases here, so the reload
+            # is a restart (leases are kept in the lease file; clients notice nothing).
+            if dnsmasq.find_pid(paths) is None or conf_changed or reread:
                 await dnsmasq.stop(paths)
                 await dnsmasq.start(names.netns, paths)
-            elif reread:
-                dnsmasq.hup(paths)
             await self.metadata.ensure_l3(l3.uuid, names.netns, l3.dhcp_ip, METADATA_IP)
             r.success()
 
