@@ -40,7 +40,8 @@ def machine() -> str:
             model = line.split(":", 1)[1].strip()
             break
     qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
-    return (f"machine: {os.cpu_count()} cores, {model}, kernel {platform.release()}; "
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return (f"machine: {os.cpu_count()} cores, {model}, kernel {platform.release()}, load {load}; "
             f"{qemu.splitlines()[0] if qemu else 'qemu ?'}")
 
 
