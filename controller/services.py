@@ -3,6 +3,14 @@
 from controller import globalconfig, identity  # noqa: F401
 from controller.api import queries  # noqa: F401
 from controller.resources import (  # noqa: F401
+    backup_storage,
+    cluster,
+    ip_range,
+    l2,
+    l3,
+    network_service,
+    offering,
+    primary_storage,
     zone,
 )
 from controller.tags import api as tag_api  # noqa: F401

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller.api.context import ApiContext
 from controller.api.messages import CreateMessage
-from controller.errors import NotFound
+from controller.db.database import Tx
+from controller.errors import InvalidArgument, NotFound
 from controller.util import new_uuid, now_iso
 
 
 async def create_row(ctx: ApiContext, table: str, resource_type: str, msg: CreateMessage,
-                     row: dict[str, Any]) -> dict[str, Any]:
+                     row: dict[str, Any], *, before: Callable[[Tx], Awaitable[None]] | None = None,
+                     after: Callable[[Tx, dict[str, Any]], Awaitable[None]] | None = None) -> dict[str, Any]:
     """Insert ``row`` (uuid and dates filled in) with the message's tags in ONE transaction and return
-    the new resource's inventory. Tags are validated before anything is written."""
+    the new row. Tags are validated before anything is written. ``before(tx)`` runs first inside the
+    transaction (checks that must see the same snapshot as the insert: parents exist, no duplicate);
+    ``after(tx, row)`` runs after the insert (child rows, inherent tags). Any exception rolls back all."""
     tags = ctx.core.services["tags"]
     await tags.validate_create_tags(resource_type, msg.systemTags)
     now = now_iso()
     row = {"uuid": msg.resourceUuid or new_uuid(), **row, "createDate": now, "lastOpDate": now}
     async with ctx.db.write() as tx:
+        if msg.resourceUuid and await tx.fetchone(f"SELECT 1 FROM {table} WHERE uuid=?", (msg.resourceUuid,)):
+            raise InvalidArgument(f"invalid field[resourceUuid]: {table}[uuid:{msg.resourceUuid}] already "
+                                  "exists; give another uuid or none")
+        if before is not None:
+            await before(tx)
         await tx.insert(table, row)
+        if after is not None:
+            await after(tx, row)
         await tags.write_create_tags(tx, resource_type, row["uuid"], msg.systemTags, msg.userTags)
     return row
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from controller.api.context import ApiContext
-from controller.api.messages import ChangeStateMessage, CreateMessage, Description, Name, UpdateMessage
-from controller.api.messages import UuidDeleteMessage
+from controller.api.messages import (
+    ChangeStateMessage,
+    CreateMessage,
+    Description,
+    Name,
+    UpdateMessage,
+    UuidDeleteMessage,
+)
 from controller.api.registry import api, by_uuid
 from controller.resources.common import STATE_EVENTS, create_row, delete_row, update_fields
 

@@ -1,0 +1,135 @@
+"""SFTP backup storage records: AddSftpBackupStorage, attach/detach to zones, update, state, delete.
+
+RECORD ONLY, NOT YET VERIFIED: AddSftpBackupStorage stores the row with status ``Connected`` without
+connecting. The SSH connection check (asyncssh with ``username``/``password`` on ``sshPort``), creating
+``url`` on the server and measuring total/available capacity come with the storage issue; until then the
+capacities are 0 and ``Connected`` only means "recorded".
+
+Rules (1.0): a duplicate ``hostname`` is rejected; ``url`` is an absolute path; the password (and, as in
+1.0's SftpBackupStorageInventory, the username) is never returned. Deleting a backup storage removes its
+zone attachments and image references (foreign keys cascade), as 1.0 does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Literal
+
+from pydantic import Field
+
+from controller.api.context import ApiContext
+from controller.api.messages import (
+    ApiMessage,
+    ChangeStateMessage,
+    CreateMessage,
+    Description,
+    Name,
+    UpdateMessage,
+    Uuid,
+    UuidDeleteMessage,
+)
+from controller.api.registry import api, by_uuid
+from controller.db.database import Tx
+from controller.errors import InvalidArgument
+from controller.resources.checks import require
+from controller.resources.common import STATE_EVENTS, create_row, delete_row, update_fields
+from controller.tags.service import is_domain
+from controller.util import now_iso
+
+
+class AddSftpBackupStorageMsg(CreateMessage):
+    hostname: str = Field(min_length=1, max_length=255)
+    username: str = Field(min_length=1, max_length=255)
+    password: str = Field(min_length=1, max_length=1024)
+    sshPort: int = Field(default=22, ge=1, le=65535)
+    url: str = Field(min_length=1, max_length=2048)
+    name: Name
+    description: Description | None = None
+    type: Literal["SftpBackupStorage"] = "SftpBackupStorage"
+
+
+class BackupStorageZoneMsg(ApiMessage):
+    zoneUuid: Uuid
+    backupStorageUuid: Uuid
+
+
+def _check_hostname(hostname: str) -> None:
+    try:
+        ipaddress.IPv4Address(hostname)
+        return
+    except ValueError:
+        pass
+    if not is_domain(hostname):
+        raise InvalidArgument(f"invalid field[hostname]: {hostname!r} is neither an IPv4 address nor a valid "
+                              "host name")
+
+
+@api("AddSftpBackupStorage", AddSftpBackupStorageMsg)
+async def add_sftp_backup_storage(ctx: ApiContext, msg: AddSftpBackupStorageMsg) -> dict[str, Any]:
+    """Record an SFTP backup storage (not yet connected: see the module docstring)."""
+    _check_hostname(msg.hostname)
+    if not msg.url.startswith("/"):
+        raise InvalidArgument(f"invalid field[url]: the url[{msg.url}] of a sftp backup storage must be an "
+                              "absolute path starting with '/'")
+
+    async def unique_hostname(tx: Tx) -> None:
+        dup = await tx.fetchone("SELECT uuid FROM BackupStorage WHERE hostname=?", (msg.hostname,))
+        if dup is not None:
+            raise InvalidArgument(f"duplicate backup storage. There has been a sftp backup "
+                                  f"storage[uuid:{dup['uuid']}, hostname:{msg.hostname}] existing")
+
+    row = await create_row(ctx, "BackupStorage", "BackupStorageVO", msg, {
+        "name": msg.name, "description": msg.description, "url": msg.url, "type": msg.type,
+        "state": "Enabled", "status": "Connected", "hostname": msg.hostname, "username": msg.username,
+        "password": msg.password, "sshPort": msg.sshPort}, before=unique_hostname)
+    return {"inventory": await ctx.inventory("SftpBackupStorage", row["uuid"])}
+
+
+@api("AttachBackupStorageToZone", BackupStorageZoneMsg, queue=lambda m: m.backupStorageUuid)
+async def attach_backup_storage(ctx: ApiContext, msg: BackupStorageZoneMsg) -> dict[str, Any]:
+    """Make a backup storage usable by a zone."""
+    async with ctx.db.write() as tx:
+        await require(tx, "BackupStorage", msg.backupStorageUuid, "backupStorageUuid")
+        await require(tx, "Zone", msg.zoneUuid, "zoneUuid")
+        if await tx.fetchone("SELECT 1 FROM BackupStorageZoneRef WHERE backupStorageUuid=? AND zoneUuid=?",
+                             (msg.backupStorageUuid, msg.zoneUuid)):
+            raise InvalidArgument(f"backup storage[uuid:{msg.backupStorageUuid}] has been attached to "
+                                  f"zone[uuid:{msg.zoneUuid}]")
+        await tx.insert("BackupStorageZoneRef", {"backupStorageUuid": msg.backupStorageUuid,
+                                                 "zoneUuid": msg.zoneUuid, "createDate": now_iso()})
+    return {"inventory": await ctx.inventory("BackupStorage", msg.backupStorageUuid)}
+
+
+@api("DetachBackupStorageFromZone", BackupStorageZoneMsg, queue=lambda m: m.backupStorageUuid)
+async def detach_backup_storage(ctx: ApiContext, msg: BackupStorageZoneMsg) -> dict[str, Any]:
+    """Detach a backup storage from a zone."""
+    async with ctx.db.write() as tx:
+        await require(tx, "BackupStorage", msg.backupStorageUuid, "backupStorageUuid")
+        await require(tx, "Zone", msg.zoneUuid, "zoneUuid")
+        cur = await tx.execute("DELETE FROM BackupStorageZoneRef WHERE backupStorageUuid=? AND zoneUuid=?",
+                               (msg.backupStorageUuid, msg.zoneUuid))
+        if cur.rowcount == 0:
+            raise InvalidArgument(f"backup storage[uuid:{msg.backupStorageUuid}] is not attached to "
+                                  f"zone[uuid:{msg.zoneUuid}]")
+    return {"inventory": await ctx.inventory("BackupStorage", msg.backupStorageUuid)}
+
+
+@api("UpdateBackupStorage", UpdateMessage, queue=by_uuid)
+async def update_backup_storage(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
+    """Change a backup storage's name or description."""
+    await update_fields(ctx, "BackupStorage", msg.uuid, {"name": msg.name, "description": msg.description})
+    return {"inventory": await ctx.inventory("BackupStorage", msg.uuid)}
+
+
+@api("ChangeBackupStorageState", ChangeStateMessage, queue=by_uuid)
+async def change_backup_storage_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
+    """Enable or disable a backup storage (a Disabled one gets no new images)."""
+    await update_fields(ctx, "BackupStorage", msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]})
+    return {"inventory": await ctx.inventory("BackupStorage", msg.uuid)}
+
+
+@api("DeleteBackupStorage", UuidDeleteMessage, queue=by_uuid)
+async def delete_backup_storage(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
+    """Delete a backup storage record with its zone attachments and image references."""
+    await delete_row(ctx, "BackupStorage", msg.uuid)
+    return {}

@@ -1,0 +1,101 @@
+"""Instance and disk offerings: Create*, Update*, Change*State, Delete* (queries are generic).
+
+Sizes are bytes (1.0). Every number must be positive; a bad value is 400 SYS.1007 naming the field.
+Deleting an offering clears ``VmInstance.instanceOfferingUuid`` / ``Volume.diskOfferingUuid`` when the
+global configs ``vm/instanceOffering.setNullWhenDeleting`` / ``volume/diskOffering.setNullWhenDeleting``
+are true (the default), in the same transaction as the delete.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from controller.api.context import ApiContext
+from controller.api.messages import (
+    ChangeStateMessage,
+    CreateMessage,
+    Description,
+    Name,
+    UpdateMessage,
+    UuidDeleteMessage,
+)
+from controller.api.registry import api, by_uuid
+from controller.resources.common import STATE_EVENTS, create_row, update_fields
+
+HostAllocator = Literal["DefaultHostAllocatorStrategy", "LeastVmPreferredHostAllocatorStrategy",
+                        "DesignatedHostAllocatorStrategy"]
+
+
+class CreateInstanceOfferingMsg(CreateMessage):
+    name: Name
+    description: Description | None = None
+    cpuNum: int = Field(gt=0, le=1024)
+    cpuSpeed: int = Field(gt=0)
+    memorySize: int = Field(gt=0, description="bytes")
+    allocatorStrategy: HostAllocator = "DefaultHostAllocatorStrategy"
+    sortKey: int = 0
+    type: Literal["UserVm"] = "UserVm"
+
+
+class CreateDiskOfferingMsg(CreateMessage):
+    name: Name
+    description: Description | None = None
+    diskSize: int = Field(gt=0, description="bytes")
+    sortKey: int = 0
+    allocationStrategy: Literal["DefaultPrimaryStorageAllocationStrategy"] = \
+        "DefaultPrimaryStorageAllocationStrategy"
+    type: Literal["zstack"] = "zstack"
+
+
+@api("CreateInstanceOffering", CreateInstanceOfferingMsg)
+async def create_instance_offering(ctx: ApiContext, msg: CreateInstanceOfferingMsg) -> dict[str, Any]:
+    """Create an instance offering (CPU count, CPU speed in MHz, memory in bytes)."""
+    row = await create_row(ctx, "InstanceOffering", "InstanceOfferingVO", msg, {
+        "name": msg.name, "description": msg.description, "cpuNum": msg.cpuNum, "cpuSpeed": msg.cpuSpeed,
+        "memorySize": msg.memorySize, "type": msg.type, "allocatorStrategy": msg.allocatorStrategy,
+        "sortKey": msg.sortKey, "state": "Enabled"})
+    return {"inventory": await ctx.inventory("InstanceOffering", row["uuid"])}
+
+
+@api("CreateDiskOffering", CreateDiskOfferingMsg)
+async def create_disk_offering(ctx: ApiContext, msg: CreateDiskOfferingMsg) -> dict[str, Any]:
+    """Create a disk offering (size in bytes)."""
+    row = await create_row(ctx, "DiskOffering", "DiskOfferingVO", msg, {
+        "name": msg.name, "description": msg.description, "diskSize": msg.diskSize, "sortKey": msg.sortKey,
+        "state": "Enabled", "type": msg.type, "allocatorStrategy": msg.allocationStrategy})
+    return {"inventory": await ctx.inventory("DiskOffering", row["uuid"])}
+
+
+def _register_common(kind: str, table: str, ref_table: str, ref_column: str, config: tuple[str, str]) -> None:
+    """Update/Change*State/Delete APIs of one offering kind (they differ only in names)."""
+
+    async def update(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
+        await update_fields(ctx, table, msg.uuid, {"name": msg.name, "description": msg.description})
+        return {"inventory": await ctx.inventory(table, msg.uuid)}
+
+    async def change_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
+        await update_fields(ctx, table, msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]})
+        return {"inventory": await ctx.inventory(table, msg.uuid)}
+
+    async def delete(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
+        set_null = ctx.core.services["configs"].get_bool(*config)
+        async with ctx.db.write() as tx:
+            cur = await tx.execute(f"DELETE FROM {table} WHERE uuid=?", (msg.uuid,))
+            if cur.rowcount and set_null:
+                await tx.execute(f"UPDATE {ref_table} SET {ref_column}=NULL WHERE {ref_column}=?", (msg.uuid,))
+        return {}
+
+    update.__doc__ = f"Change an {kind}'s name or description."
+    change_state.__doc__ = f"Enable or disable an {kind} (a Disabled one cannot be used for new resources)."
+    delete.__doc__ = f"Delete an {kind}; an unknown uuid succeeds (1.0)."
+    api(f"Update{table}", UpdateMessage, queue=by_uuid)(update)
+    api(f"Change{table}State", ChangeStateMessage, queue=by_uuid)(change_state)
+    api(f"Delete{table}", UuidDeleteMessage, queue=by_uuid)(delete)
+
+
+_register_common("instance offering", "InstanceOffering", "VmInstance", "instanceOfferingUuid",
+                 ("vm", "instanceOffering.setNullWhenDeleting"))
+_register_common("disk offering", "DiskOffering", "Volume", "diskOfferingUuid",
+                 ("volume", "diskOffering.setNullWhenDeleting"))

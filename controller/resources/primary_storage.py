@@ -1,0 +1,139 @@
+"""Local primary storage records: AddLocalPrimaryStorage, attach/detach to clusters, update, state, delete.
+
+Records only: initialising the directory on each host, capacity and ``LocalStorageHostRef`` rows come with
+the storage data plane (the agent's ``/localstorage/*`` commands), which is not wired here yet.
+
+Rules (1.0): ``url`` is an absolute path; a primary storage and a cluster must be in the same zone; a
+cluster accepts at most one LocalStorage; attaching twice or detaching what is not attached is refused
+(400 SYS.1007). Deletion: refused (409 SYS.1006) while attached to a cluster or holding volumes, unless
+``deleteMode=Enforcing``, which detaches and deletes (volumes keep their rows with
+``primaryStorageUuid`` cleared). 1.0 ran its cascade extensions instead; refusing is the safer record.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from controller.api.context import ApiContext
+from controller.api.messages import ApiMessage, CreateMessage, Description, Name, UpdateMessage, Uuid, UuidDeleteMessage
+from controller.api.registry import api, by_uuid
+from controller.db.database import Tx
+from controller.errors import InvalidArgument, OperationError
+from controller.resources.checks import require
+from controller.resources.common import create_row, update_fields
+from controller.util import now_iso
+
+PS_STATE_EVENTS = {"enable": "Enabled", "disable": "Disabled", "maintain": "Maintenance"}
+
+
+class AddLocalPrimaryStorageMsg(CreateMessage):
+    url: str = Field(min_length=1, max_length=2048)
+    name: Name
+    description: Description | None = None
+    zoneUuid: Uuid
+    type: Literal["LocalStorage"] = "LocalStorage"
+
+
+class PrimaryStorageClusterMsg(ApiMessage):
+    clusterUuid: Uuid
+    primaryStorageUuid: Uuid
+
+
+class ChangePrimaryStorageStateMsg(ApiMessage):
+    uuid: Uuid
+    stateEvent: Literal["enable", "disable", "maintain"]
+
+
+@api("AddLocalPrimaryStorage", AddLocalPrimaryStorageMsg)
+async def add_local_primary_storage(ctx: ApiContext, msg: AddLocalPrimaryStorageMsg) -> dict[str, Any]:
+    """Record a local primary storage (a directory ``url`` on every host of the attached clusters)."""
+    if not msg.url.startswith("/"):
+        raise InvalidArgument(f"invalid field[url]: the url[{msg.url}] of a local primary storage must be an "
+                              "absolute path starting with '/'")
+
+    async def zone_exists(tx: Tx) -> None:
+        await require(tx, "Zone", msg.zoneUuid, "zoneUuid")
+
+    row = await create_row(ctx, "PrimaryStorage", "PrimaryStorageVO", msg, {
+        "name": msg.name, "description": msg.description, "zoneUuid": msg.zoneUuid, "url": msg.url,
+        "type": msg.type, "state": "Enabled", "status": "Connected", "mountPath": msg.url}, before=zone_exists)
+    return {"inventory": await ctx.inventory("PrimaryStorage", row["uuid"])}
+
+
+async def _check_attach(tx: Tx, ps: dict[str, Any], cluster: dict[str, Any]) -> None:
+    if ps["zoneUuid"] != cluster["zoneUuid"]:
+        raise InvalidArgument(f"primary storage[uuid:{ps['uuid']}] is in zone[uuid:{ps['zoneUuid']}] but "
+                              f"cluster[uuid:{cluster['uuid']}] is in zone[uuid:{cluster['zoneUuid']}]; they "
+                              "must be in the same zone")
+    if await tx.fetchone("SELECT 1 FROM PrimaryStorageClusterRef WHERE primaryStorageUuid=? AND clusterUuid=?",
+                         (ps["uuid"], cluster["uuid"])):
+        raise InvalidArgument(f"primary storage[uuid:{ps['uuid']}] has been attached to "
+                              f"cluster[uuid:{cluster['uuid']}]")
+    if ps["type"] == "LocalStorage":
+        other = await tx.fetchone(
+            "SELECT p.uuid FROM PrimaryStorageClusterRef r JOIN PrimaryStorage p ON p.uuid=r.primaryStorageUuid "
+            "WHERE r.clusterUuid=? AND p.type='LocalStorage'", (cluster["uuid"],))
+        if other is not None:
+            raise InvalidArgument(f"cluster[uuid:{cluster['uuid']}] already has local primary "
+                                  f"storage[uuid:{other['uuid']}] attached; a cluster accepts only one "
+                                  "LocalStorage")
+
+
+@api("AttachPrimaryStorageToCluster", PrimaryStorageClusterMsg, queue=lambda m: m.primaryStorageUuid)
+async def attach_primary_storage(ctx: ApiContext, msg: PrimaryStorageClusterMsg) -> dict[str, Any]:
+    """Attach a primary storage to a cluster of the same zone."""
+    async with ctx.db.write() as tx:
+        ps = await require(tx, "PrimaryStorage", msg.primaryStorageUuid, "primaryStorageUuid")
+        cluster = await require(tx, "Cluster", msg.clusterUuid, "clusterUuid")
+        await _check_attach(tx, ps, cluster)
+        await tx.insert("PrimaryStorageClusterRef", {"primaryStorageUuid": ps["uuid"],
+                                                     "clusterUuid": cluster["uuid"], "createDate": now_iso()})
+    return {"inventory": await ctx.inventory("PrimaryStorage", msg.primaryStorageUuid)}
+
+
+@api("DetachPrimaryStorageFromCluster", PrimaryStorageClusterMsg, queue=lambda m: m.primaryStorageUuid)
+async def detach_primary_storage(ctx: ApiContext, msg: PrimaryStorageClusterMsg) -> dict[str, Any]:
+    """Detach a primary storage from a cluster."""
+    async with ctx.db.write() as tx:
+        await require(tx, "PrimaryStorage", msg.primaryStorageUuid, "primaryStorageUuid")
+        await require(tx, "Cluster", msg.clusterUuid, "clusterUuid")
+        cur = await tx.execute("DELETE FROM PrimaryStorageClusterRef WHERE primaryStorageUuid=? AND clusterUuid=?",
+                               (msg.primaryStorageUuid, msg.clusterUuid))
+        if cur.rowcount == 0:
+            raise InvalidArgument(f"primary storage[uuid:{msg.primaryStorageUuid}] is not attached to "
+                                  f"cluster[uuid:{msg.clusterUuid}]")
+    return {"inventory": await ctx.inventory("PrimaryStorage", msg.primaryStorageUuid)}
+
+
+@api("UpdatePrimaryStorage", UpdateMessage, queue=by_uuid)
+async def update_primary_storage(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
+    """Change a primary storage's name or description."""
+    await update_fields(ctx, "PrimaryStorage", msg.uuid, {"name": msg.name, "description": msg.description})
+    return {"inventory": await ctx.inventory("PrimaryStorage", msg.uuid)}
+
+
+@api("ChangePrimaryStorageState", ChangePrimaryStorageStateMsg, queue=by_uuid)
+async def change_primary_storage_state(ctx: ApiContext, msg: ChangePrimaryStorageStateMsg) -> dict[str, Any]:
+    """enable / disable / maintain a primary storage (state Enabled, Disabled, Maintenance)."""
+    await update_fields(ctx, "PrimaryStorage", msg.uuid, {"state": PS_STATE_EVENTS[msg.stateEvent]})
+    return {"inventory": await ctx.inventory("PrimaryStorage", msg.uuid)}
+
+
+@api("DeletePrimaryStorage", UuidDeleteMessage, queue=by_uuid)
+async def delete_primary_storage(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
+    """Delete a primary storage record; refused while attached or holding volumes unless Enforcing."""
+    async with ctx.db.write() as tx:
+        if msg.deleteMode == "Permissive":
+            clusters = [r[0] for r in await tx.fetchall(
+                "SELECT clusterUuid FROM PrimaryStorageClusterRef WHERE primaryStorageUuid=?", (msg.uuid,))]
+            if clusters:
+                raise OperationError(f"primary storage[uuid:{msg.uuid}] cannot be deleted for still being attached "
+                                     f"to clusters{clusters}; detach it first or use deleteMode=Enforcing")
+            vols = await tx.fetchone("SELECT COUNT(*) FROM Volume WHERE primaryStorageUuid=?", (msg.uuid,))
+            if vols and vols[0]:
+                raise OperationError(f"primary storage[uuid:{msg.uuid}] still holds {vols[0]} volume(s); delete "
+                                     "them first or use deleteMode=Enforcing")
+        await tx.execute("DELETE FROM PrimaryStorage WHERE uuid=?", (msg.uuid,))
+    return {}
