@@ -205,8 +205,8 @@ async def _teardown(env: Env) -> None:
     await asyncio.sleep(0)
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
+@pytest.fixture(name="env")
+async def flatnet_env_fixture(tmp_path: Path) -> AsyncIterator[Env]:
     if not shutil.which("busybox"):
         pytest.fail("busybox is required (apt-get install busybox) for the udhcpc DHCP client")
     e = await asyncio.to_thread(_make_env, tmp_path)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from flatnet_env import Env, Vm, dnsmasq_pids, flatnet_env_fixture  # noqa: F401  (fixture)
 from pyroute2 import netns
 
 from flatnet import dnsmasq
 from flatnet.names import dhcp_mac, l3_names
-from flatnet_env import Env, Vm, dnsmasq_pids, env  # noqa: F401  (fixture)
 
 
 async def _netns_list() -> set[str]:
