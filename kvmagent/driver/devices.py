@@ -31,7 +31,9 @@ async def _flags(guest: Guest) -> int:
 async def change_cdrom(guest: Guest, iso: IsoSpec | None, *, poll: float = 0.2) -> None:
     """Insert or eject; returns once the live definition shows the wanted medium (≤ 30 s)."""
     want = iso.path if iso else None
-    if edit.cdrom_source(edit.parse(await guest.xml())) == want:
+    live = edit.cdrom_source(edit.parse(await guest.xml()))
+    persistent = edit.cdrom_source(edit.parse(await guest.xml(inactive=True)))
+    if live == want and persistent == want:
         return
     dev = edit.element_string(Cdrom(want).element())
     flags = await _flags(guest) | (libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE if want is None else 0)

@@ -35,9 +35,11 @@ class ThreadSafeAsyncIOImpl(libvirtaio.virEventAsyncIOImpl):
         return threading.get_ident() == self._thread_id
 
     def _defer(self, fn: Any, *args: Any) -> None:
+        if self.loop.is_closed():
+            return  # the loop is gone and so is everything this would touch; rebind() clears the books
         if self._on_loop():
             fn(*args)
-        elif not self.loop.is_closed():
+        else:
             self.loop.call_soon_threadsafe(fn, *args)
 
     def _add_handle(self, fd: int, event: int, cb: Any, opaque: Any) -> int:
