@@ -75,14 +75,15 @@ def _core(api: Api) -> Any:
     return api.client.server.app[CORE]
 
 
-async def refused(api: Api, name: str, status: int, code: str, *needles: str, **params: Any) -> dict[str, Any]:
-    """Call ``name`` expecting a refusal with ``status``/``code`` whose details contain every needle, and
+async def refused(api: Api, api_name: str, status: int, code: str, /, *needles: str,
+                  **params: Any) -> dict[str, Any]:
+    """Call ``api_name`` expecting a refusal with ``status``/``code`` whose details contain every needle, and
     assert that no table changed."""
     before = await snapshot(api)
-    got, body = await api.raw(name, **params)
+    got, body = await api.raw(api_name, **params)
     assert got == status, (got, body)
     assert body["success"] is False and body["error"]["code"] == code, body
     for n in needles:
         assert n in body["error"]["details"], (n, body["error"]["details"])
-    assert await snapshot(api) == before, f"{name} wrote something although it was refused"
+    assert await snapshot(api) == before, f"{api_name} wrote something although it was refused"
     return body["error"]
