@@ -99,8 +99,11 @@ class Env:
         """Run busybox udhcpc once in the VM namespace; the lease's variables, or None without a lease."""
         out = self.tmp / f"lease-{vm.name}-{secrets.token_hex(3)}"
         script = self.tmp / "udhcpc.sh"
-        script.write_text(UDHCPC_SCRIPT)
-        script.chmod(0o755)
+        if not script.exists():  # written once: concurrent clients may be executing it
+            tmp = self.tmp / f".udhcpc.{secrets.token_hex(3)}"
+            tmp.write_text(UDHCPC_SCRIPT)
+            tmp.chmod(0o755)
+            os.replace(tmp, script)
         argv = ["ip", "netns", "exec", vm.netns, "env", f"LEASE_OUT={out}", "busybox", "udhcpc", "-i", "eth0",
                 "-f", "-q", "-n", "-t", str(tries), "-T", "1", "-A", "1", "-O", "staticroutes",
                 "-O", "hostname", "-O", "domain", "-s", str(script)]
