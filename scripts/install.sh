@@ -30,12 +30,12 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 # iptables/bridge-utils (namespaces, bridges, anti-spoofing), openssh (AddKvmHost, SFTP backup storage).
 # Build: libvirt-dev, pkg-config, gcc, python3-dev (libvirt-python), python3-venv.
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
-      dnsmasq-base iproute2 ebtables iptables bridge-utils openssh-server openssh-client sshpass
+      dnsmasq-base dnsmasq-utils iproute2 ebtables iptables bridge-utils openssh-server openssh-client sshpass
       libvirt-dev pkg-config gcc python3-venv python3-dev cpio zstd curl ca-certificates procps psmisc)
 # Tests and the lab: busybox (udhcpc as a DHCP client in namespaces), cloud-init (real datasources
 # against the metadata service), isc-dhcp-client, util-linux (unshare/nsenter), tiny-image build tools
 # come from .deb files unpacked by scripts/build-tiny-image itself.
-DEV_PKGS=(busybox cloud-init isc-dhcp-client util-linux file)
+DEV_PKGS=(busybox cloud-init isc-dhcp-client util-linux file curl)
 want=("${PKGS[@]}")
 [ $DEV = 1 ] && want+=("${DEV_PKGS[@]}")
 missing=()
