@@ -24,14 +24,20 @@ class VmOps:
 
     @asynccontextmanager
     async def _own(self, vm_uuid: str, states: set[VmState]) -> AsyncIterator[None]:
+        """Expect ``states`` while the operation runs and shortly after; if it fails, also expect the
+        domain to halt (a failed start or reboot leaves it stopped, and that is in the reply already)."""
         self.judger.expect(vm_uuid, states)
         try:
             yield
+        except BaseException:
+            self.judger.expect(vm_uuid, HALT)
+            self.judger.settle(vm_uuid)
+            raise
         finally:
             self.judger.settle(vm_uuid)
 
     async def start(self, spec: VmSpec) -> None:
-        async with self._own(spec.uuid, RUN | HALT):  # a failed start may emit STOPPED
+        async with self._own(spec.uuid, RUN):
             await self.driver.start_vm(spec)
 
     async def stop(self, vm_uuid: str, *, grace: float, force: bool) -> None:

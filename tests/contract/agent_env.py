@@ -46,7 +46,7 @@ class Env:
         for vm_uuid in self.created:
             try:
                 await self.driver.destroy_vm(vm_uuid)
-            except Exception:  # noqa: BLE001 - best effort, the test already reported its failure
+            except Exception:
                 pass
         await self.driver.close()
 

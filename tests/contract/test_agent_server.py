@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from agent_harness import Agent, running_agent, start_body
+
 from kvmagent.routing import ENDPOINTS
 
 
@@ -143,7 +143,7 @@ async def test_metrics(agent: Agent, tmp_path: Path) -> None:
 
 
 def test_every_vm_and_host_path_is_registered() -> None:
-    import kvmagent.handlers.host  # noqa: F401
+    import kvmagent.handlers.host
     import kvmagent.handlers.vm  # noqa: F401
 
     wanted = {"/host/connect", "/host/ping", "/host/facts", "/host/capacity", "/host/checkbridge",

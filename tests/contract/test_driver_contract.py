@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from agent_env import BACKENDS, Env, make_disk, open_env, wait_for
+
 from kvmagent.driver.base import VmState
 from kvmagent.driver.errors import DomainNotFound, HypervisorError, InvalidSpec, StateConflict
 from kvmagent.driver.spec import DiskSpec, IsoSpec

@@ -12,12 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from golden.variants import MINIMAL, VARIANTS, console_log
 
 from kvmagent.driver.errors import InvalidSpec
 from kvmagent.driver.names import nic_device_name
 from kvmagent.driver.xml import build_domain_xml
 from kvmagent.driver.xml.edit import boot_devs, metadata, parse, set_boot
-from golden.variants import MINIMAL, VARIANTS, console_log
 
 GOLDEN = Path(__file__).parent / "golden"
 
