@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import DhcpNamespace, Guest, Testbed, TinyImage, footprint, leftovers, tear_down, bring_up, tiny_image
+from lab import DhcpNamespace, Guest, Testbed, TinyImage, bring_up, footprint, leftovers, tear_down, tiny_image
 
 E2E_STATE_DIR = Path(os.environ.get("ZSTACK_E2E_TESTBED_DIR", "/var/lib/zstack-py-testbed-e2e"))
 

@@ -100,6 +100,7 @@ class Guest:
     def __init__(self, host: LabHost, spec: GuestSpec, conn: libvirt.virConnect, dom: libvirt.virDomain):
         self.host, self.spec, self.conn, self.dom = host, spec, conn, dom
         self.started_at = time.monotonic()
+        self._closed = False
 
     @property
     def name(self) -> str:
@@ -134,6 +135,7 @@ class Guest:
         return time.monotonic() - t0
 
     def destroy(self) -> None:
+        """Destroy (if running) and undefine the guest, then close(); a guest already gone is fine."""
         try:
             if self.dom.isActive():
                 self.dom.destroy()
@@ -142,7 +144,16 @@ class Guest:
             if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
         finally:
-            self.conn.close()
+            self.close()
+
+    def close(self) -> None:
+        """Drop the libvirt domain and connection (the guest keeps running). Do this before the host goes
+        away: freeing them later waits on a TCP connection whose peer vanished without a reset."""
+        if self._closed:
+            return
+        self._closed = True
+        del self.dom
+        self.conn.close()
 
 
 def start_guest(host: LabHost, spec: GuestSpec) -> Guest:

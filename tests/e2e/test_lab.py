@@ -22,14 +22,14 @@ from lab import (
     GuestSpec,
     Testbed,
     TinyImage,
+    bring_up,
     footprint,
     leftovers,
     make_overlay,
+    run_testbed,
     ssh_keypair,
     start_guest,
-    run_testbed,
     tear_down,
-    bring_up,
     wait_for,
 )
 
@@ -170,8 +170,7 @@ def test_down_leaves_nothing(tiny: TinyImage, tmp_path: Path) -> None:
         h.run("ip", "netns", "exec", "inner", "sh", "-c", "setsid -f sleep 600 </dev/null >/dev/null 2>&1")
         spec = GuestSpec(name="e2e-down", mac="52:54:00:aa:00:30", console=tmp_path / "down.console",
                          cdrom=tiny.iso, boot="cdrom")
-        guest = start_guest(h, spec)
-        guest.conn.close()
+        start_guest(h, spec).close()
         fp = footprint(tb)
         inner_ino = int(h.run("stat", "-L", "-c", "%i", "/run/netns/inner").stdout)
         assert inner_ino in fp.net_inodes
