@@ -46,14 +46,9 @@ BEFORE_READY = frozenset({PingCmd.PATH})
 
 
 def load_handlers() -> None:
-    """Import every handler module; a module that does not exist yet is logged and skipped."""
+    """Import every handler module (each registers its endpoints with ``kvmagent.routing``)."""
     for name in MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name is None or not name.startswith(e.name):
-                raise
-            log.warning("handler module %s is not available yet; its endpoints are not served", name)
+        importlib.import_module(name)
 
 
 def error_response(e: AgentError) -> web.Response:
@@ -199,6 +194,11 @@ def create_app(config: AgentConfig, *, driver: HypervisorDriver, flatnet: Any = 
     app.router.add_get("/metrics", metrics)
     for endpoint in ENDPOINTS.values():
         app.router.add_post(endpoint.path, _endpoint_handler(endpoint))
+    if storage is not None:
+        # Streaming endpoints (host-to-host volume copy): not JSON, same bearer-token middleware.
+        from kvmagent.handlers.storage import raw_routes
+
+        app.router.add_routes(raw_routes(app[CTX]))
     app.cleanup_ctx.append(lifecycle)
     return app
 
