@@ -1,6 +1,10 @@
 """Imports every module that registers APIs or start-up hooks, in one visible list."""
 
-from controller import globalconfig, identity  # noqa: F401
+from controller import (  # noqa: F401
+    compute,
+    globalconfig,
+    identity,
+)
 from controller.api import queries  # noqa: F401
 from controller.resources import (  # noqa: F401
     backup_storage,

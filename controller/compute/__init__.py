@@ -2,3 +2,5 @@
 
 Importing this package registers its APIs and start-up hooks (see ``controller/services.py``).
 """
+
+from controller.compute import agents, hosts, images, ping, vms  # noqa: F401

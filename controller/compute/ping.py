@@ -1,0 +1,86 @@
+"""The host ping task (reference §3.11), supervised, every ``host/ping.interval`` seconds.
+
+* ``/host/ping`` to every Connected or Disconnected host, bounded by ``host/ping.timeout``, no retry.
+* ``host/ping.maxFailure`` failures in a row → Disconnected, its VMs → Unknown.
+* A Disconnected host that answers again is reconnected when ``host/connection.autoReconnectOnError``.
+* A changed ``bootId`` (the agent restarted) → reconnect.
+* When ``kvm/vmSyncOnHostPing``, a successful ping of a Connected host is followed by ``/vm/vmsync``.
+Reconnects run in the host's work queue, so they never overlap a ReconnectHost API call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from controller.compute import connect as conn
+from controller.compute import tracer
+from controller.core import Controller, on_start
+from controller.errors import ApiError
+from controller.tasks import every
+from kvmagent.contract import host as hc
+from kvmagent.contract import vm as vc
+
+log = logging.getLogger(__name__)
+
+
+class HostTracker:
+    def __init__(self, core: Controller) -> None:
+        self.core = core
+        self.failures: dict[str, int] = {}
+
+    def interval(self) -> float:
+        return float(self.core.services["configs"].get_int("host", "ping.interval"))
+
+    async def ping_all(self) -> None:
+        rows = await self.core.db.fetchall("SELECT * FROM Host WHERE status IN ('Connected', 'Disconnected')")
+        await asyncio.gather(*(self.ping(dict(r)) for r in rows))
+
+    async def ping(self, host: dict[str, Any]) -> None:
+        configs = self.core.services["configs"]
+        agents = self.core.services["agents"]
+        try:
+            reply = await asyncio.wait_for(agents.call(host, hc.PingCmd(), timeout=configs.get_int(
+                "host", "ping.timeout")), configs.get_int("host", "ping.timeout") + 1)
+        except (ApiError, TimeoutError) as e:
+            await self._failed(host, e)
+            return
+        self.failures.pop(host["uuid"], None)
+        restarted = host["agentBootId"] is not None and reply.bootId != host["agentBootId"]
+        if host["status"] == "Disconnected" or restarted:
+            if configs.get_bool("host", "connection.autoReconnectOnError") or restarted:
+                log.info("host %s answers again (agent restarted: %s); reconnecting", host["uuid"], restarted)
+                self.schedule_reconnect(host["uuid"])
+            return
+        if configs.get_bool("kvm", "vmSyncOnHostPing"):
+            states = await agents.call(host, vc.VmSyncCmd())
+            await tracer.full_sync(self.core, host["uuid"], dict(states.states))
+
+    async def _failed(self, host: dict[str, Any], e: Exception) -> None:
+        n = self.failures.get(host["uuid"], 0) + 1
+        self.failures[host["uuid"]] = n
+        limit = self.core.services["configs"].get_int("host", "ping.maxFailure")
+        if host["status"] == "Connected" and n >= limit:
+            log.warning("host %s failed %d pings in a row (%s); Disconnected", host["uuid"], n, e)
+            await conn.set_status(self.core, host["uuid"], "Disconnected")
+            await tracer.host_disconnected(self.core, host["uuid"])
+
+    def schedule_reconnect(self, uuid: str) -> None:
+        """Reconnect in the host's queue; failures leave it Disconnected (logged)."""
+        from controller.compute.hosts import reconnect
+
+        async def job() -> None:
+            try:
+                await self.core.queues.run(uuid, lambda: reconnect(self.core, uuid))
+            except ApiError as e:
+                log.warning("auto-reconnect of host %s failed: %s", uuid, e.details)
+
+        self.core.tasks.start(f"host-reconnect:{uuid}", job, restart=False)
+
+
+@on_start(60, "host ping")
+async def _start(core: Controller) -> None:
+    tracker = HostTracker(core)
+    core.services["hostTracker"] = tracker
+    core.tasks.start("host-ping", lambda: every(tracker.interval, tracker.ping_all))

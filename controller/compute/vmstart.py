@@ -1,0 +1,90 @@
+"""Starting a VM on its host: root disk on the host's storage, then ``/vm/start`` with the full spec.
+
+Root disk: on the local primary storage attached to the VM's cluster when there is one; otherwise in
+``/var/lib/zstack-py/volumes`` on the host (initialised as a local storage named by the host uuid). In
+both cases through the agent's storage endpoints: the image is cached from its ``file://`` url, then the
+root volume is created from the cache (a qcow2 overlay). Both are idempotent, so a retried start is safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.compute.connect import l2_bridge, local_storages
+from controller.core import Controller
+from controller.util import now_iso
+from kvmagent.contract import storage as sc
+from kvmagent.contract import vm as vc
+
+FALLBACK_STORAGE = "/var/lib/zstack-py/volumes"
+
+
+async def storage_for(core: Controller, host: dict[str, Any]) -> tuple[str, str | None]:
+    """(storagePath, primary storage uuid or None) where root disks of VMs on ``host`` live."""
+    ps = await local_storages(core, host["clusterUuid"])
+    if ps:
+        return ps[0]["url"], ps[0]["uuid"]
+    return FALLBACK_STORAGE, None
+
+
+async def prepare_root(core: Controller, host: dict[str, Any], vm: dict[str, Any], volume: dict[str, Any],
+                       account_uuid: str) -> str:
+    """Create the root volume on the host (if it has no installPath yet); returns its path."""
+    if volume["installPath"]:
+        return str(volume["installPath"])
+    agents = core.services["agents"]
+    path, ps_uuid = await storage_for(core, host)
+    if ps_uuid is None:
+        await agents.call(host, sc.InitCmd(storagePath=path, primaryStorageUuid=host["uuid"], hostUuid=host["uuid"]))
+    image = await core.db.fetchone("SELECT * FROM Image WHERE uuid=?", (vm["imageUuid"],))
+    if image is None:
+        raise LookupError(f"image[uuid:{vm['imageUuid']}] of vm[uuid:{vm['uuid']}] no longer exists")
+    await agents.call(host, sc.DownloadImageCmd(storagePath=path, imageUuid=image["uuid"], format=image["format"],
+                                                url=image["url"]), timeout=1800)
+    reply = await agents.call(host, sc.CreateVolumeFromCacheCmd(
+        storagePath=path, accountUuid=account_uuid, volumeUuid=volume["uuid"], volumeType="Root",
+        imageUuid=image["uuid"]), timeout=600)
+    async with core.db.write() as tx:
+        await tx.update("Volume", {"uuid": volume["uuid"]}, {
+            "installPath": reply.installPath, "size": reply.size, "actualSize": reply.actualSize,
+            "status": "Ready", "primaryStorageUuid": ps_uuid, "lastOpDate": now_iso()})
+    return str(reply.installPath)
+
+
+async def delete_root(core: Controller, host: dict[str, Any], install_path: str) -> None:
+    path, _ = await storage_for(core, host)
+    await core.services["agents"].call(host, sc.DeleteVolumeCmd(storagePath=path, installPath=install_path))
+
+
+async def nic_tos(core: Controller, vm_uuid: str) -> list[vc.NicTO]:
+    rows = await core.db.fetchall(
+        "SELECT n.mac, n.deviceId, n.l3NetworkUuid, n.ip, l2.physicalInterface, l2.vlan, "
+        "(SELECT tag FROM SystemTag WHERE resourceUuid = l2.uuid AND tag LIKE 'kvm::bridge::%' LIMIT 1) AS tag "
+        "FROM VmNic n JOIN L3Network l3 ON l3.uuid = n.l3NetworkUuid JOIN L2Network l2 ON l2.uuid = l3.l2NetworkUuid "
+        "WHERE n.vmInstanceUuid = ? ORDER BY n.deviceId", (vm_uuid,))
+    return [vc.NicTO(mac=r["mac"], bridgeName=l2_bridge(dict(r)), deviceId=r["deviceId"],
+                     l3NetworkUuid=r["l3NetworkUuid"], ip=r["ip"]) for r in rows]
+
+
+async def start_cmd(core: Controller, host: dict[str, Any], vm: dict[str, Any], root_path: str,
+                    root: dict[str, Any]) -> vc.StartVmCmd:
+    configs = core.services["configs"]
+    return vc.StartVmCmd(
+        uuid=vm["uuid"], internalId=vm["internalId"], name=vm["name"], cpuNum=vm["cpuNum"],
+        cpuSpeed=vm["cpuSpeed"], memory=vm["memorySize"],
+        rootVolume=vc.VolumeTO(path=root_path, format="qcow2", uuid=root["uuid"], deviceId=0,
+                               cacheMode=configs.get("kvm", "vm.cacheMode")),
+        nics=await nic_tos(core, vm["uuid"]), consoleMode=configs.get("kvm", "vm.consoleMode"),
+        cpuMode=configs.get("kvm", "vm.cpuMode"), platform=vm["platform"] or "Linux",
+        hostManagementIp=host["managementIp"], firstBootFromCd=False, timeout=300)
+
+
+async def start_on_host(core: Controller, host: dict[str, Any], vm: dict[str, Any], account_uuid: str) -> None:
+    """Root disk + ``/vm/start``; raises on failure (the caller rolls back)."""
+    root_row = await core.db.fetchone("SELECT * FROM Volume WHERE uuid=?", (vm["rootVolumeUuid"],))
+    if root_row is None:
+        raise LookupError(f"root volume of vm[uuid:{vm['uuid']}] is missing")
+    root = dict(root_row)
+    path = await prepare_root(core, host, vm, root, account_uuid)
+    cmd = await start_cmd(core, host, vm, path, root)
+    await core.services["agents"].call(host, cmd, timeout=cmd.timeout + 30)
