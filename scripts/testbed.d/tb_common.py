@@ -116,6 +116,12 @@ class Config:
     def mnt_handle(self, host: str) -> Path:
         return self.nsf_dir / f"{host}.mnt"
 
+    def uts_handle(self, host: str) -> Path:
+        return self.nsf_dir / f"{host}.uts"
+
+    def hostname(self, host: str) -> str:
+        return f"{self.prefix}-{host}"
+
     def host_dir(self, host: str) -> Path:
         return self.root / host
 
@@ -123,8 +129,9 @@ class Config:
         return self.host_dir(host) / PRIVATE_DIRS["/run/libvirt"] / "libvirt-sock"
 
     def nsenter(self, host: str) -> list[str]:
-        """Command prefix that runs a command inside the host (its mount + network namespace)."""
-        return ["nsenter", f"--mount={self.mnt_handle(host)}", f"--net=/run/netns/{self.netns(host)}"]
+        """Command prefix that runs a command inside the host (its mount, network and UTS namespace)."""
+        return ["nsenter", f"--mount={self.mnt_handle(host)}", f"--net=/run/netns/{self.netns(host)}",
+                f"--uts={self.uts_handle(host)}"]
 
 
 @dataclass
@@ -211,3 +218,18 @@ def check_dependencies() -> None:
 
 def _which(cmd: str) -> str | None:
     return shutil.which(cmd, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin")
+
+
+def check_names_free(cfg: Config) -> None:
+    """Refuse to start if a namespace, link or address the testbed would create exists already: ``down``
+    removes by name, so it must never meet a name that belongs to someone else."""
+    taken = [f"netns {n}" for n in [cfg.phys_ns, *(cfg.netns(h) for h in cfg.host_names)]
+             if os.path.exists(f"/run/netns/{n}")]
+    if os.path.exists(f"/sys/class/net/{cfg.mgmt_link}"):
+        taken.append(f"link {cfg.mgmt_link}")
+    addrs = sh("ip", "-o", "-4", "addr", "show").stdout
+    if re.search(rf"inet {re.escape(cfg.mgmt_net)}\.\d+/", addrs):
+        taken.append(f"an address in {cfg.mgmt_net}.0/24 on this machine")
+    if taken:
+        raise TestbedError(f"cannot bring the testbed up in {cfg.state_dir}: already in use: {', '.join(taken)}; "
+                           "another testbed may be up (use --prefix/--mgmt-net or `down` it with its --state-dir)")

@@ -71,7 +71,8 @@ def _ns_inode(path: str) -> int | None:
 
 
 def _host_alive(cfg: Config, host: str) -> bool:
-    return os.path.ismount(cfg.mnt_handle(host)) and os.path.ismount(f"/run/netns/{cfg.netns(host)}")
+    handles = [cfg.mnt_handle(host), cfg.uts_handle(host), f"/run/netns/{cfg.netns(host)}"]
+    return all(os.path.ismount(h) for h in handles)
 
 
 def _inner_netns(cfg: Config, host: str) -> dict[str, int]:
@@ -138,10 +139,10 @@ def _remove_host(cfg: Config, host: str) -> None:
         for name in _inner_netns(cfg, host):
             sh(*cfg.nsenter(host), "ip", "netns", "del", name, check=False)
     _del_netns(cfg.netns(host))
-    handle = cfg.mnt_handle(host)
-    if os.path.ismount(handle):
-        sh("umount", str(handle), check=False)
-    handle.unlink(missing_ok=True)
+    for handle in (cfg.mnt_handle(host), cfg.uts_handle(host)):
+        if os.path.ismount(handle):
+            sh("umount", str(handle), check=False)
+        handle.unlink(missing_ok=True)
 
 
 def _del_netns(name: str) -> None:

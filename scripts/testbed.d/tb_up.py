@@ -90,6 +90,8 @@ def _make_host(cfg: Config, host: str) -> None:
     handle = cfg.mnt_handle(host)
     handle.touch()
     sh("unshare", f"--mount={handle}", "--propagation", "slave", "true")
+    cfg.uts_handle(host).touch()
+    sh("unshare", f"--uts={cfg.uts_handle(host)}", "hostname", cfg.hostname(host))
     d = cfg.host_dir(host)
     mounts = ["mount -t sysfs sysfs /sys"]
     mounts += [f"mount --bind {shlex.quote(str(d / name))} {inner}" for inner, name in PRIVATE_DIRS.items()]

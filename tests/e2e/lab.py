@@ -55,6 +55,7 @@ class LabHost:
     """One simulated KVM host, as described by ``scripts/testbed status --json``."""
 
     name: str
+    hostname: str
     ip: str
     ssh_user: str
     ssh_password: str
@@ -99,8 +100,8 @@ class Testbed:
     @classmethod
     def from_status(cls, doc: dict) -> Testbed:
         hosts = tuple(
-            LabHost(name=h["name"], ip=h["ip"], ssh_user=h["ssh_user"], ssh_password=h["ssh_password"],
-                    bridge=h["bridge"], netns=h["netns"], libvirt_uri=h["libvirt_uri"],
+            LabHost(name=h["name"], hostname=h["hostname"], ip=h["ip"], ssh_user=h["ssh_user"],
+                    ssh_password=h["ssh_password"], bridge=h["bridge"], netns=h["netns"], libvirt_uri=h["libvirt_uri"],
                     libvirt_socket_uri=h["libvirt_socket_uri"], nsenter=tuple(h["nsenter"]),
                     host_dir=Path(h["host_dir"]))
             for h in doc["hosts"])

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import libvirt
 import pytest
 from lab import (
     DhcpNamespace,
@@ -93,6 +94,33 @@ def pair(testbed: Testbed, tiny: TinyImage, tmp_path_factory: pytest.TempPathFac
             g.destroy()
         for ns in namespaces:
             ns.stop()
+
+
+SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=5"]
+
+
+@pytest.mark.parametrize("host", ["h1", "h2"])
+def test_host_ssh_by_password_and_key_and_libvirt_over_tcp(testbed: Testbed, host: str) -> None:
+    """AddKvmHost's way in (root + password) and the key way reach the host's own sshd, hostname and
+    libvirtd; the real machine's root password is untouched."""
+    h = testbed.host(host)
+    by_password = subprocess.run(["sshpass", "-p", h.ssh_password, "ssh", *SSH_OPTS, "-o", "PubkeyAuthentication=no",
+                                  f"{h.ssh_user}@{h.ip}", "hostname; ip -o -4 addr show br_eth0"],
+                                 capture_output=True, text=True, timeout=30)
+    assert by_password.returncode == 0, by_password.stderr
+    assert by_password.stdout.splitlines()[0] == h.hostname
+    assert f"inet {h.ip}/24" in by_password.stdout
+    by_key = subprocess.run(["ssh", *SSH_OPTS, "-o", "BatchMode=yes", "-i", str(testbed.ssh_key),
+                             f"{h.ssh_user}@{h.ip}", "hostname"], capture_output=True, text=True, timeout=30)
+    assert by_key.returncode == 0 and by_key.stdout.strip() == h.hostname, by_key.stderr
+    real = next(line for line in Path("/etc/shadow").read_text().splitlines() if line.startswith("root:"))
+    assert h.run("grep", "^root:", "/etc/shadow").stdout.strip() != real
+    conn = libvirt.open(h.libvirt_uri)
+    try:
+        assert conn.getHostname() == h.hostname
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("host", ["h1", "h2"])
