@@ -71,7 +71,7 @@ def _ns_inode(path: str) -> int | None:
 
 
 def _host_alive(cfg: Config, host: str) -> bool:
-    handles = [cfg.mnt_handle(host), cfg.uts_handle(host), f"/run/netns/{cfg.netns(host)}"]
+    handles = [str(cfg.mnt_handle(host)), str(cfg.uts_handle(host)), f"/run/netns/{cfg.netns(host)}"]
     return all(os.path.ismount(h) for h in handles)
 
 
