@@ -42,7 +42,7 @@ def _inside(path: str, roots: Sequence[Path]) -> bool:
 
 
 def _check_reference(field: str, value: str | None, *, image: str, roots: Sequence[Path]) -> None:
-    """A backing/data-file reference must be absent, or (for storage-made images) an absolute path in roots."""  # noqa: E501
+    """A backing/data-file reference must be absent, or (for storage-made images) an absolute path in roots."""
     if not value:
         return
     if value.startswith("json:"):

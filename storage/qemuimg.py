@@ -120,7 +120,7 @@ async def create(
     backing: str | os.PathLike[str] | None = None,
     backing_fmt: str | None = None,
 ) -> None:
-    """Create an image: empty of ``size`` bytes, or an overlay on ``backing`` (``-F backing_fmt`` required)."""  # noqa: E501
+    """Create an image: empty of ``size`` bytes, or an overlay on ``backing`` (``-F backing_fmt`` required)."""
     args = ["create", "-q", "-f", fmt]
     if backing is not None:
         if not backing_fmt:
