@@ -144,8 +144,10 @@ async def _start_agent(conn: asyncssh.SSHClientConnection, restart: bool) -> Non
     if running:
         await _sh(conn, f"kill $(cat {PIDFILE}); for i in $(seq 50); do {alive} || break; sleep 0.1; done",
                   check=False)
-    await _sh(conn, f"mkdir -p /var/log/zstack-py {STATE} && setsid {AGENT_BIN} --config {CONFIG} "
-                    f">>/var/log/zstack-py/kvmagent.out 2>&1 < /dev/null & echo $! > {PIDFILE}")
+    # `&` must apply to the redirected command alone: a backgrounded `a && b` list would keep the SSH
+    # channel's stdout open and the command would never finish.
+    await _sh(conn, f"mkdir -p /var/log/zstack-py {STATE}; setsid {AGENT_BIN} --config {CONFIG} "
+                    f"</dev/null >>/var/log/zstack-py/kvmagent.out 2>&1 & echo $! > {PIDFILE}")
 
 
 async def wait_healthy(host: dict[str, Any], timeout: float = 30.0) -> None:

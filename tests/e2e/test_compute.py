@@ -1,0 +1,181 @@
+"""Issue 4 end to end on the testbed: AddKvmHost over SSH (password), VMs from the tiny image on real
+libvirt/QEMU (TCG), lifecycle, out-of-band power-off / ``virsh destroy`` seen through the API, and
+ReconnectHost after the agent was killed with SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from lab import LabHost, Testbed, TinyImage
+
+from controller.api.http import CORE
+from controller.app import create_app
+from controller.config import ControllerConfig
+
+MiB = 1 << 20
+PS_URL = "/var/lib/zstack-py/e2e-localps"  # /var/lib/zstack-py is private to each testbed host
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+class Ctl:
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.session = ""
+        self.ids: dict[str, str] = {}
+
+    async def raw(self, name: str, /, **params: Any) -> tuple[int, dict[str, Any]]:
+        r = await self.client.post(f"/v1/{name}", json=params, headers={"Authorization": f"OAuth {self.session}"})
+        return r.status, await r.json()
+
+    async def inv(self, name: str, /, **params: Any) -> dict[str, Any]:
+        status, body = await self.raw(name, **params)
+        assert status == 200 and body["success"], f"{name}: {status} {body}"
+        return body.get("inventory", body)
+
+    async def vm(self, uuid: str) -> dict[str, Any]:
+        _, body = await self.raw("QueryVmInstance", conditions=[{"name": "uuid", "op": "=", "value": uuid}])
+        return body["inventories"][0]
+
+    async def host_count(self) -> int:
+        row = await self.client.app[CORE].db.fetchone("SELECT COUNT(*) FROM Host")
+        return int(row[0])
+
+
+async def _records(ctl: Ctl, tiny: TinyImage) -> None:
+    zone = await ctl.inv("CreateZone", name="z")
+    cluster = await ctl.inv("CreateCluster", name="c", zoneUuid=zone["uuid"], hypervisorType="KVM")
+    l2 = await ctl.inv("CreateL2NoVlanNetwork", name="l2", zoneUuid=zone["uuid"], physicalInterface="eth0")
+    await ctl.inv("AttachL2NetworkToCluster", l2NetworkUuid=l2["uuid"], clusterUuid=cluster["uuid"])
+    l3 = await ctl.inv("CreateL3Network", name="l3", l2NetworkUuid=l2["uuid"])
+    await ctl.inv("AddIpRange", l3NetworkUuid=l3["uuid"], name="r", startIp="10.100.0.10", endIp="10.100.0.200",
+                  netmask="255.255.255.0", gateway="10.100.0.1")
+    ps = await ctl.inv("AddLocalPrimaryStorage", name="ls", zoneUuid=zone["uuid"], url=PS_URL)
+    await ctl.inv("AttachPrimaryStorageToCluster", primaryStorageUuid=ps["uuid"], clusterUuid=cluster["uuid"])
+    off = await ctl.inv("CreateInstanceOffering", name="tiny", cpuNum=1, cpuSpeed=1000, memorySize=128 * MiB)
+    image = await ctl.inv("AddImage", name="tiny", url=f"file://{tiny.qcow2}", format="qcow2")
+    ctl.ids = {"cluster": cluster["uuid"], "l3": l3["uuid"], "offering": off["uuid"], "image": image["uuid"]}
+
+
+def _kill_agent(host: LabHost, sig: int = signal.SIGTERM) -> None:
+    host.run("sh", "-c", f"test -f /var/lib/zstack-py/kvmagent.pid && kill -{int(sig)} "
+             "$(cat /var/lib/zstack-py/kvmagent.pid) || true", check=False)
+
+
+@pytest.fixture
+async def ctl(testbed: Testbed, tiny: TinyImage) -> AsyncIterator[Ctl]:
+    port = _free_port()
+    cfg = ControllerConfig(db_path="/tmp/zstack-e2e-compute.db", log_dir="/tmp/zstack-e2e-compute-log", port=port)
+    Path(cfg.db_path).unlink(missing_ok=True)
+    server = TestServer(create_app(cfg), host="0.0.0.0", port=port)
+    async with TestClient(server) as client:
+        c = Ctl(client)
+        c.session = (await c.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
+        await _records(c, tiny)
+        try:
+            yield c
+        finally:
+            for h in testbed.hosts:
+                h.run("sh", "-c", "for d in $(virsh -c qemu:///system list --all --name); do "
+                      "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done", check=False)
+                _kill_agent(h)
+                h.run("rm", "-rf", PS_URL, check=False)
+
+
+def _domstate(host: LabHost, vm_uuid: str) -> str:
+    cp = host.run("virsh", "-c", "qemu:///system", "domstate", vm_uuid, check=False)
+    return cp.stdout.strip() if cp.returncode == 0 else "absent"
+
+
+async def _wait_state(ctl: Ctl, uuid: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        vm = await ctl.vm(uuid)
+        if vm["state"] == state or time.monotonic() > deadline:
+            return vm
+        await asyncio.sleep(0.02)
+
+
+async def _wait_inactive(host: LabHost, vm_uuid: str, timeout: float = 30.0) -> float:
+    """monotonic time at which the domain was seen not running (the libvirt Stopped event's moment ± 0.4 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = await asyncio.to_thread(_domstate, host, vm_uuid)
+        if state != "running":
+            return time.monotonic()
+    raise AssertionError(f"domain {vm_uuid} still running on {host.name} after {timeout} s")
+
+
+async def test_add_host_with_wrong_password_leaves_no_row(testbed: Testbed, ctl: Ctl) -> None:
+    h = testbed.hosts[0]
+    status, body = await ctl.raw("AddKvmHost", name="h", managementIp=h.ip, username=h.ssh_user,
+                                 password="not-the-password", clusterUuid=ctl.ids["cluster"])
+    assert status == 400 and h.ssh_user in body["error"]["details"] and h.ip in body["error"]["details"], body
+    assert await ctl.host_count() == 0
+
+
+async def test_hosts_vms_state_sync_and_reconnect(testbed: Testbed, ctl: Ctl) -> None:
+    hosts = {}
+    for h in testbed.hosts[:2]:
+        t0 = time.monotonic()
+        inv = await ctl.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,
+                            password=h.ssh_password, clusterUuid=ctl.ids["cluster"])
+        print(f"\nAddKvmHost {h.name}: {time.monotonic() - t0:.1f} s")
+        assert inv["status"] == "Connected" and inv["totalCpuCapacity"] > 0, inv
+        hosts[inv["uuid"]] = h
+    vms = []
+    for i in range(2):
+        vm = await ctl.inv("CreateVmInstance", name=f"vm{i}", instanceOfferingUuid=ctl.ids["offering"],
+                           imageUuid=ctl.ids["image"], l3NetworkUuids=[ctl.ids["l3"]])
+        assert vm["state"] == "Running"
+        assert _domstate(hosts[vm["hostUuid"]], vm["uuid"]) == "running"
+        vms.append(vm)
+    a, b = vms
+    ha = hosts[a["hostUuid"]]
+    # lifecycle
+    st = await ctl.inv("StopVmInstance", uuid=a["uuid"])
+    assert st["state"] == "Stopped" and _domstate(ha, a["uuid"]) != "running"
+    assert (await ctl.inv("StartVmInstance", uuid=a["uuid"]))["state"] == "Running"
+    assert _domstate(ha, a["uuid"]) == "running"
+    assert (await ctl.inv("RebootVmInstance", uuid=a["uuid"]))["state"] == "Running"
+    console = await ctl.inv("GetVmConsoleAddress", uuid=a["uuid"])
+    assert console["hostIp"] == ha.ip and console["port"] >= 5900 and console["protocol"] == "vnc"
+    # out-of-band: ACPI power button → the guest powers itself off
+    await asyncio.sleep(4)  # let the guest's acpid come up
+    ha.run("virsh", "-c", "qemu:///system", "shutdown", a["uuid"])
+    t_event = await _wait_inactive(ha, a["uuid"])
+    cur = await _wait_state(ctl, a["uuid"], "Stopped")
+    print(f"guest poweroff: Stopped through the API {time.monotonic() - t_event:.2f} s after the domain stopped")
+    assert cur["state"] == "Stopped" and cur["hostUuid"] is None and time.monotonic() - t_event < 2.0
+    # out-of-band virsh destroy
+    hb = hosts[b["hostUuid"]]
+    hb.run("virsh", "-c", "qemu:///system", "destroy", b["uuid"])
+    t_event = time.monotonic()
+    cur = await _wait_state(ctl, b["uuid"], "Stopped")
+    print(f"virsh destroy: Stopped through the API {time.monotonic() - t_event:.2f} s after virsh returned")
+    assert cur["state"] == "Stopped" and time.monotonic() - t_event < 2.0
+    # SIGKILL the agent of a host running a VM; ReconnectHost brings it back with VM states right
+    assert (await ctl.inv("StartVmInstance", uuid=a["uuid"]))["state"] == "Running"
+    _kill_agent(ha, signal.SIGKILL)
+    rec = await ctl.inv("ReconnectHost", uuid=a["hostUuid"])
+    hinv = (await ctl.raw("QueryHost", conditions=[{"name": "uuid", "op": "=", "value": a["hostUuid"]}]))[1]
+    assert hinv["inventories"][0]["status"] == "Connected", rec
+    assert (await ctl.vm(a["uuid"]))["state"] == "Running" and _domstate(ha, a["uuid"]) == "running"
+    assert (await ctl.vm(b["uuid"]))["state"] == "Stopped"
+    # destroy both
+    for vm in vms:
+        await ctl.inv("DestroyVmInstance", uuid=vm["uuid"])
+        assert (await ctl.vm(vm["uuid"]))["state"] == "Destroyed"
+        assert _domstate(hosts[vm["hostUuid"]], vm["uuid"]) == "absent"
