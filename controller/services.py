@@ -9,6 +9,7 @@ from controller.api import queries  # noqa: F401
 from controller.resources import (  # noqa: F401
     backup_storage,
     cluster,
+    image,
     ip_range,
     l2,
     l3,

@@ -1,0 +1,50 @@
+"""Image records: UpdateImage, ChangeImageState, DeleteImage (AddImage is in ``controller/compute/images.py``).
+
+Deletion here removes the record (the image's bits on backup storage and the deletion policies
+Direct/Delay/Never with RecoverImage/ExpungeImage come with the storage and deletion-policy issues).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from controller.api.context import ApiContext
+from controller.api.messages import ChangeStateMessage, UpdateMessage, Uuid, UuidDeleteMessage
+from controller.api.registry import api, by_uuid
+from controller.resources.common import STATE_EVENTS, delete_row, update_fields
+
+
+class UpdateImageMsg(UpdateMessage):
+    guestOsType: str | None = None
+    mediaType: Literal["RootVolumeTemplate", "DataVolumeTemplate", "ISO"] | None = None
+    format: Literal["qcow2", "raw", "iso"] | None = None
+    platform: Literal["Linux", "Windows", "WindowsVirtio", "Other", "Paravirtualization"] | None = None
+    system: bool | None = None
+
+
+class DeleteImageMsg(UuidDeleteMessage):
+    backupStorageUuids: list[Uuid] | None = None
+
+
+@api("UpdateImage", UpdateImageMsg, queue=by_uuid)
+async def update_image(ctx: ApiContext, msg: UpdateImageMsg) -> dict[str, Any]:
+    """Change an image's name, description, guest OS type, media type, format, platform or system flag."""
+    values = msg.model_dump(include={"name", "description", "guestOsType", "mediaType", "format", "platform"})
+    if msg.system is not None:
+        values["system"] = int(msg.system)
+    await update_fields(ctx, "Image", msg.uuid, values, vo="ImageVO")
+    return {"inventory": await ctx.inventory("Image", msg.uuid)}
+
+
+@api("ChangeImageState", ChangeStateMessage, queue=by_uuid)
+async def change_image_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
+    """Enable or disable an image (a disabled image cannot be used to create VMs)."""
+    await update_fields(ctx, "Image", msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]}, vo="ImageVO")
+    return {"inventory": await ctx.inventory("Image", msg.uuid)}
+
+
+@api("DeleteImage", DeleteImageMsg, queue=by_uuid)
+async def delete_image(ctx: ApiContext, msg: DeleteImageMsg) -> dict[str, Any]:
+    """Delete an image record (an unknown uuid succeeds, as in 1.0)."""
+    await delete_row(ctx, "Image", msg.uuid)
+    return {}
