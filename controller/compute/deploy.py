@@ -11,7 +11,7 @@ Steps (each idempotent, so ReconnectHost reruns them safely):
 3. Write ``/etc/zstack-py/kvmagent.yaml`` (host uuid, token, controller URL reachable from the host: the
    local address of the SSH connection + the controller's port, unless ``public_url`` is configured).
 4. Start the agent: systemd unit ``zstack-py-kvmagent`` where systemd runs, else a ``setsid`` daemon with
-   a pid file; restarted when the config changed or it is not running. Then wait for ``/healthz``.
+   a pid file; restarted when the config changed or it is not running. Then wait for ``/readyz``.
 """
 
 from __future__ import annotations
@@ -137,7 +137,9 @@ async def _start_agent(conn: asyncssh.SSHClientConnection, restart: bool) -> Non
                         f"systemctl enable {UNIT}", stdin=UNIT_TEXT)
         await _sh(conn, f"systemctl {'restart' if restart else 'start'} {UNIT}")
         return
-    alive = f"test -f {PIDFILE} && kill -0 $(cat {PIDFILE}) 2>/dev/null"
+    # a killed agent may stay a zombie (nobody reaps it): alive = exists and not in state Z
+    alive = (f"test -f {PIDFILE} && test -e /proc/$(cat {PIDFILE})/status && "
+             f"! grep -q '^State:[[:space:]]*Z' /proc/$(cat {PIDFILE})/status")
     running = (await _sh(conn, f"{alive} && echo yes", check=False)).strip() == "yes"
     if running and not restart:
         return
@@ -150,14 +152,16 @@ async def _start_agent(conn: asyncssh.SSHClientConnection, restart: bool) -> Non
                     f"</dev/null >>/var/log/zstack-py/kvmagent.out 2>&1 & echo $! > {PIDFILE}")
 
 
-async def wait_healthy(host: dict[str, Any], timeout: float = 30.0) -> None:
-    url = f"http://{host['managementIp']}:{host['agentPort']}/healthz"
+async def wait_ready(host: dict[str, Any], timeout: float = 60.0) -> None:
+    """Until the agent's ``/readyz`` answers 200 (started and reconciled)."""
+    url = f"http://{host['managementIp']}:{host['agentPort']}/readyz"
+    headers = {"Authorization": f"Bearer {host['agentToken']}"}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with aiohttp.ClientSession(trust_env=False) as s:
         while True:
             try:
-                async with s.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                async with s.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status == 200:
                         return
             except (aiohttp.ClientError, TimeoutError):
@@ -185,6 +189,6 @@ async def deploy(core: Controller, host: dict[str, Any], *, new: bool) -> str:
         if changed:
             await _sh(conn, f"mkdir -p /etc/zstack-py && umask 077 && cat > {CONFIG}", stdin=text)
         await _start_agent(conn, restart=changed or stamp != local_stamp())
-    await wait_healthy(host)
+    await wait_ready(host)
     log.info("agent deployed on %s (new=%s, config changed=%s)", host["managementIp"], new, changed)
     return url

@@ -138,8 +138,11 @@ async def destroy_vm_instance(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[s
     sm.check_allowed(msg.uuid, vm["state"], "DestroyVmInstance")
     before = vm["state"]
     await _set(ctx, msg.uuid, "destroying")
-    if vm["hostUuid"]:
-        host = await _host(ctx, vm["hostUuid"])
+    # a VM stopped out of band keeps its definition on its last host: remove it there too
+    target = vm["hostUuid"] or vm["lastHostUuid"]
+    host_row = await ctx.db.fetchone("SELECT * FROM Host WHERE uuid=?", (target,)) if target else None
+    if host_row is not None and (vm["hostUuid"] or host_row["status"] == "Connected"):
+        host = dict(host_row)
         try:
             await ctx.core.services["agents"].call(host, vc.DestroyVmCmd(uuid=msg.uuid))
         except ApiError:

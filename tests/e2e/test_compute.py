@@ -78,7 +78,7 @@ def _kill_agent(host: LabHost, sig: int = signal.SIGTERM) -> None:
 async def ctl(testbed: Testbed, tiny: TinyImage) -> AsyncIterator[Ctl]:
     port = _free_port()
     cfg = ControllerConfig(db_path="/tmp/zstack-e2e-compute.db", log_dir="/tmp/zstack-e2e-compute-log", port=port)
-    Path(cfg.db_path).unlink(missing_ok=True)
+    await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
     server = TestServer(create_app(cfg), host="0.0.0.0", port=port)
     async with TestClient(server) as client:
         c = Ctl(client)
@@ -113,7 +113,7 @@ async def _wait_inactive(host: LabHost, vm_uuid: str, timeout: float = 30.0) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = await asyncio.to_thread(_domstate, host, vm_uuid)
-        if state != "running":
+        if state in ("shut off", "absent"):
             return time.monotonic()
     raise AssertionError(f"domain {vm_uuid} still running on {host.name} after {timeout} s")
 
@@ -144,20 +144,28 @@ async def test_hosts_vms_state_sync_and_reconnect(testbed: Testbed, ctl: Ctl) ->
         vms.append(vm)
     a, b = vms
     ha = hosts[a["hostUuid"]]
-    # lifecycle
+    # lifecycle (a graceful stop needs the guest's acpid: let it boot first)
+    await asyncio.sleep(10)
+    t0 = time.monotonic()
     st = await ctl.inv("StopVmInstance", uuid=a["uuid"])
+    print(f"graceful stop: {time.monotonic() - t0:.1f} s")
+    assert time.monotonic() - t0 < 30, "the guest did not power off on ACPI: the stop fell back to destroy"
     assert st["state"] == "Stopped" and _domstate(ha, a["uuid"]) != "running"
     assert (await ctl.inv("StartVmInstance", uuid=a["uuid"]))["state"] == "Running"
     assert _domstate(ha, a["uuid"]) == "running"
-    assert (await ctl.inv("RebootVmInstance", uuid=a["uuid"]))["state"] == "Running"
     console = await ctl.inv("GetVmConsoleAddress", uuid=a["uuid"])
     assert console["hostIp"] == ha.ip and console["port"] >= 5900 and console["protocol"] == "vnc"
-    # out-of-band: ACPI power button → the guest powers itself off
-    await asyncio.sleep(4)  # let the guest's acpid come up
+    # out-of-band: ACPI power button → the guest powers itself off. (Not right after a reboot: the agent
+    # swallows Stopped events for its judger TTL after its own reboot; the periodic sync corrects that.)
+    # The agent's judger still swallows halt events for its TTL (10 s) after its own stop+start of this VM;
+    # wait that out (a swallowed report would only be corrected by the next periodic sync).
+    await asyncio.sleep(12)
     ha.run("virsh", "-c", "qemu:///system", "shutdown", a["uuid"])
     t_event = await _wait_inactive(ha, a["uuid"])
     cur = await _wait_state(ctl, a["uuid"], "Stopped")
     print(f"guest poweroff: Stopped through the API {time.monotonic() - t_event:.2f} s after the domain stopped")
+    if cur["state"] != "Stopped":
+        print(ha.run("sh", "-c", "grep -v 'GET \\|POST ' /var/log/zstack-py/kvmagent.log | tail -40").stdout)
     assert cur["state"] == "Stopped" and cur["hostUuid"] is None and time.monotonic() - t_event < 2.0
     # out-of-band virsh destroy
     hb = hosts[b["hostUuid"]]
@@ -168,6 +176,8 @@ async def test_hosts_vms_state_sync_and_reconnect(testbed: Testbed, ctl: Ctl) ->
     assert cur["state"] == "Stopped" and time.monotonic() - t_event < 2.0
     # SIGKILL the agent of a host running a VM; ReconnectHost brings it back with VM states right
     assert (await ctl.inv("StartVmInstance", uuid=a["uuid"]))["state"] == "Running"
+    assert (await ctl.inv("RebootVmInstance", uuid=a["uuid"]))["state"] == "Running"
+    assert _domstate(ha, a["uuid"]) == "running"
     _kill_agent(ha, signal.SIGKILL)
     rec = await ctl.inv("ReconnectHost", uuid=a["hostUuid"])
     hinv = (await ctl.raw("QueryHost", conditions=[{"name": "uuid", "op": "=", "value": a["hostUuid"]}]))[1]
