@@ -1,0 +1,191 @@
+#!/opt/zstack-py/venv/bin/python
+"""Benchmark: CreateVmInstance through the real HTTP API onto simulated hosts (real agents over libvirt's
+test driver with the real StorageService: image cache + qcow2 overlays by qemu-img).
+
+    scripts/bench/create_vms.py [--vms 10000] [--hosts 100] [--concurrency 32]
+
+The agents run in a child process (so their RSS is measured apart), each on its own loopback address
+127.0.10.x:7070; the controller runs in this process on 127.0.0.1. Prints VMs/s, p50/p99 create latency
+and the RSS of controller and agents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+GiB, MiB = 1 << 30, 1 << 20
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def run_agents(n: int, out: Path, controller: str, base: Path) -> None:
+    """Child: n agents on 127.0.10.1.. until SIGTERM."""
+    from kvmagent.config import AgentConfig
+    from kvmagent.driver.libvirt_driver import LibvirtDriver
+    from kvmagent.driver.testnode import write_node_xml
+    from kvmagent.server import create_app, wait_ready
+    from storage.service import StorageService
+
+    runners, hosts = [], []
+    for i in range(n):
+        hu, ip = uuid.uuid4().hex, f"127.0.10.{i + 1}"
+        sd = base / hu
+        uri = write_node_xml(sd / "node.xml", cpus=16, mhz=2000, memory_bytes=64 * GiB)
+        cfg = AgentConfig(host_uuid=hu, token=secrets.token_hex(16), controller_url=controller, listen_ip=ip,
+                          port=7070, libvirt_uri=uri, domain_type="qemu", state_dir=sd, log_dir=sd / "log")
+        app = create_app(cfg, driver=LibvirtDriver(uri, state_dir=sd, domain_type="qemu"), storage=StorageService(sd))
+        r = web.AppRunner(app, access_log=None)
+        await r.setup()
+        await web.TCPSite(r, ip, 7070).start()
+        await asyncio.wait_for(wait_ready(app), 60)
+        runners.append(r)
+        hosts.append({"uuid": hu, "ip": ip, "token": cfg.token})
+    await asyncio.to_thread(out.write_text, json.dumps(hosts))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    for r in runners:
+        await r.cleanup()
+
+
+async def wait_file(path: Path) -> None:
+    """Until the agents' child process has written its listing (bounded by the caller's timeout)."""
+    while not await asyncio.to_thread(path.exists):  # noqa: ASYNC110 (another process writes it)
+        await asyncio.sleep(0.2)
+
+
+class Client:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)
+        self.session = ""
+
+    async def call(self, name: str, /, **params: Any) -> dict[str, Any]:
+        async with self.http.post(f"{self.url}/v1/{name}", json=params,
+                                  headers={"Authorization": f"OAuth {self.session}"},
+                                  timeout=aiohttp.ClientTimeout(total=600)) as r:
+            body = await r.json()
+        if r.status != 200:
+            raise RuntimeError(f"{name}: {r.status} {body}")
+        return body.get("inventory", body)
+
+
+async def records(c: Client, work: Path) -> dict[str, str]:
+    from storage.runner import run
+
+    zone = await c.call("CreateZone", name="z")
+    cl = await c.call("CreateCluster", name="c", zoneUuid=zone["uuid"], hypervisorType="KVM")
+    l2 = await c.call("CreateL2NoVlanNetwork", name="l2", zoneUuid=zone["uuid"], physicalInterface="eth0")
+    await c.call("AttachL2NetworkToCluster", l2NetworkUuid=l2["uuid"], clusterUuid=cl["uuid"])
+    l3 = await c.call("CreateL3Network", name="l3", l2NetworkUuid=l2["uuid"])
+    await c.call("AddIpRangeByNetworkCidr", l3NetworkUuid=l3["uuid"], name="r", networkCidr="10.64.0.0/16")
+    ps = await c.call("AddLocalPrimaryStorage", name="ls", zoneUuid=zone["uuid"], url=str(work / "ps"))
+    await c.call("AttachPrimaryStorageToCluster", primaryStorageUuid=ps["uuid"], clusterUuid=cl["uuid"])
+    off = await c.call("CreateInstanceOffering", name="o", cpuNum=1, cpuSpeed=100, memorySize=64 * MiB)
+    img = work / "img.qcow2"
+    await run(["qemu-img", "create", "-f", "qcow2", str(img), "64M"], timeout=30)
+    image = await c.call("AddImage", name="i", url=f"file://{img}", format="qcow2")
+    return {"cluster": cl["uuid"], "l3": l3["uuid"], "offering": off["uuid"], "image": image["uuid"]}
+
+
+async def create_all(c: Client, ids: dict[str, str], n: int, conc: int) -> tuple[list[float], float]:
+    lat: list[float] = []
+    sem = asyncio.Semaphore(conc)
+
+    async def one(i: int) -> None:
+        async with sem:
+            t = time.perf_counter()
+            await c.call("CreateVmInstance", name=f"vm{i}", instanceOfferingUuid=ids["offering"],
+                         imageUuid=ids["image"], l3NetworkUuids=[ids["l3"]])
+            lat.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return lat, time.perf_counter() - t0
+
+
+async def main(args: argparse.Namespace) -> None:
+    from controller.app import create_app
+    from controller.compute.hosts import add_connected_host
+    from controller.config import ControllerConfig
+
+    work = Path(tempfile.mkdtemp(prefix="zstack-bench-vms-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(ControllerConfig(db_path=str(work / "c.db"), log_dir=str(work / "log"), port=port))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    listing = work / "hosts.json"
+    child = await asyncio.create_subprocess_exec(sys.executable, __file__, "--child", str(args.hosts), str(listing),
+                                                 url, str(work / "agents"))
+    c = Client(url)
+    try:
+        t = time.perf_counter()
+        await wait_file(listing)
+        print(f"{args.hosts} agents up in {time.perf_counter() - t:.1f} s")
+        c.session = (await c.call("LogInByAccount", accountName="admin", password="password"))["uuid"]
+        ids = await records(c, work)
+        from controller.api.http import CORE
+
+        core = app[CORE]
+        for h in json.loads(listing.read_text()):
+            await add_connected_host(core, name=h["ip"], cluster_uuid=ids["cluster"], ip=h["ip"], port=7070,
+                                     token=h["token"], controller_url=url, uuid=h["uuid"])
+        for h in json.loads(listing.read_text()):   # warm each host's image cache (shared FS: one at a time)
+            await c.call("CreateVmInstance", name="warm", instanceOfferingUuid=ids["offering"], imageUuid=ids["image"],
+                         l3NetworkUuids=[ids["l3"]], hostUuid=h["uuid"])
+        lat, wall = await create_all(c, ids, args.vms, args.concurrency)
+        lat.sort()
+        print(f"machine: {platform.node()} {os.cpu_count()} cpus, python {platform.python_version()}")
+        print(f"{args.vms} VMs over {args.hosts} hosts, concurrency {args.concurrency}: {wall:.1f} s, "
+              f"{args.vms / wall:.1f} VMs/s")
+        print(f"create latency p50 {statistics.median(lat) * 1000:.0f} ms, "
+              f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.0f} ms")
+        print(f"RSS controller {rss_mib(os.getpid()):.0f} MiB, agents ({args.hosts} in one process) "
+              f"{rss_mib(child.pid):.0f} MiB")
+    finally:
+        await c.http.close()
+        child.send_signal(signal.SIGTERM)
+        await child.wait()
+        await runner.cleanup()
+        await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        asyncio.run(run_agents(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], Path(sys.argv[5])))
+        sys.exit(0)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--vms", type=int, default=10000)
+    p.add_argument("--hosts", type=int, default=100)
+    p.add_argument("--concurrency", type=int, default=32)
+    asyncio.run(main(p.parse_args()))
