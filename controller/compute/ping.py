@@ -83,4 +83,12 @@ class HostTracker:
 async def _start(core: Controller) -> None:
     tracker = HostTracker(core)
     core.services["hostTracker"] = tracker
-    core.tasks.start("host-ping", lambda: every(tracker.interval, tracker.ping_all))
+
+    def start() -> None:
+        core.tasks.start("host-ping", lambda: every(tracker.interval, tracker.ping_all))
+
+    async def interval_changed(_category: str, _name: str, _value: str) -> None:
+        start()  # a new interval applies now, not after the current (possibly long) sleep
+
+    core.services["configs"].listen(("host", "ping.interval"), interval_changed)
+    start()

@@ -40,11 +40,12 @@ class SimAgent:
     app: web.Application
 
 
-async def start_agent(base: Path, ip: str, controller_url: str, *, cpus: int = 4, memory: int = 8 * GiB) -> SimAgent:
-    hu = uuid.uuid4().hex
+async def start_agent(base: Path, ip: str, controller_url: str, *, cpus: int = 4, memory: int = 8 * GiB,
+                      host_uuid: str | None = None, token: str | None = None) -> SimAgent:
+    hu = host_uuid or uuid.uuid4().hex
     sd = base / hu
     uri = write_node_xml(sd / "node.xml", cpus=cpus, mhz=2000, memory_bytes=memory)
-    cfg = AgentConfig(host_uuid=hu, token=secrets.token_hex(16), controller_url=controller_url, listen_ip=ip,
+    cfg = AgentConfig(host_uuid=hu, token=token or secrets.token_hex(16), controller_url=controller_url, listen_ip=ip,
                       port=7070, libvirt_uri=uri, domain_type="qemu", state_dir=sd, log_dir=sd / "log")
     app = agent_app(cfg, driver=LibvirtDriver(uri, state_dir=sd, domain_type="qemu"),
                     storage=StorageService(sd), reporter_backoff=(0.05, 0.5))
@@ -252,3 +253,39 @@ async def test_agent_event_needs_host_token(env: Env) -> None:
                               headers={"Authorization": "Bearer wrong-token"})
     assert r.status == 401
 
+
+
+async def _until(probe: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = await probe()
+        if got:
+            return got
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_ping_disconnects_then_auto_reconnects_and_syncs(env: Env, tmp_path: Path) -> None:
+    for name, value in (("ping.interval", "1"), ("ping.timeout", "1"), ("ping.maxFailure", "2")):
+        await env.call("UpdateGlobalConfig", category="host", name=name, value=value)
+    vm = (await env.create_vm("p"))[1]["inventory"]
+    agent = _agent(env, vm["hostUuid"])
+    await agent.runner.cleanup()            # the agent dies (its test-driver domains die with it)
+    env.agents.remove(agent)
+
+    async def host_status() -> str:
+        return next(h for h in await env.hosts() if h["uuid"] == vm["hostUuid"])["status"]
+
+    await _until(lambda: _is(host_status, "Disconnected"), 15, "host Disconnected after failed pings")
+    assert (await env.vm(vm["uuid"]))["state"] == "Unknown"
+    again = await start_agent(tmp_path / "agents2", agent.ip, env.url, host_uuid=agent.config.host_uuid,
+                              token=agent.config.token)
+    env.agents.append(again)
+    await _until(lambda: _is(host_status, "Connected"), 15, "auto-reconnect")
+    cur = await env.vm(vm["uuid"])  # the restarted host has no such domain: the sync stops the VM
+    assert cur["state"] == "Stopped" and cur["hostUuid"] is None, cur
+    await _capacity_exact(env)
+
+
+async def _is(probe: Any, value: str) -> bool:
+    return bool(await probe() == value)
