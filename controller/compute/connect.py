@@ -13,7 +13,7 @@ import logging
 import re
 from typing import Any
 
-from controller.compute import tracer
+from controller.compute import extensions, tracer
 from controller.compute.capacity import recompute
 from controller.core import Controller
 from controller.errors import AgentFailure
@@ -82,6 +82,7 @@ async def connect(core: Controller, host_uuid: str, controller_url: str) -> None
                                            hostUuid=host_uuid))
     states = await agents.call(host, vc.VmSyncCmd())
     await tracer.full_sync(core, host_uuid, dict(states.states))
+    await extensions.run("host.connected", core, host=host)
     await set_status(core, host_uuid, "Connected")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from controller.compute import extensions
 from controller.compute.capacity import move_vm
 from controller.compute.statemachine import INTERMEDIATE
 from controller.core import Controller
@@ -47,6 +48,9 @@ async def apply_report(core: Controller, host_uuid: str, vm_uuid: str, agent_sta
         new = await _transition(tx, vm, host_uuid, to)
     if new:
         log.info("vm %s: %s → %s (host %s reported %s)", vm_uuid, vm["state"], new, host_uuid, agent_state)
+        new_host = host_uuid if new == "Running" else (vm["hostUuid"] if new == "Unknown" else None)
+        await extensions.run_quietly("vm.state_changed", core, vm_uuid=vm_uuid, before=vm["state"], after=new,
+                                     old_host=vm["hostUuid"] or vm["lastHostUuid"], new_host=new_host)
     return new
 
 

@@ -16,6 +16,7 @@ from pydantic import Field
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, UpdateMessage, Uuid, UuidDeleteMessage, UuidMessage
 from controller.api.registry import api, by_uuid
+from controller.compute import extensions
 from controller.compute import statemachine as sm
 from controller.compute.allocator import Need, allocate_host
 from controller.compute.capacity import move_vm, release, vm_cpu
@@ -110,6 +111,8 @@ async def stop_vm_instance(ctx: ApiContext, msg: StopVmInstanceMsg) -> dict[str,
             raise
     async with ctx.db.write() as tx:
         await move_vm(tx, msg.uuid, expect_host=vm["hostUuid"], host=None, state="Stopped")
+    if vm["hostUuid"]:
+        await extensions.run_quietly("vm.stopped", ctx.core, host_uuid=vm["hostUuid"], vm=vm)
     return await _inv(ctx, msg.uuid)
 
 
@@ -149,7 +152,10 @@ async def destroy_vm_instance(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[s
             async with ctx.db.write() as tx:
                 await tx.update("VmInstance", {"uuid": msg.uuid}, {"state": before})
             raise
+    if host_row is not None:
+        await extensions.run_quietly("vm.stopped", ctx.core, host_uuid=host_row["uuid"], vm=vm)
     await _release_all(ctx, vm)
+    await extensions.run_quietly("vm.destroyed", ctx.core, vm=vm)
     return {}
 
 

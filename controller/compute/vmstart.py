@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.compute import extensions
 from controller.compute.connect import l2_bridge, local_storages
 from controller.core import Controller
 from controller.util import now_iso
@@ -87,4 +88,9 @@ async def start_on_host(core: Controller, host: dict[str, Any], vm: dict[str, An
     root = dict(root_row)
     path = await prepare_root(core, host, vm, root, account_uuid)
     cmd = await start_cmd(core, host, vm, path, root)
-    await core.services["agents"].call(host, cmd, timeout=cmd.timeout + 30)
+    await extensions.run("vm.before_start", core, host=host, vm=vm)
+    try:
+        await core.services["agents"].call(host, cmd, timeout=cmd.timeout + 30)
+    except BaseException:
+        await extensions.run_quietly("vm.start_failed", core, host=host, vm=vm)
+        raise
