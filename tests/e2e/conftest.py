@@ -1,6 +1,7 @@
 """End-to-end tier fixtures: one 2-host testbed per session, the tiny image, and guest/namespace cleanup.
 
-The session testbed lives in ``$ZSTACK_E2E_TESTBED_DIR`` (default /var/lib/zstack-py-testbed-e2e). A testbed
+The session testbed lives in ``$ZSTACK_E2E_TESTBED_DIR`` (default /var/lib/zstack-py-testbed-e2e), with host
+prefix ``$ZSTACK_E2E_PREFIX`` (tb) and management network ``$ZSTACK_E2E_MGMT_NET`` (10.99.0). A testbed
 left there by a crashed session is torn down before ``up``. At the end of the session ``down`` runs and
 the teardown asserts that no namespace, link, mount or process of the testbed is left.
 """
@@ -15,13 +16,16 @@ import pytest
 from lab import DhcpNamespace, Guest, Testbed, TinyImage, bring_up, footprint, leftovers, tear_down, tiny_image
 
 E2E_STATE_DIR = Path(os.environ.get("ZSTACK_E2E_TESTBED_DIR", "/var/lib/zstack-py-testbed-e2e"))
+# Two e2e runs on one machine (developers working in parallel) need distinct names and networks too.
+E2E_PREFIX = os.environ.get("ZSTACK_E2E_PREFIX", "tb")
+E2E_MGMT_NET = os.environ.get("ZSTACK_E2E_MGMT_NET", "10.99.0")
 
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
-    """A 2-host testbed (prefix tb, management 10.99.0.0/24), up for the whole session."""
+    """A 2-host testbed (prefix tb, management 10.99.0.0/24 unless overridden), up for the whole session."""
     tear_down(E2E_STATE_DIR)  # a crashed earlier session
-    tb = bring_up(E2E_STATE_DIR, hosts=2)
+    tb = bring_up(E2E_STATE_DIR, hosts=2, prefix=E2E_PREFIX, mgmt_net=E2E_MGMT_NET)
     try:
         yield tb
     finally:
