@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +42,19 @@ class VolumeInfo:
     chain: list[str]
 
 
-def _capacity(layout: LocalLayout) -> Capacity:
+#: ``usedByStorage`` walks the whole storage tree; it is recomputed at most this often (seconds). Total and
+#: available space (statvfs) are exact in every reply.
+USED_REFRESH = 30.0
+
+
+def _used(layout: LocalLayout) -> int:
+    return files.tree_allocated([layout.root / d for d in ("rootVolumes", "dataVolumes", "imagecache")])
+
+
+def _capacity(layout: LocalLayout, used: int) -> Capacity:
     st = os.statvfs(layout.root)
     total = st.f_blocks * st.f_frsize
     avail = st.f_bavail * st.f_frsize
-    used = files.tree_allocated([layout.root / d for d in ("rootVolumes", "dataVolumes", "imagecache")])
     return Capacity(
         total=total, available=avail, total_physical=total, available_physical=avail, used_by_storage=used
     )
@@ -56,6 +65,7 @@ class LocalStorage:
 
     def __init__(self, layout: LocalLayout) -> None:
         self.layout = layout
+        self._used: tuple[float, int] | None = None  # (monotonic time, bytes)
 
     async def init(self, ps_uuid: str, host_uuid: str | None = None) -> Capacity:
         """Create the root and its marker. Re-init with the same uuid succeeds; another uuid conflicts."""
@@ -83,7 +93,10 @@ class LocalStorage:
                 f"primary storage directory {self.layout.root} does not exist; init it first",
                 details={"field": "storagePath", "value": str(self.layout.root)},
             )
-        return await asyncio.to_thread(_capacity, self.layout)
+        now = time.monotonic()
+        if self._used is None or now - self._used[0] > USED_REFRESH:
+            self._used = (now, await asyncio.to_thread(_used, self.layout))
+        return await asyncio.to_thread(_capacity, self.layout, self._used[1])
 
     async def create_from_cache(
         self,

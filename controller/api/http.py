@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from controller.api.context import ApiContext
 from controller.api.registry import ApiSpec, lookup
 from controller.api.validation import invalid_argument
+from controller.compute.events import handle_agent_event
 from controller.core import Controller
 from controller.errors import ApiError, InvalidArgument, UnknownApi
 
@@ -163,6 +164,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/v1/openapi.json", handle_openapi)
     app.router.add_get("/v1/jobs/{uuid}", handle_job)
-    app.router.add_post("/v1/agent/events", __import__("controller.compute.events").compute.events.handle_agent_event)
+    app.router.add_post("/v1/agent/events", handle_agent_event)
     app.router.add_post("/v1/{api}", handle_api)
     app.router.add_put("/v1/{api}", handle_api)
