@@ -2,6 +2,7 @@
 
 from controller import (  # noqa: F401
     compute,
+    flatnet_provider,
     globalconfig,
     identity,
 )

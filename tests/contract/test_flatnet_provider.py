@@ -1,0 +1,160 @@
+"""The flat provider's controller side against the real controller and real in-process agents (libvirt test
+driver): WHICH ``/flatnet/*`` commands the controller sends, to which host, in which order and with which
+fields. The simulated agents have no data plane (it needs root and a bridge; it has its own functional
+tests), so ``/flatnet/*`` calls are recorded at the agent-client boundary and answered with an empty
+success; every other call goes to the real agent. The real behaviour is proven in tests/e2e/test_flatnet.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from test_controller_compute import Env, env  # noqa: F401  (fixture)
+
+from controller.compute.connect import connect
+from kvmagent.contract import flatnet as fc
+
+SEED_USERDATA = ("userdata::users:\\n - name: test\\n gecos: test\\n groups: users\\n sudo: ALL=(ALL) NOPASSWD:ALL\\n"
+                 " shell: /bin/bash\\n lock_passwd: false")
+
+
+class Recorder:
+    def __init__(self, agents: Any) -> None:
+        self.agents, self.real = agents, agents.call
+        self.calls: list[tuple[str, str, Any]] = []  # (host uuid, path, cmd)
+
+    async def call(self, host: dict[str, Any], cmd: Any, *, timeout: float | None = None) -> Any:
+        self.calls.append((host["uuid"], cmd.PATH, cmd))
+        if cmd.PATH.startswith("/flatnet/"):
+            return cmd.Reply()
+        return await self.real(host, cmd, timeout=timeout)
+
+    def flat(self, path: str | None = None) -> list[tuple[str, Any]]:
+        return [(h, c) for h, p, c in self.calls if p.startswith("/flatnet/") and (path is None or p == path)]
+
+
+@pytest.fixture
+async def rec(env: Env) -> AsyncIterator[Recorder]:  # noqa: F811
+    agents = env.core.services["agents"]
+    r = Recorder(agents)
+    agents.call = r.call
+    flat = await env.core.db.fetchone("SELECT uuid FROM NetworkServiceProvider WHERE type='Flat'")
+    await env.call("AttachNetworkServiceToL3Network", l3NetworkUuid=env.ids["l3"],
+                   networkServices={flat[0]: ["DHCP", "Userdata"]})
+    await env.call("AddDnsToL3Network", l3NetworkUuid=env.ids["l3"], dns="10.10.0.2")
+    yield r
+    agents.call = r.real
+
+
+async def _dhcp_tag(env: Env) -> str:  # noqa: F811
+    rows = await env.core.db.fetchall("SELECT tag, inherent FROM SystemTag WHERE resourceUuid=? AND tag LIKE "
+                                      "'flatNetwork::DhcpServer::%'", (env.ids["l3"],))
+    assert len(rows) == 1 and rows[0]["inherent"] == 1, [dict(r) for r in rows]
+    return str(rows[0]["tag"])
+
+
+async def test_dhcp_server_ip_allocated_once_on_attach(env: Env, rec: Recorder) -> None:  # noqa: F811
+    tag = await _dhcp_tag(env)
+    _, _, ip, _, ip_uuid = tag.split("::")
+    used = await env.core.db.fetchone("SELECT ip, usedFor FROM UsedIp WHERE uuid=?", (ip_uuid,))
+    assert used["ip"] == ip == "10.10.0.10" and used["usedFor"] == "FlatDhcpServer"
+    status, body = await env.create_vm("vm1")
+    assert status == 200, body
+    assert body["inventory"]["vmNics"][0]["ip"] != ip
+    assert await _dhcp_tag(env) == tag  # not re-allocated by the start
+
+
+async def test_start_applies_dhcp_and_userdata_before_the_domain(env: Env, rec: Recorder) -> None:  # noqa: F811
+    status, body = await env.create_vm("My_VM 1", systemTags=[SEED_USERDATA, "sshkey::ssh-ed25519 AAAAC3 k@x"])
+    assert status == 200, body
+    vm, nic = body["inventory"], body["inventory"]["vmNics"][0]
+    paths = [p for h, p, _ in rec.calls if h == vm["hostUuid"]]
+    assert paths.index("/flatnet/dhcp/apply") < paths.index("/flatnet/userdata/apply") < paths.index("/vm/start")
+    (host, apply), = rec.flat("/flatnet/dhcp/apply")
+    assert host == vm["hostUuid"] and not apply.rebuild
+    l3 = apply.l3s[0]
+    assert (l3.l3NetworkUuid, l3.bridgeName, l3.physicalInterface, l3.dhcpServerIp, l3.netmask, l3.gateway,
+            l3.dns, l3.antiSpoofing) == (env.ids["l3"], "br_eth0", "eth0", "10.10.0.10", "255.255.252.0",
+                                         "10.10.0.1", ["10.10.0.2"], True)
+    (n,) = apply.nics
+    assert (n.vmUuid, n.mac, n.ip, n.netmask, n.gateway, n.hostname, n.isDefaultL3Network, n.tapName) == (
+        vm["uuid"], nic["mac"], nic["ip"], "255.255.252.0", "10.10.0.1", "my-vm-1", True, nic["internalName"])
+    (_, ud), = rec.flat("/flatnet/userdata/apply")
+    assert ud.userdata == SEED_USERDATA.removeprefix("userdata::") and ud.sshKeys == ["ssh-ed25519 AAAAC3 k@x"]
+    assert (ud.vmIp, ud.hostname, ud.instanceId, ud.l3NetworkUuid) == (nic["ip"], "my-vm-1", vm["uuid"],
+                                                                      env.ids["l3"])
+    rec.calls.clear()
+    await env.inv("StopVmInstance", uuid=vm["uuid"])
+    rel = rec.flat("/flatnet/dhcp/release")
+    assert [(h, [(r.l3NetworkUuid, r.mac) for r in c.nics]) for h, c in rel] == [
+        (vm["hostUuid"], [(env.ids["l3"], nic["mac"])])]
+    assert [(h, c.vmUuid) for h, c in rec.flat("/flatnet/userdata/release")] == [(vm["hostUuid"], vm["uuid"])]
+
+
+async def test_tag_changes_pushed_to_the_running_vm_with_warnings(env: Env, rec: Recorder) -> None:  # noqa: F811
+    _, body = await env.create_vm("vm1")
+    vm = body["inventory"]
+    rec.calls.clear()
+    body = await env.call("CreateSystemTag", resourceType="VmInstanceVO", resourceUuid=vm["uuid"], tag=SEED_USERDATA)
+    assert any("#cloud-config" in w for w in body["warnings"]), body
+    (host, ud), = rec.flat("/flatnet/userdata/apply")
+    assert host == vm["hostUuid"] and ud.userdata == SEED_USERDATA.removeprefix("userdata::")
+    good = "userdata::#cloud-config\\nusers:\\n  - name: test\\n    groups: users"
+    body = await env.call("UpdateSystemTag", uuid=body["inventory"]["uuid"], tag=good)
+    assert "warnings" not in body, body
+    assert rec.flat("/flatnet/userdata/apply")[-1][1].userdata == good.removeprefix("userdata::")
+    await env.call("DeleteTag", uuid=body["inventory"]["uuid"])
+    assert rec.flat("/flatnet/userdata/apply")[-1][1].userdata is None
+    status, body = await env.raw("CreateSystemTag", resourceType="L3NetworkVO", resourceUuid=env.ids["l3"],
+                                 tag=SEED_USERDATA)
+    assert status == 400 and "no system tag matches" in body["error"]["details"], body
+
+
+async def test_reconnect_rebuilds_with_hostnames_and_userdata(env: Env, rec: Recorder) -> None:  # noqa: F811
+    vms = []
+    for i in range(3):
+        status, body = await env.create_vm(f"vm{i}", systemTags=[f"hostname::web-{i}"])
+        assert status == 200, body
+        vms.append(body["inventory"])
+    await env.inv("StopVmInstance", uuid=vms[2]["uuid"])
+    await env.call("UpdateGlobalConfig", category="flatNetwork", name="antiSpoofing", value="false")
+    host = vms[0]["hostUuid"]
+    rec.calls.clear()
+    await connect(env.core, host, env.url)
+    (h, apply), = rec.flat("/flatnet/dhcp/apply")
+    assert h == host and apply.rebuild and [x.antiSpoofing for x in apply.l3s] == [False]
+    mine = {v["uuid"]: v for v in vms[:2] if v["hostUuid"] == host}
+    assert {n.vmUuid: (n.ip, n.hostname) for n in apply.nics} == {
+        u: (v["vmNics"][0]["ip"], f"web-{vms.index(v)}") for u, v in mine.items()}
+    assert sorted(c.vmUuid for _, c in rec.flat("/flatnet/userdata/apply")) == sorted(mine)
+    # per-L3 override wins over the global config
+    await env.call("CreateSystemTag", resourceType="L3NetworkVO", resourceUuid=env.ids["l3"],
+                   tag="flatNetwork::antiSpoofing::true")
+    rec.calls.clear()
+    await connect(env.core, host, env.url)
+    assert [x.antiSpoofing for x in rec.flat("/flatnet/dhcp/apply")[0][1].l3s] == [True]
+    status, body = await env.raw("CreateSystemTag", resourceType="L3NetworkVO", resourceUuid=env.ids["l3"],
+                                 tag="flatNetwork::antiSpoofing::maybe")
+    assert status == 400 and "'maybe'" in body["error"]["details"], body
+
+
+async def test_out_of_band_stop_releases_on_that_host(env: Env, rec: Recorder) -> None:  # noqa: F811
+    from controller.compute.tracer import apply_report
+
+    _, body = await env.create_vm("vm1")
+    vm = body["inventory"]
+    rec.calls.clear()
+    assert await apply_report(env.core, vm["hostUuid"], vm["uuid"], "Stopped") == "Stopped"
+    assert [h for h, _ in rec.flat("/flatnet/dhcp/release")] == [vm["hostUuid"]]
+    other = next(h["uuid"] for h in await env.hosts() if h["uuid"] != vm["hostUuid"])
+    rec.calls.clear()
+    assert await apply_report(env.core, other, vm["uuid"], "Running") == "Running"
+    assert [(h, c.nics[0].ip) for h, c in rec.flat("/flatnet/dhcp/apply")] == [(other, vm["vmNics"][0]["ip"])]
+    assert [h for h, _ in rec.flat("/flatnet/userdata/apply")] == [other]
+
+
+def test_contract_reexports_the_agents_userdata_judgement() -> None:
+    from flatnet import userdata
+
+    assert fc.userdata_warnings is userdata.userdata_warnings and fc.decode_minified is userdata.decode_minified
