@@ -16,7 +16,7 @@ from pydantic import Field
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, UpdateMessage, Uuid, UuidDeleteMessage, UuidMessage
 from controller.api.registry import api, by_uuid
-from controller.compute import extensions
+from controller.compute import deletion, extensions
 from controller.compute import statemachine as sm
 from controller.compute.allocator import Need, allocate_host
 from controller.compute.capacity import move_vm, release, vm_cpu
@@ -77,6 +77,7 @@ async def start_vm_instance(ctx: ApiContext, msg: UuidMessage) -> dict[str, Any]
     pinned = vm["lastHostUuid"] if root is not None and root["installPath"] else None
     need = Need(cpu=vm_cpu(vm), memory=vm["memorySize"], l3_uuids=l3s, host_uuid=pinned)
     async with ctx.db.write() as tx:
+        await deletion.reallocate_ips(tx, ctx.core, msg.uuid)  # a recovered VM gets addresses again
         host = await allocate_host(tx, need)
         await tx.update("VmInstance", {"uuid": msg.uuid}, {
             "state": sm.next_state(vm["state"], "starting"), "hostUuid": host["uuid"], "lastOpDate": now_iso()})
@@ -132,8 +133,8 @@ async def reboot_vm_instance(ctx: ApiContext, msg: UuidMessage) -> dict[str, Any
 
 @api("DestroyVmInstance", UuidDeleteMessage, job=True, queue=by_uuid)
 async def destroy_vm_instance(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
-    """Destroy: power off on the host, return capacity and IPs, state Destroyed (unknown uuid → success;
-    the deletion policy and expunge come with issue 6)."""
+    """Destroy: power off on the host, return capacity and IPs; then per ``vm/deletionPolicy``: Direct removes
+    the VM at once, Delay/Never leave it Destroyed (recoverable). An unknown uuid is a success (1.0)."""
     row = await ctx.db.fetchone("SELECT * FROM VmInstance WHERE uuid=?", (msg.uuid,))
     if row is None or row["state"] == "Destroyed":
         return {}
@@ -156,6 +157,10 @@ async def destroy_vm_instance(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[s
         await extensions.run_quietly("vm.stopped", ctx.core, host_uuid=host_row["uuid"], vm=vm)
     await _release_all(ctx, vm)
     await extensions.run_quietly("vm.destroyed", ctx.core, vm=vm)
+    if deletion.policy(ctx.core) == "Direct":
+        row = await ctx.db.fetchone("SELECT * FROM VmInstance WHERE uuid=?", (msg.uuid,))
+        if row is not None:
+            await deletion.expunge(ctx.core, dict(row))
     return {}
 
 
@@ -199,10 +204,10 @@ class GetVmConsoleAddressMsg(ApiMessage):
 
 @api("GetVmConsoleAddress", GetVmConsoleAddressMsg, queue=by_uuid)
 async def get_vm_console_address(ctx: ApiContext, msg: GetVmConsoleAddressMsg) -> dict[str, Any]:
-    """hostIp, port and protocol (the current ``kvm/vm.consoleMode``, as 1.0) of a Running VM's console."""
+    """hostIp, port and protocol of a Running VM's console (VNC or SPICE, as it was started)."""
     vm = await _vm(ctx, msg.uuid)
     sm.check_allowed(msg.uuid, vm["state"], "GetVmConsoleAddress")
     host = await _host(ctx, vm["hostUuid"])
     reply = await ctx.core.services["agents"].call(host, vc.GetConsoleCmd(uuid=msg.uuid))
-    return {"hostIp": host["managementIp"], "port": reply.port,
-            "protocol": ctx.core.services["configs"].get("kvm", "vm.consoleMode")}
+    # The protocol the VM actually runs with (1.0 answered the current config, which may have changed since).
+    return {"hostIp": host["managementIp"], "port": reply.port, "protocol": reply.protocol}
