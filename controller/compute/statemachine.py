@@ -34,6 +34,8 @@ ALLOWED: dict[str, list[str]] = {
     "DestroyVmInstance": ["Running", "Stopped", "Unknown", "Starting", "Migrating", "Stopping", "Rebooting",
                           "Created"],
     "GetVmConsoleAddress": ["Running"],
+    "AttachIsoToVmInstance": ["Running", "Stopped"],
+    "DetachIsoFromVmInstance": ["Running", "Stopped"],
     "RecoverVmInstance": ["Destroyed"],
     "ExpungeVmInstance": ["Destroyed"],
 }
