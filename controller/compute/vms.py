@@ -16,7 +16,7 @@ from pydantic import Field
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, UpdateMessage, Uuid, UuidDeleteMessage, UuidMessage
 from controller.api.registry import api, by_uuid
-from controller.compute import deletion, extensions
+from controller.compute import deletion, extensions, iso
 from controller.compute import statemachine as sm
 from controller.compute.allocator import Need, allocate_host
 from controller.compute.capacity import move_vm, release, vm_cpu
@@ -125,7 +125,9 @@ async def reboot_vm_instance(ctx: ApiContext, msg: UuidMessage) -> dict[str, Any
     host = await _host(ctx, vm["hostUuid"])
     await _set(ctx, msg.uuid, "rebooting")
     try:
-        await ctx.core.services["agents"].call(host, vc.RebootVmCmd(uuid=msg.uuid, timeout=60), timeout=120)
+        boot = [iso.BOOT_DEVICES[d] for d in await iso.boot_order(ctx.core, msg.uuid)]
+        await ctx.core.services["agents"].call(host, vc.RebootVmCmd(uuid=msg.uuid, bootDev=boot, timeout=60),
+                                               timeout=120)
     finally:
         await _set(ctx, msg.uuid, "running")
     return await _inv(ctx, msg.uuid)
