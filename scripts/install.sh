@@ -42,15 +42,14 @@ missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Keep cloud-init (a test dependency: we only use its library) from ever configuring this machine.
+[ $DEV = 1 ] && { mkdir -p /etc/cloud; touch /etc/cloud/cloud-init.disabled; }
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  # cloud-init must not configure this machine: install it without running its services.
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# Keep cloud-init from acting on this machine at boot (we only use its library in tests).
-[ $DEV = 1 ] && { mkdir -p /etc/cloud; touch /etc/cloud/cloud-init.disabled; }
 
 # --- libvirt ---------------------------------------------------------------------------------------
 getent group kvm >/dev/null || groupadd -r kvm
