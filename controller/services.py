@@ -1,6 +1,7 @@
 """Imports every module that registers APIs or start-up hooks, in one visible list."""
 
 from controller import (  # noqa: F401
+    backup,
     compute,
     flatnet_provider,
     globalconfig,
@@ -19,4 +20,5 @@ from controller.resources import (  # noqa: F401
     primary_storage,
     zone,
 )
+from controller.storage import migrate as storage_apis  # noqa: F401
 from controller.tags import api as tag_api  # noqa: F401

@@ -1,9 +1,7 @@
-"""SFTP backup storage records: AddSftpBackupStorage, attach/detach to zones, update, state, delete.
+"""SFTP backup storage: the add message, attach/detach to zones, update, state, delete.
 
-RECORD ONLY, NOT YET VERIFIED: AddSftpBackupStorage stores the row with status ``Connected`` without
-connecting. The SSH connection check (asyncssh with ``username``/``password`` on ``sshPort``), creating
-``url`` on the server and measuring total/available capacity come with the storage issue; until then the
-capacities are 0 and ``Connected`` only means "recorded".
+``AddSftpBackupStorage`` and ``ReconnectBackupStorage`` (they connect over SSH) live in
+``controller/backup/storage.py``; this module keeps the message and the hostname check they use.
 
 Rules (1.0): a duplicate ``hostname`` is rejected; ``url`` is an absolute path; the password (and, as in
 1.0's SftpBackupStorageInventory, the username) is never returned. Deleting a backup storage removes its
@@ -29,10 +27,9 @@ from controller.api.messages import (
     UuidDeleteMessage,
 )
 from controller.api.registry import api, by_uuid
-from controller.db.database import Tx
 from controller.errors import InvalidArgument
 from controller.resources.checks import require
-from controller.resources.common import STATE_EVENTS, create_row, delete_row, update_fields
+from controller.resources.common import STATE_EVENTS, delete_row, update_fields
 from controller.tags.service import is_domain
 from controller.util import now_iso
 
@@ -53,7 +50,7 @@ class BackupStorageZoneMsg(ApiMessage):
     backupStorageUuid: Uuid
 
 
-def _check_hostname(hostname: str) -> None:
+def check_hostname(hostname: str) -> None:
     try:
         ipaddress.IPv4Address(hostname)
         return
@@ -62,27 +59,6 @@ def _check_hostname(hostname: str) -> None:
     if not is_domain(hostname):
         raise InvalidArgument(f"invalid field[hostname]: {hostname!r} is neither an IPv4 address nor a valid "
                               "host name")
-
-
-@api("AddSftpBackupStorage", AddSftpBackupStorageMsg)
-async def add_sftp_backup_storage(ctx: ApiContext, msg: AddSftpBackupStorageMsg) -> dict[str, Any]:
-    """Record an SFTP backup storage (not yet connected: see the module docstring)."""
-    _check_hostname(msg.hostname)
-    if not msg.url.startswith("/"):
-        raise InvalidArgument(f"invalid field[url]: the url[{msg.url}] of a sftp backup storage must be an "
-                              "absolute path starting with '/'")
-
-    async def unique_hostname(tx: Tx) -> None:
-        dup = await tx.fetchone("SELECT uuid FROM BackupStorage WHERE hostname=?", (msg.hostname,))
-        if dup is not None:
-            raise InvalidArgument(f"duplicate backup storage. There has been a sftp backup "
-                                  f"storage[uuid:{dup['uuid']}, hostname:{msg.hostname}] existing")
-
-    row = await create_row(ctx, "BackupStorage", "BackupStorageVO", msg, {
-        "name": msg.name, "description": msg.description, "url": msg.url, "type": msg.type,
-        "state": "Enabled", "status": "Connected", "hostname": msg.hostname, "username": msg.username,
-        "password": msg.password, "sshPort": msg.sshPort}, before=unique_hostname)
-    return {"inventory": await ctx.inventory("SftpBackupStorage", row["uuid"])}
 
 
 @api("AttachBackupStorageToZone", BackupStorageZoneMsg, queue=lambda m: m.backupStorageUuid)

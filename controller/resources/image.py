@@ -1,7 +1,9 @@
 """Image records: UpdateImage, ChangeImageState, DeleteImage (AddImage is in ``controller/compute/images.py``).
 
-Deletion here removes the record (the image's bits on backup storage and the deletion policies
-Direct/Delay/Never with RecoverImage/ExpungeImage come with the storage and deletion-policy issues).
+DeleteImage is 1.0's ``Direct`` policy for now: the image's files are removed from every SFTP backup
+storage holding a ref (capacity re-measured), then the row (refs cascade). A storage that cannot be
+reached fails the API and nothing is deleted from the database, so the delete can be retried. The
+Delay/Never policies with RecoverImage/ExpungeImage come with the deletion-policy issue.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ async def change_image_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[s
 
 @api("DeleteImage", DeleteImageMsg, queue=by_uuid)
 async def delete_image(ctx: ApiContext, msg: DeleteImageMsg) -> dict[str, Any]:
-    """Delete an image record (an unknown uuid succeeds, as in 1.0)."""
+    """Delete an image and its files on backup storage (an unknown uuid succeeds, as in 1.0)."""
+    from controller.backup.images import delete_files  # the backup package imports this module's peers
+
+    await delete_files(ctx, msg.uuid)
     await delete_row(ctx, "Image", msg.uuid)
     return {}

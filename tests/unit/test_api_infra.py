@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import asyncssh
+import pytest
 from test_api_support import cluster, refused, zone
 
 GiB = 1 << 30
@@ -66,15 +70,40 @@ async def test_local_primary_storage(api: Any) -> None:
     assert await api.query("QueryPrimaryStorage") == []
 
 
-async def test_sftp_backup_storage(api: Any) -> None:
+class _SftpServer(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return (username, password) == ("root", "secret")
+
+
+@pytest.fixture
+async def sftp_port() -> AsyncIterator[int]:
+    """An in-process SFTP server on loopback (no host command: the unit tier allows it)."""
+    server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+                                   server_factory=_SftpServer, sftp_factory=True)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+async def test_sftp_backup_storage(api: Any, sftp_port: int, tmp_path: Path) -> None:
     z = await zone(api)
-    params = {"hostname": "172.20.0.9", "username": "root", "password": "secret", "url": "/bs", "name": "bs"}
+    params = {"hostname": "127.0.0.1", "username": "root", "password": "secret", "url": str(tmp_path / "bs"),
+              "name": "bs", "sshPort": sftp_port}
+    await refused(api, "AddSftpBackupStorage", 409, "SYS.1006", "wrong username or password",
+                  **{**params, "password": "bad"})
     bs = (await api.call("AddSftpBackupStorage", **params))["inventory"]
     assert "password" not in bs and "username" not in bs
     assert (bs["hostname"], bs["type"], bs["status"], bs["state"], bs["sshPort"]) == (
-        "172.20.0.9", "SftpBackupStorage", "Connected", "Enabled", 22)
+        "127.0.0.1", "SftpBackupStorage", "Connected", "Enabled", sftp_port)
+    assert bs["totalCapacity"] >= bs["availableCapacity"] > 0 and (tmp_path / "bs").is_dir()
     assert "secret" not in str(await api.call("QueryBackupStorage", conditions=[]))
-    await refused(api, "AddSftpBackupStorage", 400, "SYS.1007", "172.20.0.9", "existing", **params)
+    await refused(api, "AddSftpBackupStorage", 400, "SYS.1007", "127.0.0.1", "existing", **params)
     await refused(api, "AddSftpBackupStorage", 400, "SYS.1007", "hostname", **{**params, "hostname": "bad host"})
     await refused(api, "AddSftpBackupStorage", 400, "SYS.1007", "sshPort", **{**params, "hostname": "h2",
                                                                                  "sshPort": 70000})

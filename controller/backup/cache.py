@@ -1,0 +1,37 @@
+"""Where a host fetches an image into its cache from: a Ready copy on an SFTP backup storage.
+
+:func:`cache_source` returns the keyword arguments of the agent's ``DownloadImageCmd`` that name the
+source (``url``, ``md5``, ``size``). The url is ``sftp://user:password@host:port/<installPath>`` (user,
+password and path percent-quoted) of a Ready ref, preferring a storage attached to the host's zone; an
+image without refs (a legacy ``file://`` image) is fetched from its own url.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from controller.core import Controller
+
+
+def sftp_url(bs: Any, install_path: str) -> str:
+    """The agent-readable url of a file on an SFTP backup storage."""
+    user, pw = quote(bs["username"], safe=""), quote(bs["password"], safe="")
+    return f"sftp://{user}:{pw}@{bs['hostname']}:{bs['sshPort']}{quote(install_path)}"
+
+
+async def cache_source(core: Controller, image_row: Any, *, zone_uuid: str | None = None) -> dict[str, Any]:
+    """``{"url", "md5", "size"}`` for ``DownloadImageCmd``; raises LookupError when no copy is usable."""
+    rows = await core.db.fetchall(
+        "SELECT r.installPath, r.status, b.hostname, b.sshPort, b.username, b.password, "
+        "EXISTS(SELECT 1 FROM BackupStorageZoneRef z WHERE z.backupStorageUuid = b.uuid AND z.zoneUuid = ?) "
+        "AS inZone FROM ImageBackupStorageRef r JOIN BackupStorage b ON b.uuid = r.backupStorageUuid "
+        "WHERE r.imageUuid = ? ORDER BY inZone DESC, (b.status = 'Connected') DESC, r.id",
+        (zone_uuid, image_row["uuid"]))
+    if not rows:
+        return {"url": image_row["url"], "md5": None, "size": None}
+    ready = [r for r in rows if r["status"] == "Ready"]
+    if not ready:
+        raise LookupError(f"image[uuid:{image_row['uuid']}] has no Ready copy on any backup storage")
+    r = ready[0]
+    return {"url": sftp_url(r, r["installPath"]), "md5": image_row["md5Sum"], "size": image_row["actualSize"]}

@@ -1,0 +1,84 @@
+"""AddSftpBackupStorage and ReconnectBackupStorage: real SSH/SFTP connections to the storage host.
+
+AddSftpBackupStorage logs in with the given username/password (sshPort, default 22), creates ``url`` (an
+absolute path) and measures its capacity before anything is written: a wrong password or an unreachable
+host fails the API with a clear error and leaves NO row. A duplicate hostname is rejected (1.0). The
+password is stored (image downloads need it) and never returned. ReconnectBackupStorage reruns the same
+check: ``Connected`` with fresh capacity, or ``Disconnected`` and the error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.api.context import ApiContext
+from controller.api.messages import ApiMessage, Uuid
+from controller.api.registry import api
+from controller.backup.sftp import BackupStorageError, Endpoint, prepare
+from controller.db.database import Tx
+from controller.errors import InvalidArgument
+from controller.resources.backup_storage import AddSftpBackupStorageMsg, check_hostname
+from controller.resources.common import create_row
+from controller.util import now_iso
+
+
+def _duplicate(uuid: str, hostname: str) -> InvalidArgument:
+    return InvalidArgument(f"duplicate backup storage. There has been a sftp backup storage[uuid:{uuid}, "
+                           f"hostname:{hostname}] existing")
+
+
+@api("AddSftpBackupStorage", AddSftpBackupStorageMsg)
+async def add_sftp_backup_storage(ctx: ApiContext, msg: AddSftpBackupStorageMsg) -> dict[str, Any]:
+    """Connect to the SFTP server, create ``url``, measure capacity, then record it as Connected."""
+    check_hostname(msg.hostname)
+    if not msg.url.startswith("/"):
+        raise InvalidArgument(f"invalid field[url]: the url[{msg.url}] of a sftp backup storage must be an "
+                              "absolute path starting with '/'")
+    dup = await ctx.db.fetchone("SELECT uuid FROM BackupStorage WHERE hostname=?", (msg.hostname,))
+    if dup is not None:
+        raise _duplicate(dup["uuid"], msg.hostname)
+    total, avail = await prepare(Endpoint(msg.hostname, msg.sshPort, msg.username, msg.password), msg.url)
+
+    async def unique_hostname(tx: Tx) -> None:
+        dup = await tx.fetchone("SELECT uuid FROM BackupStorage WHERE hostname=?", (msg.hostname,))
+        if dup is not None:
+            raise _duplicate(dup["uuid"], msg.hostname)
+
+    row = await create_row(ctx, "BackupStorage", "BackupStorageVO", msg, {
+        "name": msg.name, "description": msg.description, "url": msg.url, "type": msg.type,
+        "state": "Enabled", "status": "Connected", "hostname": msg.hostname, "username": msg.username,
+        "password": msg.password, "sshPort": msg.sshPort, "totalCapacity": total, "availableCapacity": avail},
+        before=unique_hostname)
+    return {"inventory": await ctx.inventory("SftpBackupStorage", row["uuid"])}
+
+
+class ReconnectBackupStorageMsg(ApiMessage):
+    uuid: Uuid
+
+
+async def _set_status(ctx: ApiContext, uuid: str, values: dict[str, Any]) -> None:
+    async with ctx.db.write() as tx:
+        await tx.update("BackupStorage", {"uuid": uuid}, {**values, "lastOpDate": now_iso()})
+
+
+@api("ReconnectBackupStorage", ReconnectBackupStorageMsg, queue=lambda m: m.uuid)
+async def reconnect_backup_storage(ctx: ApiContext, msg: ReconnectBackupStorageMsg) -> dict[str, Any]:
+    """Reconnect: Connecting → Connected (capacity refreshed) or Disconnected with the error raised."""
+    row = await ctx.require("BackupStorage", msg.uuid, "uuid")
+    await _set_status(ctx, msg.uuid, {"status": "Connecting"})
+    try:
+        total, avail = await prepare(Endpoint.of(row), row["url"])
+    except BackupStorageError:
+        await _set_status(ctx, msg.uuid, {"status": "Disconnected"})
+        raise
+    await _set_status(ctx, msg.uuid, {"status": "Connected", "totalCapacity": total, "availableCapacity": avail})
+    return {"inventory": await ctx.inventory("BackupStorage", msg.uuid)}
+
+
+async def refresh_capacity(ctx: ApiContext, bs: dict[str, Any]) -> None:
+    """Re-measure a storage's capacity after its content changed (best effort: errors are ignored)."""
+    try:
+        total, avail = await prepare(Endpoint.of(bs), bs["url"])
+    except BackupStorageError:
+        return
+    await _set_status(ctx, bs["uuid"], {"totalCapacity": total, "availableCapacity": avail})
