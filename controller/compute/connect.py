@@ -17,6 +17,7 @@ from controller.compute import extensions, tracer
 from controller.compute.capacity import recompute
 from controller.core import Controller
 from controller.errors import AgentFailure
+from controller.storage.capacity import record_host
 from controller.util import now_iso
 from kvmagent.contract import host as hc
 from kvmagent.contract import storage as sc
@@ -78,8 +79,10 @@ async def connect(core: Controller, host_uuid: str, controller_url: str) -> None
                                f"{host['clusterUuid']}) is missing on host {host['managementIp']}: {e.details}",
                                cause=e.cause) from e
     for ps in await local_storages(core, host["clusterUuid"]):
-        await agents.call(host, sc.InitCmd(storagePath=ps["url"], primaryStorageUuid=ps["uuid"],
-                                           hostUuid=host_uuid))
+        reply = await agents.call(host, sc.InitCmd(storagePath=ps["url"], primaryStorageUuid=ps["uuid"],
+                                                   hostUuid=host_uuid))
+        async with core.db.write() as tx:
+            await record_host(tx, ps["uuid"], host_uuid, reply)
     states = await agents.call(host, vc.VmSyncCmd())
     await tracer.full_sync(core, host_uuid, dict(states.states))
     await extensions.run("host.connected", core, host=host)

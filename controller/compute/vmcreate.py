@@ -9,6 +9,7 @@ Guarantees:
 * ONE transaction: internalId, host allocation with its capacity reservation, VM row (state Starting; the
   1.0 Created→Starting step happens inside the transaction), NICs with unique MACs
   ``fa:xx:xx:xx:xx:<deviceId hex>`` and IPs (``staticIp::`` honoured), root volume row, tags.
+* ``dataDiskOfferingUuids``: one NotInstantiated data volume each, attached, created on the host at start.
 * Then the VM is started on the host. Any failure rolls everything back: the domain is destroyed, the root
   volume deleted on the host, capacity and IPs returned and the rows deleted; the API fails.
 """
@@ -29,6 +30,7 @@ from controller.compute.vmstart import delete_root, start_on_host
 from controller.db.database import Tx
 from controller.errors import ApiError, InvalidArgument, OperationError, VmStartFailed
 from controller.resources import ipam
+from controller.storage import capacity as storage_capacity
 from controller.util import new_uuid, now_iso
 from kvmagent.contract import vm as vc
 
@@ -89,8 +91,15 @@ async def check(ctx: ApiContext, msg: CreateVmInstanceMsg) -> tuple[dict[str, An
             _enabled(row, field, table.lower())
             if table == "Host" and row["status"] != "Connected":
                 raise OperationError(f"host[uuid:{value}] (hostUuid) is {row['status']}, not Connected")
+    await _check_disks(ctx, msg)
     await ctx.core.services["tags"].validate_create_tags("VmInstanceVO", msg.systemTags)
     return offering, image
+
+
+async def _check_disks(ctx: ApiContext, msg: CreateVmInstanceMsg) -> None:
+    for disk in msg.dataDiskOfferingUuids or ():
+        _enabled(await ctx.require("DiskOffering", disk, "dataDiskOfferingUuids"), "dataDiskOfferingUuids",
+                 "disk offering")
 
 
 def static_ips(tags: list[str] | None) -> dict[str, str]:
@@ -118,6 +127,19 @@ async def _nic(tx: Tx, vm_uuid: str, internal_id: int, device_id: int, l3: str, 
         except sqlite3.IntegrityError:
             continue
     raise OperationError("could not generate a unique MAC address after 8 attempts")
+
+
+async def _data_volumes(tx: Tx, msg: CreateVmInstanceMsg, vm_uuid: str, now: str) -> None:
+    """One NotInstantiated data volume per ``dataDiskOfferingUuids`` entry, attached as device 1, 2, ...;
+    created on the VM's host at its first start."""
+    for device_id, disk in enumerate(msg.dataDiskOfferingUuids or (), start=1):
+        offering = await tx.fetchone("SELECT * FROM DiskOffering WHERE uuid=?", (disk,))
+        if offering is None:
+            raise InvalidArgument(f"invalid field[dataDiskOfferingUuids]: disk offering[uuid:{disk}] not found")
+        await tx.insert("Volume", {
+            "uuid": new_uuid(), "name": f"DATA-for-{msg.name}", "vmInstanceUuid": vm_uuid, "diskOfferingUuid": disk,
+            "type": "Data", "format": "qcow2", "size": offering["diskSize"], "deviceId": device_id,
+            "status": "NotInstantiated", "createDate": now, "lastOpDate": now})
 
 
 async def insert_vm(ctx: ApiContext, msg: CreateVmInstanceMsg, offering: dict[str, Any],
@@ -150,6 +172,7 @@ async def insert_vm(ctx: ApiContext, msg: CreateVmInstanceMsg, offering: dict[st
             "uuid": root_uuid, "name": f"ROOT-for-{msg.name}", "vmInstanceUuid": uuid, "rootImageUuid": image["uuid"],
             "type": "Root", "format": "qcow2", "size": image["size"], "deviceId": 0, "status": "NotInstantiated",
             "createDate": now, "lastOpDate": now})
+        await _data_volumes(tx, msg, uuid, now)
         await ctx.core.services["tags"].write_create_tags(tx, "VmInstanceVO", uuid, msg.systemTags, msg.userTags)
     return vm
 
@@ -167,6 +190,8 @@ async def remove_vm(ctx: ApiContext, vm_uuid: str) -> None:
         for nic in await tx.fetchall("SELECT usedIpUuid FROM VmNic WHERE vmInstanceUuid=?", (vm_uuid,)):
             if nic["usedIpUuid"]:
                 await ipam.release(tx, nic["usedIpUuid"])
+        for vol in await tx.fetchall("SELECT uuid FROM Volume WHERE vmInstanceUuid=?", (vm_uuid,)):
+            await storage_capacity.remove_resource(tx, vol["uuid"])
         await tx.execute("DELETE FROM Volume WHERE vmInstanceUuid=?", (vm_uuid,))
         await tx.execute("DELETE FROM VmInstance WHERE uuid=?", (vm_uuid,))
 
@@ -176,9 +201,9 @@ async def rollback_on_host(ctx: ApiContext, host: dict[str, Any], vm: dict[str, 
     agents = ctx.core.services["agents"]
     try:
         await agents.call(host, vc.DestroyVmCmd(uuid=vm["uuid"]))
-        root = await ctx.db.fetchone("SELECT installPath FROM Volume WHERE uuid=?", (vm["rootVolumeUuid"],))
-        if root is not None and root["installPath"]:
-            await delete_root(ctx.core, host, root["installPath"])
+        for vol in await ctx.db.fetchall("SELECT installPath FROM Volume WHERE vmInstanceUuid=? AND "
+                                         "installPath IS NOT NULL", (vm["uuid"],)):
+            await delete_root(ctx.core, host, vol["installPath"])
     except ApiError as e:
         log.warning("rollback of vm %s on host %s left something behind: %s", vm["uuid"], host["uuid"], e.details)
 

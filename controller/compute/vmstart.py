@@ -4,6 +4,8 @@ Root disk: on the local primary storage attached to the VM's cluster when there 
 ``/var/lib/zstack-py/volumes`` on the host (initialised as a local storage named by the host uuid). In
 both cases through the agent's storage endpoints: the image is cached from its ``file://`` url, then the
 root volume is created from the cache (a qcow2 overlay). Both are idempotent, so a retried start is safe.
+On a local PS the volume gets its LocalStorageResourceRef and capacity; a VM whose root or data volume lives
+on host X starts only on X; attached data volumes are created at first start and passed to ``/vm/start``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 from controller.compute import extensions
 from controller.compute.connect import l2_bridge, local_storages
 from controller.core import Controller
+from controller.errors import OperationError
+from controller.storage import capacity
 from controller.util import now_iso
 from kvmagent.contract import storage as sc
 from kvmagent.contract import vm as vc
@@ -32,6 +36,11 @@ async def prepare_root(core: Controller, host: dict[str, Any], vm: dict[str, Any
                        account_uuid: str) -> str:
     """Create the root volume on the host (if it has no installPath yet); returns its path."""
     if volume["installPath"]:
+        ref = await core.db.fetchone("SELECT hostUuid FROM LocalStorageResourceRef WHERE resourceUuid=?",
+                                     (volume["uuid"],))
+        if ref is not None and ref["hostUuid"] != host["uuid"]:
+            raise OperationError(f"the root volume[uuid:{volume['uuid']}] of vm[uuid:{vm['uuid']}] is on host"
+                                 f"[uuid:{ref['hostUuid']}], the vm cannot start on host[uuid:{host['uuid']}]")
         return str(volume["installPath"])
     agents = core.services["agents"]
     path, ps_uuid = await storage_for(core, host)
@@ -49,7 +58,38 @@ async def prepare_root(core: Controller, host: dict[str, Any], vm: dict[str, Any
         await tx.update("Volume", {"uuid": volume["uuid"]}, {
             "installPath": reply.installPath, "size": reply.size, "actualSize": reply.actualSize,
             "status": "Ready", "primaryStorageUuid": ps_uuid, "lastOpDate": now_iso()})
+        if ps_uuid is not None:  # the bits exist: reality wins over accounting (force)
+            await capacity.add_resource(tx, ps_uuid, host["uuid"], volume["uuid"], "VolumeVO", int(reply.size),
+                                        force=True)
     return str(reply.installPath)
+
+
+async def data_volumes(core: Controller, host: dict[str, Any], vm: dict[str, Any],
+                       account_uuid: str) -> list[vc.VolumeTO]:
+    """The VM's data volumes, instantiated on ``host`` when new (from ``dataDiskOfferingUuids``); a Ready
+    volume on another host refuses the start."""
+    from controller.storage import volumes
+
+    rows = await core.db.fetchall("SELECT * FROM Volume WHERE vmInstanceUuid=? AND type='Data' ORDER BY deviceId",
+                                  (vm["uuid"],))
+    out = []
+    for row in rows:
+        vol = dict(row)
+        ref = await core.db.fetchone("SELECT hostUuid FROM LocalStorageResourceRef WHERE resourceUuid=?",
+                                     (vol["uuid"],))
+        if vol["status"] == "NotInstantiated":
+            path, ps_uuid = await storage_for(core, host)
+            if ps_uuid is None:
+                raise OperationError(f"data volume[uuid:{vol['uuid']}] needs a local primary storage attached "
+                                     f"to cluster[uuid:{host['clusterUuid']}]")
+            vol = await volumes.instantiate(core, vol, host, {"uuid": ps_uuid, "url": path}, account_uuid)
+        elif ref is not None and ref["hostUuid"] != host["uuid"]:
+            raise OperationError(f"data volume[uuid:{vol['uuid']}] of vm[uuid:{vm['uuid']}] is on host"
+                                 f"[uuid:{ref['hostUuid']}], the vm cannot start on host[uuid:{host['uuid']}]")
+        elif vol["status"] != "Ready":
+            continue
+        out.append(volumes.volume_to(vol, core))
+    return out
 
 
 async def delete_root(core: Controller, host: dict[str, Any], install_path: str) -> None:
@@ -88,6 +128,7 @@ async def start_on_host(core: Controller, host: dict[str, Any], vm: dict[str, An
     root = dict(root_row)
     path = await prepare_root(core, host, vm, root, account_uuid)
     cmd = await start_cmd(core, host, vm, path, root)
+    cmd.dataVolumes = await data_volumes(core, host, vm, account_uuid)
     await extensions.run("vm.before_start", core, host=host, vm=vm)
     try:
         await core.services["agents"].call(host, cmd, timeout=cmd.timeout + 30)
