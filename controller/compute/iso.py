@@ -23,7 +23,7 @@ from controller.util import now_iso
 from kvmagent.contract import storage as sc
 from kvmagent.contract import vm as vc
 
-BOOT_DEVICES = {"HardDisk": "hd", "CdRom": "cdrom"}
+BOOT_DEVICES: dict[str, vc.BootDev] = {"HardDisk": "hd", "CdRom": "cdrom"}
 
 
 async def _tag(core: Controller, vm_uuid: str, key: str) -> tuple[str, str] | None:
