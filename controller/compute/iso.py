@@ -15,6 +15,7 @@ from typing import Any, Literal
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
+from controller.backup.cache import cache_source
 from controller.compute import statemachine as sm
 from controller.compute.vmstart import storage_for
 from controller.core import Controller
@@ -48,8 +49,7 @@ async def attached_iso(core: Controller, vm_uuid: str) -> str | None:
 async def cache_iso(core: Controller, host: dict[str, Any], image: dict[str, Any]) -> str:
     """Put the ISO into the host's image cache; returns its path there."""
     path, _ = await storage_for(core, host)
-    source = core.services.get("image-source")
-    kw = await source(core, image) if source else {"url": image["url"]}
+    kw = await cache_source(core, image, zone_uuid=host["zoneUuid"])
     reply = await core.services["agents"].call(host, sc.DownloadImageCmd(
         storagePath=path, imageUuid=image["uuid"], format="iso", **kw), timeout=1800)
     return str(reply.installPath)
