@@ -8,8 +8,12 @@ extents separated by small gaps (fewer frames; the gap is sent as data) and spli
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import struct
+import zlib
 from collections.abc import Iterable
+from typing import Union
 
 Range = tuple[int, int]  # (offset, length)
 
@@ -64,3 +68,101 @@ def plan(
 def payload_size(frames: list[Range], header: int, trailer: int) -> int:
     """Bytes on the wire for ``frames`` with a per-frame header and a final trailer."""
     return sum(n for _, n in frames) + header * len(frames) + trailer
+
+
+# ---------------------------------------------------------------- wire format of the copy stream
+
+HEADER = struct.Struct(">QQ")  # offset, length
+END = (1 << 64) - 1  # offset of the END frame; its length is the digest's
+
+#: Wire versions (header ``X-Zs-Stream``; absent = 1): 1 = sha256 of the stream, 2 = CRC-32 of the stream.
+VERSION = 2
+VERSIONS = (1, 2)
+
+
+class Crc32:
+    """zlib CRC-32 with the ``hashlib`` interface (``update``/``digest``; 4 bytes, big endian)."""
+
+    name = "crc32"
+    digest_size = 4
+
+    def __init__(self) -> None:
+        self._crc = 0
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+
+    def digest(self) -> bytes:
+        return self._crc.to_bytes(4, "big")
+
+
+Digest = Union[Crc32, "hashlib._Hash"]
+
+
+def stream_digest(version: int) -> Digest:
+    """The digest the END frame carries for wire ``version`` (ValueError for an unknown version)."""
+    if version == 1:
+        return hashlib.sha256()
+    if version == 2:
+        return Crc32()
+    raise ValueError(f"unknown copy stream version {version} (supported: {VERSIONS})")
+
+
+#: One step of the receiver: ``(offset, bytes)`` = hash then write at offset; ``(None, bytes)`` = hash only.
+Op = tuple[int | None, memoryview]
+
+
+class FrameParser:
+    """Incremental parser of the copy stream (pure: no I/O, unit-tested).
+
+    :meth:`feed` takes the body in chunks of any size (frame headers may straddle chunks) and returns, in
+    stream order, what to hash and what to write; data views reference the caller's chunk (no copy).
+    After the END frame, :attr:`digest` holds the sender's digest. Bad frames raise :class:`ValueError`.
+    """
+
+    def __init__(self, size: int, digest_len: int, max_frame: int = 4 * CHUNK) -> None:
+        self.size, self.digest_len, self.max_frame = size, digest_len, max_frame
+        self._head = bytearray()
+        self._pos = 0
+        self._left = 0
+        self._trailer: bytearray | None = None
+        self.digest: bytes | None = None
+
+    def feed(self, chunk: bytes | memoryview) -> list[Op]:
+        mv, i = memoryview(chunk), 0
+        ops: list[Op] = []
+        while i < len(mv):
+            if self.digest is not None:
+                raise ValueError("data after the END frame")
+            if self._trailer is not None:
+                take = min(self.digest_len - len(self._trailer), len(mv) - i)
+                self._trailer += mv[i : i + take]
+                if len(self._trailer) == self.digest_len:
+                    self.digest = bytes(self._trailer)
+            elif self._left:
+                take = min(self._left, len(mv) - i)
+                ops.append((self._pos, mv[i : i + take]))
+                self._pos, self._left = self._pos + take, self._left - take
+            else:
+                take = min(HEADER.size - len(self._head), len(mv) - i)
+                self._head += mv[i : i + take]
+                if len(self._head) == HEADER.size:
+                    self._header(ops)
+            i += take
+        return ops
+
+    def _header(self, ops: list[Op]) -> None:
+        off, n = HEADER.unpack(self._head)
+        head = memoryview(bytes(self._head))
+        self._head.clear()
+        if off == END:
+            if n != self.digest_len:
+                raise ValueError(f"bad END frame length {n} (digest is {self.digest_len} bytes)")
+            self._trailer = bytearray()
+            if n == 0:
+                self.digest = b""
+            return
+        if n > self.max_frame or off + n > self.size:
+            raise ValueError(f"bad frame offset={off} length={n} for size {self.size}")
+        ops.append((None, head))
+        self._pos, self._left = off, n

@@ -250,13 +250,15 @@ class StorageService:
                     side = base.with_name(base.name + ".json")
                     checked[:0] = [base, side] if side.is_file() else [base]
             for p in checked:
-                out.append(await migrate.send_file(sess, dest_url, dest_token, p))
+                out.append(await migrate.send_file(dest_url, dest_token, p))
                 r.add(migrate.remote_delete, sess, dest_url, dest_token, str(st.layout.root), str(p))
             r.success()
         return out
 
-    async def receive_file(self, content: aiohttp.StreamReader, path: str, size: int) -> migrate.Copied:
+    async def receive_file(
+        self, content: aiohttp.StreamReader, path: str, size: int, version: int = 1
+    ) -> migrate.Copied:
         st = self._owner(path, "X-Zs-Path")
         final = st.layout.contain(path, "X-Zs-Path")
         async with self._lock(final):
-            return await migrate.receive(content, final, size)
+            return await migrate.receive(content, final, size, version)

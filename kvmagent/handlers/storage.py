@@ -250,8 +250,9 @@ def _receive_handler(
     get: Callable[[web.Request], StorageService],
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def receive(request: web.Request) -> web.Response:
-        """``POST /localstorage/receive``: headers ``X-Zs-Path`` and ``X-Zs-Size``, body = frames (see
-        ``storage.migrate``). Replies :class:`ReceiveReply` once the file is complete and verified."""
+        """``POST /localstorage/receive``: headers ``X-Zs-Path``, ``X-Zs-Size`` and ``X-Zs-Stream`` (wire
+        version, default 1), body = frames (see ``storage.migrate``). Replies :class:`ReceiveReply`
+        once the file is complete and verified."""
         try:
             path = request.headers.get("X-Zs-Path", "")
             size_s = request.headers.get("X-Zs-Size", "")
@@ -260,12 +261,18 @@ def _receive_handler(
                     f"header X-Zs-Size {size_s!r} must be a non-negative integer",
                     details={"field": "X-Zs-Size", "value": size_s},
                 )
-            got = await get(request).receive_file(request.content, path, int(size_s))
+            version_s = request.headers.get("X-Zs-Stream", "1")
+            if not version_s.isdigit():
+                raise InvalidArgument(
+                    f"header X-Zs-Stream {version_s!r} must be a copy stream version number",
+                    details={"field": "X-Zs-Stream", "value": version_s},
+                )
+            got = await get(request).receive_file(request.content, path, int(size_s), int(version_s))
         except StorageError as e:
             return _error(e)
         return web.json_response(
             c.ReceiveReply(
-                path=got.path, size=got.size, allocated=got.allocated, sha256=got.sha256
+                path=got.path, size=got.size, allocated=got.allocated, sha256=got.checksum
             ).model_dump()
         )
 
