@@ -130,6 +130,19 @@ def agent_config(host: dict[str, Any], controller_url: str, listen_ip: str) -> s
                            "state_dir": STATE, "log_dir": "/var/log/zstack-py"}, sort_keys=True)
 
 
+def agent_alive_sh(pidfile: str) -> str:
+    """A shell test that is true when ``pidfile`` names a live agent of THIS host.
+
+    A pid file can outlive its process and the pid be reused by anything; several hosts may also share one
+    PID namespace (the testbed). So the pid must be a ``zstack-kvmagent`` process, in this shell's mount
+    namespace, and not a zombie (a killed agent nobody reaped)."""
+    pid = f"$(cat {pidfile} 2>/dev/null)"
+    return (f"test -n \"{pid}\" && test -r /proc/{pid}/cmdline && "
+            f"tr '\\0' ' ' < /proc/{pid}/cmdline | grep -q zstack-kvmagent && "
+            f"test \"$(readlink /proc/{pid}/ns/mnt)\" = \"$(readlink /proc/self/ns/mnt)\" && "
+            f"! grep -q '^State:[[:space:]]*Z' /proc/{pid}/status")
+
+
 async def _start_agent(conn: asyncssh.SSHClientConnection, restart: bool) -> None:
     systemd = (await _sh(conn, "test -d /run/systemd/system && echo yes", check=False)).strip() == "yes"
     if systemd:
@@ -137,15 +150,13 @@ async def _start_agent(conn: asyncssh.SSHClientConnection, restart: bool) -> Non
                         f"systemctl enable {UNIT}", stdin=UNIT_TEXT)
         await _sh(conn, f"systemctl {'restart' if restart else 'start'} {UNIT}")
         return
-    # a killed agent may stay a zombie (nobody reaps it): alive = exists and not in state Z
-    alive = (f"test -f {PIDFILE} && test -e /proc/$(cat {PIDFILE})/status && "
-             f"! grep -q '^State:[[:space:]]*Z' /proc/$(cat {PIDFILE})/status")
+    alive = agent_alive_sh(PIDFILE)
     running = (await _sh(conn, f"{alive} && echo yes", check=False)).strip() == "yes"
     if running and not restart:
         return
     if running:
-        await _sh(conn, f"kill $(cat {PIDFILE}); for i in $(seq 50); do {alive} || break; sleep 0.1; done",
-                  check=False)
+        await _sh(conn, f"{alive} && kill $(cat {PIDFILE}); for i in $(seq 50); do {alive} || break; sleep 0.1; "
+                        "done", check=False)
     # `&` must apply to the redirected command alone: a backgrounded `a && b` list would keep the SSH
     # channel's stdout open and the command would never finish.
     await _sh(conn, f"mkdir -p /var/log/zstack-py {STATE}; setsid {AGENT_BIN} --config {CONFIG} "

@@ -18,6 +18,7 @@ from lab import LabHost, Testbed, TinyImage
 
 from controller.api.http import CORE
 from controller.app import create_app
+from controller.compute.deploy import agent_alive_sh
 from controller.config import ControllerConfig
 
 MiB = 1 << 20
@@ -70,8 +71,11 @@ async def _records(ctl: Ctl, tiny: TinyImage) -> None:
 
 
 def _kill_agent(host: LabHost, sig: int = signal.SIGTERM) -> None:
-    host.run("sh", "-c", f"test -f /var/lib/zstack-py/kvmagent.pid && kill -{int(sig)} "
-             "$(cat /var/lib/zstack-py/kvmagent.pid) || true", check=False)
+    """Signal the host's agent — only if the pid file still names a live agent of that host (all testbed hosts
+    share one PID namespace: a stale pid may belong to another host's agent by now)."""
+    alive = agent_alive_sh("/var/lib/zstack-py/kvmagent.pid")
+    host.run("sh", "-c", f"{alive} && kill -{int(sig)} $(cat /var/lib/zstack-py/kvmagent.pid) || true",
+             check=False)
 
 
 @pytest.fixture
