@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -47,6 +48,26 @@ def _setup_logging(config: AgentConfig, level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT stop the agent — but only when they are sent to the agent itself.
+
+    Not ``loop.add_signal_handler``: it routes signals through a wakeup socket that forked children share
+    (pyroute2 forks helpers to work inside network namespaces and SIGTERMs them when done), so a helper's
+    SIGTERM was read by the agent's loop as its own and the agent shut down cleanly in the middle of a
+    flat-network apply. A plain handler runs in the process that got the signal; in a forked helper it
+    exits that helper as the default action would."""
+    main_pid = os.getpid()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)
+        log.info("signal %d: stopping", signum)
+        loop.call_soon_threadsafe(stop.set)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+
 async def serve(config: AgentConfig, *, services: bool = True) -> None:
     """Run the agent until SIGTERM/SIGINT."""
     driver = LibvirtDriver(config.libvirt_uri, state_dir=config.state_dir, domain_type=config.domain_type)
@@ -60,9 +81,7 @@ async def serve(config: AgentConfig, *, services: bool = True) -> None:
     await site.start()
     log.info("kvmagent for host %s listening on %s:%d", config.host_uuid, config.listen_ip, config.port)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    install_stop_handlers(asyncio.get_running_loop(), stop)
     try:
         await stop.wait()
     finally:

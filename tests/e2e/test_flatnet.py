@@ -106,6 +106,7 @@ async def flat(testbed: Testbed, tiny: TinyImage, tmp_path: Path,
 
 
 async def _cli(line: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()  # drop the test's own progress lines: only the CLI's output is parsed
     rc = await asyncio.to_thread(cli_main, [line])
     out, err = capsys.readouterr()
     assert rc == 0, f"{line[:80]!r} exited {rc}: {err} {out}"
