@@ -110,7 +110,10 @@ async def _cli(line: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     rc = await asyncio.to_thread(cli_main, [line])
     out, err = capsys.readouterr()
     assert rc == 0, f"{line[:80]!r} exited {rc}: {err} {out}"
-    return dict(json.loads(out))
+    reply = dict(json.loads(out))
+    # zstack-cli prints a reply's warnings on stderr, one "warning: ..." line each
+    reply["warnings"] = [ln.removeprefix("warning: ") for ln in err.splitlines() if ln.startswith("warning: ")]
+    return reply
 
 
 async def _renew(flat: Flat, vm: dict[str, Any]) -> bool:
