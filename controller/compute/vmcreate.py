@@ -63,12 +63,7 @@ async def check(ctx: ApiContext, msg: CreateVmInstanceMsg) -> tuple[dict[str, An
     image = await ctx.require("Image", msg.imageUuid, "imageUuid")
     _enabled(offering, "instanceOfferingUuid", "instance offering")
     _enabled(image, "imageUuid", "image")
-    if image["mediaType"] == "DataVolumeTemplate":
-        raise InvalidArgument(f"image[uuid:{image['uuid']}] is a DataVolumeTemplate; a VM needs a "
-                              "RootVolumeTemplate image")
-    if image["mediaType"] == "ISO":
-        raise InvalidArgument(f"image[uuid:{image['uuid']}] is an ISO; creating a VM from an ISO is not "
-                              "supported yet (issue 8)")
+    await _check_image(ctx, msg, image)
     if msg.type == "UserVm" and image["system"]:
         raise InvalidArgument(f"image[uuid:{image['uuid']}] is a system image; user VMs cannot use it")
     for l3_uuid in msg.l3NetworkUuids:
@@ -94,6 +89,19 @@ async def check(ctx: ApiContext, msg: CreateVmInstanceMsg) -> tuple[dict[str, An
     await _check_disks(ctx, msg)
     await ctx.core.services["tags"].validate_create_tags("VmInstanceVO", msg.systemTags)
     return offering, image
+
+
+async def _check_image(ctx: ApiContext, msg: CreateVmInstanceMsg, image: dict[str, Any]) -> None:
+    """A RootVolumeTemplate, or an ISO together with a root disk offering (1.0's rules)."""
+    if image["mediaType"] == "DataVolumeTemplate":
+        raise InvalidArgument(f"image[uuid:{image['uuid']}] is a DataVolumeTemplate; a VM needs a "
+                              "RootVolumeTemplate image")
+    if image["mediaType"] == "ISO":
+        if not msg.rootDiskOfferingUuid:
+            raise InvalidArgument(f"invalid field[rootDiskOfferingUuid]: it is mandatory when the image[uuid:"
+                                  f"{image['uuid']}] is an ISO (the root disk is created empty from it)")
+        disk = await ctx.require("DiskOffering", msg.rootDiskOfferingUuid, "rootDiskOfferingUuid")
+        _enabled(disk, "rootDiskOfferingUuid", "disk offering")
 
 
 async def _check_disks(ctx: ApiContext, msg: CreateVmInstanceMsg) -> None:
@@ -168,12 +176,21 @@ async def insert_vm(ctx: ApiContext, msg: CreateVmInstanceMsg, offering: dict[st
         await tx.insert("VmInstance", vm)
         for device_id, l3 in enumerate(msg.l3NetworkUuids):
             await _nic(tx, uuid, internal_id, device_id, l3, statics.get(l3))
+        from_iso = image["mediaType"] == "ISO"
+        root_size = image["size"]
+        if from_iso:  # an empty root disk of the root disk offering's size; the ISO stays attached
+            disk = await tx.fetchone("SELECT diskSize FROM DiskOffering WHERE uuid=?", (msg.rootDiskOfferingUuid,))
+            root_size = disk["diskSize"] if disk else 0
         await tx.insert("Volume", {
             "uuid": root_uuid, "name": f"ROOT-for-{msg.name}", "vmInstanceUuid": uuid, "rootImageUuid": image["uuid"],
-            "type": "Root", "format": "qcow2", "size": image["size"], "deviceId": 0, "status": "NotInstantiated",
+            "diskOfferingUuid": msg.rootDiskOfferingUuid if from_iso else None,
+            "type": "Root", "format": "qcow2", "size": root_size, "deviceId": 0, "status": "NotInstantiated",
             "createDate": now, "lastOpDate": now})
         await _data_volumes(tx, msg, uuid, now)
         await ctx.core.services["tags"].write_create_tags(tx, "VmInstanceVO", uuid, msg.systemTags, msg.userTags)
+        if from_iso:
+            await ctx.core.services["tags"].write(tx, "VmInstanceVO", uuid, f"iso::{image['uuid']}", system=True,
+                                                  inherent=True)
     return vm
 
 
@@ -215,7 +232,7 @@ async def create_vm(ctx: ApiContext, msg: CreateVmInstanceMsg) -> str:
     host = dict(await ctx.db.fetchone("SELECT * FROM Host WHERE uuid=?", (vm["hostUuid"],)) or {})
     account = ctx.session.accountUuid if ctx.session else new_uuid()
     try:
-        await start_on_host(ctx.core, host, vm, account)
+        await start_on_host(ctx.core, host, vm, account, new_create=True)
     except BaseException as e:
         await rollback_on_host(ctx, host, vm)
         await remove_vm(ctx, vm["uuid"])

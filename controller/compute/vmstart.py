@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.backup.cache import cache_source
 from controller.compute import extensions
 from controller.compute.connect import l2_bridge, local_storages
 from controller.core import Controller
@@ -49,11 +50,18 @@ async def prepare_root(core: Controller, host: dict[str, Any], vm: dict[str, Any
     image = await core.db.fetchone("SELECT * FROM Image WHERE uuid=?", (vm["imageUuid"],))
     if image is None:
         raise LookupError(f"image[uuid:{vm['imageUuid']}] of vm[uuid:{vm['uuid']}] no longer exists")
-    await agents.call(host, sc.DownloadImageCmd(storagePath=path, imageUuid=image["uuid"], format=image["format"],
-                                                url=image["url"]), timeout=1800)
-    reply = await agents.call(host, sc.CreateVolumeFromCacheCmd(
-        storagePath=path, accountUuid=account_uuid, volumeUuid=volume["uuid"], volumeType="Root",
-        imageUuid=image["uuid"]), timeout=600)
+    reply: sc.VolumeReply
+    if image["mediaType"] == "ISO":  # installed from the ISO onto an empty disk
+        reply = await agents.call(host, sc.CreateEmptyVolumeCmd(
+            storagePath=path, accountUuid=account_uuid, volumeUuid=volume["uuid"], volumeType="Root",
+            size=int(volume["size"])), timeout=600)
+    else:
+        src = await cache_source(core, dict(image), zone_uuid=host["zoneUuid"])
+        await agents.call(host, sc.DownloadImageCmd(storagePath=path, imageUuid=image["uuid"],
+                                                    format=image["format"], **src), timeout=1800)
+        reply = await agents.call(host, sc.CreateVolumeFromCacheCmd(
+            storagePath=path, accountUuid=account_uuid, volumeUuid=volume["uuid"], volumeType="Root",
+            imageUuid=image["uuid"]), timeout=600)
     async with core.db.write() as tx:
         await tx.update("Volume", {"uuid": volume["uuid"]}, {
             "installPath": reply.installPath, "size": reply.size, "actualSize": reply.actualSize,
@@ -108,8 +116,11 @@ async def nic_tos(core: Controller, vm_uuid: str) -> list[vc.NicTO]:
 
 
 async def start_cmd(core: Controller, host: dict[str, Any], vm: dict[str, Any], root_path: str,
-                    root: dict[str, Any]) -> vc.StartVmCmd:
+                    root: dict[str, Any], *, new_create: bool = False) -> vc.StartVmCmd:
+    from controller.compute.iso import boot_spec
+
     configs = core.services["configs"]
+    boot = await boot_spec(core, host, vm, new_create=new_create)
     return vc.StartVmCmd(
         uuid=vm["uuid"], internalId=vm["internalId"], name=vm["name"], cpuNum=vm["cpuNum"],
         cpuSpeed=vm["cpuSpeed"], memory=vm["memorySize"],
@@ -117,17 +128,20 @@ async def start_cmd(core: Controller, host: dict[str, Any], vm: dict[str, Any], 
                                cacheMode=configs.get("kvm", "vm.cacheMode")),
         nics=await nic_tos(core, vm["uuid"]), consoleMode=configs.get("kvm", "vm.consoleMode"),
         cpuMode=configs.get("kvm", "vm.cpuMode"), platform=vm["platform"] or "Linux",
-        hostManagementIp=host["managementIp"], firstBootFromCd=False, timeout=300)
+        hostManagementIp=host["managementIp"], bootDev=boot["bootDev"], bootIso=boot["bootIso"],
+        firstBootFromCd=boot["firstBootFromCd"], timeout=300)
 
 
-async def start_on_host(core: Controller, host: dict[str, Any], vm: dict[str, Any], account_uuid: str) -> None:
-    """Root disk + ``/vm/start``; raises on failure (the caller rolls back)."""
+async def start_on_host(core: Controller, host: dict[str, Any], vm: dict[str, Any], account_uuid: str, *,
+                        new_create: bool = False) -> None:
+    """Root disk + ``/vm/start``; raises on failure (the caller rolls back). ``new_create``: the start inside
+    CreateVmInstance (a VM created from an ISO then boots from the CD-ROM once)."""
     root_row = await core.db.fetchone("SELECT * FROM Volume WHERE uuid=?", (vm["rootVolumeUuid"],))
     if root_row is None:
         raise LookupError(f"root volume of vm[uuid:{vm['uuid']}] is missing")
     root = dict(root_row)
     path = await prepare_root(core, host, vm, root, account_uuid)
-    cmd = await start_cmd(core, host, vm, path, root)
+    cmd = await start_cmd(core, host, vm, path, root, new_create=new_create)
     cmd.dataVolumes = await data_volumes(core, host, vm, account_uuid)
     await extensions.run("vm.before_start", core, host=host, vm=vm)
     try:
