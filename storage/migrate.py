@@ -71,11 +71,6 @@ class Copied:
     checksum: str
     skipped: bool = False
 
-    @property
-    def sha256(self) -> str:
-        """Old name of :attr:`checksum`, still used by the agent contract (``CopiedTO.sha256``)."""
-        return self.checksum
-
 
 def _checksum(h: extents.Digest) -> str:
     return f"{h.name}:{h.digest().hex()}"
@@ -205,9 +200,9 @@ async def send_file(dest_url: str, token: str, path: Path) -> Copied:
         except TransferFailed as e:
             raise TransferFailed(f"copy of {path} to {dest_url}: {e.message}", details={"path": str(path)}) from e
     mine = reply["sourceChecksum"]
-    if reply.get("sha256") != mine:  # the reply's field keeps its contract name (ReceiveReply.sha256)
+    if reply.get("checksum") != mine:
         raise ChecksumMismatch(
-            f"copy of {path}: destination checksum {reply.get('sha256')} != source {mine}",
+            f"copy of {path}: destination checksum {reply.get('checksum')} != source {mine}",
             details={"path": str(path)},
         )
     return Copied(path=str(path), size=size, allocated=int(reply.get("allocated", 0)), checksum=mine)

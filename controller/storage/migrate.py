@@ -7,7 +7,7 @@ the volume is Ready; a data volume is detached; a root volume's VM is Stopped wi
 
 Flow (guarantees): reserve capacity on the destination → the SOURCE agent streams the snapshot files, the
 volume and (for a root volume) the base image when the destination cache lacks it, to the same absolute
-paths on the DESTINATION agent (``/localstorage/copytoremote``, sha256-checked per file) → md5 of every
+paths on the DESTINATION agent (``/localstorage/copytoremote``, a CRC-32 per file stream) → md5 of every
 copied file compared between source and destination → ONE transaction repoints the volume's and snapshots'
 refs to the destination, returns the source capacity and sets a root volume's VM ``lastHostUuid`` → only
 then the source files are deleted (failures logged). Any failure before the transaction deletes what was

@@ -215,7 +215,7 @@ class CopiedTO(AgentReply):
     path: str
     size: int
     allocatedSize: int
-    sha256: str
+    checksum: str = Field(description="'crc32:<hex>' (stream v2) or 'sha256:<hex>' (v1) of the copied bytes")
     skipped: bool = False
 
 
@@ -267,4 +267,4 @@ class ReceiveReply(AgentReply):
     path: str
     size: int
     allocated: int
-    sha256: str
+    checksum: str = Field(description="'crc32:<hex>' (stream v2) or 'sha256:<hex>' (v1) of the received stream")

@@ -211,7 +211,7 @@ async def copy_to_remote(ctx: HasStorage, cmd: c.CopyToRemoteCmd) -> c.CopyToRem
     return c.CopyToRemoteReply(
         copied=[
             c.CopiedTO(
-                path=x.path, size=x.size, allocatedSize=x.allocated, sha256=x.sha256, skipped=x.skipped
+                path=x.path, size=x.size, allocatedSize=x.allocated, checksum=x.checksum, skipped=x.skipped
             )
             for x in copied
         ],
@@ -272,7 +272,7 @@ def _receive_handler(
             return _error(e)
         return web.json_response(
             c.ReceiveReply(
-                path=got.path, size=got.size, allocated=got.allocated, sha256=got.checksum
+                path=got.path, size=got.size, allocated=got.allocated, checksum=got.checksum
             ).model_dump()
         )
 
