@@ -1,0 +1,242 @@
+"""Issue 6's VM features end to end on the testbed, on tiny guests driven through the controller's API.
+
+* A VM created from ``tiny.iso`` with a root disk offering boots from its CD-ROM; the "installation" writes the
+  tiny disk image onto its empty ``/dev/vda`` over SSH; the guest's own ``reboot`` then lands on its disk (the
+  agent's CD-then-disk switch), and ``SetVmBootOrder`` + ``RebootVmInstance`` choose the device of the next boot.
+* Live ``AttachIsoToVmInstance`` / ``DetachIsoFromVmInstance``: the guest reads (or no longer reads) ``/dev/sr0``.
+* ``GetVmConsoleAddress`` for vnc and spice: the returned host:port speaks RFB or the SPICE link protocol.
+* ``vm.cpuMode``: host-model shows in the running domain; host-passthrough is refused under TCG, VM stays Stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from lab import Testbed, TinyImage, ssh_keypair
+from test_compute import Ctl, _free_port, _kill_agent, _records
+from test_flatnet import Flat
+
+from controller.app import create_app
+from controller.config import ControllerConfig
+
+MiB = 1 << 20
+PS_URL = "/var/lib/zstack-py/e2e-localps"
+DB = "/tmp/zstack-e2e-vmfeatures.db"
+
+
+@pytest.fixture
+async def lab(testbed: Testbed, tiny: TinyImage, tmp_path: Path) -> AsyncIterator[Flat]:
+    """An in-process controller with both testbed hosts and flat DHCP + user data on the L3 (for SSH keys)."""
+    port = _free_port()
+    cfg = ControllerConfig(db_path=DB, log_dir="/tmp/zstack-e2e-vmfeatures-log", port=port)
+    await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
+    key, pub = ssh_keypair(tmp_path)
+    async with TestClient(TestServer(create_app(cfg), host="0.0.0.0", port=port)) as client:
+        c = Ctl(client)
+        c.session = (await c.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
+        await _records(c, tiny)
+        hosts = {}
+        try:
+            for h in testbed.hosts[:2]:
+                inv = await c.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,
+                                  password=h.ssh_password, clusterUuid=c.ids["cluster"])
+                hosts[inv["uuid"]] = h
+            provider = (await c.raw("QueryNetworkServiceProvider", conditions=[
+                {"name": "type", "op": "=", "value": "Flat"}]))[1]["inventories"][0]["uuid"]
+            await c.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=c.ids["l3"],
+                        networkServices={provider: ["DHCP", "Userdata"]})
+            yield Flat(c, hosts, key, pub)
+        finally:
+            for h in testbed.hosts:
+                print(h.name, h.run("sh", "-c", "grep -v 'GET \\|POST ' /var/log/zstack-py/kvmagent.log | tail -25",
+                                    check=False).stdout)
+                h.run("sh", "-c", "for d in $(virsh -c qemu:///system list --all --name); do "
+                      "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done", check=False)
+                _kill_agent(h)
+                h.run("sh", "-c", "for n in $(ip netns list | awk '/^zsfn-/{print $1}'); do "
+                      "ip netns pids $n | xargs -r kill -9; ip netns del $n; done; "
+                      "ip -o link | awk -F': ' '/ zfo/{print $2}' | cut -d@ -f1 | xargs -r -n1 ip link del; "
+                      "ebtables -F; ebtables -X; rm -rf /var/lib/zstack-py/flatnet", check=False)
+                h.run("rm", "-rf", PS_URL, "/var/lib/zstack-py/console", check=False)
+
+
+async def _create(lab: Flat, name: str, image: str, **extra: Any) -> dict[str, Any]:
+    c = lab.ctl
+    return await c.inv("CreateVmInstance", name=name, instanceOfferingUuid=c.ids["offering"], imageUuid=image,
+                       l3NetworkUuids=[c.ids["l3"]], systemTags=[f"sshkey::{lab.pub}"], **extra)
+
+
+async def _next_boot(lab: Flat, vm: dict[str, Any], after: int) -> tuple[str, int]:
+    """The device of the first ``tiny: booted from`` line past console offset ``after``; and its end offset."""
+    m = await _wait_after(lab, vm, after, r"tiny: booted from (disk|cdrom)")
+    return m.group(1), after + m.end()
+
+
+async def _lease(lab: Flat, vm: dict[str, Any], after: int) -> None:
+    await _wait_after(lab, vm, after, rf"tiny: LEASE eth0 {re.escape(vm['vmNics'][0]['ip'])}/")
+
+
+async def _wait_after(lab: Flat, vm: dict[str, Any], after: int, pattern: str,
+                      timeout: float = 90) -> re.Match[str]:
+    """The first match of ``pattern`` in the VM's console log past offset ``after``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = re.search(pattern, (await asyncio.to_thread(lab.console, vm))[after:])
+        if m:
+            return m
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{pattern!r} not on the console of {vm['name']} past {after}:\n"
+                         f"{lab.console(vm)[after:][-3000:]}")
+
+
+async def _ssh_ok(lab: Flat, vm: dict[str, Any], command: str, timeout: float = 30) -> str:
+    """``command`` over SSH, retried until sshd answers (it starts shortly after the lease)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cp = await lab.ssh(vm, command)
+        if cp.returncode == 0:
+            return str(cp.stdout)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"ssh {command!r} to {vm['name']}: rc={cp.returncode} {cp.stderr}")
+        await asyncio.sleep(1)
+
+
+async def _install_disk(lab: Flat, vm: dict[str, Any], tiny: TinyImage, tmp_path: Path) -> None:
+    """The "installer": the raw tiny disk image, piped over SSH onto the guest's empty root disk."""
+    raw = tmp_path / "tiny.raw"
+    await asyncio.to_thread(subprocess.run, ["qemu-img", "convert", "-O", "raw", str(tiny.qcow2), str(raw)],
+                            check=True)
+    (st,) = await lab.status(vm["hostUuid"])
+    ssh = (f"ssh -i {lab.key} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+           f"-o LogLevel=ERROR root@{vm['vmNics'][0]['ip']}")
+    h = lab.hosts[vm["hostUuid"]]
+    cp = await asyncio.to_thread(h.run, "sh", "-c", f"ip netns exec {st.namespace} {ssh} "
+                                 f"'dd of=/dev/vda bs=1M && sync && echo written' < {raw}", check=False, timeout=120)
+    assert cp.returncode == 0 and "written" in cp.stdout, cp
+
+
+async def test_vm_from_iso_installs_then_boots_from_disk(lab: Flat, tiny: TinyImage, tmp_path: Path) -> None:
+    c = lab.ctl
+    iso = await c.inv("AddImage", name="tiny-iso", url=f"file://{tiny.iso}", format="iso", mediaType="ISO")
+    disk = await c.inv("CreateDiskOffering", name="root", diskSize=32 * MiB)
+    t0 = time.monotonic()
+    vm = await _create(lab, "iso-vm", iso["uuid"], rootDiskOfferingUuid=disk["uuid"])
+    assert vm["state"] == "Running", vm
+    dev, end = await _next_boot(lab, vm, 0)
+    assert dev == "cdrom"
+    await _lease(lab, vm, end)
+    print(f"\nISO VM: create to lease {time.monotonic() - t0:.1f} s")
+    assert "vda" in await _ssh_ok(lab, vm, "cat /proc/partitions")
+    await _install_disk(lab, vm, tiny, tmp_path)
+    # (a) the installer's reboot inside the guest: the agent restarts the VM from its disk
+    size = len(lab.console(vm))
+    t0 = time.monotonic()
+    await lab.ssh(vm, "reboot")
+    dev, end = await _next_boot(lab, vm, size)
+    print(f"guest reboot to 'booted from disk' (CD-then-disk switch): {time.monotonic() - t0:.1f} s")
+    assert dev == "disk", lab.console(vm)[size:]
+    assert (await c.vm(vm["uuid"]))["state"] == "Running"
+    # (b) the boot order through the API, applied by RebootVmInstance
+    assert (await c.inv("GetVmBootOrder", uuid=vm["uuid"]))["order"] == ["HardDisk"]
+    for order, want in ((["CdRom", "HardDisk"], "cdrom"), (["HardDisk", "CdRom"], "disk")):
+        await c.inv("SetVmBootOrder", uuid=vm["uuid"], bootOrder=order)
+        assert (await c.inv("GetVmBootOrder", uuid=vm["uuid"]))["order"] == order
+        size = len(lab.console(vm))
+        assert (await c.inv("RebootVmInstance", uuid=vm["uuid"]))["state"] == "Running"
+        dev, _ = await _next_boot(lab, vm, size)
+        assert dev == want, (order, lab.console(vm)[size:])
+    await c.inv("DestroyVmInstance", uuid=vm["uuid"])
+
+
+CD001 = "dd if=/dev/sr0 bs=2048 skip=16 count=1 2>&1 | grep -c CD001"
+
+
+async def test_live_iso_attach_and_detach(lab: Flat, tiny: TinyImage) -> None:
+    c = lab.ctl
+    iso = await c.inv("AddImage", name="tiny-iso", url=f"file://{tiny.iso}", format="iso", mediaType="ISO")
+    vm = await _create(lab, "live-iso", c.ids["image"])
+    await _lease(lab, vm, 0)
+    cp = await lab.ssh(vm, CD001)
+    assert "1" not in cp.stdout.split(), cp  # the empty drive has no medium
+    await c.inv("AttachIsoToVmInstance", vmInstanceUuid=vm["uuid"], isoUuid=iso["uuid"])
+    assert (await _ssh_ok(lab, vm, CD001)).split() == ["1"]
+    await c.inv("DetachIsoFromVmInstance", vmInstanceUuid=vm["uuid"])
+    cp = await lab.ssh(vm, CD001)
+    assert cp.returncode != 0 and "1" not in cp.stdout.split(), cp
+    await c.inv("DestroyVmInstance", uuid=vm["uuid"])
+
+
+def _rfb_banner(ip: str, port: int) -> bytes:
+    with socket.create_connection((ip, port), timeout=5) as s:
+        return s.recv(12)
+
+
+def _spice_link(ip: str, port: int) -> bytes:
+    """Send a SpiceLinkHeader + SpiceLinkMess for the main channel; the server's reply header starts REDQ."""
+    mess = struct.pack("<IBBIII", 0, 1, 0, 0, 0, 18)  # connection id, channel main, id 0, no caps, caps offset
+    header = b"REDQ" + struct.pack("<III", 2, 2, len(mess))
+    with socket.create_connection((ip, port), timeout=5) as s:
+        s.sendall(header + mess)
+        return s.recv(16)
+
+
+async def _console(lab: Flat, vm: dict[str, Any], protocol: str) -> None:
+    addr = await lab.ctl.inv("GetVmConsoleAddress", uuid=vm["uuid"])
+    h = lab.hosts[vm["hostUuid"]]
+    assert addr["protocol"] == protocol and addr["hostIp"] == h.ip, addr
+    if protocol == "vnc":
+        banner = await asyncio.to_thread(_rfb_banner, addr["hostIp"], addr["port"])
+        assert banner.startswith(b"RFB 003.00") and banner.endswith(b"\n"), banner
+    else:
+        reply = await asyncio.to_thread(_spice_link, addr["hostIp"], addr["port"])
+        assert reply[:4] == b"REDQ" and struct.unpack("<II", reply[4:12]) == (2, 2), reply
+
+
+async def _restart(lab: Flat, vm: dict[str, Any]) -> dict[str, Any]:
+    await lab.ctl.inv("StopVmInstance", uuid=vm["uuid"], type="cold")
+    return await lab.ctl.inv("StartVmInstance", uuid=vm["uuid"])
+
+
+def _running_xml(lab: Flat, vm: dict[str, Any]) -> str:
+    return lab.hosts[vm["hostUuid"]].run("virsh", "-c", "qemu:///system", "dumpxml", vm["uuid"]).stdout
+
+
+async def _config(lab: Flat, name: str, value: str) -> None:
+    await lab.ctl.inv("UpdateGlobalConfig", category="kvm", name=name, value=value)
+
+
+async def test_console_protocols_and_cpu_modes(lab: Flat) -> None:
+    c = lab.ctl
+    vm = await _create(lab, "console", c.ids["image"])
+    await _console(lab, vm, "vnc")
+    await _config(lab, "vm.consoleMode", "spice")
+    assert (await c.inv("GetVmConsoleAddress", uuid=vm["uuid"]))["protocol"] == "vnc"  # at the next start
+    vm = await _restart(lab, vm)
+    await _console(lab, vm, "spice")
+    await _config(lab, "vm.consoleMode", "vnc")
+    # cpuMode host-model: TCG libvirt expands it in the running domain
+    await _config(lab, "vm.cpuMode", "host-model")
+    vm = await _restart(lab, vm)
+    xml = _running_xml(lab, vm)
+    assert "<cpu mode='host-model'" in xml or "<cpu mode='custom'" in xml, xml
+    print("\nhost-model runs as:", xml[xml.index("<cpu"):xml.index("</cpu>") + 6].splitlines()[0:3])
+    await _config(lab, "vm.cpuMode", "host-passthrough")
+    await c.inv("StopVmInstance", uuid=vm["uuid"], type="cold")
+    status, body = await c.raw("StartVmInstance", uuid=vm["uuid"])
+    assert status != 200 or not body.get("success"), body
+    text = str(body.get("error"))
+    assert "host-passthrough" in text and "TCG" in text, body
+    assert (await c.vm(vm["uuid"]))["state"] == "Stopped"
+    await _config(lab, "vm.cpuMode", "none")
+    assert (await c.inv("StartVmInstance", uuid=vm["uuid"]))["state"] == "Running"
+    await c.inv("DestroyVmInstance", uuid=vm["uuid"])
