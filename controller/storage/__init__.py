@@ -1,3 +1,3 @@
 """Controller side of local primary storage: capacity refs, data volumes, snapshots, volume migration."""
 
-from controller.storage import migrate, snapshots, volumes  # noqa: F401
+from controller.storage import deletion, migrate, snapshots, volumes  # noqa: F401

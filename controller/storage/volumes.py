@@ -1,5 +1,5 @@
-"""Data volumes on local primary storage: CreateDataVolume, AttachDataVolumeToVm, DetachDataVolumeFromVm,
-DeleteDataVolume (reference §3.5, 1.0 behaviour).
+"""Data volumes on local primary storage: CreateDataVolume, AttachDataVolumeToVm, DetachDataVolumeFromVm
+(reference §3.5, 1.0 behaviour).
 
 Guarantees:
 
@@ -9,8 +9,8 @@ Guarantees:
   ``LocalStorageMigrateVolume`` moves it).
 * Attach/detach of a Running VM is live (``/vm/volume/attach|detach``); a failing live attach leaves the
   volume detached (a volume instantiated by that attach stays Ready on the host).
-* DeleteDataVolume is Direct for now (bits, snapshots, row and capacity); 1.0's deletion policies
-  (Delay/Never, Recover/Expunge) come with issue 6.
+* DeleteDataVolume with its deletion policies, RecoverDataVolume and ExpungeDataVolume are in ``deletion.py``
+  (they use :func:`detach`, :func:`delete_bits` and :func:`forget`); a Deleted volume cannot be attached.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.api.context import ApiContext
-from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid, UuidDeleteMessage, UuidMessage
+from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid, UuidMessage
 from controller.api.registry import api, by_uuid
 from controller.core import Controller
 from controller.errors import InvalidArgument, OperationError, StateConflict
@@ -195,19 +195,3 @@ async def forget(core: Controller, volume_uuid: str) -> None:
         await capacity.remove_resource(tx, volume_uuid)
         await tx.execute("DELETE FROM VolumeSnapshot WHERE volumeUuid=?", (volume_uuid,))
         await tx.execute("DELETE FROM Volume WHERE uuid=?", (volume_uuid,))
-
-
-@api("DeleteDataVolume", UuidDeleteMessage, job=True, queue=by_uuid)
-async def delete_data_volume(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
-    """Direct delete (issue 6 adds Delay/Never): detach if attached, delete bits, refs, capacity and row."""
-    row = await ctx.db.fetchone("SELECT * FROM Volume WHERE uuid=?", (msg.uuid,))
-    if row is None:
-        return {}
-    volume = dict(row)
-    if volume["type"] == "Root":
-        raise InvalidArgument(f"volume[uuid:{msg.uuid}] is a root volume; delete its vm instead")
-    if volume["vmInstanceUuid"]:
-        await detach(ctx, volume)
-    await delete_bits(ctx.core, volume)
-    await forget(ctx.core, volume["uuid"])
-    return {}
