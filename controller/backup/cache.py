@@ -12,6 +12,11 @@ from typing import Any
 from urllib.parse import quote
 
 from controller.core import Controller
+from controller.errors import OperationError
+
+
+class NoUsableCopy(OperationError, LookupError):
+    """The image cannot be fetched by a host: Deleted, or no Ready copy (409; still a LookupError for callers)."""
 
 
 def sftp_url(bs: Any, install_path: str) -> str:
@@ -21,7 +26,10 @@ def sftp_url(bs: Any, install_path: str) -> str:
 
 
 async def cache_source(core: Controller, image_row: Any, *, zone_uuid: str | None = None) -> dict[str, Any]:
-    """``{"url", "md5", "size"}`` for ``DownloadImageCmd``; raises LookupError when no copy is usable."""
+    """``{"url", "md5", "size"}`` for ``DownloadImageCmd``; raises :class:`NoUsableCopy` (a LookupError and a
+    409 API error) when no copy is usable (a Deleted image has none: no VM is created from it until recovered)."""
+    if image_row["status"] == "Deleted":
+        raise NoUsableCopy(f"image[uuid:{image_row['uuid']}] is Deleted; recover it with RecoverImage first")
     rows = await core.db.fetchall(
         "SELECT r.installPath, r.status, b.hostname, b.sshPort, b.username, b.password, "
         "EXISTS(SELECT 1 FROM BackupStorageZoneRef z WHERE z.backupStorageUuid = b.uuid AND z.zoneUuid = ?) "
@@ -32,6 +40,6 @@ async def cache_source(core: Controller, image_row: Any, *, zone_uuid: str | Non
         return {"url": image_row["url"], "md5": None, "size": None}
     ready = [r for r in rows if r["status"] == "Ready"]
     if not ready:
-        raise LookupError(f"image[uuid:{image_row['uuid']}] has no Ready copy on any backup storage")
+        raise NoUsableCopy(f"image[uuid:{image_row['uuid']}] has no Ready copy on any backup storage")
     r = ready[0]
     return {"url": sftp_url(r, r["installPath"]), "md5": image_row["md5Sum"], "size": image_row["actualSize"]}

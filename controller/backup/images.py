@@ -156,12 +156,3 @@ async def _roll_back(ctx: ApiContext, uuid: str, storages: list[dict[str, Any]],
     async with ctx.db.write() as tx:
         await tx.execute("DELETE FROM Image WHERE uuid=?", (uuid,))
 
-
-async def delete_files(ctx: ApiContext, uuid: str) -> None:
-    """Remove the image's directory on every backup storage holding a ref, then re-measure capacities."""
-    rows = await ctx.db.fetchall("SELECT r.installPath, b.* FROM ImageBackupStorageRef r JOIN BackupStorage b "
-                                 "ON b.uuid = r.backupStorageUuid WHERE r.imageUuid = ?", (uuid,))
-    for r in rows:
-        if r["installPath"]:
-            await remove_tree(Endpoint.of(r), r["installPath"].rsplit("/", 1)[0])
-        await refresh_capacity(ctx, dict(r))

@@ -15,6 +15,7 @@ from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
 from controller.backup.sftp import BackupStorageError, Endpoint, prepare
+from controller.core import Controller
 from controller.db.database import Tx
 from controller.errors import InvalidArgument
 from controller.resources.backup_storage import AddSftpBackupStorageMsg, check_hostname
@@ -56,7 +57,7 @@ class ReconnectBackupStorageMsg(ApiMessage):
     uuid: Uuid
 
 
-async def _set_status(ctx: ApiContext, uuid: str, values: dict[str, Any]) -> None:
+async def _set_status(ctx: ApiContext | Controller, uuid: str, values: dict[str, Any]) -> None:
     async with ctx.db.write() as tx:
         await tx.update("BackupStorage", {"uuid": uuid}, {**values, "lastOpDate": now_iso()})
 
@@ -75,7 +76,7 @@ async def reconnect_backup_storage(ctx: ApiContext, msg: ReconnectBackupStorageM
     return {"inventory": await ctx.inventory("BackupStorage", msg.uuid)}
 
 
-async def refresh_capacity(ctx: ApiContext, bs: dict[str, Any]) -> None:
+async def refresh_capacity(ctx: ApiContext | Controller, bs: dict[str, Any]) -> None:
     """Re-measure a storage's capacity after its content changed (best effort: errors are ignored)."""
     try:
         total, avail = await prepare(Endpoint.of(bs), bs["url"])

@@ -1,9 +1,7 @@
 """Image records: UpdateImage, ChangeImageState, DeleteImage (AddImage is in ``controller/compute/images.py``).
 
-DeleteImage is 1.0's ``Direct`` policy for now: the image's files are removed from every SFTP backup
-storage holding a ref (capacity re-measured), then the row (refs cascade). A storage that cannot be
-reached fails the API and nothing is deleted from the database, so the delete can be retried. The
-Delay/Never policies with RecoverImage/ExpungeImage come with the deletion-policy issue.
+DeleteImage follows ``image/deletionPolicy`` (Direct, Delay, Never; optionally only on ``backupStorageUuids``);
+the work, RecoverImage and ExpungeImage are in ``controller/backup/deletion.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ from typing import Any, Literal
 from controller.api.context import ApiContext
 from controller.api.messages import ChangeStateMessage, UpdateMessage, Uuid, UuidDeleteMessage
 from controller.api.registry import api, by_uuid
-from controller.resources.common import STATE_EVENTS, delete_row, update_fields
+from controller.resources.common import STATE_EVENTS, update_fields
 
 
 class UpdateImageMsg(UpdateMessage):
@@ -47,9 +45,8 @@ async def change_image_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[s
 
 @api("DeleteImage", DeleteImageMsg, queue=by_uuid)
 async def delete_image(ctx: ApiContext, msg: DeleteImageMsg) -> dict[str, Any]:
-    """Delete an image and its files on backup storage (an unknown uuid succeeds, as in 1.0)."""
-    from controller.backup.images import delete_files  # the backup package imports this module's peers
+    """Delete an image with ``image/deletionPolicy`` (an unknown uuid succeeds, as in 1.0)."""
+    from controller.backup.deletion import delete  # the backup package imports this module's peers
 
-    await delete_files(ctx, msg.uuid)
-    await delete_row(ctx, "Image", msg.uuid)
+    await delete(ctx, msg.uuid, msg.backupStorageUuids)
     return {}
