@@ -174,6 +174,12 @@ async def test_live_iso_attach_and_detach(lab: Flat, tiny: TinyImage) -> None:
     assert "1" not in cp.stdout.split(), cp  # the empty drive has no medium
     await c.inv("AttachIsoToVmInstance", vmInstanceUuid=vm["uuid"], isoUuid=iso["uuid"])
     assert (await _ssh_ok(lab, vm, CD001)).split() == ["1"]
+    # the ISO is kept across a stop/start (the iso:: tag goes into /vm/start)
+    await c.inv("StopVmInstance", uuid=vm["uuid"])
+    size = len(lab.console(vm))
+    vm = await c.inv("StartVmInstance", uuid=vm["uuid"])
+    await _lease(lab, vm, size)
+    assert (await _ssh_ok(lab, vm, CD001)).split() == ["1"]
     await c.inv("DetachIsoFromVmInstance", vmInstanceUuid=vm["uuid"])
     cp = await lab.ssh(vm, CD001)
     assert cp.returncode != 0 and "1" not in cp.stdout.split(), cp
