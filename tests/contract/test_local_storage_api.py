@@ -91,6 +91,7 @@ async def test_capacity_volumes_and_snapshots(env: Env) -> None:
     started = await e.inv("StartVmInstance", uuid=vm["uuid"])
     assert started["hostUuid"] == vm["hostUuid"]
     await e.call("DeleteDataVolume", uuid=vol["uuid"])
+    await e.call("ExpungeDataVolume", uuid=vol["uuid"])  # volume/deletionPolicy defaults to Delay (§3.10)
     assert not exists(vol["installPath"])
     refs = await _refs(e)
     assert set(refs) == {vm["rootVolumeUuid"]}

@@ -175,6 +175,7 @@ async def test_add_image_over_http_with_progress(api: Api, ssh_port: int, tmp_pa
     assert (ref["status"], ref["installPath"]) == ("Ready", str(path))
     assert path.read_bytes() == data
     await api.call("DeleteImage", uuid=img["uuid"])
+    await api.call("ExpungeImage", imageUuid=img["uuid"])  # image/deletionPolicy defaults to Delay (§3.10)
     assert not path.parent.exists() and await api.query("QueryImage") == []
 
 

@@ -18,7 +18,9 @@ async def test_image_record_lifecycle(api: Api) -> None:
     s, b = await api.raw("UpdateImage", uuid=img["uuid"], platform="BeOS")
     assert s == 400 and "platform" in b["error"]["details"] and "BeOS" in b["error"]["details"]
     assert (await api.query("QueryImage", ("uuid", "=", img["uuid"])))[0]["platform"] == "Linux"
-    await api.call("DeleteImage", uuid=img["uuid"])
+    await api.call("DeleteImage", uuid=img["uuid"])  # image/deletionPolicy defaults to Delay (§3.10)
+    assert (await api.query("QueryImage", ("uuid", "=", img["uuid"])))[0]["status"] == "Deleted"
+    await api.call("ExpungeImage", imageUuid=img["uuid"])
     assert await api.query("QueryImage") == []
     assert await api.query("QueryUserTag", ("resourceUuid", "=", img["uuid"])) == []
     await api.call("DeleteImage", uuid=img["uuid"])  # unknown uuid: success, as in 1.0
