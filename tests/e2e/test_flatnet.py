@@ -67,7 +67,12 @@ class Flat:
         argv = ["ip", "netns", "exec", st.namespace, "ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o",
                 "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o",
                 "ConnectTimeout=5", f"root@{vm['vmNics'][0]['ip']}", command]
-        return await asyncio.to_thread(h.run, *argv, check=False, timeout=40)
+        deadline = time.monotonic() + 30
+        while True:  # dropbear starts after the user data is applied; under load that can lag the markers
+            cp = await asyncio.to_thread(h.run, *argv, check=False, timeout=40)
+            if cp.returncode != 255 or "Connection refused" not in cp.stderr or time.monotonic() > deadline:
+                return cp
+            await asyncio.sleep(1)
 
 
 @pytest.fixture
