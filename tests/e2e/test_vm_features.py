@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from lab import Testbed, TinyImage, ssh_keypair
 from test_compute import Ctl, _free_port, _kill_agent, _records
@@ -34,9 +35,14 @@ PS_URL = "/var/lib/zstack-py/e2e-localps"
 DB = "/tmp/zstack-e2e-vmfeatures.db"
 
 
-@pytest.fixture
-async def lab(testbed: Testbed, tiny: TinyImage, tmp_path: Path) -> AsyncIterator[Flat]:
-    """An in-process controller with both testbed hosts and flat DHCP + user data on the L3 (for SSH keys)."""
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def lab(testbed: Testbed, tiny: TinyImage, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Flat]:
+    """An in-process controller with both testbed hosts and flat DHCP + user data on the L3 (for SSH keys), for
+    the module (each test destroys its VMs and restores the global configs it changes)."""
+    tmp_path = tmp_path_factory.mktemp("vmfeatures")
     port = _free_port()
     cfg = ControllerConfig(db_path=DB, log_dir="/tmp/zstack-e2e-vmfeatures-log", port=port)
     await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
@@ -125,9 +131,17 @@ async def _install_disk(lab: Flat, vm: dict[str, Any], tiny: TinyImage, tmp_path
     assert cp.returncode == 0 and "written" in cp.stdout, cp
 
 
+async def _iso(lab: Flat, tiny: TinyImage) -> dict[str, Any]:
+    """The tiny ISO as an image (added once per controller)."""
+    if "iso" not in lab.ctl.ids:
+        inv = await lab.ctl.inv("AddImage", name="tiny-iso", url=f"file://{tiny.iso}", format="iso", mediaType="ISO")
+        lab.ctl.ids["iso"] = inv["uuid"]
+    return {"uuid": lab.ctl.ids["iso"]}
+
+
 async def test_vm_from_iso_installs_then_boots_from_disk(lab: Flat, tiny: TinyImage, tmp_path: Path) -> None:
     c = lab.ctl
-    iso = await c.inv("AddImage", name="tiny-iso", url=f"file://{tiny.iso}", format="iso", mediaType="ISO")
+    iso = await _iso(lab, tiny)
     disk = await c.inv("CreateDiskOffering", name="root", diskSize=32 * MiB)
     t0 = time.monotonic()
     vm = await _create(lab, "iso-vm", iso["uuid"], rootDiskOfferingUuid=disk["uuid"])
@@ -167,7 +181,7 @@ CD001 = "dd if=/dev/sr0 bs=2048 skip=16 count=1 2>&1 | grep -c CD001"
 
 async def test_live_iso_attach_and_detach(lab: Flat, tiny: TinyImage) -> None:
     c = lab.ctl
-    iso = await c.inv("AddImage", name="tiny-iso", url=f"file://{tiny.iso}", format="iso", mediaType="ISO")
+    iso = await _iso(lab, tiny)
     vm = await _create(lab, "live-iso", c.ids["image"])
     await _lease(lab, vm, 0)
     cp = await lab.ssh(vm, CD001)
@@ -221,6 +235,11 @@ def _running_xml(lab: Flat, vm: dict[str, Any]) -> str:
     return lab.hosts[vm["hostUuid"]].run("virsh", "-c", "qemu:///system", "dumpxml", vm["uuid"]).stdout
 
 
+async def _free_memory(lab: Flat) -> dict[str, int]:
+    rows = await lab.core.db.fetchall("SELECT uuid, availableMemoryCapacity FROM Host")
+    return {r["uuid"]: r["availableMemoryCapacity"] for r in rows}
+
+
 def _cpu_model(xml: str) -> str:
     m = re.search(r"(?s)<cpu mode='(?:custom|host-model)'[^>]*>.*?<model[^>]*>([^<]+)</model>", xml)
     assert m, xml
@@ -253,11 +272,15 @@ async def test_console_protocols_and_cpu_modes(lab: Flat) -> None:
     assert _cpu_model(_running_xml(lab, vm)) == host_model.group(1) != "qemu64"
     await _config(lab, "vm.cpuMode", "host-passthrough")
     await c.inv("StopVmInstance", uuid=vm["uuid"], type="cold")
+    free = await _free_memory(lab)
     status, body = await c.raw("StartVmInstance", uuid=vm["uuid"])
     assert status != 200 or not body.get("success"), body
     text = str(body.get("error"))
     assert "host-passthrough" in text and "TCG" in text, body
     assert (await c.vm(vm["uuid"]))["state"] == "Stopped"
+    assert await _free_memory(lab) == free  # the failed start gave its capacity back
+    flat = [st for host_uuid in lab.hosts for st in await lab.status(host_uuid)]
+    assert flat and all(st.nicCount == 0 for st in flat), flat  # and its DHCP entry
     await _config(lab, "vm.cpuMode", "none")
     assert (await c.inv("StartVmInstance", uuid=vm["uuid"]))["state"] == "Running"
     await c.inv("DestroyVmInstance", uuid=vm["uuid"])
