@@ -44,11 +44,14 @@ def build(cfg: Config, state: State) -> None:
 
 def _prepare_root(cfg: Config, state: State) -> None:
     """Mount points, the private dir that holds the mount-namespace handles, and the testbed's SSH key."""
-    for d in [*PRIVATE_DIRS, "/run/sshd"]:
+    # sshd's privilege-separation directory is shared by every sshd on the machine (other testbeds, the
+    # system's): created when missing, never recorded, so no `down` removes it from under a running sshd.
+    os.makedirs("/run/sshd", mode=0o700, exist_ok=True)
+    for d in PRIVATE_DIRS:
         if not os.path.isdir(d):
             state.created_dirs.append(d)
             state.save()
-            os.makedirs(d, mode=0o700 if d in ("/root/.ssh", "/run/sshd") else 0o755)
+            os.makedirs(d, mode=0o700 if d == "/root/.ssh" else 0o755)
     if not is_mountpoint("/run/netns"):
         state.mounted_run_netns = True  # `ip netns add` bind-mounts /run/netns onto itself
         state.save()
