@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from test_controller_compute import Env, env  # noqa: F401  (fixture)
+from test_controller_compute import Env
 
 from controller.compute.connect import connect
 from kvmagent.contract import flatnet as fc
@@ -35,7 +35,7 @@ class Recorder:
 
 
 @pytest.fixture
-async def rec(env: Env) -> AsyncIterator[Recorder]:  # noqa: F811
+async def rec(env: Env) -> AsyncIterator[Recorder]:
     agents = env.core.services["agents"]
     r = Recorder(agents)
     agents.call = r.call
@@ -47,14 +47,14 @@ async def rec(env: Env) -> AsyncIterator[Recorder]:  # noqa: F811
     agents.call = r.real
 
 
-async def _dhcp_tag(env: Env) -> str:  # noqa: F811
+async def _dhcp_tag(env: Env) -> str:
     rows = await env.core.db.fetchall("SELECT tag, inherent FROM SystemTag WHERE resourceUuid=? AND tag LIKE "
                                       "'flatNetwork::DhcpServer::%'", (env.ids["l3"],))
     assert len(rows) == 1 and rows[0]["inherent"] == 1, [dict(r) for r in rows]
     return str(rows[0]["tag"])
 
 
-async def test_dhcp_server_ip_allocated_once_on_attach(env: Env, rec: Recorder) -> None:  # noqa: F811
+async def test_dhcp_server_ip_allocated_once_on_attach(env: Env, rec: Recorder) -> None:
     tag = await _dhcp_tag(env)
     _, _, ip, _, ip_uuid = tag.split("::")
     used = await env.core.db.fetchone("SELECT ip, usedFor FROM UsedIp WHERE uuid=?", (ip_uuid,))
@@ -65,7 +65,7 @@ async def test_dhcp_server_ip_allocated_once_on_attach(env: Env, rec: Recorder) 
     assert await _dhcp_tag(env) == tag  # not re-allocated by the start
 
 
-async def test_start_applies_dhcp_and_userdata_before_the_domain(env: Env, rec: Recorder) -> None:  # noqa: F811
+async def test_start_applies_dhcp_and_userdata_before_the_domain(env: Env, rec: Recorder) -> None:
     status, body = await env.create_vm("My_VM 1", systemTags=[SEED_USERDATA, "sshkey::ssh-ed25519 AAAAC3 k@x"])
     assert status == 200, body
     vm, nic = body["inventory"], body["inventory"]["vmNics"][0]
@@ -92,7 +92,7 @@ async def test_start_applies_dhcp_and_userdata_before_the_domain(env: Env, rec: 
     assert [(h, c.vmUuid) for h, c in rec.flat("/flatnet/userdata/release")] == [(vm["hostUuid"], vm["uuid"])]
 
 
-async def test_tag_changes_pushed_to_the_running_vm_with_warnings(env: Env, rec: Recorder) -> None:  # noqa: F811
+async def test_tag_changes_pushed_to_the_running_vm_with_warnings(env: Env, rec: Recorder) -> None:
     _, body = await env.create_vm("vm1")
     vm = body["inventory"]
     rec.calls.clear()
@@ -111,7 +111,7 @@ async def test_tag_changes_pushed_to_the_running_vm_with_warnings(env: Env, rec:
     assert status == 400 and "no system tag matches" in body["error"]["details"], body
 
 
-async def test_reconnect_rebuilds_with_hostnames_and_userdata(env: Env, rec: Recorder) -> None:  # noqa: F811
+async def test_reconnect_rebuilds_with_hostnames_and_userdata(env: Env, rec: Recorder) -> None:
     vms = []
     for i in range(3):
         status, body = await env.create_vm(f"vm{i}", systemTags=[f"hostname::web-{i}"])
@@ -139,7 +139,7 @@ async def test_reconnect_rebuilds_with_hostnames_and_userdata(env: Env, rec: Rec
     assert status == 400 and "'maybe'" in body["error"]["details"], body
 
 
-async def test_out_of_band_stop_releases_on_that_host(env: Env, rec: Recorder) -> None:  # noqa: F811
+async def test_out_of_band_stop_releases_on_that_host(env: Env, rec: Recorder) -> None:
     from controller.compute.tracer import apply_report
 
     _, body = await env.create_vm("vm1")

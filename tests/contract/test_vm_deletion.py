@@ -7,7 +7,11 @@ import asyncio
 import os
 from typing import Any
 
-from test_controller_compute import Env, _capacity_exact, env  # noqa: F401  (the shared fixture)
+from test_controller_compute import Env, _capacity_exact
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
 
 
 async def _root_path(env: Env, vm: dict[str, Any]) -> str:
@@ -28,7 +32,7 @@ async def test_delay_destroy_recover_start(env: Env) -> None:
     await env.call("DestroyVmInstance", uuid=vm["uuid"])
     d = await env.vm(vm["uuid"])
     assert d["state"] == "Destroyed" and d["hostUuid"] is None and d["vmNics"][0]["ip"] is None
-    assert d["allVolumes"][0]["status"] == "Deleted" and os.path.exists(path)
+    assert d["allVolumes"][0]["status"] == "Deleted" and _exists(path)
     await _capacity_exact(env)
     assert await env.core.db.fetchone("SELECT 1 FROM UsedIp WHERE ip=?", (vm["vmNics"][0]["ip"],)) is None
     r = await env.inv("RecoverVmInstance", uuid=vm["uuid"])
@@ -48,7 +52,7 @@ async def test_expunge_removes_files_rows_and_tags(env: Env) -> None:
     assert status == 409 and body["error"]["code"] == "VM.1010"
     await env.call("DestroyVmInstance", uuid=vm["uuid"])
     await env.call("ExpungeVmInstance", uuid=vm["uuid"])
-    assert not os.path.exists(path)
+    assert not _exists(path)
     for table, col in (("VmInstance", "uuid"), ("VmNic", "vmInstanceUuid"), ("UserTag", "resourceUuid")):
         assert await env.core.db.fetchone(f"SELECT 1 FROM {table} WHERE {col}=?", (vm["uuid"],)) is None
     assert await env.core.db.fetchone("SELECT 1 FROM Volume WHERE uuid=?", (vm["rootVolumeUuid"],)) is None
@@ -63,7 +67,7 @@ async def test_direct_policy_deletes_at_once(env: Env) -> None:
     await env.call("DestroyVmInstance", uuid=vm["uuid"])
     assert (await env.call("QueryVmInstance", conditions=[{"name": "uuid", "op": "=", "value": vm["uuid"]}]))[
         "inventories"] == []
-    assert not os.path.exists(path)
+    assert not _exists(path)
     await _capacity_exact(env)
 
 

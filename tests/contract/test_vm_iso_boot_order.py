@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from test_controller_compute import CTX, Env, _agent, env  # noqa: F401  (the shared fixture)
+from test_controller_compute import CTX, Env, _agent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "functional"))
-from tinyguest import build_image  # noqa: E402
+from tinyguest import build_image
 
 
 async def _iso(env: Env) -> dict[str, Any]:

@@ -22,14 +22,19 @@ def _restore_handlers() -> Iterator[None]:
         signal.signal(s, h)
 
 
+def _helper() -> None:
+    """The forked helper: waits to be terminated, like pyroute2's namespace helpers."""
+    time.sleep(10)
+    os._exit(0)
+
+
 @pytest.mark.usefixtures("_restore_handlers")
 async def test_sigterm_of_a_forked_helper_does_not_stop_the_agent() -> None:
     stop = asyncio.Event()
     install_stop_handlers(asyncio.get_running_loop(), stop)
     pid = os.fork()
-    if pid == 0:  # the helper: waits to be terminated, like pyroute2's namespace helpers
-        time.sleep(10)
-        os._exit(0)
+    if pid == 0:
+        _helper()
     await asyncio.sleep(0.05)
     os.kill(pid, signal.SIGTERM)
     _, status = await asyncio.to_thread(os.waitpid, pid, 0)
