@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -40,9 +41,10 @@ from typing import Any, BinaryIO
 import aiohttp
 from yarl import URL
 
-from storage import extents, files
+from storage import extents, files, rawrecv
 from storage.errors import ChecksumMismatch, Conflict, InvalidArgument, TransferFailed
 from storage.layout import partial_path
+from storage.rawrecv import RawBody
 
 RECEIVE_PATH = "/localstorage/receive"
 CHECKBITS_PATH = "/localstorage/checkbits"
@@ -52,7 +54,7 @@ END = extents.END
 #: The destination hashes and writes what it received in batches of about this size (one in flight).
 BATCH = 4 << 20
 #: The source hashes its file in reads of this size, in parallel with sending it.
-HASH_READ = 4 << 20
+HASH_READ = 256 << 10
 IOV_MAX = 1024
 #: Seconds without progress (one frame sent, or the reply) before the copy is declared failed.
 IDLE_TIMEOUT = 900
@@ -342,9 +344,24 @@ def _finish(fd: int, size: int, tmp: Path, final: Path) -> int:
     return files.allocated_bytes(final)
 
 
-async def receive(content: aiohttp.StreamReader, final: Path, size: int, version: int = 1) -> Copied:
+async def _drain_raw(raw: RawBody, fd: int, size: int, w: _Writer) -> bytes:
+    """:func:`rawrecv.receive_frames` in a worker thread; never returns while the thread still uses ``fd``
+    (on cancellation the socket is shut down, which ends the thread at once)."""
+    job = asyncio.ensure_future(asyncio.to_thread(rawrecv.receive_frames, raw, fd, size, w.h))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        raw.sock.shutdown(socket.SHUT_RDWR)
+        await asyncio.gather(job, return_exceptions=True)
+        raise
+
+
+async def receive(
+    content: aiohttp.StreamReader | RawBody, final: Path, size: int, version: int = 1
+) -> Copied:
     """Receive one file into ``final`` (already validated by the caller to lie inside the storage) from a
-    stream of wire ``version`` (:data:`extents.VERSIONS`)."""
+    stream of wire ``version`` (:data:`extents.VERSIONS`): an aiohttp body, or a :class:`rawrecv.RawBody`
+    (the connection's socket, read with ``splice``)."""
     if size < 0:
         raise InvalidArgument(f"X-Zs-Size {size} must not be negative", details={"field": "X-Zs-Size"})
     if version not in extents.VERSIONS:
@@ -354,12 +371,15 @@ async def receive(content: aiohttp.StreamReader, final: Path, size: int, version
         )
     created = files.make_dirs(final.parent)
     tmp = partial_path(final)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)  # read: the raw path digests via mmap
     done = False
     try:
         w = _Writer(fd, version)
         try:
-            theirs = await _drain_frames(content, w, size)
+            if isinstance(content, RawBody):
+                theirs = await _drain_raw(content, fd, size, w)
+            else:
+                theirs = await _drain_frames(content, w, size)
         except (asyncio.IncompleteReadError, aiohttp.ClientError, ConnectionError) as e:
             raise TransferFailed(f"stream of {final} ended early: {e}", details={"path": str(final)}) from e
         mine = w.h.digest()

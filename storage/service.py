@@ -26,6 +26,7 @@ from storage.inspect import inspect_image
 from storage.layout import PARTIAL_SUFFIX, LocalLayout, VolumeType, check_id, snapshot_path
 from storage.local import Capacity, LocalStorage, VolumeInfo
 from storage.qemuimg import ImageInfo
+from storage.rawrecv import RawBody
 from storage.revert import Reverter
 
 log = logging.getLogger(__name__)
@@ -255,10 +256,14 @@ class StorageService:
             r.success()
         return out
 
+    def receive_path(self, path: str) -> Path:
+        """Where a received file goes: ``path`` checked to lie inside an initialised storage (InvalidArgument
+        otherwise). Callers check it before reading any of the body."""
+        return self._owner(path, "X-Zs-Path").layout.contain(path, "X-Zs-Path")
+
     async def receive_file(
-        self, content: aiohttp.StreamReader, path: str, size: int, version: int = 1
+        self, content: aiohttp.StreamReader | RawBody, path: str, size: int, version: int = 1
     ) -> migrate.Copied:
-        st = self._owner(path, "X-Zs-Path")
-        final = st.layout.contain(path, "X-Zs-Path")
+        final = self.receive_path(path)
         async with self._lock(final):
             return await migrate.receive(content, final, size, version)

@@ -7,8 +7,15 @@ endpoint, ``POST /localstorage/receive`` (destination side of a host-to-host cop
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import json
+import os
+import socket
+import struct
+import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -20,7 +27,8 @@ from kvmagent.routing import handles
 from storage.errors import InvalidArgument, StorageError
 from storage.layout import VolumeType
 from storage.local import Capacity
-from storage.migrate import RECEIVE_PATH
+from storage.migrate import IDLE_TIMEOUT, RECEIVE_PATH
+from storage.rawrecv import RawBody
 from storage.service import StorageService
 
 
@@ -30,6 +38,8 @@ class HasStorage(Protocol):
 
 #: Where the raw receive handler finds the service when :func:`raw_routes` is called without a context.
 STORAGE_KEY = web.AppKey("zstack.storage", StorageService)
+#: Seconds an early error reply of the receive endpoint waits for the sender to stop sending.
+LINGER = 10
 
 R = TypeVar("R", bound=AgentReply)
 
@@ -166,9 +176,7 @@ async def verify_chain(ctx: HasStorage, cmd: c.VerifyChainCmd) -> c.VerifyChainR
     links = await ctx.storage.verify_chain(cmd.storagePath, cmd.volumePath)
     return c.VerifyChainReply(
         chain=[
-            c.ChainLinkTO(
-                path=li.path, backingFile=li.backing, size=li.virtual_size, actualSize=li.actual_size
-            )
+            c.ChainLinkTO(path=li.path, backingFile=li.backing, size=li.virtual_size, actualSize=li.actual_size)
             for li in links
         ],
         **await _cap(ctx, cmd),
@@ -210,9 +218,7 @@ async def copy_to_remote(ctx: HasStorage, cmd: c.CopyToRemoteCmd) -> c.CopyToRem
     )
     return c.CopyToRemoteReply(
         copied=[
-            c.CopiedTO(
-                path=x.path, size=x.size, allocatedSize=x.allocated, checksum=x.checksum, skipped=x.skipped
-            )
+            c.CopiedTO(path=x.path, size=x.size, allocatedSize=x.allocated, checksum=x.checksum, skipped=x.skipped)
             for x in copied
         ],
         **await _cap(ctx, cmd),
@@ -246,35 +252,108 @@ def _error(e: StorageError | AgentError) -> web.Response:
     return web.json_response(err.body(), status=err.status)
 
 
+def _headers(request: web.Request) -> tuple[str, int, int]:
+    """``X-Zs-Path``, ``X-Zs-Size`` and ``X-Zs-Stream`` (default 1), checked (InvalidArgument)."""
+    size_s = request.headers.get("X-Zs-Size", "")
+    if not size_s.isdigit():
+        raise InvalidArgument(
+            f"header X-Zs-Size {size_s!r} must be a non-negative integer",
+            details={"field": "X-Zs-Size", "value": size_s},
+        )
+    version_s = request.headers.get("X-Zs-Stream", "1")
+    if not version_s.isdigit():
+        raise InvalidArgument(
+            f"header X-Zs-Stream {version_s!r} must be a copy stream version number",
+            details={"field": "X-Zs-Stream", "value": version_s},
+        )
+    return request.headers.get("X-Zs-Path", ""), int(size_s), int(version_s)
+
+
+def _take_socket(request: web.Request) -> RawBody | None:
+    """Take the connection over from aiohttp for the rest of the body (None when it cannot: TLS, no
+    Content-Length). aiohttp stops reading; the body bytes it had buffered become ``prefix``; the returned
+    socket is a blocking dup with a receive timeout, the caller answers on it and closes the connection."""
+    transport = request.transport
+    length = request.content_length
+    if transport is None or length is None or transport.get_extra_info("sslcontext") is not None:
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    transport.pause_reading()
+    prefix = request.content.read_nowait(-1)
+    transport.pause_reading()  # reading the buffer may have resumed it (aiohttp's flow control)
+    raw = socket.socket(fileno=os.dup(sock.fileno()))
+    raw.setblocking(True)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", IDLE_TIMEOUT, 0))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 30, 0))
+    return RawBody(raw, prefix, length)
+
+
+def _linger(sock: socket.socket) -> None:
+    """After an early error reply: stop sending and read (discard) what the peer still sends, for at most
+    :data:`LINGER` seconds, so closing does not reset the connection before the peer read the reply."""
+    deadline = time.monotonic() + LINGER
+    sock.shutdown(socket.SHUT_WR)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
+    buf = bytearray(1 << 20)
+    while time.monotonic() < deadline and sock.recv_into(buf):
+        pass
+
+
+async def _answer(request: web.Request, raw: RawBody, status: int, body: dict[str, Any]) -> web.Response:
+    """Write the HTTP response on the taken-over socket and close the connection. The returned response
+    is what aiohttp logs; it cannot write it any more (the transport is closed)."""
+    data = json.dumps(body).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        await asyncio.to_thread(raw.sock.sendall, head.encode() + data)
+        if status != 200:
+            await asyncio.to_thread(_linger, raw.sock)
+    except OSError:
+        pass  # the sender is gone: it sees the failure as a lost connection
+    finally:
+        raw.sock.setblocking(False)  # the dup shares O_NONBLOCK with aiohttp's socket
+        raw.sock.close()
+        if request.transport is not None:
+            request.transport.close()
+    return web.json_response(body, status=status)
+
+
 def _receive_handler(
     get: Callable[[web.Request], StorageService],
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def receive(request: web.Request) -> web.Response:
         """``POST /localstorage/receive``: headers ``X-Zs-Path``, ``X-Zs-Size`` and ``X-Zs-Stream`` (wire
         version, default 1), body = frames (see ``storage.migrate``). Replies :class:`ReceiveReply`
-        once the file is complete and verified."""
+        once the file is complete and verified. Bad headers and paths are refused before the body is
+        read; then the body is read straight from the socket (``storage.rawrecv``) and the reply is
+        written there too (``Connection: close``), or through aiohttp when the socket is not available."""
+        service = get(request)
         try:
-            path = request.headers.get("X-Zs-Path", "")
-            size_s = request.headers.get("X-Zs-Size", "")
-            if not size_s.isdigit():
-                raise InvalidArgument(
-                    f"header X-Zs-Size {size_s!r} must be a non-negative integer",
-                    details={"field": "X-Zs-Size", "value": size_s},
-                )
-            version_s = request.headers.get("X-Zs-Stream", "1")
-            if not version_s.isdigit():
-                raise InvalidArgument(
-                    f"header X-Zs-Stream {version_s!r} must be a copy stream version number",
-                    details={"field": "X-Zs-Stream", "value": version_s},
-                )
-            got = await get(request).receive_file(request.content, path, int(size_s), int(version_s))
+            path, size, version = _headers(request)
+            service.receive_path(path)
         except StorageError as e:
             return _error(e)
-        return web.json_response(
-            c.ReceiveReply(
-                path=got.path, size=got.size, allocated=got.allocated, checksum=got.checksum
-            ).model_dump()
-        )
+        raw = _take_socket(request)
+        try:
+            got = await service.receive_file(raw or request.content, path, size, version)
+        except StorageError as e:
+            if raw is None:
+                return _error(e)
+            err = agent_error(e)
+            return await _answer(request, raw, err.status, err.body())
+        except BaseException:
+            if raw is not None:
+                await _answer(request, raw, 500, AgentError("AGENT.INTERNAL", "receive failed", status=500).body())
+            raise
+        reply = c.ReceiveReply(path=got.path, size=got.size, allocated=got.allocated, checksum=got.checksum)
+        if raw is None:
+            return web.json_response(reply.model_dump())
+        return await _answer(request, raw, 200, reply.model_dump())
 
     return receive
 

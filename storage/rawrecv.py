@@ -1,0 +1,161 @@
+"""Destination side of a host-to-host copy, read straight from the connection's socket.
+
+The HTTP server hands over the connection after the request headers (:class:`RawBody`: a blocking dup
+of the socket, the body bytes it had already buffered, the body's ``Content-Length``). The data part of
+every frame goes socket -> pipe -> ``<path>.partial`` with ``splice`` (no copy through Python buffers);
+the digest is then computed over the written range through a read-only ``mmap`` of the page cache, so
+each byte crosses memory once to be written and once to be checksummed.
+
+Guarantees (same as :func:`storage.migrate.receive`, which handles the aiohttp stream): frames are
+validated like :class:`storage.extents.FrameParser` does (offset + length inside ``X-Zs-Size``, at most
+``max_frame`` bytes, END frame carrying a digest of the right length, nothing after it, exactly
+``Content-Length`` bytes); never more than ``Content-Length`` bytes are read from the socket; a short
+stream or a socket error raises :class:`TransferFailed`, a bad frame :class:`TransferFailed` too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import socket
+from dataclasses import dataclass
+
+from storage import extents
+from storage.errors import TransferFailed
+
+HEADER = extents.HEADER
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: After this many bytes written, start their write-back (``POSIX_FADV_DONTNEED``) so the fsync is short.
+WRITEBACK = 32 << 20
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
+
+
+@dataclass
+class RawBody:
+    """A request body still in the connection: ``sock`` is a blocking socket (owned by the caller) with a
+    receive timeout, ``prefix`` the body bytes already read by the HTTP server, ``length`` the body's size."""
+
+    sock: socket.socket
+    prefix: bytes
+    length: int
+
+
+class _Body:
+    """Reads the body: first from ``prefix``, then from the socket; never past ``length``."""
+
+    def __init__(self, raw: RawBody) -> None:
+        self.sock, self.fd = raw.sock, raw.sock.fileno()
+        self.buf = memoryview(raw.prefix)[: raw.length]
+        self.left = raw.length - len(self.buf)  # bytes still in the socket
+        self._pipe: tuple[int, int] | None = None
+
+    def remaining(self) -> int:
+        return len(self.buf) + self.left
+
+    def exact(self, n: int) -> bytes:
+        if n > self.remaining():
+            raise TransferFailed(f"stream ended before the END frame ({self.remaining()} bytes left, {n} needed)")
+        out = bytes(self.buf[:n])
+        self.buf = self.buf[len(out) :]
+        while len(out) < n:
+            got = self.sock.recv(n - len(out))
+            if not got:
+                raise TransferFailed("connection closed before the END frame")
+            out += got
+            self.left -= len(got)
+        return out
+
+    def write_to(self, fd: int, off: int, n: int) -> None:
+        """Write the next ``n`` body bytes at ``off`` of ``fd``."""
+        if n > self.remaining():
+            raise TransferFailed(f"stream ended inside a frame at offset {off} ({self.remaining()} bytes left)")
+        take = min(n, len(self.buf))
+        if take:
+            _pwrite_all(fd, self.buf[:take], off)
+            self.buf = self.buf[take:]
+            off, n = off + take, n - take
+        while n:
+            r, w = self.pipe()
+            got = os.splice(self.fd, w, min(n, PIPE_SIZE), flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)
+            if got <= 0:
+                raise TransferFailed(f"connection closed inside a frame at offset {off}")
+            self.left, n = self.left - got, n - got
+            while got:
+                put = os.splice(r, fd, got, offset_dst=off, flags=os.SPLICE_F_MOVE)
+                off, got = off + put, got - put
+
+    def pipe(self) -> tuple[int, int]:
+        if self._pipe is None:
+            self._pipe = os.pipe()
+            try:
+                fcntl.fcntl(self._pipe[1], F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:  # pipe-max-size lowered by the admin: the default 64 KiB pipe still works
+                pass
+        return self._pipe
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            os.close(self._pipe[0])
+            os.close(self._pipe[1])
+            self._pipe = None
+
+
+def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, off)
+        data, off = data[n:], off + n
+
+
+def _digest_range(h: extents.Digest, mm: mmap.mmap, off: int, n: int) -> None:
+    """Feed bytes ``[off, off + n)`` of the file (just written: in the page cache) to ``h`` through the
+    mapping ``mm`` of the whole file: no copy; the range's page tables are filled in one call and dropped
+    after (the file's pages stay in the page cache)."""
+    base = off - off % mmap.PAGESIZE
+    if MADV_POPULATE_READ:
+        try:
+            mm.madvise(MADV_POPULATE_READ, base, off + n - base)
+        except OSError:  # kernel older than 5.14: page faults fill them
+            pass
+    with memoryview(mm) as view:
+        h.update(view[off : off + n])
+    mm.madvise(mmap.MADV_DONTNEED, base, off + n - base)
+
+
+def receive_frames(raw: RawBody, fd: int, size: int, h: extents.Digest, max_frame: int = 4 * extents.CHUNK) -> bytes:
+    """Write every data frame of the body into ``fd`` (opened read-write), feed the stream to ``h`` and
+    return the sender's digest from the END frame. Blocking: run it in a worker thread."""
+    body = _Body(raw)
+    dirty, lo, hi = 0, -1, 0
+    os.ftruncate(fd, size)  # the mapping covers the whole file (mapped pages never lie past the end)
+    mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) if size else None
+    try:
+        while True:
+            head = body.exact(HEADER.size)
+            off, n = HEADER.unpack(head)
+            if off == extents.END:
+                if n != h.digest_size:
+                    raise TransferFailed(f"bad END frame length {n} (digest is {h.digest_size} bytes)")
+                theirs = body.exact(n)
+                break
+            if n > max_frame or off + n > size:
+                raise TransferFailed(f"bad frame offset={off} length={n} for size {size}")
+            h.update(head)
+            if n:
+                body.write_to(fd, off, n)
+                assert mm is not None
+                _digest_range(h, mm, off, n)
+            lo, hi, dirty = (off if lo < 0 else min(lo, off)), max(hi, off + n), dirty + n
+            if dirty >= WRITEBACK:
+                os.posix_fadvise(fd, lo, hi - lo, os.POSIX_FADV_DONTNEED)
+                dirty, lo, hi = 0, -1, 0
+        if body.remaining():
+            raise TransferFailed(f"{body.remaining()} bytes of data after the END frame")
+        return theirs
+    except OSError as e:
+        raise TransferFailed(f"copy stream broken: {e}") from e
+    finally:
+        body.close()
+        if mm is not None:
+            mm.close()
