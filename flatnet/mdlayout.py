@@ -5,6 +5,9 @@
 * ``/<v>/user-data``; ``/<v>/meta-data/`` (index, one line per key this VM has, ``public-keys/`` as a
   directory); ``/<v>/meta-data/<key>``; ``/<v>/meta-data/public-keys/`` → ``0=<name>``;
   ``/<v>/meta-data/public-keys/0/openssh-key``; CloudStack's short form ``/<v>/<key>``.
+* Key bodies (``public-keys/<i>/openssh-key`` and CloudStack's ``public-keys``) are files of lines: every
+  key line ends with a newline, as EC2 serves them (a guest's ``while read`` loop would drop an
+  unterminated last line: the key would never be installed).
 * ``<v>`` is ``latest`` or an EC2 API date such as ``2009-04-04`` (cloud-init's Ec2 datasource probes
   dates and falls back to 2009-04-04).
 """
@@ -63,8 +66,12 @@ def resolve(spec: UserdataSpec, path: str) -> tuple[int, str]:
     if len(rest) == 1 and rest[0] in keys:  # CloudStack's /latest/<key>
         return 200, keys[rest[0]]
     if rest == ["public-keys"] and spec.ssh_keys:
-        return 200, "\n".join(spec.ssh_keys)
+        return 200, _lines(spec.ssh_keys)
     return NOT_FOUND
+
+
+def _lines(items: tuple[str, ...] | list[str]) -> str:
+    return "".join(f"{i}\n" for i in items)
 
 
 def _meta(spec: UserdataSpec, keys: dict[str, str], rest: list[str]) -> tuple[int, str]:
@@ -84,7 +91,7 @@ def _meta(spec: UserdataSpec, keys: dict[str, str], rest: list[str]) -> tuple[in
     if len(rest) == 2:
         return 200, "openssh-key"
     if len(rest) == 3 and rest[2] == "openssh-key":
-        return 200, spec.ssh_keys[i]
+        return 200, _lines([spec.ssh_keys[i]])
     return NOT_FOUND
 
 

@@ -48,7 +48,7 @@ async def test_vm_reads_only_its_own_metadata(env: Env) -> None:
         assert await env.http(a, f"{base}/latest/user-data") == (200, expected)
         assert await env.http(a, f"{base}/latest/meta-data/instance-id") == (200, "vm-alpha")
         assert await env.http(a, f"{base}/latest/instance-id") == (200, "vm-alpha")
-        assert await env.http(a, f"{base}/2009-04-04/meta-data/public-keys/0/openssh-key") == (200, KEY)
+        assert await env.http(a, f"{base}/2009-04-04/meta-data/public-keys/0/openssh-key") == (200, KEY + "\n")
         status, index = await env.http(a, f"{base}/latest/meta-data/")
         assert status == 200 and "public-keys/" in index.split("\n") and "local-ipv4" in index
         assert await env.http(b, f"{base}/latest/user-data") == (404, "not found\n")  # unknown caller

@@ -94,7 +94,8 @@ def test_metadata_layout_is_the_callers_only() -> None:
                         ssh_keys=("ssh-rsa AAA root@yyy",), hostname="vm1")
     assert resolve(spec, "/latest/user-data") == (200, "#cloud-config\n")
     assert resolve(spec, "/latest/meta-data/public-keys/") == (200, "0=root@yyy")
-    assert resolve(spec, "/2009-04-04/meta-data/public-keys/0/openssh-key") == (200, "ssh-rsa AAA root@yyy")
+    assert resolve(spec, "/2009-04-04/meta-data/public-keys/0/openssh-key") == (200, "ssh-rsa AAA root@yyy\n")
+    assert resolve(spec, "/latest/public-keys") == (200, "ssh-rsa AAA root@yyy\n")  # lines end with a newline
     assert resolve(spec, "/latest/local-hostname") == (200, "vm1")
     assert resolve(spec, "/latest/meta-data/other")[0] == 404 and resolve(spec, "/../etc")[0] == 404
 

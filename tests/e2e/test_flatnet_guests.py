@@ -1,0 +1,284 @@
+"""Issue 7 proofs from inside real tiny-image guests on the 2-host testbed.
+
+* Spoofing: on one host and one flat L3, VM B takes VM A's IP (then also A's MAC): the metadata service never
+  hands B A's user data, and B's DHCP discover with A's MAC gets no lease; a rogue ``udhcpd`` in B reaches
+  nobody: A's renewal comes from the host's dnsmasq. A still works once B is gone.
+* The seed's section 13 on a running network: an L3 whose DHCP/DNS reference the VirtualRouter provider (no
+  virtual router VM exists, so its VM gets no lease), steps 1-6 verbatim through zstack-cli, then
+  ``QueryVirtualRouterVm`` (empty) and ``ReconnectHost``: the running VM gets its lease from the flat DHCP
+  and renews it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+from lab import Testbed, TinyImage, ssh_keypair
+from test_compute import Ctl, _free_port, _kill_agent, _records
+from test_flatnet import Flat, _cli
+from test_vm_features import _wait_after
+
+from controller.app import create_app
+from controller.config import ControllerConfig
+
+SEED = Path("/work/shared/seed/zstack-1.0-release-notes.txt")
+PS_URL = "/var/lib/zstack-py/e2e-localps"
+DB = "/tmp/zstack-e2e-flatnet-guests.db"
+UD_URL = "http://169.254.169.254/latest/user-data"
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def lab(testbed: Testbed, tiny: TinyImage, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Flat]:
+    """One in-process controller with both testbed hosts for the module; the default L3 has NO service yet."""
+    tmp_path = tmp_path_factory.mktemp("flatguests")
+    port = _free_port()
+    cfg = ControllerConfig(db_path=DB, log_dir="/tmp/zstack-e2e-flatnet-guests-log", port=port)
+    await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
+    key, pub = ssh_keypair(tmp_path)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ZSTACK_URL", f"http://127.0.0.1:{port}")
+    mp.setenv("ZSTACK_CLI_HOME", str(tmp_path / "cli"))
+    async with TestClient(TestServer(create_app(cfg), host="0.0.0.0", port=port)) as client:
+        c = Ctl(client)
+        c.session = (await c.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
+        await _records(c, tiny)
+        hosts = {}
+        try:
+            for h in testbed.hosts[:2]:
+                inv = await c.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,
+                                  password=h.ssh_password, clusterUuid=c.ids["cluster"])
+                hosts[inv["uuid"]] = h
+            yield Flat(c, hosts, key, pub)
+        finally:
+            mp.undo()
+            for h in testbed.hosts:
+                print(h.name, h.run("sh", "-c", "grep -v 'GET \\|POST ' /var/log/zstack-py/kvmagent.log | tail -25",
+                                    check=False).stdout)
+                h.run("sh", "-c", "for d in $(virsh -c qemu:///system list --all --name); do "
+                      "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done", check=False)
+                _kill_agent(h)
+                h.run("sh", "-c", "for n in $(ip netns list | awk '/^zsfn-/{print $1}'); do "
+                      "ip netns pids $n | xargs -r kill -9; ip netns del $n; done; "
+                      "ip -o link | awk -F': ' '/ zfo/{print $2}' | cut -d@ -f1 | xargs -r -n1 ip link del; "
+                      "ebtables -F; ebtables -X; rm -rf /var/lib/zstack-py/flatnet", check=False)
+                h.run("rm", "-rf", PS_URL, "/var/lib/zstack-py/console", check=False)
+
+
+async def _namespace(lab: Flat, vm: dict[str, Any]) -> str:
+    l3 = vm["vmNics"][0]["l3NetworkUuid"]
+    return next(st.namespace for st in await lab.status(vm["hostUuid"]) if st.l3NetworkUuid == l3)
+
+
+async def _ssh(lab: Flat, vm: dict[str, Any], command: str, timeout: float = 30) -> Any:
+    """``command`` over SSH from the host's flat namespace of the VM's L3, retried while sshd does not answer
+    (not up yet, or the guest is busy being someone else); the last attempt's result."""
+    ns = await _namespace(lab, vm)
+    h = lab.hosts[vm["hostUuid"]]
+    argv = ["ip", "netns", "exec", ns, "ssh", "-i", str(lab.key), "-o", "BatchMode=yes", "-o",
+            "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o",
+            "ConnectTimeout=4", f"root@{vm['vmNics'][0]['ip']}", command]
+    deadline = time.monotonic() + timeout
+    while True:
+        cp = await asyncio.to_thread(h.run, *argv, check=False, timeout=60)
+        if cp.returncode != 255 or time.monotonic() > deadline:
+            return cp
+        await asyncio.sleep(1)
+
+
+async def _ssh_ok(lab: Flat, vm: dict[str, Any], command: str, timeout: float = 30) -> str:
+    cp = await _ssh(lab, vm, command, timeout)
+    assert cp.returncode == 0, (f"ssh {command[:60]!r} to {vm['name']}: rc={cp.returncode} {cp.stdout} "
+                                f"{cp.stderr}\nconsole:\n{lab.console(vm)[-1500:]}")
+    return str(cp.stdout)
+
+
+async def _create(lab: Flat, name: str, l3: str, host: str, *tags: str) -> dict[str, Any]:
+    c = lab.ctl
+    return await c.inv("CreateVmInstance", name=name, instanceOfferingUuid=c.ids["offering"],
+                       imageUuid=c.ids["image"], l3NetworkUuids=[l3], hostUuid=host,
+                       systemTags=[f"sshkey::{lab.pub}", *tags])
+
+
+def _spoof_script(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """B becomes A (IP, then IP + MAC), tries A's user data and A's lease, then becomes B again. One shell
+    script run detached inside B: B is unreachable over SSH while it wears A's address."""
+    an, bn = a["vmNics"][0], b["vmNics"][0]
+    return f"""
+exec > /tmp/spoof.log 2>&1
+fetch() {{ timeout 6 wget -q -O - {UD_URL}; echo "; wget rc=$?"; }}
+routes() {{ while read -r r; do ip route replace $r 2>/dev/null; done < /tmp/routes; }}
+wear() {{  # $1 MAC, $2 IP: the only address on eth0
+    ip link set eth0 down; ip link set eth0 address $1; ip link set eth0 up
+    ip addr flush dev eth0; ip addr add $2/24 dev eth0; routes
+}}
+kill $(cat /run/udhcpc.eth0.pid)  # B's own DHCP client must not put B's address back mid-experiment
+sleep 0.5
+ip route show | grep -v 'proto kernel' > /tmp/routes
+echo "== own"; fetch
+wear {bn['mac']} {an['ip']}
+echo "== ip"; ip -4 -o addr show dev eth0; ip route get 169.254.169.254; fetch
+wear {an['mac']} {an['ip']}
+echo "== ipmac"; ip -o link show eth0; ip -4 -o addr show dev eth0; fetch
+echo "== dhcp"; timeout 20 udhcpc -i eth0 -n -q -t 4 -T 1 -s /bin/true; echo "udhcpc rc=$?"
+wear {bn['mac']} {bn['ip']}
+echo "== restored"; ip -o link show eth0; fetch
+echo "== done"
+"""
+
+
+def _sections(log: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) for m in re.finditer(r"^== (\w+)\n(.*?)(?=^== |\Z)", log, re.M | re.S)}
+
+
+async def test_spoofing_from_inside_a_guest(lab: Flat) -> None:
+    c = lab.ctl
+    provider = (await c.raw("QueryNetworkServiceProvider", conditions=[
+        {"name": "type", "op": "=", "value": "Flat"}]))[1]["inventories"][0]["uuid"]
+    await c.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=c.ids["l3"],
+                networkServices={provider: ["DHCP", "Userdata"]})
+    host = next(iter(lab.hosts))
+    a = await _create(lab, "spoof-a", c.ids["l3"], host, "userdata::secret-of-A-5f1e")
+    b = await _create(lab, "spoof-b", c.ids["l3"], host, "userdata::plain-of-B-93c2")
+    for vm in (a, b):
+        m = await lab.wait_console(vm, r"tiny: LEASE eth0 (\S+)/")
+        assert m.group(1) == vm["vmNics"][0]["ip"], (vm["name"], m.group(0))
+    assert (await _ssh_ok(lab, a, f"wget -q -O - {UD_URL}")) == "secret-of-A-5f1e"
+    log = await _impersonate(lab, a, b)
+    s = _sections(log)
+    assert set(s) >= {"own", "ip", "ipmac", "dhcp", "restored"}, log
+    assert s["own"].startswith("plain-of-B-93c2; wget rc=0"), log  # the method works: B reads its own data
+    assert f"inet {a['vmNics'][0]['ip']}/24" in s["ip"] and "secret-of-A" not in s["ip"], log
+    assert re.search(r"; wget rc=[1-9]", s["ip"]), log
+    assert a["vmNics"][0]["mac"] in s["ipmac"].lower() and "secret-of-A" not in s["ipmac"], log
+    assert re.search(r"; wget rc=[1-9]", s["ipmac"]), log
+    assert "lease of" not in s["dhcp"] and "udhcpc rc=1" in s["dhcp"], log
+    assert s["restored"].rstrip().endswith("plain-of-B-93c2; wget rc=0"), log
+    print(f"\nB impersonating A:\n{log}")
+    await _rogue_dhcp(lab, a, b)
+    await c.inv("DestroyVmInstance", uuid=b["uuid"])
+    assert (await _ssh_ok(lab, a, f"wget -q -O - {UD_URL}")) == "secret-of-A-5f1e"
+    assert "lease of" in await _ssh_ok(lab, a, "udhcpc -i eth0 -n -q -t 3 -T 1 -s /bin/true 2>&1")
+    await c.inv("DestroyVmInstance", uuid=a["uuid"])
+
+
+async def _impersonate(lab: Flat, a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Run :func:`_spoof_script` detached in B; its log, read over SSH once B is B again."""
+    blob = base64.b64encode(_spoof_script(a, b).encode()).decode()
+    await _ssh_ok(lab, b, f"echo {blob} | base64 -d > /tmp/spoof.sh && "
+                          "(setsid sh /tmp/spoof.sh </dev/null >/dev/null 2>&1 &)")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        cp = await _ssh(lab, b, "cat /tmp/spoof.log", timeout=0)
+        if cp.returncode == 0 and "== done" in cp.stdout:
+            return str(cp.stdout)
+        await asyncio.sleep(2)
+    raise AssertionError(f"the experiment in {b['name']} did not finish; its console:\n{lab.console(b)[-2000:]}")
+
+
+async def _rogue_dhcp(lab: Flat, a: dict[str, Any], b: dict[str, Any]) -> None:
+    """busybox udhcpd in B offers from its own range; A's fresh DISCOVER is answered by the host only."""
+    conf = ("start 10.100.0.240\\nend 10.100.0.250\\ninterface eth0\\nlease_file /tmp/udhcpd.leases\\n"
+            "option subnet 255.255.255.0\\noption router 10.100.0.66\\n")
+    await _ssh_ok(lab, b, f"busybox --list | grep -qx udhcpd && printf '{conf}' > /tmp/udhcpd.conf && "
+                          "touch /tmp/udhcpd.leases && (setsid udhcpd -f -a 100 /tmp/udhcpd.conf "
+                          "</dev/null >/tmp/udhcpd.out 2>&1 &) && sleep 1 && pidof udhcpd")
+    (st,) = [s for s in await lab.status(a["hostUuid"]) if s.l3NetworkUuid == a["vmNics"][0]["l3NetworkUuid"]]
+    got = []
+    drops = await _rogue_drops(lab, b)
+    for _ in range(3):
+        got.append(await _ssh_ok(lab, a, "udhcpc -i eth0 -n -q -t 3 -T 1 -s /bin/true 2>&1"))
+    # udhcpd records each OFFER in its lease table; SIGUSR1 writes the table, dumpleases prints it
+    await asyncio.sleep(4)  # udhcpd ARP-probes the address it is about to offer
+    rogue = await _ssh_ok(lab, b, "kill -USR1 $(pidof udhcpd); sleep 1; dumpleases -f /tmp/udhcpd.leases; "
+                                  "cat /tmp/udhcpd.out; kill $(pidof udhcpd)")
+    dropped = await _rogue_drops(lab, b) - drops
+    print(f"\nrogue udhcpd in B:\n{rogue}\nA's renewals:\n{''.join(got)}")
+    for out in got:
+        assert f"lease of {a['vmNics'][0]['ip']} obtained from {st.dhcpServerIp}" in out, out
+    assert re.search(rf"(?i){a['vmNics'][0]['mac']}\s+10\.100\.0\.2[45]\d", rogue), \
+        f"the rogue server never offered A an address (so this proves nothing): {rogue}"
+    assert dropped >= rogue.count("sending OFFER") >= 1, (dropped, rogue)  # the bridge dropped every offer
+
+
+async def _rogue_drops(lab: Flat, vm: dict[str, Any]) -> int:
+    """Packets from ``vm``'s tap dropped by its anti-spoofing rule against DHCP server replies (sport 67)."""
+    h = lab.hosts[vm["hostUuid"]]
+    tap = h.run("sh", "-c", f"virsh -c qemu:///system domiflist {vm['uuid']} | awk 'NR>2 && $1 {{print $1}}'"
+                ).stdout.split()[0]
+    out = h.run("ebtables", "-L", f"zsas-{tap}", "--Lc").stdout
+    m = re.search(r"--ip-sport 67 -j DROP\s*,\s*pcnt = (\d+)", out)
+    assert m, out
+    return int(m.group(1))
+
+
+def _seed13() -> list[str]:
+    """The command lines of the seed's section 13, in order (">>>" prompts; step 7's prompt is ">>")."""
+    text = SEED.read_text()
+    section = text[text.index("13. Upgrade Virtual Router Provider To Flat Network Provider"):]
+    return [ln.lstrip(">") for ln in section.splitlines() if ln.startswith(">>")]
+
+
+async def test_seed_section_13_on_a_running_network(lab: Flat, capsys: pytest.CaptureFixture[str]) -> None:
+    c = lab.ctl
+    l2 = (await c.raw("QueryL3Network", conditions=[{"name": "uuid", "op": "=", "value": c.ids["l3"]}]))[1][
+        "inventories"][0]["l2NetworkUuid"]
+    l3 = (await c.inv("CreateL3Network", name="l3-vr", l2NetworkUuid=l2))["uuid"]
+    await c.inv("AddIpRange", l3NetworkUuid=l3, name="r2", startIp="10.101.0.10", endIp="10.101.0.200",
+                netmask="255.255.255.0", gateway="10.101.0.1")
+    vr = (await c.raw("QueryNetworkServiceProvider", conditions=[
+        {"name": "type", "op": "=", "value": "VirtualRouter"}]))[1]["inventories"][0]["uuid"]
+    await c.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=l3, networkServices={vr: ["DHCP", "DNS"]})
+    vms = [await _create(lab, f"upg-{i}", l3, h) for i, h in enumerate(lab.hosts)]
+    for vm in vms:  # no virtual router VM in ZStack-Py: nobody answers; udhcpc keeps trying in the background
+        await lab.wait_console(vm, r"tiny: no DHCP lease yet on eth0")
+        assert "tiny: LEASE" not in lab.console(vm), lab.console(vm)
+    await _cli("LogInByAccount accountName=admin password=password", capsys)
+    steps = _seed13()
+    seed_l3, seed_vr, seed_l2, seed_flat = ("1a82c2691978476fa6cefa36bb9d4bfd", "5d21ea0f39c04d6fb68cfaf5a37db4ad",
+                                            "9ec8cad681d1424fa7eda2447edae142", "17864f985e584a9ba4cd81de215212ce")
+    refs = (await _cli(steps[0].replace(seed_l3, l3), capsys))["inventories"]  # 1
+    assert {(r["networkServiceProviderUuid"], r["networkServiceType"]) for r in refs} == {(vr, "DHCP"), (vr, "DNS")}
+    detached = (await _cli(steps[1].replace(seed_l3, l3).replace(seed_vr, vr), capsys))["inventory"]  # 2
+    assert detached["networkServices"] == [], detached
+    (flat,) = (await _cli(steps[2], capsys))["inventories"]  # 3
+    assert flat["type"] == "Flat" and l2 in flat["attachedL2NetworkUuids"], flat
+    assert (await _cli(steps[3].replace(seed_l3, l3), capsys))["inventories"] == [{"l2NetworkUuid": l2}]  # 4
+    await _cli(steps[4].replace(seed_l2, l2).replace(seed_flat, flat["uuid"]), capsys)  # 5
+    attached = (await _cli(steps[5].replace(seed_l3, l3).replace(seed_flat, flat["uuid"]), capsys))["inventory"]
+    assert {(s["networkServiceProviderUuid"], s["networkServiceType"]) for s in attached["networkServices"]} == {
+        (flat["uuid"], "DHCP"), (flat["uuid"], "Userdata")}, attached  # 6
+    assert steps[6] == "QueryVirtualRouterVm" and (await _cli(steps[6], capsys))["inventories"] == []  # 7
+    for host in lab.hosts:  # 8
+        await _cli(f"ReconnectHost uuid={host}", capsys)
+    for vm in vms:  # the running VM's background udhcpc now gets its lease from its host's flat DHCP
+        ip = vm["vmNics"][0]["ip"]
+        m = await lab.wait_console(vm, r"tiny: LEASE eth0 (\S+)/\S+ router=(\S+) server=(\S+)", timeout=60)
+        sts = [s for s in await lab.status(vm["hostUuid"]) if s.l3NetworkUuid == l3]
+        assert m.groups() == (ip, "10.101.0.1", sts[0].dhcpServerIp), m.group(0)
+        ping = lab.hosts[vm["hostUuid"]].run("ip", "netns", "exec", sts[0].namespace, "busybox", "ping", "-c", "1", "-W", "3",
+                                             ip, check=False)
+        assert ping.returncode == 0, ping  # the guest configured the address it was given
+    await _renew_after_reboot(lab, vms[0])
+    for vm in vms:
+        await c.inv("DestroyVmInstance", uuid=vm["uuid"])
+
+
+async def _renew_after_reboot(lab: Flat, vm: dict[str, Any]) -> None:
+    """The guest's ``sshkey::`` key could not be installed at its first boot (no metadata service then), and
+    the flat leases are infinite (no renewal of its own): a reboot fetches the key, then udhcpc renews."""
+    before = len(lab.console(vm))
+    await lab.ctl.inv("RebootVmInstance", uuid=vm["uuid"])
+    await _wait_after(lab, vm, before, r"tiny: sshd up")
+    out = await _ssh_ok(lab, vm, "udhcpc -i eth0 -n -q -t 3 -T 1 -s /bin/true 2>&1")
+    assert f"lease of {vm['vmNics'][0]['ip']} obtained" in out, out
