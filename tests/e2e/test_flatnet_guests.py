@@ -266,8 +266,8 @@ async def test_seed_section_13_on_a_running_network(lab: Flat, capsys: pytest.Ca
         m = await lab.wait_console(vm, r"tiny: LEASE eth0 (\S+)/\S+ router=(\S+) server=(\S+)", timeout=60)
         sts = [s for s in await lab.status(vm["hostUuid"]) if s.l3NetworkUuid == l3]
         assert m.groups() == (ip, "10.101.0.1", sts[0].dhcpServerIp), m.group(0)
-        ping = lab.hosts[vm["hostUuid"]].run("ip", "netns", "exec", sts[0].namespace, "busybox", "ping", "-c", "1", "-W", "3",
-                                             ip, check=False)
+        ping = lab.hosts[vm["hostUuid"]].run("ip", "netns", "exec", sts[0].namespace, "busybox", "ping", "-c", "1",
+                                             "-W", "3", ip, check=False)
         assert ping.returncode == 0, ping  # the guest configured the address it was given
     await _renew_after_reboot(lab, vms[0])
     for vm in vms:
