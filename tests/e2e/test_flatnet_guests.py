@@ -121,11 +121,15 @@ routes() {{ while read -r r; do ip route replace $r 2>/dev/null; done < /tmp/rou
 wear() {{  # $1 MAC, $2 IP: the only address on eth0
     ip link set eth0 down; ip link set eth0 address $1; ip link set eth0 up
     ip addr flush dev eth0; ip addr add $2/24 dev eth0; routes
+    arp -i eth0 -s $gw $gwmac  # past ARP: the IPv4 packets themselves must be dropped
 }}
 kill $(cat /run/udhcpc.eth0.pid)  # B's own DHCP client must not put B's address back mid-experiment
 sleep 0.5
 ip route show | grep -v 'proto kernel' > /tmp/routes
 echo "== own"; fetch
+gw=$(ip route | awk '$1 == "169.254.169.254" && $2 == "via" {{print $3}}')
+gwmac=$(arp -n -a | awk -v g="($gw)" '$2 == g {{print $4}}')
+echo "metadata via $gw at $gwmac"
 wear {bn['mac']} {an['ip']}
 echo "== ip"; ip -4 -o addr show dev eth0; ip route get 169.254.169.254; fetch
 wear {an['mac']} {an['ip']}
@@ -158,6 +162,8 @@ async def test_spoofing_from_inside_a_guest(lab: Flat) -> None:
     s = _sections(log)
     assert set(s) >= {"own", "ip", "ipmac", "dhcp", "restored"}, log
     assert s["own"].startswith("plain-of-B-93c2; wget rc=0"), log  # the method works: B reads its own data
+    assert re.search(r"metadata via \S+ at ([0-9a-f]{2}:){5}[0-9a-f]{2}\n", s["own"]), log
+    assert "No route to host" not in s["ip"] + s["ipmac"], log  # a static ARP entry: the IP rule is what stops B
     assert f"inet {a['vmNics'][0]['ip']}/24" in s["ip"] and "secret-of-A" not in s["ip"], log
     assert re.search(r"; wget rc=[1-9]", s["ip"]), log
     assert a["vmNics"][0]["mac"] in s["ipmac"].lower() and "secret-of-A" not in s["ipmac"], log
