@@ -7,6 +7,7 @@ what exists and creates or fixes only what differs.
 from __future__ import annotations
 
 import errno
+import hashlib
 import ipaddress
 
 from pyroute2 import IPRoute, netns
@@ -64,7 +65,12 @@ def _ensure_veth(host: IPRoute, outer: str, inner: str, ns_name: str) -> None:
     if inner_idx is not None:
         with IPRoute(netns=ns_name) as ns:
             ns.link("del", index=inner_idx)
-    host.link("add", ifname=outer, kind="veth", peer={"ifname": inner, "net_ns_fd": ns_name})
+    # The outer end joins the L2 bridge: give it a MAC starting with 0xfe (as libvirt does for taps) so it never
+    # becomes the bridge's lowest port MAC, which would change the host bridge's own MAC and break the host's
+    # management traffic until neighbours re-ARP.
+    digest = hashlib.sha256(outer.encode()).digest()
+    mac = "fe:" + ":".join(f"{b:02x}" for b in digest[:5])
+    host.link("add", ifname=outer, kind="veth", address=mac, peer={"ifname": inner, "net_ns_fd": ns_name})
 
 
 def _ensure_addrs(ns: IPRoute, index: int, want: set[tuple[str, int]]) -> None:

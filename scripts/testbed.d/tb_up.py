@@ -89,6 +89,10 @@ def _make_host(cfg: Config, host: str) -> None:
     sh("ip", "-n", ns, "link", "add", BRIDGE, "type", "bridge")
     sh("ip", "-n", ns, "link", "set", BRIDGE, "up")
     sh("ip", "-n", ns, "link", "set", "eth0", "master", BRIDGE, "up")
+    # Pin the bridge's MAC to its uplink's. A Linux bridge otherwise takes the lowest MAC of its ports and
+    # changes it whenever a port with a lower MAC comes or goes (a DHCP namespace's veth, a VM's tap); the
+    # management network then keeps sending to the old MAC until its ARP entry expires (~30 s of timeouts).
+    sh("ip", "-n", ns, "link", "set", BRIDGE, "address", _link_mac(ns, "eth0"))
     sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", BRIDGE)
     handle = cfg.mnt_handle(host)
     handle.touch()
@@ -180,3 +184,9 @@ def _can_connect(ip: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _link_mac(netns: str, ifname: str) -> str:
+    """The MAC address of ``ifname`` in network namespace ``netns``."""
+    out = sh("ip", "-n", netns, "-o", "link", "show", ifname).stdout
+    return out.split("link/ether", 1)[1].split()[0]
