@@ -7,7 +7,7 @@ MB/s of both (best of ``--runs``), the ratio of the bests, and the median and sp
 ratios (each run times ``cp`` then the migration back to back: other load affects both alike).
 Needs root (mount namespace). Usage:
 
-    /opt/zstack-py/venv/bin/python scripts/bench/volume_migration.py [--dir /var/tmp] [--runs 2]
+    /opt/zstack-py/venv/bin/python scripts/bench/volume_migration.py [--dir /var/tmp] [--runs 7]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ async def time_copy(src: Agent, dst: NamespacedAgent, ps: Path, vol: str, dst_di
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default="/var/tmp")
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="zs-bench-", dir=args.dir))
     ps = tmp / "ps"
