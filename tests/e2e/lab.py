@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,17 @@ from pathlib import Path
 from lab_dhcp import DhcpNamespace, GuestRecord, ssh_keypair
 from lab_guest import Guest, GuestSpec, domain_xml, make_overlay, start_guest, wait_for
 
+from controller.compute.deploy import agent_alive_sh
+
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "scripts" / "testbed"
 BUILD_TINY = REPO / "scripts" / "build-tiny-image"
+PS_URL = "/var/lib/zstack-py/e2e-localps"  # /var/lib/zstack-py is private to each testbed host
+AGENT_PID = "/var/lib/zstack-py/kvmagent.pid"
 
 __all__ = [
     "BUILD_TINY",
+    "PS_URL",
     "REPO",
     "TESTBED",
     "DhcpNamespace",
@@ -39,8 +45,10 @@ __all__ = [
     "bring_up",
     "domain_xml",
     "footprint",
+    "kill_agent",
     "leftovers",
     "make_overlay",
+    "reset_host",
     "run_testbed",
     "ssh_keypair",
     "start_guest",
@@ -77,6 +85,47 @@ class LabHost:
         if check and cp.returncode != 0:
             raise subprocess.CalledProcessError(cp.returncode, cp.args, cp.stdout, cp.stderr)
         return cp
+
+
+def kill_agent(host: LabHost, sig: int = signal.SIGTERM) -> None:
+    """Signal the host's agent — only if the pid file still names a live agent of that host (all testbed hosts
+    share one PID namespace: a stale pid may belong to another host's agent by now)."""
+    alive = agent_alive_sh(AGENT_PID)
+    host.run("sh", "-c", f"{alive} && kill -{int(sig)} $(cat {AGENT_PID}) || true", check=False)
+
+
+# Everything the flat provider leaves on a host: its namespaces (and their dnsmasq/metadata processes), the
+# outer veths, the ebtables chains and its state directory.
+_FLAT_RESET = ("for n in $(ip netns list | awk '/^zsfn-/{print $1}'); do "
+               "ip netns pids $n | xargs -r kill -9; ip netns del $n; done; "
+               "ip -o link | awk -F': ' '/ zfo/{print $2}' | cut -d@ -f1 | xargs -r -n1 ip link del; "
+               "ebtables -F; ebtables -X; rm -rf /var/lib/zstack-py/flatnet")
+_DOMAINS_RESET = ("for d in $(virsh -c qemu:///system list --all --name); do "
+                  "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done")
+
+
+def reset_host(host: LabHost, *, flat: bool = False, paths: tuple[str, ...] = (PS_URL,), log_tail: int = 0,
+               agent_out_tail: int = 0) -> None:
+    """Bring a testbed host back to "no controller ever managed it", best effort (never raises on a step).
+
+    In order: print the last ``log_tail`` non-request lines of the agent's log and the last ``agent_out_tail``
+    lines of its stdout/stderr file (a failing run's account; nothing printed when both are 0); destroy and
+    undefine every domain; stop the agent (only a live agent of this host, see :func:`kill_agent`); with
+    ``flat``, remove the flat provider's namespaces, veths, ebtables chains and state; remove ``paths``
+    (by default the e2e local primary storage)."""
+    if log_tail or agent_out_tail:
+        show = []
+        if log_tail:
+            show.append(f"grep -v 'GET \\|POST ' /var/log/zstack-py/kvmagent.log | tail -{int(log_tail)}")
+        if agent_out_tail:
+            show.append(f"tail -{int(agent_out_tail)} /var/log/zstack-py/kvmagent.out")
+        print(host.name, host.run("sh", "-c", "; ".join(show), check=False).stdout)
+    host.run("sh", "-c", _DOMAINS_RESET, check=False)
+    kill_agent(host)
+    if flat:
+        host.run("sh", "-c", _FLAT_RESET, check=False)
+    if paths:
+        host.run("rm", "-rf", *paths, check=False)
 
 
 @dataclass(frozen=True)

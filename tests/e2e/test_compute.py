@@ -14,15 +14,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from lab import LabHost, Testbed, TinyImage
+from lab import PS_URL, LabHost, Testbed, TinyImage, kill_agent, reset_host
 
 from controller.api.http import CORE
 from controller.app import create_app
-from controller.compute.deploy import agent_alive_sh
 from controller.config import ControllerConfig
 
 MiB = 1 << 20
-PS_URL = "/var/lib/zstack-py/e2e-localps"  # /var/lib/zstack-py is private to each testbed host
 
 
 def _free_port() -> int:
@@ -70,14 +68,6 @@ async def _records(ctl: Ctl, tiny: TinyImage) -> None:
     ctl.ids = {"cluster": cluster["uuid"], "l3": l3["uuid"], "offering": off["uuid"], "image": image["uuid"]}
 
 
-def _kill_agent(host: LabHost, sig: int = signal.SIGTERM) -> None:
-    """Signal the host's agent — only if the pid file still names a live agent of that host (all testbed hosts
-    share one PID namespace: a stale pid may belong to another host's agent by now)."""
-    alive = agent_alive_sh("/var/lib/zstack-py/kvmagent.pid")
-    host.run("sh", "-c", f"{alive} && kill -{int(sig)} $(cat /var/lib/zstack-py/kvmagent.pid) || true",
-             check=False)
-
-
 @pytest.fixture
 async def ctl(testbed: Testbed, tiny: TinyImage) -> AsyncIterator[Ctl]:
     port = _free_port()
@@ -92,10 +82,7 @@ async def ctl(testbed: Testbed, tiny: TinyImage) -> AsyncIterator[Ctl]:
             yield c
         finally:
             for h in testbed.hosts:
-                h.run("sh", "-c", "for d in $(virsh -c qemu:///system list --all --name); do "
-                      "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done", check=False)
-                _kill_agent(h)
-                h.run("rm", "-rf", PS_URL, check=False)
+                reset_host(h)
 
 
 def _domstate(host: LabHost, vm_uuid: str) -> str:
@@ -182,7 +169,7 @@ async def test_hosts_vms_state_sync_and_reconnect(testbed: Testbed, ctl: Ctl) ->
     assert (await ctl.inv("StartVmInstance", uuid=a["uuid"]))["state"] == "Running"
     assert (await ctl.inv("RebootVmInstance", uuid=a["uuid"]))["state"] == "Running"
     assert _domstate(ha, a["uuid"]) == "running"
-    _kill_agent(ha, signal.SIGKILL)
+    kill_agent(ha, signal.SIGKILL)
     rec = await ctl.inv("ReconnectHost", uuid=a["hostUuid"])
     hinv = (await ctl.raw("QueryHost", conditions=[{"name": "uuid", "op": "=", "value": a["hostUuid"]}]))[1]
     assert hinv["inventories"][0]["status"] == "Connected", rec

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from lab import LabHost, Testbed, TinyImage, ssh_keypair
-from test_compute import Ctl, _free_port, _kill_agent, _records
+from lab import LabHost, Testbed, TinyImage, kill_agent, reset_host, ssh_keypair
+from test_compute import Ctl, _free_port, _records
 
 from controller.api.http import CORE
 from controller.app import create_app
@@ -29,7 +29,6 @@ from controller.config import ControllerConfig
 from kvmagent.contract.flatnet import FlatStatusCmd
 
 SEED = Path("/work/shared/seed/zstack-1.0-release-notes.txt")
-PS_URL = "/var/lib/zstack-py/e2e-localps"
 
 
 def _seed_line(prefix: str) -> str:
@@ -97,17 +96,8 @@ async def flat(testbed: Testbed, tiny: TinyImage, tmp_path: Path,
                 hosts[inv["uuid"]] = h
             yield Flat(c, hosts, key, pub)
         finally:
-            for h in testbed.hosts:  # the agent's own account of what happened, for a failing run
-                print(h.name, h.run("sh", "-c", "grep -v 'GET \\|POST ' /var/log/zstack-py/kvmagent.log | tail -25; "
-                                    "tail -30 /var/log/zstack-py/kvmagent.out", check=False).stdout)
-                h.run("sh", "-c", "for d in $(virsh -c qemu:///system list --all --name); do "
-                      "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done", check=False)
-                _kill_agent(h)
-                h.run("sh", "-c", "for n in $(ip netns list | awk '/^zsfn-/{print $1}'); do "
-                      "ip netns pids $n | xargs -r kill -9; ip netns del $n; done; "
-                      "ip -o link | awk -F': ' '/ zfo/{print $2}' | cut -d@ -f1 | xargs -r -n1 ip link del; "
-                      "ebtables -F; ebtables -X; rm -rf /var/lib/zstack-py/flatnet", check=False)
-                h.run("rm", "-rf", PS_URL, check=False)
+            for h in testbed.hosts:  # with the agent's own account of what happened, for a failing run
+                reset_host(h, flat=True, log_tail=25, agent_out_tail=30)
 
 
 async def _cli(line: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -222,7 +212,7 @@ async def _agent_sigkill(flat: Flat, vm: dict[str, Any]) -> None:
     conds = [{"name": "hostUuid", "op": "=", "value": vm["hostUuid"]}, {"name": "state", "op": "=", "value": "Running"}]
     _, body = await flat.ctl.raw("QueryVmInstance", conditions=conds)
     here = len(body["inventories"])
-    _kill_agent(h, signal.SIGKILL)
+    kill_agent(h, signal.SIGKILL)
     await flat.ctl.inv("ReconnectHost", uuid=vm["hostUuid"])
     (st,) = await flat.status(vm["hostUuid"])
     assert here >= 1 and st.nicCount == here and st.userdataCount == here and st.error is None, (here, st)

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
-from lab import Testbed, TinyImage, ssh_keypair
-from test_compute import Ctl, _free_port, _kill_agent, _records
+from lab import PS_URL, Testbed, TinyImage, reset_host, ssh_keypair
+from test_compute import Ctl, _free_port, _records
 from test_flatnet import Flat, _cli
 from test_vm_features import _wait_after
 
@@ -31,7 +31,6 @@ from controller.app import create_app
 from controller.config import ControllerConfig
 
 SEED = Path("/work/shared/seed/zstack-1.0-release-notes.txt")
-PS_URL = "/var/lib/zstack-py/e2e-localps"
 DB = "/tmp/zstack-e2e-flatnet-guests.db"
 UD_URL = "http://169.254.169.254/latest/user-data"
 
@@ -63,16 +62,7 @@ async def lab(testbed: Testbed, tiny: TinyImage, tmp_path_factory: pytest.TempPa
         finally:
             mp.undo()
             for h in testbed.hosts:
-                print(h.name, h.run("sh", "-c", "grep -v 'GET \\|POST ' /var/log/zstack-py/kvmagent.log | tail -25",
-                                    check=False).stdout)
-                h.run("sh", "-c", "for d in $(virsh -c qemu:///system list --all --name); do "
-                      "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done", check=False)
-                _kill_agent(h)
-                h.run("sh", "-c", "for n in $(ip netns list | awk '/^zsfn-/{print $1}'); do "
-                      "ip netns pids $n | xargs -r kill -9; ip netns del $n; done; "
-                      "ip -o link | awk -F': ' '/ zfo/{print $2}' | cut -d@ -f1 | xargs -r -n1 ip link del; "
-                      "ebtables -F; ebtables -X; rm -rf /var/lib/zstack-py/flatnet", check=False)
-                h.run("rm", "-rf", PS_URL, "/var/lib/zstack-py/console", check=False)
+                reset_host(h, flat=True, paths=(PS_URL, "/var/lib/zstack-py/console"), log_tail=25)
 
 
 async def _namespace(lab: Flat, vm: dict[str, Any]) -> str:

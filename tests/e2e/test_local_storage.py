@@ -15,13 +15,12 @@ from typing import Any
 import pytest
 import test_compute as tc
 from aiohttp.test_utils import TestClient, TestServer
-from lab import LabHost, Testbed, TinyImage
+from lab import PS_URL, LabHost, Testbed, TinyImage, kill_agent, reset_host
 
 from controller.app import create_app
 from controller.config import ControllerConfig
 
 MiB = 1 << 20
-PS_URL = tc.PS_URL
 
 
 @pytest.fixture
@@ -39,10 +38,7 @@ async def ctl(testbed: Testbed, tiny: TinyImage) -> AsyncIterator[tc.Ctl]:
             yield c
         finally:
             for h in testbed.hosts:
-                h.run("sh", "-c", "for d in $(virsh -c qemu:///system list --all --name); do "
-                      "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done", check=False)
-                tc._kill_agent(h)
-                h.run("rm", "-rf", PS_URL, check=False)
+                reset_host(h)
 
 
 async def _hosts(ctl: tc.Ctl, testbed: Testbed) -> list[tuple[str, LabHost]]:
@@ -142,7 +138,7 @@ async def _copy_killed_half_way(ctl: tc.Ctl, hosts: list[tuple[str, LabHost]]) -
             break
         await asyncio.sleep(0.05)
     assert not task.done(), "the copy finished before it could be killed: use a bigger volume"
-    tc._kill_agent(h1, signal.SIGKILL)
+    kill_agent(h1, signal.SIGKILL)
     status, body = await task
     assert status >= 400 and not body["success"], body
     assert (await ctl.inv("QueryLocalStorageResourceRef", conditions=[]))["inventories"] == refs_before
