@@ -42,8 +42,11 @@ class VolumeInfo:
     chain: list[str]
 
 
-#: ``usedByStorage`` walks the whole storage tree; it is recomputed at most this often (seconds). Total and
-#: available space (statvfs) are exact in every reply.
+#: ``usedByStorage`` walks the whole storage tree, so it is measured only when asked for
+#: (:meth:`LocalStorage.capacity` with ``measure_used=True``: the Init and Capacity commands) and reused,
+#: at most this old (seconds), by every other reply. Total and available space (statvfs) are exact in
+#: every reply. (Walking on the replies of volume operations cost most of an agent's CPU at thousands of
+#: volumes, for a figure the controller does not read there.)
 USED_REFRESH = 30.0
 
 
@@ -85,18 +88,21 @@ class LocalStorage:
             os.replace(tmp, marker)
         for d in ("rootVolumes", "dataVolumes", "imagecache/template", "imagecache/iso"):
             (root / d).mkdir(parents=True, exist_ok=True)
-        return await self.capacity()
+        return await self.capacity(measure_used=True)
 
-    async def capacity(self) -> Capacity:
+    async def capacity(self, *, measure_used: bool = False) -> Capacity:
+        """Total and available bytes now; ``used_by_storage`` measured now when ``measure_used`` (or never
+        measured yet), else the last measurement if younger than :data:`USED_REFRESH`, else -1 (unknown)."""
         if not self.layout.root.is_dir():
             raise NotFound(
                 f"primary storage directory {self.layout.root} does not exist; init it first",
                 details={"field": "storagePath", "value": str(self.layout.root)},
             )
         now = time.monotonic()
-        if self._used is None or now - self._used[0] > USED_REFRESH:
+        if measure_used or self._used is None:
             self._used = (now, await asyncio.to_thread(_used, self.layout))
-        return await asyncio.to_thread(_capacity, self.layout, self._used[1])
+        used = self._used[1] if now - self._used[0] <= USED_REFRESH else -1
+        return await asyncio.to_thread(_capacity, self.layout, used)
 
     async def create_from_cache(
         self,
@@ -105,10 +111,12 @@ class LocalStorage:
         volume_uuid: str,
         cache_path: Path,
         cache_format: str,
+        cache_virtual_size: int,
         size: int | None = None,
     ) -> Path:
-        """Root (or data) volume = qcow2 overlay on a cached image (``-b <cache> -F <fmt>``), grown to
-        ``size`` when larger than the image. Idempotent on (path, backing file)."""
+        """Root (or data) volume = qcow2 overlay on a cached image (``-b <cache> -F <fmt>``, one
+        ``qemu-img create``), of ``size`` when larger than the image's ``cache_virtual_size``, else of the
+        image's size. Idempotent on (path, backing file)."""
         if cache_format not in ("qcow2", "raw"):
             raise InvalidArgument(
                 f"image format {cache_format!r} cannot back a volume; allowed: qcow2, raw",
@@ -133,9 +141,8 @@ class LocalStorage:
             r.add(files.remove_dirs, files.make_dirs(path.parent))
             tmp = partial_path(path)
             r.add(files.remove_file, tmp)
-            await qemuimg.create(tmp, backing=cache_path, backing_fmt=cache_format)
-            if size is not None and size > (await qemuimg.info(tmp)).virtual_size:
-                await qemuimg.resize(tmp, size)
+            grow = size if size is not None and size > cache_virtual_size else None
+            await qemuimg.create(tmp, backing=cache_path, backing_fmt=cache_format, size=grow)
             os.replace(tmp, path)
             r.success()
         return path
@@ -173,6 +180,25 @@ class LocalStorage:
                 details={"field": "installPath", "value": install_path},
             )
         return await asyncio.to_thread(files.remove_tree, vol_dir)
+
+    async def volume_sizes(self, install_path: str) -> tuple[int, int]:
+        """(virtual size, allocated bytes) of a qcow2 volume this storage created, without running
+        qemu-img (header read + stat); :meth:`volume_info` for anything else."""
+        path = self.layout.contain(install_path, "installPath")
+
+        def read() -> tuple[int | None, int]:
+            return qemuimg.qcow2_virtual_size(path), files.allocated_bytes(path)
+
+        try:
+            virtual, allocated = await asyncio.to_thread(read)
+        except FileNotFoundError:
+            raise NotFound(
+                f"volume {path} does not exist", details={"field": "installPath", "value": str(path)}
+            ) from None
+        if virtual is None:
+            info = await self.volume_info(install_path)
+            return info.virtual_size, info.actual_size
+        return virtual, allocated
 
     async def volume_info(self, install_path: str) -> VolumeInfo:
         path = self.layout.contain(install_path, "installPath")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +102,24 @@ async def info(
         args += ["-f", fmt]
     out = await _qemu_img([*args, _abs(path)], time_limit=INFO_TIMEOUT, limits=QEMU_IMG_INFO_LIMITS)
     return ImageInfo.from_json(json.loads(out))
+
+
+#: qcow2 header start (qcow2 spec, all big-endian): magic, version, backing_file_offset, backing_file_size,
+#: cluster_bits, size (the virtual size).
+_QCOW2_HEAD = struct.Struct(">4sIQIIQ")
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def qcow2_virtual_size(path: str | os.PathLike[str]) -> int | None:
+    """The virtual size field of a qcow2 header, or None when the file is not qcow2. Only for volumes this
+    storage created itself (a cheap read instead of a ``qemu-img info`` process per reply); never for
+    user-supplied images, which go through :func:`storage.inspect.inspect_image`. Blocking."""
+    with open(path, "rb") as f:
+        head = f.read(_QCOW2_HEAD.size)
+    if len(head) < _QCOW2_HEAD.size:
+        return None
+    magic, _version, _bfo, _bfs, _cluster_bits, size = _QCOW2_HEAD.unpack(head)
+    return int(size) if magic == QCOW2_MAGIC else None
 
 
 async def backing_chain(path: str | os.PathLike[str], *, force_share: bool = True) -> list[ImageInfo]:

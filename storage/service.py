@@ -46,6 +46,7 @@ class StorageService:
         self._state_file = self.state_dir / "storage.json"
         self._roots: dict[str, str] = {}  # primary storage uuid -> url
         self._caches: dict[Path, ImageCache] = {}
+        self._storages: dict[Path, LocalStorage] = {}  # one object per root: it keeps the usedByStorage figure
         self._locks: dict[Path, asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -85,11 +86,17 @@ class StorageService:
                 f"local primary storage {layout.root} is not initialised on this host",
                 details={"field": "storagePath", "value": storage_path},
             )
-        return LocalStorage(layout)
+        return self._storage(layout)
+
+    def _storage(self, layout: LocalLayout) -> LocalStorage:
+        st = self._storages.get(layout.root)
+        if st is None:
+            st = self._storages[layout.root] = LocalStorage(layout)
+        return st
 
     def _owner(self, path: str, field: str = "path") -> LocalStorage:
         for url in self._roots.values():
-            st = LocalStorage(LocalLayout.of(url))
+            st = self._storage(LocalLayout.of(url))
             try:
                 st.layout.contain(path, field)
             except InvalidArgument:
@@ -109,14 +116,14 @@ class StorageService:
     async def init(self, storage_path: str, ps_uuid: str, host_uuid: str | None = None) -> Capacity:
         check_id("primaryStorageUuid", ps_uuid)
         layout = LocalLayout.of(storage_path)
-        cap = await LocalStorage(layout).init(ps_uuid, host_uuid)
+        cap = await self._storage(layout).init(ps_uuid, host_uuid)
         if self._roots.get(ps_uuid) != str(layout.root):
             self._roots[ps_uuid] = str(layout.root)
             self._save()
         return cap
 
-    async def capacity(self, storage_path: str) -> Capacity:
-        return await self.local(storage_path).capacity()
+    async def capacity(self, storage_path: str, *, measure_used: bool = False) -> Capacity:
+        return await self.local(storage_path).capacity(measure_used=measure_used)
 
     # ------------------------------------------------------------ images and volumes
     async def download_image(
@@ -151,7 +158,9 @@ class StorageService:
             )
         path = st.layout.volume_path(kind, account_uuid, volume_uuid)
         async with self._lock(path):
-            return await st.create_from_cache(kind, account_uuid, volume_uuid, cache, rec.format, size)
+            return await st.create_from_cache(
+                kind, account_uuid, volume_uuid, cache, rec.format, rec.virtual_size, size
+            )
 
     async def create_empty_volume(
         self, storage_path: str, kind: VolumeType, account_uuid: str, volume_uuid: str, size: int
@@ -164,6 +173,9 @@ class StorageService:
         st = self.local(storage_path)
         async with self._lock(Path(install_path)):
             return await st.delete_volume(install_path)
+
+    async def volume_sizes(self, storage_path: str, install_path: str) -> tuple[int, int]:
+        return await self.local(storage_path).volume_sizes(install_path)
 
     async def volume_info(self, storage_path: str, install_path: str) -> VolumeInfo:
         return await self.local(storage_path).volume_info(install_path)

@@ -27,6 +27,8 @@ class LocalStorageReply(AgentReply):
     availableCapacity: int = 0
     totalPhysicalCapacity: int = 0
     availablePhysicalCapacity: int = 0
+    #: Bytes allocated under the storage's directories, measured by the Init and Capacity commands and
+    #: repeated by other replies for a while after; -1 when that measurement is too old.
     usedByStorage: int = 0
 
 

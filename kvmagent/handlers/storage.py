@@ -82,7 +82,7 @@ async def init(ctx: HasStorage, cmd: c.InitCmd) -> c.InitReply:
 @handles(c.CapacityCmd)
 @mapped
 async def capacity(ctx: HasStorage, cmd: c.CapacityCmd) -> c.LocalStorageReply:
-    return c.LocalStorageReply(**await _cap(ctx, cmd))
+    return c.LocalStorageReply(**cap(await ctx.storage.capacity(cmd.storagePath, measure_used=True)))
 
 
 @handles(c.DownloadImageCmd)
@@ -103,10 +103,8 @@ async def download_image(ctx: HasStorage, cmd: c.DownloadImageCmd) -> c.Download
 
 
 async def _volume_reply(ctx: HasStorage, cmd: c.LocalStorageCmd, path: Path) -> c.VolumeReply:
-    info = await ctx.storage.volume_info(cmd.storagePath, str(path))
-    return c.VolumeReply(
-        installPath=str(path), size=info.virtual_size, actualSize=info.actual_size, **await _cap(ctx, cmd)
-    )
+    virtual, allocated = await ctx.storage.volume_sizes(cmd.storagePath, str(path))
+    return c.VolumeReply(installPath=str(path), size=virtual, actualSize=allocated, **await _cap(ctx, cmd))
 
 
 @handles(c.CreateVolumeFromCacheCmd)

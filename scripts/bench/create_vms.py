@@ -125,8 +125,19 @@ async def create_all(c: Client, ids: dict[str, str], n: int, conc: int) -> tuple
                          imageUuid=ids["image"], l3NetworkUuids=[ids["l3"]])
             lat.append(time.perf_counter() - t)
 
+    async def progress() -> None:
+        while True:
+            await asyncio.sleep(10)
+            done = len(lat)
+            print(f"  {time.perf_counter() - t0:6.1f} s: {done} created ({done / (time.perf_counter() - t0):.1f}/s)",
+                  flush=True)
+
     t0 = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
+    ticker = asyncio.create_task(progress())
+    try:
+        await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        ticker.cancel()
     return lat, time.perf_counter() - t0
 
 

@@ -44,7 +44,10 @@ async def test_root_volume_is_overlay_on_cache(svc: tuple[StorageService, str], 
     info = await qemuimg.info(vol)
     assert info.full_backing_filename == rec.path and info.backing_format == "qcow2"
     assert info.virtual_size == 128 * MiB
+    assert await s.volume_sizes(ps, str(vol)) == (info.virtual_size, info.actual_size)  # header read
     assert await qio_pattern_ok(vol, 0xAA, 0)
+    small = await s.create_volume_from_cache(ps, VolumeType.ROOT, "acct-a", "vol-2", "img-1", size=MiB)
+    assert (await qemuimg.info(small)).virtual_size == 64 * MiB  # never smaller than the image
     # idempotent: same request again succeeds; a different image for the same volume conflicts
     assert await s.create_volume_from_cache(ps, VolumeType.ROOT, "acct-a", "vol-1", "img-1") == vol
     await s.download_image(ps, "img-2", "qcow2", f"file://{img}")
@@ -66,8 +69,10 @@ async def test_data_volume_and_capacity(svc: tuple[StorageService, str]) -> None
     assert await s.create_empty_volume(ps, VolumeType.DATA, "acct-a", "dv-1", 32 * MiB) == vol
     with pytest.raises(Conflict):
         await s.create_empty_volume(ps, VolumeType.DATA, "acct-a", "dv-1", 64 * MiB)
-    cap = await s.capacity(ps)
+    assert (await s.capacity(ps)).used_by_storage < info.actual_size  # the walk at init: not re-done per call
+    cap = await s.capacity(ps, measure_used=True)
     assert 0 < cap.available <= cap.total and cap.used_by_storage >= info.actual_size > 0
+    assert await s.volume_sizes(ps, str(vol)) == (32 * MiB, info.actual_size)
 
 
 async def test_snapshot_chain_revert_and_delete(svc: tuple[StorageService, str], tmp_path: Path) -> None:
