@@ -1,5 +1,5 @@
 """Image deletion policies against real SFTP backup storage (an in-process asyncssh server on loopback serving
-SFTP and running ``qemu-img info`` with the local shell, as in tests/functional/test_backup_storage.py) and real
+SFTP and running ``qemu-img info`` with the local shell: tests/sftp_server.py) and real
 in-process agents that fetch images over SFTP: Delay per backup storage and recover (a VM is created from the
 recovered image), expunge (files, refs, rows, tags, capacity), Direct, legacy images without refs, the expunge
 task on time, and 1.0's errors."""
@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pytest
 import test_controller_compute as tcc
+from sftp_server import sftp_servers
 from test_controller_compute import Env
 
 from storage.runner import run
@@ -23,38 +23,11 @@ PASSWORD = "s3cret pw"
 HOSTS = ("127.0.0.1", "127.0.0.2")
 
 
-class _Server(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        return username == "root" and password == PASSWORD
-
-
-async def _exec(process: asyncssh.SSHServerProcess[Any]) -> None:
-    proc = await asyncio.create_subprocess_exec("/bin/sh", "-c", process.command or "true",
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    process.stdout.write(out.decode())
-    process.stderr.write(err.decode())
-    process.exit(proc.returncode or 0)
-
-
 @pytest.fixture
 async def sftp() -> AsyncIterator[list[tuple[str, int]]]:
     """Two SFTP servers (two backup storage hosts), one per loopback address."""
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    servers = [await asyncssh.listen(h, 0, server_host_keys=[key], server_factory=_Server, sftp_factory=True,
-                                     process_factory=_exec, allow_scp=False) for h in HOSTS]
-    try:
-        yield [(h, s.sockets[0].getsockname()[1]) for h, s in zip(HOSTS, servers, strict=True)]
-    finally:
-        for s in servers:
-            s.close()
-            await s.wait_closed()
+    async with sftp_servers(HOSTS, PASSWORD) as servers:
+        yield servers
 
 
 async def _bs(e: Env, host: str, port: int, url: Path) -> dict[str, Any]:

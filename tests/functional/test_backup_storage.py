@@ -1,6 +1,7 @@
 """SFTP backup storage and AddImage against a real SSH server: an in-process asyncssh server on loopback
-that serves SFTP and runs exec requests (``qemu-img info``) with the local shell, so the whole data path
-(connect, download over SFTP, remote inspection, delete) is real. Images are made with real qemu-img."""
+(tests/sftp_server.py) that serves SFTP and runs exec requests (``qemu-img info``) with the local shell, so
+the whole data path (connect, download over SFTP, remote inspection, delete) is real. Images are made with
+real qemu-img."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncssh
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sftp_server import sftp_servers
 
 from controller.api.http import CORE
 from controller.app import create_app
@@ -26,34 +27,10 @@ from storage.runner import run
 PASSWORD = "p@ss word"
 
 
-class _Server(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        return username == "root" and password == PASSWORD
-
-
-async def _exec(process: asyncssh.SSHServerProcess[Any]) -> None:
-    proc = await asyncio.create_subprocess_exec("/bin/sh", "-c", process.command or "true",
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    process.stdout.write(out.decode())
-    process.stderr.write(err.decode())
-    process.exit(proc.returncode or 0)
-
-
 @pytest.fixture
 async def ssh_port() -> AsyncIterator[int]:
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[key], server_factory=_Server,
-                                   sftp_factory=True, process_factory=_exec, allow_scp=False)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
+    async with sftp_servers(["127.0.0.1"], PASSWORD) as [(_, port)]:
+        yield port
 
 
 class Api:
