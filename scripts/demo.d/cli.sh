@@ -1,7 +1,7 @@
 # Helpers of scripts/demo (sourced; needs $V, the venv). Every call that changes the cloud goes through
 # zstack-cli and is echoed as ">>> zstack-cli ..." on stderr, so the operator sees the exact commands.
 
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+say() { printf '\n\033[1m==> %s\033[0m  [%ss]\n' "$*" "$SECONDS" >&2; }
 
 # zstack-cli, echoed; its JSON reply on stdout. A failed API exits non-zero (and so stops the demo).
 cli() { echo ">>> zstack-cli $*" >&2; zstack-cli "$@"; }
