@@ -114,23 +114,29 @@ async def records(c: Client, work: Path) -> dict[str, str]:
     return {"cluster": cl["uuid"], "l3": l3["uuid"], "offering": off["uuid"], "image": image["uuid"]}
 
 
-async def create_all(c: Client, ids: dict[str, str], n: int, conc: int) -> tuple[list[float], float]:
+async def create_all(c: Client, ids: dict[str, str], n: int, conc: int) -> tuple[list[float], float, list[str]]:
+    """Create ``n`` VMs, ``conc`` calls in flight; returns latencies, wall time and the failures."""
     lat: list[float] = []
+    failed: list[str] = []
     sem = asyncio.Semaphore(conc)
 
     async def one(i: int) -> None:
         async with sem:
             t = time.perf_counter()
-            await c.call("CreateVmInstance", name=f"vm{i}", instanceOfferingUuid=ids["offering"],
-                         imageUuid=ids["image"], l3NetworkUuids=[ids["l3"]])
+            try:
+                await c.call("CreateVmInstance", name=f"vm{i}", instanceOfferingUuid=ids["offering"],
+                             imageUuid=ids["image"], l3NetworkUuids=[ids["l3"]])
+            except (RuntimeError, aiohttp.ClientError, TimeoutError) as e:
+                failed.append(f"vm{i}: {e}")
+                return
             lat.append(time.perf_counter() - t)
 
     async def progress() -> None:
         while True:
             await asyncio.sleep(10)
             done = len(lat)
-            print(f"  {time.perf_counter() - t0:6.1f} s: {done} created ({done / (time.perf_counter() - t0):.1f}/s)",
-                  flush=True)
+            print(f"  {time.perf_counter() - t0:6.1f} s: {done} created ({done / (time.perf_counter() - t0):.1f}/s), "
+                  f"{len(failed)} failed", flush=True)
 
     t0 = time.perf_counter()
     ticker = asyncio.create_task(progress())
@@ -138,7 +144,7 @@ async def create_all(c: Client, ids: dict[str, str], n: int, conc: int) -> tuple
         await asyncio.gather(*(one(i) for i in range(n)))
     finally:
         ticker.cancel()
-    return lat, time.perf_counter() - t0
+    return lat, time.perf_counter() - t0, failed
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -174,11 +180,16 @@ async def main(args: argparse.Namespace) -> None:
         for h in json.loads(listing.read_text()):   # warm each host's image cache (shared FS: one at a time)
             await c.call("CreateVmInstance", name="warm", instanceOfferingUuid=ids["offering"], imageUuid=ids["image"],
                          l3NetworkUuids=[ids["l3"]], hostUuid=h["uuid"])
-        lat, wall = await create_all(c, ids, args.vms, args.concurrency)
+        lat, wall, failed = await create_all(c, ids, args.vms, args.concurrency)
         lat.sort()
+        running = (await c.call("QueryVmInstance", count=True,
+                                conditions=[{"name": "state", "op": "=", "value": "Running"},
+                                            {"name": "name", "op": "!=", "value": "warm"}]))["total"]
         print(f"machine: {platform.node()} {os.cpu_count()} cpus, python {platform.python_version()}")
         print(f"{args.vms} VMs over {args.hosts} hosts, concurrency {args.concurrency}: {wall:.1f} s, "
               f"{args.vms / wall:.1f} VMs/s")
+        print(f"Running (QueryVmInstance count): {running} of {args.vms}; failed creates: {len(failed)}"
+              + (f" (first: {failed[0]})" if failed else ""))
         print(f"create latency p50 {statistics.median(lat) * 1000:.0f} ms, "
               f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.0f} ms")
         print(f"RSS controller {rss_mib(os.getpid()):.0f} MiB, agents ({args.hosts} in one process) "
