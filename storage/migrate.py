@@ -10,9 +10,9 @@ version, absent = 1). Body = frames::
 
 Version 1: the digest is sha256 (n = 32). Version 2 (sent since sha256 on one core was slower than the
 copy itself): CRC-32 (n = 4): it guards the transfer against accidental damage (truncation, misplaced
-or corrupted ranges); it is not an authenticity check (neither was sha256 inside plain HTTP), and the
-controller still compares the md5 of every copied file on both hosts after the copy. The destination
-accepts both versions.
+or corrupted ranges); it is not an authenticity check (neither was sha256 inside plain HTTP). The
+destination accepts both versions. The controller relies on these verified checksums (it does not read
+every file again for an md5 on both hosts, as 1.0 did).
 
 Guarantees:
 * no file is loaded into memory: the source sends each range with ``sendfile`` (page cache to socket) while

@@ -5,7 +5,9 @@ source agent to a destination agent running in its own mount namespace (same PS 
 paths are identical as between two hosts); the same file is copied with ``cp`` in the same run. Prints
 MB/s of both (best of ``--runs``), the ratio of the bests, and the median and spread of the per-run
 ratios (each run times ``cp`` then the migration back to back: other load affects both alike).
-Needs root (mount namespace). Usage:
+LocalStorageMigrateVolume moves data only through this copy: around it the controller makes control calls
+(volume info, a presence check on the destination, capacity transactions) but no second pass over the
+files (the copy's checksums are verified by both agents). Needs root (mount namespace). Usage:
 
     /opt/zstack-py/venv/bin/python scripts/bench/volume_migration.py [--dir /var/tmp] [--runs 7]
 """
