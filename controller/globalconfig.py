@@ -1,8 +1,8 @@
 """Global configurations: typed, validated settings stored in ``GlobalConfig``, with 1.0's defaults.
 
-Every config is declared here with its category, name, default, type and rule. ``UpdateGlobalConfig``
-validates against them (an unknown category/name is a 400) and notifies listeners (e.g. the expunge task
-restarts when ``vm/expungeInterval`` changes).
+Every config is declared here with its category, name, default, type and rule; other packages add theirs
+with :func:`register_config`. ``UpdateGlobalConfig`` validates against them (an unknown category/name is a
+400) and notifies listeners (e.g. the expunge task restarts when ``vm/expungeInterval`` changes).
 """
 
 from __future__ import annotations
@@ -106,6 +106,21 @@ CONFIGS: list[ConfigDef] = [
     ConfigDef("identity", "admin.showAllResource", "true", bool,
               description="The admin account sees every account's resources."),
 ]
+
+
+def register_config(config: ConfigDef) -> ConfigDef:
+    """Declare a config another package adds (call at import time, before the controller starts).
+
+    Idempotent: registering the same definition again changes nothing. A different definition under a
+    (category, name) already registered is a programming error (ValueError naming both)."""
+    for d in CONFIGS:
+        if (d.category, d.name) == (config.category, config.name):
+            if d != config:
+                raise ValueError(f"global config[category:{config.category}, name:{config.name}] is already "
+                                 f"registered as {d}; cannot register {config}")
+            return d
+    CONFIGS.append(config)
+    return config
 
 
 @dataclass

@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 from controller.errors import InvalidArgument
-from controller.globalconfig import CONFIGS, ConfigDef
+from controller.globalconfig import ConfigDef, register_config
 from controller.tags import service as tag_service
-from controller.tags.patterns import PATTERNS, TagPattern
+from controller.tags.patterns import TagPattern
 
 CONFIG = ConfigDef("flatNetwork", "antiSpoofing", "true", bool, description=(
     "Anti-spoofing on the taps of VMs on Flat-DHCP L3 networks: a VM may send only from its own MAC and IP "
@@ -26,8 +26,5 @@ async def _check_anti_spoofing(tags: tag_service.Tags, l3_uuid: str | None, v: d
 
 def register() -> None:
     """Add the config, the tag pattern and its validator (idempotent)."""
-    if CONFIG not in CONFIGS:
-        CONFIGS.append(CONFIG)
-    if PATTERN not in PATTERNS:
-        PATTERNS.append(PATTERN)
-    tag_service._VALIDATORS[PATTERN.key()] = _check_anti_spoofing
+    register_config(CONFIG)
+    tag_service.register_pattern(PATTERN, _check_anti_spoofing)

@@ -10,7 +10,7 @@ from typing import Any
 from controller.core import Controller
 from controller.db.database import Tx
 from controller.errors import InvalidArgument, NotFound, OperationError
-from controller.tags.patterns import TagPattern, find_pattern
+from controller.tags.patterns import PATTERNS, TagPattern, find_pattern
 from controller.util import new_uuid, now_iso
 
 #: 1.0 resource type names (JPA entity simple names) → table
@@ -163,8 +163,29 @@ async def _check_boot_order(tags: Tags, vm_uuid: str | None, v: dict[str, str]) 
                                   f"{list(_BOOT_DEVICES)}")
 
 
-_VALIDATORS: dict[str, Callable[[Tags, str | None, dict[str, str]], Awaitable[None]]] = {
+#: fn(tags, resource_uuid or None at create, the pattern's captured values); raises to refuse the tag
+Validator = Callable[[Tags, str | None, dict[str, str]], Awaitable[None]]
+
+_VALIDATORS: dict[str, Validator] = {
     "hostname": _check_hostname,
     "staticIp": _check_static_ip,
     "bootOrder": _check_boot_order,
 }
+
+
+def register_pattern(pattern: TagPattern, validator: Validator | None = None) -> None:
+    """Declare a system-tag pattern another package adds, with the validator of its values (called for
+    every tag matching it, keyed by ``pattern.key()``). Call at import time.
+
+    Idempotent: the same pattern and validator again change nothing. A different definition of the same
+    pattern string, or another validator for the same key, is a programming error (ValueError)."""
+    for p in PATTERNS:
+        if p.pattern == pattern.pattern and p != pattern:
+            raise ValueError(f"system tag pattern {pattern.pattern!r} is already registered as {p}")
+    known = _VALIDATORS.get(pattern.key())
+    if validator is not None and known is not None and known is not validator:
+        raise ValueError(f"system tag key {pattern.key()!r} already has the validator {known.__qualname__}")
+    if pattern not in PATTERNS:
+        PATTERNS.append(pattern)
+    if validator is not None:
+        _VALIDATORS[pattern.key()] = validator
