@@ -16,20 +16,11 @@ from typing import Any, Literal
 from pydantic import Field
 
 from controller.api.context import ApiContext
-from controller.api.messages import (
-    ApiMessage,
-    ChangeStateMessage,
-    CreateMessage,
-    Description,
-    Name,
-    UpdateMessage,
-    Uuid,
-    UuidDeleteMessage,
-)
-from controller.api.registry import api, by_uuid
+from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid
+from controller.api.registry import api
 from controller.errors import InvalidArgument
 from controller.resources.checks import require
-from controller.resources.common import STATE_EVENTS, delete_row, update_fields
+from controller.resources.common import change_state_api, delete_api, update_api
 from controller.tags.service import is_domain
 from controller.util import now_iso
 
@@ -90,22 +81,6 @@ async def detach_backup_storage(ctx: ApiContext, msg: BackupStorageZoneMsg) -> d
     return {"inventory": await ctx.inventory("BackupStorage", msg.backupStorageUuid)}
 
 
-@api("UpdateBackupStorage", UpdateMessage, queue=by_uuid)
-async def update_backup_storage(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
-    """Change a backup storage's name or description."""
-    await update_fields(ctx, "BackupStorage", msg.uuid, {"name": msg.name, "description": msg.description})
-    return {"inventory": await ctx.inventory("BackupStorage", msg.uuid)}
-
-
-@api("ChangeBackupStorageState", ChangeStateMessage, queue=by_uuid)
-async def change_backup_storage_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
-    """Enable or disable a backup storage (a Disabled one gets no new images)."""
-    await update_fields(ctx, "BackupStorage", msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]})
-    return {"inventory": await ctx.inventory("BackupStorage", msg.uuid)}
-
-
-@api("DeleteBackupStorage", UuidDeleteMessage, queue=by_uuid)
-async def delete_backup_storage(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
-    """Delete a backup storage record with its zone attachments and image references."""
-    await delete_row(ctx, "BackupStorage", msg.uuid)
-    return {}
+update_api("BackupStorage", "Change a backup storage's name or description.")
+change_state_api("BackupStorage", "Enable or disable a backup storage (a Disabled one gets no new images).")
+delete_api("BackupStorage", "Delete a backup storage record with its zone attachments and image references.")

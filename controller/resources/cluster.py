@@ -9,19 +9,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from controller.api.context import ApiContext
-from controller.api.messages import (
-    ChangeStateMessage,
-    CreateMessage,
-    Description,
-    Name,
-    UpdateMessage,
-    Uuid,
-    UuidDeleteMessage,
-)
-from controller.api.registry import api, by_uuid
+from controller.api.messages import CreateMessage, Description, Name, Uuid
+from controller.api.registry import api
 from controller.db.database import Tx
 from controller.resources.checks import require
-from controller.resources.common import STATE_EVENTS, create_row, delete_row, update_fields
+from controller.resources.common import change_state_api, create_row, delete_api, update_api
 
 
 class CreateClusterMsg(CreateMessage):
@@ -45,22 +37,6 @@ async def create_cluster(ctx: ApiContext, msg: CreateClusterMsg) -> dict[str, An
     return {"inventory": await ctx.inventory("Cluster", row["uuid"])}
 
 
-@api("UpdateCluster", UpdateMessage, queue=by_uuid)
-async def update_cluster(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
-    """Change a cluster's name or description."""
-    await update_fields(ctx, "Cluster", msg.uuid, {"name": msg.name, "description": msg.description})
-    return {"inventory": await ctx.inventory("Cluster", msg.uuid)}
-
-
-@api("ChangeClusterState", ChangeStateMessage, queue=by_uuid)
-async def change_cluster_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
-    """Enable or disable a cluster (a Disabled cluster gets no new VMs)."""
-    await update_fields(ctx, "Cluster", msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]})
-    return {"inventory": await ctx.inventory("Cluster", msg.uuid)}
-
-
-@api("DeleteCluster", UuidDeleteMessage, queue=by_uuid)
-async def delete_cluster(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
-    """Delete a cluster, its hosts and its attachments; an unknown uuid succeeds (1.0)."""
-    await delete_row(ctx, "Cluster", msg.uuid)
-    return {}
+update_api("Cluster", "Change a cluster's name or description.")
+change_state_api("Cluster", "Enable or disable a cluster (a Disabled cluster gets no new VMs).")
+delete_api("Cluster", "Delete a cluster, its hosts and its attachments; an unknown uuid succeeds (1.0).")

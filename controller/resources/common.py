@@ -1,12 +1,18 @@
-"""Shared steps of resource APIs: create with tags, update name/description, change state, delete."""
+"""Shared steps of resource APIs: create with tags, update name/description, change state, delete.
+
+Resources whose Update / Change*State / Delete APIs have nothing of their own register them with
+:func:`update_api`, :func:`change_state_api` and :func:`delete_api`; a handler with its own checks or
+side effects (a Permissive delete that refuses, a cascade in code) stays explicit in its module.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from controller.api.context import ApiContext
-from controller.api.messages import CreateMessage
+from controller.api.messages import ApiMessage, ChangeStateMessage, CreateMessage, UpdateMessage, UuidDeleteMessage
+from controller.api.registry import Handler, api, by_uuid
 from controller.db.database import Tx
 from controller.errors import InvalidArgument, NotFound
 from controller.util import new_uuid, now_iso
@@ -55,3 +61,43 @@ async def delete_row(ctx: ApiContext, table: str, uuid: str) -> bool:
     async with ctx.db.write() as tx:
         cur = await tx.execute(f"DELETE FROM {table} WHERE uuid=?", (uuid,))
     return cur.rowcount > 0
+
+
+def _register(name: str, model: type[ApiMessage], doc: str, fn: Handler) -> Handler:
+    fn.__doc__ = doc
+    fn.__name__ = fn.__qualname__ = name
+    return api(name, model, queue=by_uuid)(fn)
+
+
+def update_api(table: str, doc: str) -> Handler:
+    """Register ``Update<table>`` (``doc`` is its summary): the given name/description are written, the
+    inventory of ``table`` is answered; an unknown uuid is 404 SYS.1003. Runs in the resource's queue."""
+
+    async def update(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
+        await update_fields(ctx, table, msg.uuid, {"name": msg.name, "description": msg.description})
+        return {"inventory": await ctx.inventory(table, msg.uuid)}
+
+    return _register(f"Update{table}", UpdateMessage, doc, update)
+
+
+def change_state_api(table: str, doc: str, *, model: type[ApiMessage] = ChangeStateMessage,
+                     events: Mapping[str, str] = STATE_EVENTS) -> Handler:
+    """Register ``Change<table>State``: ``stateEvent`` (validated by ``model``) becomes ``events[stateEvent]``
+    in the state column, the inventory is answered; an unknown uuid is 404 SYS.1003. Runs in the queue."""
+
+    async def change_state(ctx: ApiContext, msg: Any) -> dict[str, Any]:
+        await update_fields(ctx, table, msg.uuid, {"state": events[msg.stateEvent]})
+        return {"inventory": await ctx.inventory(table, msg.uuid)}
+
+    return _register(f"Change{table}State", model, doc, change_state)
+
+
+def delete_api(table: str, doc: str) -> Handler:
+    """Register ``Delete<table>``: :func:`delete_row` (children go by foreign-key cascade, an unknown uuid
+    succeeds as in 1.0), answers ``{}``; ``deleteMode`` changes nothing. Runs in the resource's queue."""
+
+    async def delete(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
+        await delete_row(ctx, table, msg.uuid)
+        return {}
+
+    return _register(f"Delete{table}", UuidDeleteMessage, doc, delete)

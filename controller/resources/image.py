@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from controller.api.context import ApiContext
-from controller.api.messages import ChangeStateMessage, UpdateMessage, Uuid, UuidDeleteMessage
+from controller.api.messages import UpdateMessage, Uuid, UuidDeleteMessage
 from controller.api.registry import api, by_uuid
-from controller.resources.common import STATE_EVENTS, update_fields
+from controller.resources.common import change_state_api, update_fields
 
 
 class UpdateImageMsg(UpdateMessage):
@@ -36,11 +36,7 @@ async def update_image(ctx: ApiContext, msg: UpdateImageMsg) -> dict[str, Any]:
     return {"inventory": await ctx.inventory("Image", msg.uuid)}
 
 
-@api("ChangeImageState", ChangeStateMessage, queue=by_uuid)
-async def change_image_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
-    """Enable or disable an image (a disabled image cannot be used to create VMs)."""
-    await update_fields(ctx, "Image", msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]}, vo="ImageVO")
-    return {"inventory": await ctx.inventory("Image", msg.uuid)}
+change_state_api("Image", "Enable or disable an image (a disabled image cannot be used to create VMs).")
 
 
 @api("DeleteImage", DeleteImageMsg, queue=by_uuid)

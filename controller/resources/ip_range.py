@@ -23,13 +23,13 @@ from typing import Any
 from pydantic import Field
 
 from controller.api.context import ApiContext
-from controller.api.messages import ApiMessage, CreateMessage, Description, Name, UpdateMessage, Uuid, UuidDeleteMessage
+from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid, UuidDeleteMessage
 from controller.api.registry import api, by_uuid
 from controller.db.database import Tx
 from controller.errors import InvalidArgument, OperationError
 from controller.resources import ipam
 from controller.resources.checks import ip_str, ipv4, netmask, require
-from controller.resources.common import create_row, update_fields
+from controller.resources.common import create_row, update_api
 
 
 class AddIpRangeMsg(CreateMessage):
@@ -120,11 +120,7 @@ async def add_ip_range_by_cidr(ctx: ApiContext, msg: AddIpRangeByNetworkCidrMsg)
     return await _add(ctx, msg, msg.l3NetworkUuid, msg.name, msg.description, cols)
 
 
-@api("UpdateIpRange", UpdateMessage, queue=by_uuid)
-async def update_ip_range(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
-    """Change an IP range's name or description."""
-    await update_fields(ctx, "IpRange", msg.uuid, {"name": msg.name, "description": msg.description})
-    return {"inventory": await ctx.inventory("IpRange", msg.uuid)}
+update_api("IpRange", "Change an IP range's name or description.")
 
 
 @api("DeleteIpRange", UuidDeleteMessage, queue=by_uuid)

@@ -17,21 +17,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from controller.api.context import ApiContext
-from controller.api.messages import (
-    ApiMessage,
-    ChangeStateMessage,
-    CreateMessage,
-    Description,
-    Name,
-    UpdateMessage,
-    Uuid,
-    UuidDeleteMessage,
-)
+from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid, UuidDeleteMessage
 from controller.api.registry import api, by_uuid
 from controller.db.database import Tx
 from controller.errors import InvalidArgument, OperationError
 from controller.resources.checks import require
-from controller.resources.common import STATE_EVENTS, create_row, update_fields
+from controller.resources.common import change_state_api, create_row, update_api
 from controller.tags.service import is_domain
 from controller.util import now_iso
 
@@ -77,18 +68,8 @@ async def create_l3(ctx: ApiContext, msg: CreateL3NetworkMsg) -> dict[str, Any]:
     return {"inventory": await ctx.inventory("L3Network", row["uuid"])}
 
 
-@api("UpdateL3Network", UpdateMessage, queue=by_uuid)
-async def update_l3(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
-    """Change an L3 network's name or description."""
-    await update_fields(ctx, "L3Network", msg.uuid, {"name": msg.name, "description": msg.description})
-    return {"inventory": await ctx.inventory("L3Network", msg.uuid)}
-
-
-@api("ChangeL3NetworkState", ChangeStateMessage, queue=by_uuid)
-async def change_l3_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
-    """Enable or disable an L3 network (a Disabled one gets no new VM NICs)."""
-    await update_fields(ctx, "L3Network", msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]})
-    return {"inventory": await ctx.inventory("L3Network", msg.uuid)}
+update_api("L3Network", "Change an L3 network's name or description.")
+change_state_api("L3Network", "Enable or disable an L3 network (a Disabled one gets no new VM NICs).")
 
 
 @api("DeleteL3Network", UuidDeleteMessage, queue=by_uuid)

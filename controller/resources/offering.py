@@ -13,16 +13,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from controller.api.context import ApiContext
-from controller.api.messages import (
-    ChangeStateMessage,
-    CreateMessage,
-    Description,
-    Name,
-    UpdateMessage,
-    UuidDeleteMessage,
-)
+from controller.api.messages import CreateMessage, Description, Name, UuidDeleteMessage
 from controller.api.registry import api, by_uuid
-from controller.resources.common import STATE_EVENTS, create_row, update_fields
+from controller.resources.common import change_state_api, create_row, update_api
 
 HostAllocator = Literal["DefaultHostAllocatorStrategy", "LeastVmPreferredHostAllocatorStrategy",
                         "DesignatedHostAllocatorStrategy"]
@@ -69,15 +62,10 @@ async def create_disk_offering(ctx: ApiContext, msg: CreateDiskOfferingMsg) -> d
 
 
 def _register_common(kind: str, table: str, ref_table: str, ref_column: str, config: tuple[str, str]) -> None:
-    """Update/Change*State/Delete APIs of one offering kind (they differ only in names)."""
-
-    async def update(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
-        await update_fields(ctx, table, msg.uuid, {"name": msg.name, "description": msg.description})
-        return {"inventory": await ctx.inventory(table, msg.uuid)}
-
-    async def change_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
-        await update_fields(ctx, table, msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]})
-        return {"inventory": await ctx.inventory(table, msg.uuid)}
+    """Update/Change*State/Delete APIs of one offering kind (they differ only in names); Delete clears the
+    references in the same transaction when the kind's setNullWhenDeleting config is true."""
+    update_api(table, f"Change an {kind}'s name or description.")
+    change_state_api(table, f"Enable or disable an {kind} (a Disabled one cannot be used for new resources).")
 
     async def delete(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
         set_null = ctx.core.services["configs"].get_bool(*config)
@@ -87,11 +75,7 @@ def _register_common(kind: str, table: str, ref_table: str, ref_column: str, con
                 await tx.execute(f"UPDATE {ref_table} SET {ref_column}=NULL WHERE {ref_column}=?", (msg.uuid,))
         return {}
 
-    update.__doc__ = f"Change an {kind}'s name or description."
-    change_state.__doc__ = f"Enable or disable an {kind} (a Disabled one cannot be used for new resources)."
     delete.__doc__ = f"Delete an {kind}; an unknown uuid succeeds (1.0)."
-    api(f"Update{table}", UpdateMessage, queue=by_uuid)(update)
-    api(f"Change{table}State", ChangeStateMessage, queue=by_uuid)(change_state)
     api(f"Delete{table}", UuidDeleteMessage, queue=by_uuid)(delete)
 
 

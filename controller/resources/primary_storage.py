@@ -17,12 +17,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from controller.api.context import ApiContext
-from controller.api.messages import ApiMessage, CreateMessage, Description, Name, UpdateMessage, Uuid, UuidDeleteMessage
+from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid, UuidDeleteMessage
 from controller.api.registry import api, by_uuid
 from controller.db.database import Tx
 from controller.errors import InvalidArgument, OperationError
 from controller.resources.checks import require
-from controller.resources.common import create_row, update_fields
+from controller.resources.common import change_state_api, create_row, update_api
 from controller.util import now_iso
 
 PS_STATE_EVENTS = {"enable": "Enabled", "disable": "Disabled", "maintain": "Maintenance"}
@@ -107,18 +107,9 @@ async def detach_primary_storage(ctx: ApiContext, msg: PrimaryStorageClusterMsg)
     return {"inventory": await ctx.inventory("PrimaryStorage", msg.primaryStorageUuid)}
 
 
-@api("UpdatePrimaryStorage", UpdateMessage, queue=by_uuid)
-async def update_primary_storage(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
-    """Change a primary storage's name or description."""
-    await update_fields(ctx, "PrimaryStorage", msg.uuid, {"name": msg.name, "description": msg.description})
-    return {"inventory": await ctx.inventory("PrimaryStorage", msg.uuid)}
-
-
-@api("ChangePrimaryStorageState", ChangePrimaryStorageStateMsg, queue=by_uuid)
-async def change_primary_storage_state(ctx: ApiContext, msg: ChangePrimaryStorageStateMsg) -> dict[str, Any]:
-    """enable / disable / maintain a primary storage (state Enabled, Disabled, Maintenance)."""
-    await update_fields(ctx, "PrimaryStorage", msg.uuid, {"state": PS_STATE_EVENTS[msg.stateEvent]})
-    return {"inventory": await ctx.inventory("PrimaryStorage", msg.uuid)}
+update_api("PrimaryStorage", "Change a primary storage's name or description.")
+change_state_api("PrimaryStorage", "enable / disable / maintain a primary storage (state Enabled, Disabled, "
+                 "Maintenance).", model=ChangePrimaryStorageStateMsg, events=PS_STATE_EVENTS)
 
 
 @api("DeletePrimaryStorage", UuidDeleteMessage, queue=by_uuid)

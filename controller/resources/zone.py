@@ -5,16 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from controller.api.context import ApiContext
-from controller.api.messages import (
-    ChangeStateMessage,
-    CreateMessage,
-    Description,
-    Name,
-    UpdateMessage,
-    UuidDeleteMessage,
-)
-from controller.api.registry import api, by_uuid
-from controller.resources.common import STATE_EVENTS, create_row, delete_row, update_fields
+from controller.api.messages import CreateMessage, Description, Name
+from controller.api.registry import api
+from controller.resources.common import change_state_api, create_row, delete_api, update_api
 
 
 class CreateZoneMsg(CreateMessage):
@@ -30,22 +23,6 @@ async def create_zone(ctx: ApiContext, msg: CreateZoneMsg) -> dict[str, Any]:
     return {"inventory": await ctx.inventory("Zone", row["uuid"])}
 
 
-@api("UpdateZone", UpdateMessage, queue=by_uuid)
-async def update_zone(ctx: ApiContext, msg: UpdateMessage) -> dict[str, Any]:
-    """Change a zone's name or description."""
-    await update_fields(ctx, "Zone", msg.uuid, {"name": msg.name, "description": msg.description})
-    return {"inventory": await ctx.inventory("Zone", msg.uuid)}
-
-
-@api("ChangeZoneState", ChangeStateMessage, queue=by_uuid)
-async def change_zone_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
-    """Enable or disable a zone."""
-    await update_fields(ctx, "Zone", msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]})
-    return {"inventory": await ctx.inventory("Zone", msg.uuid)}
-
-
-@api("DeleteZone", UuidDeleteMessage, queue=by_uuid)
-async def delete_zone(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
-    """Delete a zone and everything in it (clusters, networks, storage records)."""
-    await delete_row(ctx, "Zone", msg.uuid)
-    return {}
+update_api("Zone", "Change a zone's name or description.")
+change_state_api("Zone", "Enable or disable a zone.")
+delete_api("Zone", "Delete a zone and everything in it (clusters, networks, storage records).")
