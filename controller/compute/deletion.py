@@ -25,6 +25,7 @@ from controller.core import Controller, on_start
 from controller.db.database import Tx
 from controller.errors import ApiError, NotFound
 from controller.resources import ipam
+from controller.storage import capacity as storage_capacity
 from controller.tasks import every
 from controller.util import iso_in, now_iso
 
@@ -56,8 +57,9 @@ async def reallocate_ips(tx: Tx, core: Controller, vm_uuid: str) -> None:
 
 
 async def expunge(core: Controller, vm: dict[str, Any]) -> None:
-    """Remove a Destroyed VM for good: root volume bits on its last host (when reachable), then the rows.
-    Bits that cannot be reached are logged (the host may be gone); the rows go in one transaction."""
+    """Remove a Destroyed VM for good: root volume bits on its last host (when reachable), then the rows and
+    the root volume's capacity refs. Bits that cannot be reached are logged (the host may be gone); the rows
+    and refs go in one transaction."""
     root = await core.db.fetchone("SELECT * FROM Volume WHERE uuid=?", (vm["rootVolumeUuid"],))
     host = None
     if vm["lastHostUuid"]:
@@ -72,6 +74,10 @@ async def expunge(core: Controller, vm: dict[str, Any]) -> None:
         for nic in await tx.fetchall("SELECT usedIpUuid FROM VmNic WHERE vmInstanceUuid=?", (vm["uuid"],)):
             if nic["usedIpUuid"]:
                 await ipam.release(tx, nic["usedIpUuid"])
+        # the root volume's (and its snapshots') local-storage refs go with it: their capacity is returned
+        for snap in await tx.fetchall("SELECT uuid FROM VolumeSnapshot WHERE volumeUuid=?", (vm["rootVolumeUuid"],)):
+            await storage_capacity.remove_resource(tx, snap["uuid"])
+        await storage_capacity.remove_resource(tx, vm["rootVolumeUuid"])
         await tx.execute("DELETE FROM Volume WHERE uuid=?", (vm["rootVolumeUuid"],))
         await tx.execute("DELETE FROM VmInstance WHERE uuid=?", (vm["uuid"],))
     log.info("vm %s (%s) expunged", vm["uuid"], vm["name"])

@@ -135,8 +135,9 @@ async def reboot_vm_instance(ctx: ApiContext, msg: UuidMessage) -> dict[str, Any
 
 @api("DestroyVmInstance", UuidDeleteMessage, job=True, queue=by_uuid)
 async def destroy_vm_instance(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
-    """Destroy: power off on the host, return capacity and IPs; then per ``vm/deletionPolicy``: Direct removes
-    the VM at once, Delay/Never leave it Destroyed (recoverable). An unknown uuid is a success (1.0)."""
+    """Destroy: power off on the host, return capacity and IPs, detach the data volumes (the storage hook on
+    ``vm.destroyed`` deletes them when ``vm/dataVolume.deleteOnVmDestroy``); then per ``vm/deletionPolicy``:
+    Direct removes the VM at once, Delay/Never leave it Destroyed (recoverable). An unknown uuid is a success."""
     row = await ctx.db.fetchone("SELECT * FROM VmInstance WHERE uuid=?", (msg.uuid,))
     if row is None or row["state"] == "Destroyed":
         return {}

@@ -11,6 +11,10 @@ Guarantees:
 * ``RecoverDataVolume`` (Deleted only) → ``Ready``, or ``NotInstantiated`` when it never had bits; it can be
   attached again. ``ExpungeDataVolume`` (Deleted only) → bits, snapshots, refs (capacity returned) and rows;
   when the host cannot delete the bits nothing is removed from the database (retry later).
+* A destroyed VM's data volumes are detached (1.0); with ``vm/dataVolume.deleteOnVmDestroy`` true (default
+  false) each is then deleted as ``DeleteDataVolume`` would, with ``volume/deletionPolicy``, in its own queue.
+  When Direct cannot delete the bits (host unreachable), the volume is marked ``Deleted`` instead, so the
+  expunge task retries it. Errors there never fail ``DestroyVmInstance`` (the hook runs quietly, logged).
 * The expunge task (``volume/expungeInterval``, restarted on change) expunges Deleted *data* volumes whose
   ``lastOpDate`` is older than ``volume/expungePeriod``, never while the policy is ``Never``. Tags go with the
   row (DB trigger).
@@ -25,6 +29,7 @@ from typing import Any
 from controller.api.context import ApiContext
 from controller.api.messages import UuidDeleteMessage, UuidMessage
 from controller.api.registry import api, by_uuid
+from controller.compute import extensions
 from controller.core import Controller, on_start
 from controller.errors import ApiError, InvalidArgument, NotFound, OperationError
 from controller.storage import expunge_task
@@ -72,12 +77,50 @@ async def delete_data_volume(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[st
                              "recover it with RecoverDataVolume or expunge it with ExpungeDataVolume")
     if volume["vmInstanceUuid"]:
         await detach(ctx, volume)
-    if expunge_task.policy(ctx.core, CATEGORY) == "Direct":
-        await expunge(ctx.core, volume)
-        return {}
-    async with ctx.db.write() as tx:
-        await tx.update("Volume", {"uuid": msg.uuid}, {"status": "Deleted", "lastOpDate": now_iso()})
+    await delete_detached(ctx.core, volume)
     return {}
+
+
+async def delete_detached(core: Controller, volume: dict[str, Any]) -> None:
+    """``volume/deletionPolicy`` on a detached data volume: Direct expunges it (bits, refs, rows; an error of
+    the host propagates with nothing removed), Delay and Never mark it ``Deleted`` (bits and refs kept)."""
+    if expunge_task.policy(core, CATEGORY) == "Direct":
+        await expunge(core, volume)
+        return
+    await _mark_deleted(core, volume["uuid"])
+
+
+async def _mark_deleted(core: Controller, uuid: str) -> None:
+    async with core.db.write() as tx:
+        await tx.update("Volume", {"uuid": uuid}, {"status": "Deleted", "lastOpDate": now_iso()})
+
+
+async def _on_vm_destroyed(core: Controller, vm: dict[str, Any]) -> None:
+    """Detach the destroyed VM's data volumes (one transaction); delete them if deleteOnVmDestroy."""
+    async with core.db.write() as tx:
+        rows = await tx.fetchall("SELECT uuid FROM Volume WHERE vmInstanceUuid=? AND type='Data'", (vm["uuid"],))
+        await tx.execute("UPDATE Volume SET vmInstanceUuid=NULL, deviceId=NULL, lastOpDate=? WHERE "
+                         "vmInstanceUuid=? AND type='Data'", (now_iso(), vm["uuid"]))
+    if not core.services["configs"].get_bool("vm", "dataVolume.deleteOnVmDestroy"):
+        return
+    for r in rows:
+        uuid: str = r["uuid"]
+        await core.queues.run(uuid, functools.partial(_delete_on_vm_destroy, core, uuid))
+
+
+async def _delete_on_vm_destroy(core: Controller, uuid: str) -> None:
+    row = await core.db.fetchone("SELECT * FROM Volume WHERE uuid=?", (uuid,))
+    if row is None or row["status"] == "Deleted" or row["vmInstanceUuid"]:
+        return  # deleted or attached again meanwhile: someone else decided
+    try:
+        await delete_detached(core, dict(row))
+    except ApiError as e:
+        log.warning("data volume %s of a destroyed vm: bits not deleted (%s); marked Deleted for the expunge "
+                    "task", uuid, e.details)
+        await _mark_deleted(core, uuid)
+
+
+extensions.register("vm.destroyed", _on_vm_destroyed)
 
 
 @api("RecoverDataVolume", UuidMessage, queue=by_uuid)
