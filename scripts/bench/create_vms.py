@@ -2,11 +2,13 @@
 """Benchmark: CreateVmInstance through the real HTTP API onto simulated hosts (real agents over libvirt's
 test driver with the real StorageService: image cache + qcow2 overlays by qemu-img).
 
-    scripts/bench/create_vms.py [--vms 10000] [--hosts 100] [--concurrency 32]
+    scripts/bench/create_vms.py [--vms 10000] [--hosts 100] [--concurrency 32] [--agent-procs 2]
 
-The agents run in a child process (so their RSS is measured apart), each on its own loopback address
-127.0.10.x:7070; the controller runs in this process on 127.0.0.1. Prints VMs/s, p50/p99 create latency
-and the RSS of controller and agents.
+The agents run in ``--agent-procs`` child processes (so their RSS is measured apart; on a real cloud every
+host runs its own), each agent on its own loopback address 127.0.10.x:7070; the controller runs in this
+process on 127.0.0.1. All simulated hosts share one local primary storage directory (one filesystem).
+Prints progress every 10 s, then VMs/s, p50/p99 create latency, how many VMs QueryVmInstance counts
+Running, failed creates, and the RSS of controller and agents.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def run_agents(n: int, out: Path, controller: str, base: Path) -> None:
-    """Child: n agents on 127.0.10.1.. until SIGTERM."""
+async def run_agents(first: int, n: int, out: Path, controller: str, base: Path) -> None:
+    """Child: n agents on 127.0.10.<first + 1>.. until SIGTERM."""
     from kvmagent.config import AgentConfig
     from kvmagent.driver.libvirt_driver import LibvirtDriver
     from kvmagent.driver.testnode import write_node_xml
@@ -53,8 +55,8 @@ async def run_agents(n: int, out: Path, controller: str, base: Path) -> None:
     from storage.service import StorageService
 
     runners, hosts = [], []
-    for i in range(n):
-        hu, ip = uuid.uuid4().hex, f"127.0.10.{i + 1}"
+    for i in range(first, first + n):
+        hu, ip = uuid.uuid4().hex, f"127.0.{10 + (i + 1) // 250}.{(i + 1) % 250 + 1}"
         sd = base / hu
         uri = write_node_xml(sd / "node.xml", cpus=16, mhz=2000, memory_bytes=64 * GiB)
         cfg = AgentConfig(host_uuid=hu, token=secrets.token_hex(16), controller_url=controller, listen_ip=ip,
@@ -161,23 +163,28 @@ async def main(args: argparse.Namespace) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    listing = work / "hosts.json"
-    child = await asyncio.create_subprocess_exec(sys.executable, __file__, "--child", str(args.hosts), str(listing),
-                                                 url, str(work / "agents"))
+    procs = max(1, min(args.agent_procs, args.hosts))
+    shares = [args.hosts // procs + (1 if i < args.hosts % procs else 0) for i in range(procs)]
+    listings = [work / f"hosts-{i}.json" for i in range(procs)]
+    children = [await asyncio.create_subprocess_exec(sys.executable, __file__, "--child", str(sum(shares[:i])),
+                                                     str(shares[i]), str(listings[i]), url, str(work / "agents"))
+                for i in range(procs)]
     c = Client(url)
     try:
         t = time.perf_counter()
-        await wait_file(listing)
+        for listing in listings:
+            await wait_file(listing)
+        hosts = [h for listing in listings for h in json.loads(listing.read_text())]
         print(f"{args.hosts} agents up in {time.perf_counter() - t:.1f} s")
         c.session = (await c.call("LogInByAccount", accountName="admin", password="password"))["uuid"]
         ids = await records(c, work)
         from controller.api.http import CORE
 
         core = app[CORE]
-        for h in json.loads(listing.read_text()):
+        for h in hosts:
             await add_connected_host(core, name=h["ip"], cluster_uuid=ids["cluster"], ip=h["ip"], port=7070,
                                      token=h["token"], controller_url=url, uuid=h["uuid"])
-        for h in json.loads(listing.read_text()):   # warm each host's image cache (shared FS: one at a time)
+        for h in hosts:   # warm each host's image cache (shared FS: one at a time)
             await c.call("CreateVmInstance", name="warm", instanceOfferingUuid=ids["offering"], imageUuid=ids["image"],
                          l3NetworkUuids=[ids["l3"]], hostUuid=h["uuid"])
         lat, wall, failed = await create_all(c, ids, args.vms, args.concurrency)
@@ -192,22 +199,26 @@ async def main(args: argparse.Namespace) -> None:
               + (f" (first: {failed[0]})" if failed else ""))
         print(f"create latency p50 {statistics.median(lat) * 1000:.0f} ms, "
               f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.0f} ms")
-        print(f"RSS controller {rss_mib(os.getpid()):.0f} MiB, agents ({args.hosts} in one process) "
-              f"{rss_mib(child.pid):.0f} MiB")
+        print(f"RSS controller {rss_mib(os.getpid()):.0f} MiB, agents ({args.hosts} in {procs} processes) "
+              f"{sum(rss_mib(ch.pid) for ch in children):.0f} MiB "
+              f"({sum(rss_mib(ch.pid) for ch in children) / args.hosts:.1f} MiB per agent)")
     finally:
         await c.http.close()
-        child.send_signal(signal.SIGTERM)
-        await child.wait()
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            await child.wait()
         await runner.cleanup()
         await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        asyncio.run(run_agents(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], Path(sys.argv[5])))
+        asyncio.run(run_agents(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), sys.argv[5], Path(sys.argv[6])))
         sys.exit(0)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vms", type=int, default=10000)
     p.add_argument("--hosts", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--agent-procs", type=int, default=2, help="processes the simulated agents are spread over")
     asyncio.run(main(p.parse_args()))
