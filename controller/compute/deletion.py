@@ -26,16 +26,16 @@ from controller.db.database import Tx
 from controller.errors import ApiError, NotFound
 from controller.resources import ipam
 from controller.storage import capacity as storage_capacity
-from controller.tasks import every
-from controller.util import iso_in, now_iso
+from controller.storage import expunge_task
+from controller.util import now_iso
 
 log = logging.getLogger(__name__)
 
-TASK = "vm-expunge"
+CATEGORY = "vm"
 
 
 def policy(core: Controller) -> str:
-    return str(core.services["configs"].get("vm", "deletionPolicy"))
+    return expunge_task.policy(core, CATEGORY)
 
 
 async def reallocate_ips(tx: Tx, core: Controller, vm_uuid: str) -> None:
@@ -85,11 +85,11 @@ async def expunge(core: Controller, vm: dict[str, Any]) -> None:
 
 async def expunge_due(core: Controller) -> int:
     """One run of the expunge task; returns how many VMs were expunged."""
-    if policy(core) == "Never":
+    bound = expunge_task.cutoff(core, CATEGORY)
+    if bound is None:
         return 0
-    period = core.services["configs"].get_int("vm", "expungePeriod")
     rows = await core.db.fetchall("SELECT * FROM VmInstance WHERE state='Destroyed' AND lastOpDate <= ?",
-                                  (iso_in(-period),))
+                                  (bound,))
     for r in rows:
         uuid: str = r["uuid"]
         await core.queues.run(uuid, functools.partial(_expunge_if_still_destroyed, core, uuid))
@@ -102,25 +102,9 @@ async def _expunge_if_still_destroyed(core: Controller, uuid: str) -> None:
         await expunge(core, dict(row))
 
 
-def _start_task(core: Controller) -> None:
-    configs = core.services["configs"]
-    core.tasks.start(TASK, lambda: every(lambda: configs.get_int("vm", "expungeInterval"),
-                                         lambda: _run_task(core)))
-
-
-async def _run_task(core: Controller) -> None:
-    await expunge_due(core)
-
-
 @on_start(60, "vm-deletion")
 async def _bootstrap(core: Controller) -> None:
-    async def restart(category: str, name: str, value: str) -> None:
-        _start_task(core)
-
-    configs = core.services["configs"]
-    for name in ("expungeInterval", "expungePeriod", "deletionPolicy"):
-        configs.listen(("vm", name), restart)
-    _start_task(core)
+    expunge_task.install(core, CATEGORY, expunge_due)  # task "vm-expunge"
 
 
 async def _destroyed_vm(ctx: ApiContext, uuid: str, api_name: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The periodic expunge task of a deletion-policy category (``volume``, ``image``; reference §3.10).
+"""The periodic expunge task of a deletion-policy category (``vm``, ``volume``, ``image``; reference §3.10).
 
 :func:`install` starts task ``<category>-expunge`` that runs every ``<category>/expungeInterval`` seconds and
 restarts whenever ``expungeInterval``, ``expungePeriod`` or ``deletionPolicy`` of that category changes.

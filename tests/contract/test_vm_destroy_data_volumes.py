@@ -24,13 +24,18 @@ async def _config(e: Env, category: str, name: str, value: str) -> None:
     await e.call("UpdateGlobalConfig", category=category, name=name, value=value)
 
 
+async def _destroy(e: Env, vm: dict[str, Any], vol: dict[str, Any], status: str) -> None:
+    """DestroyVmInstance succeeds; the data volume's row stays, detached, with ``status``."""
+    await e.call("DestroyVmInstance", uuid=vm["uuid"])
+    row = await _row(e, vol["uuid"])
+    assert row is not None and row["status"] == status, row
+    assert row["vmInstanceUuid"] is None and row["deviceId"] is None, row
+
+
 async def test_default_detaches_and_keeps_the_volume(env: Env) -> None:
     e = env
     vm, vol = await _vm_with_data(e)
-    await e.call("DestroyVmInstance", uuid=vm["uuid"])
-    row = await _row(e, vol["uuid"])
-    assert row is not None and row["status"] == "Ready", row
-    assert row["vmInstanceUuid"] is None and row["deviceId"] is None
+    await _destroy(e, vm, vol, "Ready")
     assert exists(vol["installPath"]) and vol["uuid"] in await _refs(e)
     await _adds_up(e)
     destroyed = await e.vm(vm["uuid"])
@@ -51,9 +56,7 @@ async def test_true_with_delay_policy_marks_deleted_and_recovers(env: Env) -> No
     e = env
     await _config(e, "vm", "dataVolume.deleteOnVmDestroy", "true")
     vm, vol = await _vm_with_data(e)
-    await e.call("DestroyVmInstance", uuid=vm["uuid"])
-    row = await _row(e, vol["uuid"])
-    assert row is not None and row["status"] == "Deleted" and row["vmInstanceUuid"] is None, row
+    await _destroy(e, vm, vol, "Deleted")
     assert exists(vol["installPath"]) and vol["uuid"] in await _refs(e)  # bits and capacity kept (Delay)
     await _adds_up(e)
     rec = await e.inv("RecoverDataVolume", uuid=vol["uuid"])
@@ -83,9 +86,7 @@ async def test_false_is_untouched_by_volume_policy(env: Env) -> None:
     e = env
     await _config(e, "volume", "deletionPolicy", "Direct")
     vm, vol = await _vm_with_data(e)
-    await e.call("DestroyVmInstance", uuid=vm["uuid"])
-    row = await _row(e, vol["uuid"])
-    assert row is not None and row["status"] == "Ready" and row["vmInstanceUuid"] is None
+    await _destroy(e, vm, vol, "Ready")
     assert exists(vol["installPath"])
 
 
@@ -100,7 +101,5 @@ async def test_direct_that_cannot_reach_the_host_leaves_it_deleted(env: Env) -> 
     e.agents.remove(agent)
     st, body = await e.raw("ReconnectHost", uuid=agent.config.host_uuid)
     assert st >= 400, body
-    await e.call("DestroyVmInstance", uuid=vm["uuid"])  # a Stopped VM on a Disconnected host: no agent call
-    row = await _row(e, vol["uuid"])
-    assert row is not None and row["status"] == "Deleted" and row["vmInstanceUuid"] is None, row
+    await _destroy(e, vm, vol, "Deleted")  # a Stopped VM on a Disconnected host: no agent call
     assert exists(vol["installPath"]) and vol["uuid"] in await _refs(e)
