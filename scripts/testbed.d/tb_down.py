@@ -156,8 +156,8 @@ def _link_exists(name: str) -> bool:
 
 def _undo_root_changes(state: State) -> list[str]:
     """Undo /run/netns's self-bind-mount if ``up`` made it and no namespace is left in it, then remove the
-    directories ``up`` created if they are empty. Returns notes about what had to stay (someone else uses
-    it)."""
+    empty directories recorded in the state (only a state written by an older ``up`` lists any: mount points
+    are shared between testbeds and now stay). Returns notes about what had to stay (someone else uses it)."""
     notes = []
     run_netns = Path("/run/netns")
     if state.mounted_run_netns and is_mountpoint(run_netns) and not any(run_netns.iterdir()):

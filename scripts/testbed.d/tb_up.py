@@ -44,14 +44,13 @@ def build(cfg: Config, state: State) -> None:
 
 def _prepare_root(cfg: Config, state: State) -> None:
     """Mount points, the private dir that holds the mount-namespace handles, and the testbed's SSH key."""
-    # sshd's privilege-separation directory is shared by every sshd on the machine (other testbeds, the
-    # system's): created when missing, never recorded, so no `down` removes it from under a running sshd.
+    # sshd's privilege-separation directory and the mount points of the hosts' private dirs are shared by
+    # every testbed on the machine (and the system's sshd): created when missing, never recorded, so no
+    # `down` removes them. Removing an empty mount point in the root namespace detaches what ANOTHER running
+    # testbed's hosts have mounted over it in theirs (their libvirtd, agent and sshd lose their dirs).
     os.makedirs("/run/sshd", mode=0o700, exist_ok=True)
     for d in PRIVATE_DIRS:
-        if not os.path.isdir(d):
-            state.created_dirs.append(d)
-            state.save()
-            os.makedirs(d, mode=0o700 if d == "/root/.ssh" else 0o755)
+        os.makedirs(d, mode=0o700 if d == "/root/.ssh" else 0o755, exist_ok=True)
     if not is_mountpoint("/run/netns"):
         state.mounted_run_netns = True  # `ip netns add` bind-mounts /run/netns onto itself
         state.save()
