@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers of scripts/demo (sourced; needs $V, the venv). Every call that changes the cloud goes through
 # zstack-cli and is echoed as ">>> zstack-cli ..." on stderr, so the operator sees the exact commands.
 
