@@ -4,8 +4,17 @@
 
 say() { printf '\n\033[1m==> %s\033[0m  [%ss]\n' "$*" "$SECONDS" >&2; }
 
-# zstack-cli, echoed; its JSON reply on stdout. A failed API exits non-zero (and so stops the demo).
-cli() { echo ">>> zstack-cli $*" >&2; zstack-cli "$@"; }
+# zstack-cli, echoed (a value with blanks in single quotes, as typed); its JSON reply on stdout. A failed
+# API exits non-zero (and so stops the demo).
+cli() {
+  local a line=">>> zstack-cli"
+  for a in "$@"; do
+    case $a in *[[:space:]]*) a="${a%%=*}='${a#*=}'" ;; esac
+    line+=" $a"
+  done
+  echo "$line" >&2
+  zstack-cli "$@"
+}
 
 # jget PATH: from the JSON on stdin print the value at PATH (dots; list indexes are numbers, e.g.
 # inventories.0.uuid). A missing key or index prints nothing; lists and objects print as JSON.
