@@ -14,7 +14,16 @@ Chain semantics. A volume is the file at its ``installPath`` V, which never chan
   S is removed. The guest-visible content of every remaining file is unchanged and chains stay valid.
 
 Every operation is idempotent (repeating it after success succeeds) and undoes its steps on failure.
-The volume must not be in use by a running VM (offline snapshots).
+create, revert and delete are OFFLINE: the volume must not be in use by a running VM.
+
+Live snapshots (:func:`create_live`, the volume of a RUNNING VM) give the same on-disk result (V backed by
+S, S holding the content at snapshot time) through hard links, because QEMU identifies each open image by
+the NAME it was opened under and reopens it by that name: libvirt opens images with ``auto-read-only``, so
+when the old top becomes a backing file QEMU reopens it read-only BY NAME. Renaming V to S before the
+switch (the obvious way) makes that reopen open the NEW overlay at V as the old top's file: silent data
+corruption. So the old top keeps the name V until QEMU has switched; the new top is created under a second
+name ``<volume dir>/live/<snapUuid>.qcow2`` (kept while the VM runs: QEMU knows the new top by that name)
+and only then becomes V (link + atomic rename). The offline operations drop those names (no VM runs then).
 """
 
 from __future__ import annotations
@@ -22,13 +31,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from storage import files, qemuimg
 from storage.errors import NotFound, StorageError
-from storage.layout import partial_path, snapshot_dir, snapshot_path
+from storage.layout import check_id, partial_path, snapshot_dir, snapshot_path
 from storage.revert import Reverter
+from storage.runner import run
+
+#: The hypervisor step of a live snapshot: make the image at the given path the running disk's active
+#: layer, the current one its backing (kvmagent's ``HypervisorDriver.switch_disk_top``).
+SwitchFn = Callable[[Path], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ async def create(volume: Path, snapshot_uuid: str) -> Path:
         raise NotFound(
             f"volume {volume} does not exist", details={"field": "volumePath", "value": str(volume)}
         )
+    drop_live_names(volume)
     size = (await qemuimg.info(volume)).virtual_size
     async with Reverter() as r:
         r.add(files.remove_dirs, files.make_dirs(snap.parent))
@@ -114,6 +130,7 @@ async def revert(volume: Path, snapshot: Path) -> Path:
         )
     size = (await qemuimg.info(snapshot)).virtual_size
     tmp = partial_path(volume)
+    drop_live_names(volume)
     async with Reverter() as r:
         r.add(files.remove_file, tmp)
         await qemuimg.create(tmp, size=size, backing=snapshot, backing_fmt="qcow2")
@@ -136,6 +153,7 @@ async def delete(volume: Path, snapshot: Path) -> bool:
     """Delete ``snapshot``, merging it into its children first. A missing snapshot succeeds (False)."""
     if not snapshot.exists():  # noqa: ASYNC240
         return False
+    drop_live_names(volume)
     info = await qemuimg.info(snapshot)
     parent, parent_fmt = info.full_backing_filename, info.backing_format or "qcow2"
     async with Reverter() as r:
@@ -146,3 +164,65 @@ async def delete(volume: Path, snapshot: Path) -> bool:
         files.remove_file(snapshot)
         r.success()
     return True
+
+
+# ---------------------------------------------------------------- live snapshots
+
+
+def live_name(volume: Path, snapshot_uuid: str) -> Path:
+    """The second name of the active layer a live snapshot ``snapshot_uuid`` created (see module doc)."""
+    return volume.parent / "live" / f"{check_id('snapshotUuid', snapshot_uuid)}.qcow2"
+
+
+def drop_live_names(volume: Path) -> None:
+    """Remove the second names live snapshots left (hard links: no data goes). Only while no VM runs on
+    ``volume``: a running QEMU may reopen its active layer by such a name."""
+    files.remove_tree(volume.parent / "live")
+
+
+async def _overlay_on_locked(path: Path, backing: Path, size: int) -> None:
+    """``qemu-img create -u``: ``backing`` is open read-write by QEMU, which holds its write lock."""
+    tmp = partial_path(path)
+    await run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", str(backing), "-F", "qcow2",
+               str(tmp), str(size)], timeout=qemuimg.SHORT_TIMEOUT)
+    os.rename(tmp, path)
+
+
+async def create_live(volume: Path, snapshot_uuid: str, switch: SwitchFn) -> Path:
+    """Snapshot ``volume`` while a running VM writes to it; the result on disk is that of :func:`create`.
+
+    Steps: (1) S becomes a second name of V's image (the frozen content; QEMU keeps writing to it until
+    step 3); (2) a new empty overlay backed by S is created at :func:`live_name`; (3) ``switch`` makes it
+    the VM's active layer (the current image becomes its backing); (4) V names the new overlay (link +
+    atomic rename; the live name stays). A failure in steps 1-3 undoes them: V is untouched, S and the
+    overlay are gone. After step 3 nothing is undone (the VM writes to the new overlay): a failing step 4
+    raises, and repeating the call finishes it. Idempotent: V already backed by S returns S at once.
+    """
+    snap, top = snapshot_path(volume, snapshot_uuid), live_name(volume, snapshot_uuid)
+    if not volume.is_file():  # noqa: ASYNC240
+        raise NotFound(f"volume {volume} does not exist", details={"field": "volumePath", "value": str(volume)})
+    if snap.exists():
+        if (await qemuimg.info(volume)).full_backing_filename == str(snap):
+            return snap  # already done
+        if not os.path.samefile(snap, volume):  # noqa: ASYNC240
+            raise StorageError(f"snapshot file {snap} exists but {volume} is not backed by it",
+                               code="STORAGE.CONFLICT", details={"field": "snapshotUuid", "value": snapshot_uuid})
+    size = (await qemuimg.info(volume)).virtual_size
+    async with Reverter() as r:
+        if not snap.exists():
+            r.add(files.remove_dirs, files.make_dirs(snap.parent))
+            os.link(volume, snap)
+            r.add(files.remove_file, snap)
+        if not top.exists():
+            r.add(files.remove_dirs, files.make_dirs(top.parent))
+            r.add(files.remove_file, partial_path(top))
+            await _overlay_on_locked(top, snap, size)
+            r.add(files.remove_file, top)
+        await switch(top)
+        r.success()
+    tmp = partial_path(volume)
+    files.remove_file(tmp)
+    os.link(top, tmp)
+    os.rename(tmp, volume)
+    await asyncio.to_thread(files.fsync_dir, volume.parent)
+    return snap

@@ -11,9 +11,9 @@ agent's URL and token; the source streams each file to the destination's raw end
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kvmagent.contract.base import AgentReply, AgentRequest
 
@@ -127,16 +127,29 @@ class VolumeInfoCmd(LocalStorageCmd):
 class SnapshotReply(LocalStorageReply):
     snapshotPath: str
     volumePath: str
+    #: True when the snapshot was taken live (the VM was running and kept running).
+    live: bool = False
 
 
 class CreateSnapshotCmd(LocalStorageCmd):
-    """Offline snapshot: the volume's content becomes ``snapshots/<snapshotUuid>.qcow2``; the volume keeps
-    its path as a new overlay on it."""
+    """The volume's content becomes ``snapshots/<snapshotUuid>.qcow2``; the volume keeps its path as a new
+    overlay on it. With ``vmUuid`` (and ``volumeUuid``, the disk's serial) and that VM running on this
+    host, the snapshot is taken live (the VM switches to the new overlay, ``capability:liveSnapshot``);
+    otherwise offline (nothing may run on the volume)."""
 
     PATH = "/localstorage/snapshot/create"
     Reply = SnapshotReply
     volumePath: str
     snapshotUuid: Uuid
+    vmUuid: Uuid | None = None
+    volumeUuid: Uuid | None = None
+
+    @model_validator(mode="after")
+    def _live_names_the_disk(self) -> Self:
+        if self.vmUuid is not None and not self.volumeUuid:
+            raise ValueError(f"volumeUuid is required with vmUuid={self.vmUuid!r}: it names the VM's disk "
+                             "(its serial) to snapshot live")
+        return self
 
 
 class RevertSnapshotCmd(LocalStorageCmd):

@@ -14,6 +14,9 @@ check them against each backend):
 * **Events.** Lifecycle changes of every domain (also ones caused out of band, e.g. ``virsh destroy`` or a
   guest powering off) reach the subscribed callback as :class:`DomainEvent` on the event loop.
 * **Never blocks the loop.** Every method is a coroutine; libvirt work happens in worker threads.
+* **Live snapshots are all or nothing.** ``switch_disk_top`` either switches the running disk to the new
+  layer (verified) or leaves the domain as it was; a backend that cannot do it says so
+  (``VM.LIVE_SNAPSHOT_UNSUPPORTED``) and ``HostFacts.live_snapshot`` is False there.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class HostFacts:
     hvm_flag: str | None
     domain_type: str
     hypervisor: str
+    #: ``capability:liveSnapshot``: ``switch_disk_top`` works here (QEMU backend, libvirt >= 1.0.0 and
+    #: QEMU >= 1.3.0 as in ZStack 1.0).
+    live_snapshot: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,13 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     async def detach_disk(self, vm_uuid: str, volume_uuid: str) -> None:
         """Detach the disk whose serial is ``volume_uuid``. Not attached: success."""
+
+    @abc.abstractmethod
+    async def switch_disk_top(self, vm_uuid: str, volume_uuid: str, new_top: str) -> None:
+        """Live snapshot, hypervisor side: the running VM's disk whose serial is ``volume_uuid`` gets the
+        existing qcow2 overlay ``new_top`` as its active layer; its current image becomes the backing.
+        Already the active layer: success. Not running: StateConflict. Missing: DomainNotFound. Backend
+        without it: ``VM.LIVE_SNAPSHOT_UNSUPPORTED`` (501), nothing changed."""
 
     @abc.abstractmethod
     async def first_boot_from_cd(self, vm_uuid: str) -> bool:

@@ -12,13 +12,26 @@ def version_string(v: int) -> str:
     return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
 
 
+#: ZStack 1.0's condition for ``capability:liveSnapshot`` (libvirt >= 1.0.0, QEMU >= 1.3.0).
+MIN_LIVE_SNAPSHOT_LIBVIRT = 1_000_000
+MIN_LIVE_SNAPSHOT_QEMU = 1_003_000
+
+
+def live_snapshot_capable(hypervisor: str, libvirt_version: int, hypervisor_version: int) -> bool:
+    """External disk-only snapshots work on the QEMU backend only (the test driver refuses the flags)."""
+    return (hypervisor == "QEMU" and libvirt_version >= MIN_LIVE_SNAPSHOT_LIBVIRT
+            and hypervisor_version >= MIN_LIVE_SNAPSHOT_QEMU)
+
+
 def read_facts(conn: libvirt.virConnect, *, hvm_flag: str | None, domain_type: str) -> HostFacts:
     model, mem_mib, cpus, mhz = conn.getInfo()[:4]
+    lib, hv, kind = conn.getLibVersion(), conn.getVersion(), conn.getType()
     return HostFacts(cpu_num=int(cpus), cpu_mhz=int(mhz), cpu_model=str(model),
                      memory_bytes=int(mem_mib) << 20,
-                     libvirt_version=version_string(conn.getLibVersion()),
-                     qemu_version=version_string(conn.getVersion()), hvm_flag=hvm_flag,
-                     domain_type=domain_type, hypervisor=conn.getType())
+                     libvirt_version=version_string(lib),
+                     qemu_version=version_string(hv), hvm_flag=hvm_flag,
+                     domain_type=domain_type, hypervisor=kind,
+                     live_snapshot=live_snapshot_capable(kind, lib, hv))
 
 
 def read_capacity(conn: libvirt.virConnect) -> Capacity:

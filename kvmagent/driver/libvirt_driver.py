@@ -16,7 +16,7 @@ from typing import Any
 
 import libvirt
 
-from kvmagent.driver import devices, facts
+from kvmagent.driver import devices, facts, livesnap
 from kvmagent.driver.base import (
     Capacity,
     DomainEvent,
@@ -285,3 +285,7 @@ class LibvirtDriver(HypervisorDriver):
 
     async def detach_disk(self, vm_uuid: str, volume_uuid: str) -> None:
         await devices.detach_disk(await self._guest(vm_uuid, "detaching a disk"), volume_uuid)
+
+    async def switch_disk_top(self, vm_uuid: str, volume_uuid: str, new_top: str) -> None:
+        guest = await self._guest(vm_uuid, "taking a live snapshot")
+        await livesnap.switch_disk_top(guest, volume_uuid, new_top)

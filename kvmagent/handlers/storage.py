@@ -23,7 +23,9 @@ from aiohttp import web
 
 from kvmagent.contract import storage as c
 from kvmagent.contract.base import AgentError, AgentReply
+from kvmagent.driver.base import HypervisorDriver, VmState
 from kvmagent.routing import handles
+from storage import snapshots
 from storage.errors import InvalidArgument, StorageError
 from storage.layout import VolumeType
 from storage.local import Capacity
@@ -34,6 +36,14 @@ from storage.service import StorageService
 
 class HasStorage(Protocol):
     storage: StorageService
+
+
+class HasStorageAndDriver(HasStorage, Protocol):
+    driver: HypervisorDriver
+
+
+#: Domain states in which a snapshot must be taken live (QEMU has the volume open).
+LIVE_STATES = frozenset({VmState.RUNNING, VmState.PAUSED})
 
 
 #: Where the raw receive handler finds the service when :func:`raw_routes` is called without a context.
@@ -69,7 +79,7 @@ def cap(capacity: Capacity) -> dict[str, int]:
     }
 
 
-async def _cap(ctx: HasStorage, cmd: c.LocalStorageCmd) -> dict[str, int]:
+async def _cap(ctx: HasStorage, cmd: c.LocalStorageCmd) -> dict[str, Any]:
     return cap(await ctx.storage.capacity(cmd.storagePath))
 
 
@@ -149,9 +159,22 @@ async def volume_info(ctx: HasStorage, cmd: c.VolumeInfoCmd) -> c.VolumeInfoRepl
 
 @handles(c.CreateSnapshotCmd)
 @mapped
-async def create_snapshot(ctx: HasStorage, cmd: c.CreateSnapshotCmd) -> c.SnapshotReply:
-    snap = await ctx.storage.create_snapshot(cmd.storagePath, cmd.volumePath, cmd.snapshotUuid)
-    return c.SnapshotReply(snapshotPath=str(snap), volumePath=cmd.volumePath, **await _cap(ctx, cmd))
+async def create_snapshot(ctx: HasStorageAndDriver, cmd: c.CreateSnapshotCmd) -> c.SnapshotReply:
+    """Live when ``vmUuid`` runs here (``storage.snapshots.create_live`` + ``driver.switch_disk_top``),
+    else offline. Both keep ``volumePath``; both are idempotent."""
+    live = cmd.vmUuid is not None and await ctx.driver.vm_state(cmd.vmUuid) in LIVE_STATES
+    if live:
+        assert cmd.vmUuid is not None and cmd.volumeUuid is not None  # checked by the contract
+        vol = ctx.storage.local(cmd.storagePath).layout.contain(cmd.volumePath, "volumePath")
+        switch = functools.partial(_switch, ctx.driver, cmd.vmUuid, cmd.volumeUuid)
+        snap = await snapshots.create_live(vol, cmd.snapshotUuid, switch)
+    else:
+        snap = await ctx.storage.create_snapshot(cmd.storagePath, cmd.volumePath, cmd.snapshotUuid)
+    return c.SnapshotReply(snapshotPath=str(snap), volumePath=cmd.volumePath, live=live, **await _cap(ctx, cmd))
+
+
+async def _switch(driver: HypervisorDriver, vm_uuid: str, volume_uuid: str, new_top: Path) -> None:
+    await driver.switch_disk_top(vm_uuid, volume_uuid, str(new_top))
 
 
 @handles(c.RevertSnapshotCmd)

@@ -1,0 +1,134 @@
+"""Live snapshots through the driver (``switch_disk_top``) and ``storage.snapshots.create_live``, on both
+backends: the real root libvirtd runs a QEMU process on the volume (writes go through QEMU's own block layer
+with the HMP ``qemu-io`` command), libvirt's test driver must refuse clearly and change nothing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import libvirt
+import libvirt_qemu
+import pytest
+from agent_env import BACKENDS, Env, open_env
+
+from kvmagent.contract.base import AgentError
+from kvmagent.driver.base import VmState
+from kvmagent.driver.livesnap import LiveSnapshotUnsupported
+from kvmagent.driver.xml.edit import disk_element, parse
+from storage import qemuimg, snapshots
+from storage.runner import run
+
+MiB = 1 << 20
+
+
+@pytest.fixture(params=BACKENDS)
+async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
+    e = await open_env(request.param, tmp_path)
+    try:
+        yield e
+    finally:
+        await e.cleanup()
+
+
+async def _qio(path: Path | str, op: str, *, shared: bool = False) -> bool:
+    flags = ["-r", "-U"] if shared else []
+    res = await run(["qemu-io", *flags, "-f", "qcow2", "-c", op, str(path)], timeout=60, ok_codes=(0, 1))
+    return res.rc == 0 and "failed" not in (res.stdout + res.stderr).lower()
+
+
+async def _guest_write(env: Env, vm_uuid: str, pattern: int, offset: int) -> None:
+    """Write (and flush) through the running QEMU's block graph, as the guest's virtio disk would."""
+    guest = await env.driver.host.lookup(vm_uuid)
+    assert guest is not None
+    for op in (f"write -P {pattern} {offset} 64k", "flush"):
+        cmd = f'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "{op}"'
+        out = await env.driver.host.raw(libvirt_qemu.qemuMonitorCommand, guest.dom, cmd,
+                                        libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+        assert "error" not in out.lower() and "conflict" not in out.lower(), out
+
+
+def _open_inodes(vm_name: str, under: Path) -> set[int]:
+    """Inodes of the files under ``under`` the VM's QEMU process has open."""
+    pid = int(Path(f"/run/libvirt/qemu/{vm_name}.pid").read_text())
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if link.startswith(str(under)):
+            out.add(os.stat(f"/proc/{pid}/fd/{fd}").st_ino)
+    return out
+
+
+async def _switcher(env: Env, vm_uuid: str, volume_uuid: str) -> snapshots.SwitchFn:
+    async def switch(new_top: Path) -> None:
+        await env.driver.switch_disk_top(vm_uuid, volume_uuid, str(new_top))
+    return switch
+
+
+async def test_live_snapshot_switches_qemu_and_keeps_the_path(env: Env) -> None:
+    spec = await env.spec()
+    vol, serial = Path(spec.root_disk.path), spec.root_disk.volume_uuid
+    assert await _qio(vol, f"write -P 0x11 {MiB} 64k")
+    await env.driver.start_vm(spec)
+    switch = await _switcher(env, spec.uuid, serial)
+    if env.backend == "test":
+        assert not (await env.driver.host_facts()).live_snapshot
+        with pytest.raises(LiveSnapshotUnsupported) as e:
+            await snapshots.create_live(vol, "s1", switch)
+        assert e.value.status == 501 and e.value.code == "VM.LIVE_SNAPSHOT_UNSUPPORTED"
+        assert not (vol.parent / "snapshots").exists() and not (vol.parent / "live").exists()
+        assert await env.driver.vm_state(spec.uuid) == VmState.RUNNING
+        return
+    assert (await env.driver.host_facts()).live_snapshot
+    s1 = await snapshots.create_live(vol, "s1", switch)
+    assert await env.driver.vm_state(spec.uuid) == VmState.RUNNING
+    # QEMU has exactly the new top (the file at the volume path) and the snapshot open
+    assert _open_inodes(spec.uuid, env.tmp) == {os.stat(vol).st_ino, os.stat(s1).st_ino}
+    await _guest_write(env, spec.uuid, 0x22, MiB)
+    s2 = await snapshots.create_live(vol, "s2", switch)
+    assert _open_inodes(spec.uuid, env.tmp) == {os.stat(p).st_ino for p in (vol, s1, s2)}
+    await _guest_write(env, spec.uuid, 0x33, MiB)
+    # the persistent definition names the volume path again, with no stale <backingStore> chain
+    guest = await env.driver.host.lookup(spec.uuid)
+    assert guest is not None
+    disk = disk_element(parse(await guest.xml(inactive=True)), serial)
+    assert disk is not None and disk.find("source").get("file") == str(vol)  # type: ignore[union-attr]
+    assert disk.find("backingStore") is None
+    await env.driver.destroy_vm(spec.uuid, undefine=False)
+    assert [li.path for li in await snapshots.verify(vol)] == [str(vol), str(s2), str(s1)]
+    assert await _qio(vol, f"read -P 0x33 {MiB} 64k")
+    assert await _qio(s2, f"read -P 0x22 {MiB} 64k") and await _qio(s1, f"read -P 0x11 {MiB} 64k")
+    # a stopped VM's definition starts again on the volume path (libvirt probes the chain from the headers)
+    await guest.create()
+    assert _open_inodes(spec.uuid, env.tmp) == {os.stat(p).st_ino for p in (vol, s1, s2)}
+
+
+async def test_failed_switch_on_real_qemu_is_undone(env: Env) -> None:
+    spec = await env.spec()
+    vol = Path(spec.root_disk.path)
+    await env.driver.start_vm(spec)
+    inode = os.stat(vol).st_ino
+    switch = await _switcher(env, spec.uuid, "not-attached-volume")
+    with pytest.raises(AgentError) as e:
+        await snapshots.create_live(vol, "s1", switch)
+    assert e.value.code == "VM.DISK_NOT_FOUND" and e.value.status == 404
+    assert os.stat(vol).st_ino == inode and os.stat(vol).st_nlink == 1
+    assert sorted(p.name for p in (vol.parent / "snapshots").glob("*")) == []
+    assert not (vol.parent / "live").exists()
+    assert (await qemuimg.info(vol)).full_backing_filename is None
+    if env.backend == "qemu":
+        assert _open_inodes(spec.uuid, env.tmp) == {inode}
+
+
+async def test_switch_of_stopped_or_missing_vm(env: Env) -> None:
+    spec = await env.spec()
+    with pytest.raises(AgentError) as e:
+        await env.driver.switch_disk_top(spec.uuid, spec.root_disk.volume_uuid, "/nonexistent.qcow2")
+    assert e.value.status == 404
+    await env.driver.start_vm(spec)
+    await env.driver.stop_vm(spec.uuid, grace=0, force=True)
+    with pytest.raises(AgentError) as e:
+        await env.driver.switch_disk_top(spec.uuid, spec.root_disk.volume_uuid, "/nonexistent.qcow2")
+    assert e.value.status == 409 and "offline" in e.value.message
+    assert libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA  # the flag the driver relies on exists here
