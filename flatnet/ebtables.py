@@ -1,9 +1,15 @@
 """ebtables (nft backend) rules: host-local DHCP/metadata on the uplink, per-NIC anti-spoofing.
 
+Per NIC, two chains: in the ``nat`` table (PREROUTING) a frame from the tap with another source MAC is
+dropped BEFORE the bridge learns its source address (the bridge updates its forwarding database between
+PREROUTING and FORWARD: a MAC check only in ``filter`` would still let a spoofer make the bridge send the
+victim's traffic to it); in the ``filter`` table (FORWARD, INPUT) the IPv4/ARP/DHCP checks.
+
 All changes of one sync go through ONE ``ebtables-restore --noflush`` transaction (atomic in nf_tables):
 a chain is declared (``:chain RETURN`` creates or flushes it) and filled in the same transaction, so a
 chain is never seen half-built. What exists is read first (``ebtables-save``) and only differences are
-written, so a sync with nothing to change runs no restore at all.
+written, so a sync with nothing to change runs no restore at all. Chain names are unique across tables;
+the prefix of a chain names its table (:func:`table_of`).
 """
 
 from __future__ import annotations
@@ -12,15 +18,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from flatnet.model import L3Spec, NicSpec
-from flatnet.names import METADATA_IP, nic_chain, uplink_chain
+from flatnet.names import METADATA_IP, NIC_MAC_PREFIX, nic_chain, nic_mac_chain, uplink_chain
 from storage.runner import run
 
-BASE_CHAINS = ("INPUT", "FORWARD", "OUTPUT")
+#: The built-in chains flatnet jumps from, per table.
+BASE_CHAINS = {"filter": ("INPUT", "FORWARD", "OUTPUT"), "nat": ("PREROUTING",)}
+TABLES = tuple(BASE_CHAINS)
+
+
+def table_of(chain: str) -> str:
+    """The table of one of flatnet's chains or of a built-in chain it jumps from."""
+    return "nat" if chain == "PREROUTING" or chain.startswith(NIC_MAC_PREFIX) else "filter"
 
 
 @dataclass
 class Ruleset:
-    """The filter table as ``ebtables-save`` prints it: chain → rules (without ``-A <chain>``)."""
+    """The ``filter`` and ``nat`` tables as ``ebtables-save`` prints them: chain → rules (without
+    ``-A <chain>``); chain names are unique across the two (built-ins: see :func:`table_of`)."""
 
     chains: dict[str, list[str]] = field(default_factory=dict)
 
@@ -31,19 +45,27 @@ def parse_save(text: str) -> Ruleset:
     for line in text.splitlines():
         if line.startswith("*"):
             table = line[1:].strip()
-        elif table != "filter" or not line or line.startswith("#"):
+        elif table not in TABLES or not line or line.startswith("#"):
             continue
         elif line.startswith(":"):
-            rs.chains.setdefault(line[1:].split()[0], [])
+            name = line[1:].split()[0]
+            if table == table_of(name):
+                rs.chains.setdefault(name, [])
         elif line.startswith("-A "):
             _, chain, rule = line.split(" ", 2)
-            rs.chains.setdefault(chain, []).append(" ".join(rule.split()))
+            if table == table_of(chain):
+                rs.chains.setdefault(chain, []).append(" ".join(rule.split()))
     return rs
 
 
+def nic_mac_rules(nic: NicSpec) -> list[str]:
+    """The tap's ``nat`` chain: nothing but the NIC's own source MAC reaches the bridge's learning."""
+    return [f"-s ! {nic.mac} -j DROP"]
+
+
 def nic_rules(nic: NicSpec) -> list[str]:
-    """The tap's chain: only the NIC's MAC; IPv4/ARP only from its IP (DHCP discover from 0.0.0.0 allowed);
-    never a DHCP server reply; everything else dropped."""
+    """The tap's ``filter`` chain: only the NIC's MAC; IPv4/ARP only from its IP (DHCP discover from 0.0.0.0
+    allowed); never a DHCP server reply; everything else dropped."""
     mac, ip = nic.mac, nic.ip
     return [
         f"-s ! {mac} -j DROP",
@@ -93,27 +115,34 @@ def desired(l3s: Mapping[str, L3Spec], nics: Iterable[NicSpec]) -> Desired:
             chains[c] = nic_rules(nic)
             jumps.add(("FORWARD", f"-i {nic.tap} -j {c}"))
             jumps.add(("INPUT", f"-i {nic.tap} -j {c}"))
+            m = nic_mac_chain(nic.tap)
+            chains[m] = nic_mac_rules(nic)
+            jumps.add(("PREROUTING", f"-i {nic.tap} -j {m}"))
     return Desired(chains, frozenset(jumps))
 
 
-def plan(have: Ruleset, want: Desired, owned: Iterable[str]) -> list[str]:
-    """The restore lines turning ``have`` into ``want``; ``owned`` chains not wanted are removed."""
-    lines: list[str] = []
+def plan(have: Ruleset, want: Desired, owned: Iterable[str]) -> dict[str, list[str]]:
+    """Per table, the restore lines turning ``have`` into ``want``; ``owned`` chains not wanted are removed.
+    Tables with nothing to change are absent."""
+    lines: dict[str, list[str]] = {}
+
+    def add(chain: str, *out: str) -> None:
+        lines.setdefault(table_of(chain), []).extend(out)
+
     for chain, rules in want.chains.items():
         if have.chains.get(chain) != rules:
-            lines.append(f":{chain} RETURN")
-            lines += [f"-A {chain} {r}" for r in rules]
+            add(chain, f":{chain} RETURN", *(f"-A {chain} {r}" for r in rules))
     for base, rule in sorted(want.jumps):
         if rule not in have.chains.get(base, []):
-            lines.append(f"-A {base} {rule}")
+            add(base, f"-A {base} {rule}")
     gone = {c for c in owned if c in have.chains and c not in want.chains}
-    for base in BASE_CHAINS:
+    for base in (b for bases in BASE_CHAINS.values() for b in bases):
         for rule in have.chains.get(base, []):
             target = rule.rsplit("-j ", 1)[-1].strip()
             if target in gone or (target in want.chains and (base, rule) not in want.jumps):
-                lines.append(f"-D {base} {rule}")
+                add(base, f"-D {base} {rule}")
     for chain in sorted(gone):
-        lines += [f":{chain} RETURN", f"-X {chain}"]
+        add(chain, f":{chain} RETURN", f"-X {chain}")
     return lines
 
 
@@ -127,9 +156,10 @@ async def read(host_netns: str | None) -> Ruleset:
 
 
 async def sync(host_netns: str | None, want: Desired, owned: Iterable[str]) -> int:
-    """Converge the filter table to ``want``; returns the number of restore lines written (0: no change)."""
+    """Converge the filter and nat tables to ``want`` (one restore); returns the number of restore lines
+    written (0: no change)."""
     lines = plan(await read(host_netns), want, owned)
     if lines:
-        text = "*filter\n" + "\n".join(lines) + "\nCOMMIT\n"
+        text = "".join(f"*{t}\n" + "\n".join(ls) + "\nCOMMIT\n" for t, ls in sorted(lines.items()))
         await run(_argv(host_netns, ["ebtables-restore", "--noflush"]), timeout=60, input=text)
-    return len(lines)
+    return sum(len(ls) for ls in lines.values())

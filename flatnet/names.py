@@ -58,6 +58,16 @@ def nic_chain(tap: str) -> str:
     return f"zsas-{tap}"
 
 
+NIC_MAC_PREFIX = "zsmac-"
+
+
+def nic_mac_chain(tap: str) -> str:
+    """The ``nat``-table chain that drops frames from ``tap`` with another source MAC."""
+    if not tap or len(tap) > IFNAME_MAX:
+        raise ValueError(f"tapName {tap!r} is not a valid interface name (1..{IFNAME_MAX} characters)")
+    return f"{NIC_MAC_PREFIX}{tap}"
+
+
 def uplink_chain(uplink: str) -> str:
     """The ebtables chain holding the host-local rules for a bridge's physical uplink."""
     if not uplink or len(uplink) > IFNAME_MAX:

@@ -73,6 +73,24 @@ async def test_spoofed_ip_and_mac_get_nothing(env: Env) -> None:
     assert (await env.http(a, "http://169.254.169.254/latest/meta-data/instance-id")) == (200, "vm-alpha")
 
 
+async def _fdb_ports(env: Env, mac: str) -> set[str]:
+    """The bridge ports the host's br0 has learned ``mac`` on."""
+    out = (await env.host_cmd("bridge", "fdb", "show", "br", "br0")).stdout
+    return {line.split()[2] for line in out.splitlines() if line.startswith(mac + " ") and " dev " in line}
+
+
+async def test_spoofed_mac_is_never_learned_by_the_bridge(env: Env) -> None:
+    """Frames with another VM's MAC are dropped before the bridge learns their source (ebtables nat
+    PREROUTING, not only filter FORWARD): otherwise the bridge would send that VM's traffic to the spoofer."""
+    _svc, _l3, a, b = await _setup(env)
+    await env.in_vm(a, "busybox", "ping", "-c", "1", "-W", "1", "10.77.0.2", ok=(0, 1))
+    assert await _fdb_ports(env, a.mac) == {a.tap}
+    await env.set_addr(b, "10.77.0.11", mac=a.mac)
+    await env.in_vm(b, "busybox", "ping", "-c", "3", "-i", "0.2", "-W", "1", "10.77.0.2", ok=(0, 1))
+    await env.in_vm(b, "busybox", "arping", "-c", "2", "-w", "1", "-I", "eth0", "10.77.0.2", ok=(0, 1, 2))
+    assert b.tap not in await _fdb_ports(env, a.mac)
+
+
 async def test_rogue_dhcp_server_in_a_vm_reaches_nobody(env: Env) -> None:
     _svc, _l3, a, b = await _setup(env)
     c = await env.add_vm("gamma")  # not allocated by the real server: only the rogue would answer

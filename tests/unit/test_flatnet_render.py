@@ -105,6 +105,21 @@ def test_ebtables_plan_is_idempotent() -> None:
     have = ebtables.Ruleset(chains={c: list(r) for c, r in want.chains.items()})
     for base, rule in want.jumps:
         have.chains.setdefault(base, []).append(rule)
-    assert ebtables.plan(have, want, want.chains) == []
+    assert ebtables.plan(have, want, want.chains) == {}
     gone = ebtables.plan(have, ebtables.desired({}, []), want.chains)
-    assert "-X zsas-vnic1.0" in gone and "-D FORWARD -i vnic1.0 -j zsas-vnic1.0" in gone
+    assert "-X zsas-vnic1.0" in gone["filter"] and "-D FORWARD -i vnic1.0 -j zsas-vnic1.0" in gone["filter"]
+    assert gone["nat"] == ["-D PREROUTING -i vnic1.0 -j zsmac-vnic1.0", ":zsmac-vnic1.0 RETURN", "-X zsmac-vnic1.0"]
+
+
+def test_ebtables_mac_check_is_in_nat_prerouting() -> None:
+    """The MAC check must run before the bridge learns the source (nat PREROUTING), see flatnet.ebtables."""
+    want = ebtables.desired({L3.uuid: L3}, [NIC])
+    first = ebtables.plan(ebtables.Ruleset(), want, [])
+    assert first["nat"] == [":zsmac-vnic1.0 RETURN", f"-A zsmac-vnic1.0 -s ! {NIC.mac} -j DROP",
+                            "-A PREROUTING -i vnic1.0 -j zsmac-vnic1.0"]
+    save = "*filter\n:INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n*nat\n:PREROUTING ACCEPT\n:OUTPUT ACCEPT\n" \
+           ":POSTROUTING ACCEPT\n:zsmac-vnic1.0 RETURN\n-A PREROUTING -i vnic1.0 -j zsmac-vnic1.0\n" \
+           f"-A zsmac-vnic1.0 -s ! {NIC.mac} -j DROP\n"
+    have = ebtables.parse_save(save)
+    assert have.chains["PREROUTING"] == ["-i vnic1.0 -j zsmac-vnic1.0"] and have.chains["OUTPUT"] == []
+    assert "nat" not in ebtables.plan(have, want, [])
