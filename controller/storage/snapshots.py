@@ -1,7 +1,10 @@
 """Volume snapshots on local storage: CreateVolumeSnapshot, RevertVolumeFromSnapshot, DeleteVolumeSnapshot.
 
-The agent takes OFFLINE snapshots only (``storage.snapshots``): the volume's VM must be Stopped, or the data
-volume detached. Live snapshots of a running VM are not done. Fields: ``treeUuid`` (one tree per volume),
+CreateVolumeSnapshot works on a volume whose VM is Running (a LIVE snapshot: the agent switches the running
+disk to the new overlay, the VM keeps running; ZStack 1.0's ``capability:liveSnapshot``) or Stopped, or on a
+detached data volume (offline). Any other VM state (Starting, Stopping, Migrating, Unknown...) is refused
+with VM.1010. Revert and delete stay offline: the VM must be Stopped (1.0 required that for revert too).
+The volume's ``installPath`` never changes (see ``storage.snapshots``). Fields: ``treeUuid`` (one tree per volume),
 ``parentUuid`` (the snapshot the new one was taken on top of), ``latest`` (the snapshot the volume's active
 layer currently sits on). Every snapshot has a ``LocalStorageResourceRef`` (VolumeSnapshotVO, its file's
 allocated size) on the volume's host; its capacity is taken at creation and returned at deletion.
@@ -14,7 +17,7 @@ from typing import Any
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Description, Name, Uuid, UuidDeleteMessage, UuidMessage
 from controller.api.registry import api, by_uuid
-from controller.errors import OperationError, StateConflict
+from controller.errors import AgentFailure, OperationError, StateConflict
 from controller.storage import capacity
 from controller.storage.common import located
 from controller.util import new_uuid, now_iso
@@ -28,30 +31,58 @@ class CreateVolumeSnapshotMsg(ApiMessage):
     resourceUuid: Uuid | None = None
 
 
-async def offline_volume(ctx: ApiContext, volume_uuid: str, field: str, api_name: str) -> dict[str, Any]:
-    """The Ready volume, after checking nothing runs on it (its VM Stopped or the volume detached)."""
+async def _ready_volume(ctx: ApiContext, volume_uuid: str, field: str, api_name: str
+                        ) -> tuple[dict[str, Any], str | None]:
+    """The Ready volume and the state of its VM (None when detached or the VM row is gone)."""
     volume = await ctx.require("Volume", volume_uuid, field)
     if volume["status"] != "Ready":
         raise OperationError(f"volume[uuid:{volume_uuid}] is {volume['status']}; {api_name} needs a Ready volume")
-    if volume["vmInstanceUuid"]:
-        vm = await ctx.db.fetchone("SELECT state FROM VmInstance WHERE uuid=?", (volume["vmInstanceUuid"],))
-        if vm is not None and vm["state"] != "Stopped":
-            raise StateConflict(f"volume[uuid:{volume_uuid}] is used by vm[uuid:{volume['vmInstanceUuid']}] "
-                                f"in state {vm['state']}; {api_name} needs the vm Stopped (live snapshots are "
-                                "not supported)", code="VM.1010")
+    if not volume["vmInstanceUuid"]:
+        return volume, None
+    vm = await ctx.db.fetchone("SELECT state FROM VmInstance WHERE uuid=?", (volume["vmInstanceUuid"],))
+    return volume, (vm["state"] if vm is not None else None)
+
+
+async def offline_volume(ctx: ApiContext, volume_uuid: str, field: str, api_name: str, why: str = "") -> dict[str, Any]:
+    """The Ready volume, after checking nothing runs on it (its VM Stopped or the volume detached)."""
+    volume, state = await _ready_volume(ctx, volume_uuid, field, api_name)
+    if state is not None and state != "Stopped":
+        raise StateConflict(f"volume[uuid:{volume_uuid}] is used by vm[uuid:{volume['vmInstanceUuid']}] "
+                            f"in state {state}; {api_name} needs the vm Stopped{why}", code="VM.1010")
     return volume
+
+
+async def snapshot_target(ctx: ApiContext, volume_uuid: str) -> tuple[dict[str, Any], str | None]:
+    """The Ready volume and, when its VM is Running, that VM's uuid (live snapshot); None means offline
+    (VM Stopped or volume detached). Any other VM state: VM.1010 naming it."""
+    volume, state = await _ready_volume(ctx, volume_uuid, "volumeUuid", "CreateVolumeSnapshot")
+    if state is None or state == "Stopped":
+        return volume, None
+    if state == "Running":
+        return volume, volume["vmInstanceUuid"]
+    raise StateConflict(f"volume[uuid:{volume_uuid}] is used by vm[uuid:{volume['vmInstanceUuid']}] in state "
+                        f"{state}; CreateVolumeSnapshot needs the vm Running (live snapshot) or Stopped",
+                        code="VM.1010")
 
 
 @api("CreateVolumeSnapshot", CreateVolumeSnapshotMsg, job=True, queue=lambda m: m.volumeUuid)
 async def create_volume_snapshot(ctx: ApiContext, msg: CreateVolumeSnapshotMsg) -> dict[str, Any]:
-    """Offline snapshot of a volume (VM Stopped or data volume detached)."""
-    volume = await offline_volume(ctx, msg.volumeUuid, "volumeUuid", "CreateVolumeSnapshot")
+    """Snapshot of a volume: live when its VM is Running, offline when Stopped or the volume is detached."""
+    volume, live_vm = await snapshot_target(ctx, msg.volumeUuid)
     host, ps = await located(ctx.core, volume)
     latest = await ctx.db.fetchone("SELECT * FROM VolumeSnapshot WHERE volumeUuid=? AND latest=1", (volume["uuid"],))
     uuid = msg.resourceUuid or new_uuid()
     agents = ctx.core.services["agents"]
-    reply = await agents.call(host, sc.CreateSnapshotCmd(storagePath=ps["url"], volumePath=volume["installPath"],
-                                                         snapshotUuid=uuid), timeout=600)
+    try:
+        reply = await agents.call(host, sc.CreateSnapshotCmd(
+            storagePath=ps["url"], volumePath=volume["installPath"], snapshotUuid=uuid, vmUuid=live_vm,
+            volumeUuid=volume["uuid"] if live_vm else None), timeout=600)
+    except AgentFailure as e:
+        if (e.cause or {}).get("code") != LIVE_UNSUPPORTED:
+            raise
+        raise StateConflict(f"host[uuid:{host['uuid']}] cannot snapshot volume[uuid:{volume['uuid']}] of the Running "
+                            f"vm[uuid:{live_vm}] live (no capability:liveSnapshot); stop the vm first", code="VM.1010",
+                            cause=e.cause) from e
     info = await agents.call(host, sc.VolumeInfoCmd(storagePath=ps["url"], installPath=reply.snapshotPath))
     now = now_iso()
     async with ctx.db.write() as tx:
@@ -68,9 +99,19 @@ async def create_volume_snapshot(ctx: ApiContext, msg: CreateVolumeSnapshotMsg) 
     return {"inventory": await ctx.inventory("VolumeSnapshot", uuid)}
 
 
+#: The agent's error code when its hypervisor cannot take live snapshots.
+LIVE_UNSUPPORTED = "VM.LIVE_SNAPSHOT_UNSUPPORTED"
+
+#: Why revert and delete need the VM stopped (the message of their VM.1010).
+OFFLINE_ONLY = {
+    "RevertVolumeFromSnapshot": " (as in ZStack 1.0: stop the vm, revert, start it again)",
+    "DeleteVolumeSnapshot": " (the snapshot is merged into its children offline)",
+}
+
+
 async def _snapshot(ctx: ApiContext, uuid: str, api_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     snap = await ctx.require("VolumeSnapshot", uuid, "uuid")
-    volume = await offline_volume(ctx, snap["volumeUuid"], "uuid", api_name)
+    volume = await offline_volume(ctx, snap["volumeUuid"], "uuid", api_name, OFFLINE_ONLY[api_name])
     return snap, volume
 
 

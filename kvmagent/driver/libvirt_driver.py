@@ -288,4 +288,8 @@ class LibvirtDriver(HypervisorDriver):
 
     async def switch_disk_top(self, vm_uuid: str, volume_uuid: str, new_top: str) -> None:
         guest = await self._guest(vm_uuid, "taking a live snapshot")
+        f = await self.host_facts()
+        if not f.live_snapshot:
+            raise livesnap.LiveSnapshotUnsupported(vm_uuid, f"the {f.hypervisor} backend (libvirt "
+                                                   f"{f.libvirt_version}) has no external disk snapshots")
         await livesnap.switch_disk_top(guest, volume_uuid, new_top)
