@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from apiclient import Api
 
 from controller.api.http import CORE
 from controller.app import create_app
@@ -56,28 +57,19 @@ async def start_agent(base: Path, ip: str, controller_url: str, *, cpus: int = 4
     return SimAgent(ip, cfg, runner, app)
 
 
-class Env:
+class Env(Api):
+    """The API client (tests/apiclient.py) with the controller's url and core, the agents and the ids of
+    the records every test starts with."""
+
     def __init__(self, client: TestClient, url: str) -> None:
-        self.client, self.url = client, url
-        self.session = ""
+        super().__init__(client)
+        self.url = url
         self.agents: list[SimAgent] = []
         self.ids: dict[str, str] = {}
 
     @property
     def core(self) -> Any:
         return self.client.app[CORE]
-
-    async def raw(self, name: str, /, **params: Any) -> tuple[int, dict[str, Any]]:
-        r = await self.client.post(f"/v1/{name}", json=params, headers={"Authorization": f"OAuth {self.session}"})
-        return r.status, await r.json()
-
-    async def call(self, name: str, /, **params: Any) -> dict[str, Any]:
-        status, body = await self.raw(name, **params)
-        assert status == 200 and body["success"], f"{name}: {status} {body}"
-        return body
-
-    async def inv(self, name: str, /, **params: Any) -> dict[str, Any]:
-        return (await self.call(name, **params))["inventory"]
 
     async def vm(self, uuid_: str) -> dict[str, Any]:
         return (await self.call("QueryVmInstance", conditions=[{"name": "uuid", "op": "=", "value": uuid_}]))[
@@ -115,7 +107,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     server = TestServer(create_app(cfg), host="127.0.0.1")
     async with TestClient(server) as client:
         e = Env(client, f"http://127.0.0.1:{server.port}")
-        e.session = (await e.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
+        await e.login()
         await _records(e, tmp_path)
         try:
             for i in range(2):

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from apiclient import Api
 from sftp_server import sftp_servers
 
 from controller.api.http import CORE
@@ -33,30 +34,12 @@ async def ssh_port() -> AsyncIterator[int]:
         yield port
 
 
-class Api:
-    def __init__(self, client: TestClient) -> None:
-        self.client, self.session = client, ""
-
-    async def raw(self, name: str, /, **params: Any) -> tuple[int, dict[str, Any]]:
-        r = await self.client.post(f"/v1/{name}", json=params, headers={"Authorization": f"OAuth {self.session}"})
-        return r.status, await r.json()
-
-    async def call(self, name: str, /, **params: Any) -> dict[str, Any]:
-        status, body = await self.raw(name, **params)
-        assert status == 200 and body["success"], f"{name}: {status} {body}"
-        return body
-
-    async def query(self, name: str) -> list[dict[str, Any]]:
-        return list((await self.call(name, conditions=[]))["inventories"])
-
-
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     cfg = ControllerConfig(db_path=str(tmp_path / "controller.db"), log_dir=str(tmp_path / "log"))
     async with TestClient(TestServer(create_app(cfg))) as client:
         a = Api(client)
-        body = await a.call("LogInByAccount", accountName="admin", password="password")
-        a.session = body["inventory"]["uuid"]
+        await a.login()
         yield a
 
 

@@ -1,4 +1,5 @@
-"""A small client for controller API tests (used through the ``api`` fixture)."""
+"""A small client for controller API tests in every tier (``tests/`` is on ``sys.path``): the unit tier's
+``api`` fixture, functional test_backup_storage, and the contract tier's ``Env`` (a subclass)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ class Api:
         status, body = await self.raw(name, **params)
         assert status == 200 and body["success"], f"{name} failed: {status} {body}"
         return body
+
+    async def inv(self, name: str, /, **params: Any) -> dict[str, Any]:
+        """``call`` and return the answer's inventory."""
+        return dict((await self.call(name, **params))["inventory"])
 
     async def login(self) -> None:
         body = await self.call("LogInByAccount", session=False, accountName="admin", password="password")
