@@ -28,7 +28,7 @@ from controller.api.messages import CreateMessage, Description, Name, Uuid
 from controller.api.registry import api
 from controller.backup import transfer
 from controller.backup.inspect import inspect_remote
-from controller.backup.sftp import Endpoint, connect, remove_tree
+from controller.backup.sftp import BackupStorageError, Endpoint, connect, remove_tree
 from controller.backup.storage import refresh_capacity
 from controller.errors import InvalidArgument, OperationError
 from controller.resources.common import create_row
@@ -130,8 +130,7 @@ async def _download(ctx: ApiContext, uuid: str, url: str, fmt: str, storages: li
             conn = await stack.enter_async_context(connect(Endpoint.of(bs)))
             sftp = await stack.enter_async_context(conn.start_sftp_client())
             path = paths[bs["uuid"]]
-            await sftp.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            files.append(await stack.enter_async_context(sftp.open(path, "wb")))
+            files.append(await _create_file(stack, sftp, bs, path))
             sessions.append((conn, sftp, path))
         copied = await transfer.copy(url, files, progress)
         for f in files:
@@ -144,6 +143,18 @@ async def _download(ctx: ApiContext, uuid: str, url: str, fmt: str, storages: li
             "downloadProgress": 100, "lastOpDate": now_iso()})
         await tx.execute("UPDATE ImageBackupStorageRef SET status='Ready', lastOpDate=? WHERE imageUuid=?",
                          (now_iso(), uuid))
+
+
+async def _create_file(stack: AsyncExitStack, sftp: asyncssh.SFTPClient, bs: dict[str, Any],
+                       path: str) -> asyncssh.SFTPClientFile:
+    """Create ``path`` (and its directory) on the storage for writing, closed with ``stack``; a storage that
+    refuses (its url is no directory any more, a read-only or full file system) is a BackupStorageError."""
+    try:
+        await sftp.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        return await stack.enter_async_context(sftp.open(path, "wb"))
+    except (asyncssh.SFTPError, OSError) as e:
+        raise BackupStorageError(f"cannot create {path} on sftp backup storage[uuid:{bs['uuid']}] "
+                                 f"{bs['hostname']}: {e}") from e
 
 
 async def _roll_back(ctx: ApiContext, uuid: str, storages: list[dict[str, Any]], paths: dict[str, str]) -> None:

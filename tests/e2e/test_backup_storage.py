@@ -183,3 +183,26 @@ async def test_image_from_sftp_backup_storage_boots_on_another_host(testbed: Tes
     assert h2.run("test", "-e", path.rsplit("/", 1)[0], check=False).returncode != 0, f"{path} left on {h2.name}"
     await ctl.inv("DeleteBackupStorage", uuid=bs["uuid"])
     assert await _query(ctl, "QueryBackupStorage") == []
+
+
+async def test_storage_that_refuses_the_image_file(testbed: Testbed, ctl: Ctl, tiny: TinyImage) -> None:
+    """The BS directory on host 2 replaced by a plain file: AddImage fails with a clear 409 naming the path
+    (it was a 500 "internal error" before) and leaves no image; ReconnectBackupStorage marks the storage
+    Disconnected, and Connected again once the directory is back."""
+    h2 = testbed.hosts[1]
+    bs = await _add_bs(ctl, h2)
+    h2.run("sh", "-c", f"rmdir {BS_URL} && echo not-a-dir > {BS_URL}")
+    before = {i["uuid"] for i in await _query(ctl, "QueryImage")}
+    status, body = await ctl.raw("AddImage", name="refused", url=f"file://{tiny.qcow2}", format="qcow2",
+                                 backupStorageUuids=[bs["uuid"]])
+    err = body.get("error") or {}
+    assert status == 409 and err.get("code") == "SYS.1006", body
+    assert f"cannot create {BS_URL}/images/" in err["details"] and "is not a directory" in err["details"], body
+    assert {i["uuid"] for i in await _query(ctl, "QueryImage")} == before
+    assert h2.run("cat", BS_URL).stdout == "not-a-dir\n"
+    status, body = await ctl.raw("ReconnectBackupStorage", uuid=bs["uuid"])
+    assert status == 409 and BS_URL in body["error"]["details"], body
+    assert (await _query(ctl, "QueryBackupStorage", uuid=bs["uuid"]))[0]["status"] == "Disconnected"
+    h2.run("rm", BS_URL)
+    assert (await ctl.inv("ReconnectBackupStorage", uuid=bs["uuid"]))["status"] == "Connected"
+    assert h2.run("test", "-d", BS_URL, check=False).returncode == 0

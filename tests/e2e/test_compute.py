@@ -90,6 +90,19 @@ def _domstate(host: LabHost, vm_uuid: str) -> str:
     return cp.stdout.strip() if cp.returncode == 0 else "absent"
 
 
+async def _wait_console(host: LabHost, vm_uuid: str, marker: str, timeout: float = 240.0) -> None:
+    """Wait until ``marker`` is on the VM's serial console log (kept by the agent on its host)."""
+    deadline = time.monotonic() + timeout
+    log = f"/var/lib/zstack-py/console/{vm_uuid}.log"
+    while True:
+        text = (await asyncio.to_thread(host.run, "cat", log, check=False)).stdout
+        if marker in text:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{marker!r} not on the console of {vm_uuid} after {timeout} s:\n{text[-2000:]}")
+        await asyncio.sleep(0.5)
+
+
 async def _wait_state(ctl: Ctl, uuid: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -135,8 +148,9 @@ async def test_hosts_vms_state_sync_and_reconnect(testbed: Testbed, ctl: Ctl) ->
         vms.append(vm)
     a, b = vms
     ha = hosts[a["hostUuid"]]
-    # lifecycle (a graceful stop needs the guest's acpid: let it boot first)
-    await asyncio.sleep(10)
+    # lifecycle (a graceful stop needs the guest's acpid, and busybox init acts on the power-off request only
+    # once its boot script is done: wait for the script's last marker; no DHCP here, so that takes 15+ s)
+    await _wait_console(ha, a["uuid"], "tiny: sshd up")
     t0 = time.monotonic()
     st = await ctl.inv("StopVmInstance", uuid=a["uuid"])
     print(f"graceful stop: {time.monotonic() - t0:.1f} s")
