@@ -168,17 +168,12 @@ async def expunge_image(ctx: ApiContext, msg: ExpungeImageMsg) -> dict[str, Any]
 
 async def expunge_due(core: Controller) -> int:
     """One run of the task: expunge Deleted refs and legacy images past expungePeriod; how many images."""
-    bound = expunge_task.cutoff(core, CATEGORY)
-    if bound is None:
-        return 0
-    rows = await core.db.fetchall(
+    return await expunge_task.run_due(
+        core, CATEGORY,
         "SELECT DISTINCT imageUuid AS uuid FROM ImageBackupStorageRef WHERE status='Deleted' AND lastOpDate <= ? "
         "UNION SELECT uuid FROM Image i WHERE status='Deleted' AND lastOpDate <= ? AND NOT EXISTS "
-        "(SELECT 1 FROM ImageBackupStorageRef r WHERE r.imageUuid = i.uuid)", (bound, bound))
-    for r in rows:
-        uuid: str = r["uuid"]
-        await core.queues.run(uuid, functools.partial(_expunge_due_refs, core, uuid, bound))
-    return len(rows)
+        "(SELECT 1 FROM ImageBackupStorageRef r WHERE r.imageUuid = i.uuid)",
+        functools.partial(_expunge_due_refs, core))
 
 
 async def _expunge_due_refs(core: Controller, uuid: str, bound: str) -> None:

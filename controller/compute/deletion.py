@@ -84,19 +84,12 @@ async def expunge(core: Controller, vm: dict[str, Any]) -> None:
 
 
 async def expunge_due(core: Controller) -> int:
-    """One run of the expunge task; returns how many VMs were expunged."""
-    bound = expunge_task.cutoff(core, CATEGORY)
-    if bound is None:
-        return 0
-    rows = await core.db.fetchall("SELECT * FROM VmInstance WHERE state='Destroyed' AND lastOpDate <= ?",
-                                  (bound,))
-    for r in rows:
-        uuid: str = r["uuid"]
-        await core.queues.run(uuid, functools.partial(_expunge_if_still_destroyed, core, uuid))
-    return len(rows)
+    """One run of the expunge task; returns how many VMs were due."""
+    return await expunge_task.run_due(core, CATEGORY, "SELECT uuid FROM VmInstance WHERE state='Destroyed' AND "
+                                      "lastOpDate <= ?", functools.partial(_expunge_if_still_destroyed, core))
 
 
-async def _expunge_if_still_destroyed(core: Controller, uuid: str) -> None:
+async def _expunge_if_still_destroyed(core: Controller, uuid: str, bound: str) -> None:
     row = await core.db.fetchone("SELECT * FROM VmInstance WHERE uuid=?", (uuid,))
     if row is not None and row["state"] == "Destroyed":
         await expunge(core, dict(row))

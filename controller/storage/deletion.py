@@ -145,18 +145,12 @@ async def expunge_data_volume(ctx: ApiContext, msg: UuidMessage) -> dict[str, An
 
 async def expunge_due(core: Controller) -> int:
     """One run of the task: expunge the Deleted data volumes past expungePeriod; how many were due."""
-    bound = expunge_task.cutoff(core, CATEGORY)
-    if bound is None:
-        return 0
-    rows = await core.db.fetchall("SELECT uuid FROM Volume WHERE type='Data' AND status='Deleted' AND "
-                                  "lastOpDate <= ?", (bound,))
-    for r in rows:
-        uuid: str = r["uuid"]
-        await core.queues.run(uuid, functools.partial(_expunge_if_still_deleted, core, uuid))
-    return len(rows)
+    return await expunge_task.run_due(core, CATEGORY, "SELECT uuid FROM Volume WHERE type='Data' AND "
+                                      "status='Deleted' AND lastOpDate <= ?",
+                                      functools.partial(_expunge_if_still_deleted, core))
 
 
-async def _expunge_if_still_deleted(core: Controller, uuid: str) -> None:
+async def _expunge_if_still_deleted(core: Controller, uuid: str, bound: str) -> None:
     row = await core.db.fetchone("SELECT * FROM Volume WHERE uuid=?", (uuid,))
     if row is None or row["status"] != "Deleted" or row["type"] != "Data":
         return

@@ -8,6 +8,7 @@ restarts whenever ``expungeInterval``, ``expungePeriod`` or ``deletionPolicy`` o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 from controller.core import Controller
@@ -26,6 +27,22 @@ def cutoff(core: Controller, category: str) -> str | None:
     if policy(core, category) == "Never":
         return None
     return iso_in(-core.services["configs"].get_int(category, "expungePeriod"))
+
+
+async def run_due(core: Controller, category: str, select: str,
+                  expunge_one: Callable[[str, str], Awaitable[None]]) -> int:
+    """One run of a category's task: each uuid ``select`` finds (SQL from code; every ``?`` in it is the
+    :func:`cutoff` bound) goes to ``expunge_one(uuid, bound)`` in that item's queue, one after another, so it
+    never overlaps an API on the item (it must re-check the item there). Returns how many were due; 0 while
+    the policy is Never."""
+    bound = cutoff(core, category)
+    if bound is None:
+        return 0
+    rows = await core.db.fetchall(select, (bound,) * select.count("?"))
+    for r in rows:
+        uuid: str = r["uuid"]
+        await core.queues.run(uuid, functools.partial(expunge_one, uuid, bound))
+    return len(rows)
 
 
 def install(core: Controller, category: str, run: Callable[[Controller], Awaitable[object]]) -> None:
