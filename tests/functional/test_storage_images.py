@@ -8,9 +8,9 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncssh
 import pytest
 from aiohttp import web
+from sftp_server import sftp_servers
 
 from storage import qemuimg
 from storage.errors import ChecksumMismatch, TransferFailed, UnsafeImage
@@ -146,26 +146,10 @@ async def test_concurrent_requests_download_once(
     assert GETS == ["/images/c.qcow2"]  # one download for four concurrent requests
 
 
-class _SftpServer(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        return username == "bs" and password == "p@ss word"
-
-
 @pytest.fixture
-async def sftp_server(tmp_path: Path) -> AsyncIterator[int]:
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    server = await asyncssh.listen(
-        "127.0.0.1", 0, server_host_keys=[key], server_factory=_SftpServer, sftp_factory=True
-    )
-    yield server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
+async def sftp_server() -> AsyncIterator[int]:
+    async with sftp_servers(["127.0.0.1"], "p@ss word", "bs") as [(_, port)]:
+        yield port
 
 
 async def test_sftp_download(svc: tuple[StorageService, str], tmp_path: Path, sftp_server: int) -> None:

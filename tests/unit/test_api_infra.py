@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pytest
+from sftp_server import sftp_servers
 from test_api_support import cluster, refused, zone
 
 GiB = 1 << 30
@@ -70,25 +70,11 @@ async def test_local_primary_storage(api: Any) -> None:
     assert await api.query("QueryPrimaryStorage") == []
 
 
-class _SftpServer(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        return (username, password) == ("root", "secret")
-
-
 @pytest.fixture
 async def sftp_port() -> AsyncIterator[int]:
-    """An in-process SFTP server on loopback (no host command: the unit tier allows it)."""
-    server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
-                                   server_factory=_SftpServer, sftp_factory=True)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
+    """An in-process SFTP server on loopback, exec off (no host command: the unit tier allows it)."""
+    async with sftp_servers(["127.0.0.1"], "secret", exec_commands=False) as [(_, port)]:
+        yield port
 
 
 async def test_sftp_backup_storage(api: Any, sftp_port: int, tmp_path: Path) -> None:
