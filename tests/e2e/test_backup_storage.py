@@ -162,6 +162,9 @@ async def _boot_on_host1(ctl: Ctl, testbed: Testbed, image: dict[str, Any], tmp_
     (st,) = await flat.status(host["uuid"])
     ping = h1.run("ip", "netns", "exec", st.namespace, "busybox", "ping", "-c", "1", "-W", "5", ip, check=False)
     assert ping.returncode == 0, ping
+    logs = h1.run("sh", "-c", "cat /var/log/zstack-py/kvmagent.*", check=False).stdout
+    assert "Starting SFTP get of " + image["backupStorageRefs"][0]["installPath"] in logs  # asyncssh's own line
+    assert testbed.hosts[1].ssh_password not in logs, "the backup storage's password is in the agent's logs"
     return vm
 
 
@@ -206,3 +209,32 @@ async def test_storage_that_refuses_the_image_file(testbed: Testbed, ctl: Ctl, t
     h2.run("rm", BS_URL)
     assert (await ctl.inv("ReconnectBackupStorage", uuid=bs["uuid"]))["status"] == "Connected"
     assert h2.run("test", "-d", BS_URL, check=False).returncode == 0
+
+
+async def test_tampered_copy_is_refused_by_the_host(testbed: Testbed, ctl: Ctl, tiny: TinyImage) -> None:
+    """A byte of the image changed on host 2 after AddImage: host 1's agent checks the md5 of what it fetched
+    over SFTP, the VM creation fails naming the mismatch, and nothing is left: no cache file, no domain, the
+    host's capacity back."""
+    h1, h2 = testbed.hosts[:2]
+    bs = await _add_bs(ctl, h2)
+    image = await _add_image(ctl, testbed, bs, tiny.qcow2)
+    path = image["backupStorageRefs"][0]["installPath"]
+    h2.run("sh", "-c", f"printf Z | dd of='{path}' bs=1 seek={image['actualSize'] - 4096} conv=notrunc status=none")
+    assert _remote_md5(h2, path) != image["md5Sum"]
+    host = await ctl.inv("AddKVMHost", name=h1.name, managementIp=h1.ip, username=h1.ssh_user,
+                         password=h1.ssh_password, clusterUuid=ctl.ids["cluster"])
+    status, body = await ctl.raw("CreateVmInstance", name="vm-bad", instanceOfferingUuid=ctl.ids["offering"],
+                                 imageUuid=image["uuid"], l3NetworkUuids=[ctl.ids["l3"]], hostUuid=host["uuid"])
+    print(f"\nCreateVmInstance from a tampered copy: {status} {body}")
+    assert status >= 400 and not body.get("success"), body
+    details = json.dumps(body["error"])
+    assert "md5" in details and image["md5Sum"] in details, body
+    assert h2.ssh_password not in details, body
+    vms = await _query(ctl, "QueryVmInstance")
+    assert all(vm["state"] in ("Destroyed", "Error") for vm in vms), vms
+    left = h1.run("sh", "-c", f"find {PS_URL}/imagecache -type f 2>/dev/null; "
+                  "virsh -c qemu:///system list --all --name").stdout.split()
+    assert left == [], f"left on {h1.name}: {left}"
+    (after,) = await _query(ctl, "QueryHost", uuid=host["uuid"])
+    assert after["availableMemoryCapacity"] == host["availableMemoryCapacity"], (host, after)
+    assert after["availableCpuCapacity"] == host["availableCpuCapacity"], (host, after)
