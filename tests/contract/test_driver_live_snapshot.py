@@ -11,11 +11,12 @@ from pathlib import Path
 import libvirt
 import libvirt_qemu
 import pytest
-from agent_env import BACKENDS, Env, open_env
+from agent_env import BACKENDS, Env, make_disk, open_env
 
 from kvmagent.contract.base import AgentError
 from kvmagent.driver.base import VmState
 from kvmagent.driver.livesnap import LiveSnapshotUnsupported
+from kvmagent.driver.spec import DiskSpec
 from kvmagent.driver.xml.edit import disk_element, parse
 from storage import qemuimg, snapshots
 from storage.runner import run
@@ -135,3 +136,26 @@ async def test_switch_of_stopped_or_missing_vm(env: Env) -> None:
     assert e.value.status == (409 if env.backend == "qemu" else 501) and "offline" in e.value.message
     assert libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA  # the flag the driver relies on exists here
 
+
+
+async def test_live_snapshot_of_a_hot_plugged_data_disk(tmp_path: Path) -> None:
+    """QEMU only (the test driver refuses every live snapshot; the tests above check that)."""
+    env = await open_env("qemu", tmp_path)
+    try:
+        await _data_disk_case(env)
+    finally:
+        await env.cleanup()
+
+
+async def _data_disk_case(env: Env) -> None:
+    spec = await env.spec()
+    await env.driver.start_vm(spec)
+    data = env.tmp / "data" / "data.qcow2"
+    data.parent.mkdir()
+    await make_disk(data)
+    await env.driver.attach_disk(spec.uuid, DiskSpec(str(data), "d" * 32, 1))
+    root_inode = os.stat(spec.root_disk.path).st_ino
+    snap = await snapshots.create_live(data, "s1", await _switcher(env, spec.uuid, "d" * 32))
+    assert _open_inodes(spec.uuid, env.tmp) == {root_inode, os.stat(data).st_ino, os.stat(snap).st_ino}
+    assert os.stat(data).st_ino != os.stat(snap).st_ino
+    assert await env.driver.vm_state(spec.uuid) == VmState.RUNNING

@@ -144,3 +144,31 @@ async def test_existing_unrelated_snapshot_file_conflicts(volume: Path) -> None:
     with pytest.raises(StorageError) as e:
         await snapshots.create_live(volume, "snap-1", switch)
     assert e.value.code == "STORAGE.CONFLICT" and e.value.details["field"] == "snapshotUuid"
+
+
+async def test_failure_after_the_switch_is_finished_by_a_repeat(held: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the hypervisor switched, nothing is undone (the VM writes to the new layer); the call fails and
+    a repeat (the controller's retry) finishes the last step."""
+    vol = held
+    calls: list[Path] = []
+
+    async def switch(new_top: Path) -> None:
+        calls.append(new_top)
+
+    real_rename = os.rename
+
+    def failing_rename(src: Path, dst: Path) -> None:
+        if Path(dst) == vol:  # only the last step (the new top becomes V)
+            raise OSError(28, "No space left on device (injected)")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(snapshots.os, "rename", failing_rename)
+    with pytest.raises(OSError, match="injected"):
+        await snapshots.create_live(vol, "snap-1", switch)
+    monkeypatch.setattr(snapshots.os, "rename", real_rename)
+    snap, top = snapshot_path(vol, "snap-1"), snapshots.live_name(vol, "snap-1")
+    assert _same(snap, vol) and top.exists(), "the switched state is kept: S is still V, the new top exists"
+    assert await snapshots.create_live(vol, "snap-1", switch) == snap
+    assert calls == [top, top], "the repeat asks the hypervisor again (its switch is idempotent)"
+    assert _same(vol, top) and (await qemuimg.info(vol)).full_backing_filename == str(snap)
+    assert _leftovers(vol) == ["live/snap-1.qcow2", "snapshots/snap-1.qcow2"]
