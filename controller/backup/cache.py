@@ -2,8 +2,10 @@
 
 :func:`cache_source` returns the keyword arguments of the agent's ``DownloadImageCmd`` that name the
 source (``url``, ``md5``, ``size``). The url is ``sftp://user:password@host:port/<installPath>`` (user,
-password and path percent-quoted) of a Ready ref, preferring a storage attached to the host's zone; an
-image without refs (a legacy ``file://`` image) is fetched from its own url.
+password and path percent-quoted) of a Ready ref, preferring a storage attached to the host's zone; a legacy
+``file://`` image (added without backup storage: no refs, no md5) is fetched from its own url. An image that
+was downloaded to backup storage but lost every ref (its storages were deleted) has no usable copy: it is
+never fetched from its original url, which names a file on the controller or a remote server.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ async def cache_source(core: Controller, image_row: Any, *, zone_uuid: str | Non
         "WHERE r.imageUuid = ? ORDER BY inZone DESC, (b.status = 'Connected') DESC, r.id",
         (zone_uuid, image_row["uuid"]))
     if not rows:
+        if image_row["md5Sum"]:  # it was downloaded to backup storage: a legacy image never has an md5
+            raise NoUsableCopy(f"image[uuid:{image_row['uuid']}] has no copy on any backup storage any more "
+                               "(its backup storages were deleted)")
         return {"url": image_row["url"], "md5": None, "size": None}
     ready = [r for r in rows if r["status"] == "Ready"]
     if not ready:

@@ -238,3 +238,27 @@ async def test_tampered_copy_is_refused_by_the_host(testbed: Testbed, ctl: Ctl, 
     (after,) = await _query(ctl, "QueryHost", uuid=host["uuid"])
     assert after["availableMemoryCapacity"] == host["availableMemoryCapacity"], (host, after)
     assert after["availableCpuCapacity"] == host["availableCpuCapacity"], (host, after)
+
+
+async def test_image_whose_storage_was_deleted_is_not_fetched_from_its_url(testbed: Testbed, ctl: Ctl,
+                                                                          tiny: TinyImage, tmp_path: Path) -> None:
+    """DeleteBackupStorage drops the image's only ref; a VM from that image must not make host 1 read the
+    image's original ``file://`` url (a path on the controller; readable here only because the testbed hosts
+    share /tmp): the creation fails naming the image, nothing cached, no domain."""
+    h1, h2 = testbed.hosts[:2]
+    bs = await _add_bs(ctl, h2)
+    src = tmp_path / "tiny-copy.qcow2"
+    await asyncio.to_thread(shutil.copyfile, tiny.qcow2, src)
+    image = await _add_image(ctl, testbed, bs, src)
+    await ctl.inv("DeleteBackupStorage", uuid=bs["uuid"])
+    host = await ctl.inv("AddKVMHost", name=h1.name, managementIp=h1.ip, username=h1.ssh_user,
+                         password=h1.ssh_password, clusterUuid=ctl.ids["cluster"])
+    status, body = await ctl.raw("CreateVmInstance", name="vm-orphan", instanceOfferingUuid=ctl.ids["offering"],
+                                 imageUuid=image["uuid"], l3NetworkUuids=[ctl.ids["l3"]], hostUuid=host["uuid"])
+    print(f"\nCreateVmInstance from an image without backup storage: {status} {body}")
+    # (the VM start wraps the 409 of the image lookup: 502 HOST.1005 with the 409 as its cause)
+    assert status >= 400 and "no copy on any backup storage" in json.dumps(body["error"]), body
+    assert image["uuid"] in json.dumps(body["error"]), body
+    left = h1.run("sh", "-c", f"find {PS_URL}/imagecache -type f 2>/dev/null; "
+                  "virsh -c qemu:///system list --all --name").stdout.split()
+    assert left == [], f"left on {h1.name}: {left}"
