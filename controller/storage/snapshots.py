@@ -52,14 +52,12 @@ async def offline_volume(ctx: ApiContext, volume_uuid: str, field: str, api_name
     return volume
 
 
-async def snapshot_target(ctx: ApiContext, volume_uuid: str) -> tuple[dict[str, Any], str | None]:
-    """The Ready volume and, when its VM is Running, that VM's uuid (live snapshot); None means offline
-    (VM Stopped or volume detached). Any other VM state: VM.1010 naming it."""
+async def snapshot_target(ctx: ApiContext, volume_uuid: str) -> dict[str, Any]:
+    """The Ready volume, when it may be snapshotted: its VM Running (live) or Stopped, or the volume
+    detached (offline). Any other VM state: VM.1010 naming it."""
     volume, state = await _ready_volume(ctx, volume_uuid, "volumeUuid", "CreateVolumeSnapshot")
-    if state is None or state == "Stopped":
-        return volume, None
-    if state == "Running":
-        return volume, volume["vmInstanceUuid"]
+    if state in (None, "Stopped", "Running"):
+        return volume
     raise StateConflict(f"volume[uuid:{volume_uuid}] is used by vm[uuid:{volume['vmInstanceUuid']}] in state "
                         f"{state}; CreateVolumeSnapshot needs the vm Running (live snapshot) or Stopped",
                         code="VM.1010")
@@ -68,20 +66,23 @@ async def snapshot_target(ctx: ApiContext, volume_uuid: str) -> tuple[dict[str, 
 @api("CreateVolumeSnapshot", CreateVolumeSnapshotMsg, job=True, queue=lambda m: m.volumeUuid)
 async def create_volume_snapshot(ctx: ApiContext, msg: CreateVolumeSnapshotMsg) -> dict[str, Any]:
     """Snapshot of a volume: live when its VM is Running, offline when Stopped or the volume is detached."""
-    volume, live_vm = await snapshot_target(ctx, msg.volumeUuid)
+    volume = await snapshot_target(ctx, msg.volumeUuid)
     host, ps = await located(ctx.core, volume)
     latest = await ctx.db.fetchone("SELECT * FROM VolumeSnapshot WHERE volumeUuid=? AND latest=1", (volume["uuid"],))
     uuid = msg.resourceUuid or new_uuid()
     agents = ctx.core.services["agents"]
     try:
+        # The VM uuid goes along whenever the volume is attached: the agent takes the live path exactly
+        # when the domain runs on that host, whatever the row said a moment ago.
+        vm_uuid = volume["vmInstanceUuid"] or None
         reply = await agents.call(host, sc.CreateSnapshotCmd(
-            storagePath=ps["url"], volumePath=volume["installPath"], snapshotUuid=uuid, vmUuid=live_vm,
-            volumeUuid=volume["uuid"] if live_vm else None), timeout=600)
+            storagePath=ps["url"], volumePath=volume["installPath"], snapshotUuid=uuid, vmUuid=vm_uuid,
+            volumeUuid=volume["uuid"] if vm_uuid else None), timeout=600)
     except AgentFailure as e:
         if (e.cause or {}).get("code") != LIVE_UNSUPPORTED:
             raise
-        raise StateConflict(f"host[uuid:{host['uuid']}] cannot snapshot volume[uuid:{volume['uuid']}] of the Running "
-                            f"vm[uuid:{live_vm}] live (no capability:liveSnapshot); stop the vm first", code="VM.1010",
+        raise StateConflict(f"host[uuid:{host['uuid']}] cannot snapshot volume[uuid:{volume['uuid']}] of the running "
+                            f"vm[uuid:{vm_uuid}] live (no capability:liveSnapshot); stop the vm first", code="VM.1010",
                             cause=e.cause) from e
     info = await agents.call(host, sc.VolumeInfoCmd(storagePath=ps["url"], installPath=reply.snapshotPath))
     now = now_iso()
