@@ -48,8 +48,10 @@ def remove_tree(path: str | os.PathLike[str]) -> bool:
 
 
 def tree_allocated(roots: list[Path]) -> int:
-    """Allocated bytes of every regular file under ``roots`` (missing roots count as 0)."""
+    """Allocated bytes of every file under ``roots`` (missing roots count as 0), each file once however
+    many names (hard links) it has: a live snapshot names one image twice for a while."""
     total = 0
+    seen: set[tuple[int, int]] = set()
     for root in roots:
         for dirpath, _dirs, names in os.walk(root):
             for n in names:
@@ -57,6 +59,10 @@ def tree_allocated(roots: list[Path]) -> int:
                     st = os.lstat(os.path.join(dirpath, n))
                 except FileNotFoundError:
                     continue
+                if st.st_nlink > 1:
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512
     return total
 

@@ -138,14 +138,20 @@ async def create(
     fmt: str = "qcow2",
     backing: str | os.PathLike[str] | None = None,
     backing_fmt: str | None = None,
+    unsafe: bool = False,
 ) -> None:
-    """Create an image: empty of ``size`` bytes, or an overlay on ``backing`` (``-F backing_fmt`` required)."""
+    """Create an image: empty of ``size`` bytes, or an overlay on ``backing`` (``-F backing_fmt`` required).
+    ``unsafe`` (``-u``): the backing file is not opened (it may be locked by a running QEMU); ``size`` is
+    then required."""
     args = ["create", "-q", "-f", fmt]
     if backing is not None:
         if not backing_fmt:
             raise StorageError(
                 "qemu-img create with a backing file needs backing_fmt", code="STORAGE.INTERNAL"
             )
+        if unsafe and size is None:
+            raise StorageError("qemu-img create -u needs a size", code="STORAGE.INTERNAL")
+        args += ["-u"] if unsafe else []
         args += ["-b", _abs(backing), "-F", backing_fmt]
     elif size is None:
         raise StorageError("qemu-img create needs a size or a backing file", code="STORAGE.INTERNAL")

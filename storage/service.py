@@ -192,6 +192,15 @@ class StorageService:
         async with self._lock(vol):
             return await snapshots.create(vol, snapshot_uuid)
 
+    async def create_live_snapshot(
+        self, storage_path: str, volume_path: str, snapshot_uuid: str, switch: snapshots.SwitchFn
+    ) -> Path:
+        """:func:`storage.snapshots.create_live` under the volume's lock (``switch`` makes the hypervisor
+        move the running VM onto the new top)."""
+        vol = self._volume(storage_path, volume_path)
+        async with self._lock(vol):
+            return await snapshots.create_live(vol, snapshot_uuid, switch)
+
     async def revert_snapshot(self, storage_path: str, volume_path: str, snapshot_path_: str) -> Path:
         vol = self._volume(storage_path, volume_path)
         snap = self.local(storage_path).layout.contain(snapshot_path_, "snapshotPath")

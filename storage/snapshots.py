@@ -39,7 +39,6 @@ from storage import files, qemuimg
 from storage.errors import NotFound, StorageError
 from storage.layout import check_id, partial_path, snapshot_dir, snapshot_path
 from storage.revert import Reverter
-from storage.runner import run
 
 #: The hypervisor step of a live snapshot: make the image at the given path the running disk's active
 #: layer, the current one its backing (kvmagent's ``HypervisorDriver.switch_disk_top``).
@@ -183,8 +182,7 @@ def drop_live_names(volume: Path) -> None:
 async def _overlay_on_locked(path: Path, backing: Path, size: int) -> None:
     """``qemu-img create -u``: ``backing`` is open read-write by QEMU, which holds its write lock."""
     tmp = partial_path(path)
-    await run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", str(backing), "-F", "qcow2",
-               str(tmp), str(size)], timeout=qemuimg.SHORT_TIMEOUT)
+    await qemuimg.create(tmp, size=size, backing=backing, backing_fmt="qcow2", unsafe=True)
     os.rename(tmp, path)
 
 

@@ -24,6 +24,8 @@ from kvmagent.contract import storage as sc
 from kvmagent.contract import vm as vc
 
 log = logging.getLogger(__name__)
+#: Written when the agent reports that live disk snapshots work on the host (1.0's tag).
+LIVE_SNAPSHOT_TAG = "capability:liveSnapshot"
 
 _SIZE = re.compile(r"^(\d+)([KMGT]?)B?$", re.IGNORECASE)
 
@@ -94,11 +96,15 @@ async def _write_facts(core: Controller, tx: Any, host_uuid: str, facts: Any) ->
     for key in ("libvirt::version", "qemu::version", "hvm", "domainType"):
         await tx.execute("DELETE FROM SystemTag WHERE resourceUuid=? AND inherent=1 AND tag LIKE ?",
                          (host_uuid, key + "::%"))
+    await tx.execute("DELETE FROM SystemTag WHERE resourceUuid=? AND inherent=1 AND tag=?",
+                     (host_uuid, LIVE_SNAPSHOT_TAG))
     values = {"libvirt::version": facts.libvirtVersion, "qemu::version": facts.qemuVersion,
               "hvm": facts.hvmCpuFlag, "domainType": facts.domainType}
     for key, value in values.items():
         if value:
             await tags.write(tx, "HostVO", host_uuid, f"{key}::{value}", system=True, inherent=True)
+    if facts.liveSnapshot:
+        await tags.write(tx, "HostVO", host_uuid, LIVE_SNAPSHOT_TAG, system=True, inherent=True)
 
 
 async def cluster_bridges(core: Controller, cluster_uuid: str) -> list[str]:

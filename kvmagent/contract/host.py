@@ -19,6 +19,7 @@ class HostFactsReply(AgentReply):
     hvmCpuFlag: str | None = Field(description="vmx, svm or null (no hardware virtualization)")
     domainType: str = Field(description="kvm or qemu (TCG)")
     hypervisor: str
+    liveSnapshot: bool = Field(False, description="live disk snapshots work here (tag capability:liveSnapshot)")
 
 
 class ConnectReply(HostFactsReply):

@@ -24,7 +24,7 @@ async def _facts(ctx: AgentContext) -> dict[str, object]:
     return {"cpuNum": f.cpu_num, "cpuSpeed": f.cpu_mhz, "cpuModel": f.cpu_model,
             "totalMemory": f.memory_bytes,
             "libvirtVersion": f.libvirt_version, "qemuVersion": f.qemu_version, "hvmCpuFlag": f.hvm_flag,
-            "domainType": f.domain_type, "hypervisor": f.hypervisor}
+            "domainType": f.domain_type, "hypervisor": f.hypervisor, "liveSnapshot": f.live_snapshot}
 
 
 @handles(ConnectCmd)

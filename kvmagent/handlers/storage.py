@@ -25,7 +25,6 @@ from kvmagent.contract import storage as c
 from kvmagent.contract.base import AgentError, AgentReply
 from kvmagent.driver.base import HypervisorDriver, VmState
 from kvmagent.routing import handles
-from storage import snapshots
 from storage.errors import InvalidArgument, StorageError
 from storage.layout import VolumeType
 from storage.local import Capacity
@@ -165,9 +164,8 @@ async def create_snapshot(ctx: HasStorageAndDriver, cmd: c.CreateSnapshotCmd) ->
     live = cmd.vmUuid is not None and await ctx.driver.vm_state(cmd.vmUuid) in LIVE_STATES
     if live:
         assert cmd.vmUuid is not None and cmd.volumeUuid is not None  # checked by the contract
-        vol = ctx.storage.local(cmd.storagePath).layout.contain(cmd.volumePath, "volumePath")
         switch = functools.partial(_switch, ctx.driver, cmd.vmUuid, cmd.volumeUuid)
-        snap = await snapshots.create_live(vol, cmd.snapshotUuid, switch)
+        snap = await ctx.storage.create_live_snapshot(cmd.storagePath, cmd.volumePath, cmd.snapshotUuid, switch)
     else:
         snap = await ctx.storage.create_snapshot(cmd.storagePath, cmd.volumePath, cmd.snapshotUuid)
     return c.SnapshotReply(snapshotPath=str(snap), volumePath=cmd.volumePath, live=live, **await _cap(ctx, cmd))

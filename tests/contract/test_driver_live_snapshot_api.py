@@ -23,6 +23,9 @@ async def test_snapshot_rules_by_vm_state(env: Env) -> None:
     assert status == 200, body
     vm = body["inventory"]
     root = vm["rootVolumeUuid"]
+    tag = await e.core.db.fetchone("SELECT 1 FROM SystemTag WHERE resourceUuid=? AND tag='capability:liveSnapshot'",
+                                   (vm["hostUuid"],))
+    assert tag is None, "a test-driver host does not claim live snapshots"
     status, body = await e.raw("CreateVolumeSnapshot", volumeUuid=root, name="s")
     assert status == 409 and body["error"]["code"] == "VM.1010", body
     assert "capability:liveSnapshot" in body["error"]["details"], body

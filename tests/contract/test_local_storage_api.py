@@ -66,7 +66,7 @@ async def test_capacity_volumes_and_snapshots(env: Env) -> None:
                                                                                           "VolumeVO")
     caps = await _adds_up(e)
     assert caps[vm["hostUuid"]]["availableCapacity"] < before[vm["hostUuid"]]["availableCapacity"]
-    # snapshots are offline: refused while the VM runs, nothing written
+    # the simulated hosts' test driver cannot snapshot live: refused while the VM runs, nothing written
     status, body = await e.raw("CreateVolumeSnapshot", volumeUuid=vol["uuid"], name="s")
     assert status == 409 and body["error"]["code"] == "VM.1010", body
     assert await e.core.db.fetchone("SELECT 1 FROM VolumeSnapshot") is None

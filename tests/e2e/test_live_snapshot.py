@@ -98,6 +98,9 @@ async def test_live_snapshot_then_revert(lab: Flat) -> None:
     vm = await c.inv("CreateVmInstance", name="live", instanceOfferingUuid=c.ids["offering"],
                      imageUuid=c.ids["image"], l3NetworkUuids=[c.ids["l3"]], systemTags=[f"sshkey::{lab.pub}"])
     host = lab.hosts[vm["hostUuid"]]
+    tags = await c.inv("QuerySystemTag", conditions=[{"name": "resourceUuid", "op": "=", "value": vm["hostUuid"]},
+                                                     {"name": "tag", "op": "=", "value": "capability:liveSnapshot"}])
+    assert len(tags["inventories"]) == 1, "the real host reports live snapshots (1.0's host tag)"
     ip = re.escape(vm["vmNics"][0]["ip"])
     await _wait_after(lab, vm, 0, rf"tiny: LEASE eth0 {ip}/")
     await _write_marker(lab, vm, SECTOR_A, a)
