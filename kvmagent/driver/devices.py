@@ -8,6 +8,7 @@ which is what a real host does for a stopped VM.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import libvirt
@@ -20,6 +21,7 @@ from kvmagent.driver.spec import DiskSpec, IsoSpec
 from kvmagent.driver.xml import edit
 from kvmagent.driver.xml.disk import Cdrom, Disk
 
+log = logging.getLogger(__name__)
 CDROM_WAIT_S = 30.0
 
 
@@ -38,7 +40,7 @@ async def change_cdrom(guest: Guest, iso: IsoSpec | None, *, poll: float = 0.2) 
     dev = edit.element_string(Cdrom(want).element())
     flags = await _flags(guest) | (libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE if want is None else 0)
     try:
-        await guest.update_device(dev, flags)
+        await _update_cdrom(guest, dev, flags)
     except libvirt.libvirtError as e:
         if code_of(e) in NO_SUPPORT:
             new = edit.replace_cdrom(await guest.xml(inactive=True), Cdrom(want).element())
@@ -54,6 +56,23 @@ async def change_cdrom(guest: Guest, iso: IsoSpec | None, *, poll: float = 0.2) 
             raise HypervisorError(f"changing the CD-ROM of {guest.name}",
                                   f"the medium is still not {want!r} after {CDROM_WAIT_S:.0f} s")
         await asyncio.sleep(poll)
+
+
+#: libvirt opens the tray and waits a bounded time for QEMU to report it open; on a loaded host (TCG guests
+#: on two busy cores) that wait can run out ("Tray of device ... is not open"): the change is retried.
+TRAY_RETRIES = 3
+
+
+async def _update_cdrom(guest: Guest, dev: str, flags: int) -> None:
+    for attempt in range(TRAY_RETRIES):
+        try:
+            await guest.update_device(dev, flags)
+            return
+        except libvirt.libvirtError as e:
+            if "tray" not in str(e).lower() or "not open" not in str(e) or attempt == TRAY_RETRIES - 1:
+                raise
+            log.info("CD-ROM tray of %s did not open in time (%s); retrying", guest.name, e)
+            await asyncio.sleep(1 + attempt)
 
 
 async def attach_disk(guest: Guest, disk: DiskSpec) -> None:
