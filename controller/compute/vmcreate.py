@@ -3,8 +3,9 @@
 Guarantees:
 
 * Checks first (nothing is written when they fail): offering, image, L3s, zone/cluster/host exist and are
-  Enabled, the image is not a DataVolumeTemplate (nor an ISO: ISO boot comes with issue 8), system images
-  and system L3s are refused for user VMs, ``defaultL3NetworkUuid`` is required with more than one L3 and
+  Enabled, the image is not a DataVolumeTemplate (an ISO needs ``rootDiskOfferingUuid``) and has a copy a
+  host can fetch (a Ready copy on a backup storage; 409 otherwise), system images and system L3s are refused
+  for user VMs, ``defaultL3NetworkUuid`` is required with more than one L3 and
   must be one of them, system tags are valid.
 * ONE transaction: internalId, host allocation with its capacity reservation, VM row (state Starting; the
   1.0 Created→Starting step happens inside the transaction), NICs with unique MACs
@@ -25,6 +26,7 @@ from pydantic import Field
 
 from controller.api.context import ApiContext
 from controller.api.messages import CreateMessage, Description, Name, Uuid
+from controller.backup.cache import cache_source
 from controller.compute.allocator import Need, allocate_host
 from controller.compute.vmstart import delete_root, start_on_host
 from controller.db.database import Tx
@@ -64,6 +66,7 @@ async def check(ctx: ApiContext, msg: CreateVmInstanceMsg) -> tuple[dict[str, An
     _enabled(offering, "instanceOfferingUuid", "instance offering")
     _enabled(image, "imageUuid", "image")
     await _check_image(ctx, msg, image)
+    await cache_source(ctx.core, image)  # 409 now, not a failed start later, when no host could fetch it
     if msg.type == "UserVm" and image["system"]:
         raise InvalidArgument(f"image[uuid:{image['uuid']}] is a system image; user VMs cannot use it")
     for l3_uuid in msg.l3NetworkUuids:

@@ -82,7 +82,7 @@ async def test_delay_per_storage_recover_and_create_vm(env: Env, sftp: list[tupl
     assert got is not None and got["status"] == "Deleted" and set(_ref_status(got).values()) == {"Deleted"}
     assert all(f.is_file() for f in _files(tmp_path, img))  # bits kept
     status, body = await _vm_from(e, img["uuid"], "from-deleted")
-    assert status >= 400 and "is Deleted" in body["error"]["details"], body  # vmstart wraps it (HOST.1005)
+    assert status == 409 and body["error"]["code"] == "SYS.1006" and "is Deleted" in body["error"]["details"], body
     assert await e.core.db.fetchone("SELECT 1 FROM VmInstance WHERE imageUuid=?", (img["uuid"],)) is None
     rec = await e.inv("RecoverImage", imageUuid=img["uuid"], backupStorageUuids=[bs1])
     assert rec["status"] == "Ready" and _ref_status(rec) == {bs1: "Ready", bs2: "Deleted"}
@@ -133,7 +133,7 @@ async def test_legacy_image_without_refs(env: Env, sftp: list[tuple[str, int]], 
     await e.call("DeleteImage", uuid=legacy)
     assert (await _img(e, legacy) or {}).get("status") == "Deleted"
     status, body = await e.create_vm("from-deleted")
-    assert status >= 400 and "is Deleted" in body["error"]["details"], body  # vmstart wraps it (HOST.1005)
+    assert status == 409 and body["error"]["code"] == "SYS.1006" and "is Deleted" in body["error"]["details"], body
     await _error(e, "RecoverImage", 400, "SYS.1007", bs["uuid"], imageUuid=legacy, backupStorageUuids=[bs["uuid"]])
     assert (await e.inv("RecoverImage", imageUuid=legacy))["status"] == "Ready"
     status, body = await e.create_vm("from-recovered")

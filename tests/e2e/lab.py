@@ -99,7 +99,7 @@ def kill_agent(host: LabHost, sig: int = signal.SIGTERM) -> None:
 _FLAT_RESET = ("for n in $(ip netns list | awk '/^zsfn-/{print $1}'); do "
                "ip netns pids $n | xargs -r kill -9; ip netns del $n; done; "
                "ip -o link | awk -F': ' '/ zfo/{print $2}' | cut -d@ -f1 | xargs -r -n1 ip link del; "
-               "ebtables -F; ebtables -X; rm -rf /var/lib/zstack-py/flatnet")
+               "ebtables -F; ebtables -X; ebtables -t nat -F; ebtables -t nat -X; rm -rf /var/lib/zstack-py/flatnet")
 _DOMAINS_RESET = ("for d in $(virsh -c qemu:///system list --all --name); do "
                   "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done")
 

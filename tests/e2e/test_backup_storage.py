@@ -256,8 +256,10 @@ async def test_image_whose_storage_was_deleted_is_not_fetched_from_its_url(testb
     status, body = await ctl.raw("CreateVmInstance", name="vm-orphan", instanceOfferingUuid=ctl.ids["offering"],
                                  imageUuid=image["uuid"], l3NetworkUuids=[ctl.ids["l3"]], hostUuid=host["uuid"])
     print(f"\nCreateVmInstance from an image without backup storage: {status} {body}")
-    # (the VM start wraps the 409 of the image lookup: 502 HOST.1005 with the 409 as its cause)
-    assert status >= 400 and "no copy on any backup storage" in json.dumps(body["error"]), body
+    # refused by CreateVmInstance's checks, before any VM row or host call
+    assert status == 409 and body["error"]["code"] == "SYS.1006", body
+    assert "no copy on any backup storage" in body["error"]["details"], body
+    assert await _query(ctl, "QueryVmInstance") == []
     assert image["uuid"] in json.dumps(body["error"]), body
     left = h1.run("sh", "-c", f"find {PS_URL}/imagecache -type f 2>/dev/null; "
                   "virsh -c qemu:///system list --all --name").stdout.split()
