@@ -15,6 +15,8 @@ import zlib
 from collections.abc import Iterable
 from typing import Union
 
+import xxhash
+
 Range = tuple[int, int]  # (offset, length)
 
 CHUNK = 8 << 20
@@ -75,9 +77,11 @@ def payload_size(frames: list[Range], header: int, trailer: int) -> int:
 HEADER = struct.Struct(">QQ")  # offset, length
 END = (1 << 64) - 1  # offset of the END frame; its length is the digest's
 
-#: Wire versions (header ``X-Zs-Stream``; absent = 1): 1 = sha256 of the stream, 2 = CRC-32 of the stream.
-VERSION = 2
-VERSIONS = (1, 2)
+#: Wire versions (header ``X-Zs-Stream``; absent = 1): 1 = sha256 of the stream, 2 = CRC-32 of the stream,
+#: 3 = XXH3-128 of the stream (sent since: ~36 GB/s on one core against CRC-32's ~7 and sha256's ~0.5, and a
+#: 128-bit digest catches more than a 32-bit one). None of them is an authenticity check.
+VERSION = 3
+VERSIONS = (1, 2, 3)
 
 
 class Crc32:
@@ -96,7 +100,23 @@ class Crc32:
         return self._crc.to_bytes(4, "big")
 
 
-Digest = Union[Crc32, "hashlib._Hash"]
+class Xxh3:
+    """XXH3-128 (the ``xxhash`` package) with the ``hashlib`` interface; 16 bytes, canonical (big-endian)."""
+
+    name = "xxh3-128"
+    digest_size = 16
+
+    def __init__(self) -> None:
+        self._h = xxhash.xxh3_128()
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._h.update(data)
+
+    def digest(self) -> bytes:
+        return self._h.digest()
+
+
+Digest = Union[Crc32, Xxh3, "hashlib._Hash"]
 
 
 def stream_digest(version: int) -> Digest:
@@ -105,6 +125,8 @@ def stream_digest(version: int) -> Digest:
         return hashlib.sha256()
     if version == 2:
         return Crc32()
+    if version == 3:
+        return Xxh3()
     raise ValueError(f"unknown copy stream version {version} (supported: {VERSIONS})")
 
 

@@ -8,11 +8,12 @@ version, absent = 1). Body = frames::
     >QQ offset length | <length bytes of data>      one per allocated range (holes are never sent)
     >QQ END n         | digest of every preceding frame (headers and data) in order
 
-Version 1: the digest is sha256 (n = 32). Version 2 (sent since sha256 on one core was slower than the
-copy itself): CRC-32 (n = 4): it guards the transfer against accidental damage (truncation, misplaced
-or corrupted ranges); it is not an authenticity check (neither was sha256 inside plain HTTP). The
-destination accepts both versions. The controller relies on these verified checksums (it does not read
-every file again for an md5 on both hosts, as 1.0 did).
+Version 1: the digest is sha256 (n = 32); version 2: CRC-32 (n = 4); version 3 (sent): XXH3-128 (n = 16),
+because on two cores the copy is CPU-bound and sha256, then CRC-32, cost more than the copy itself or a
+good part of it. The digest guards the transfer against accidental damage (truncation, misplaced or
+corrupted ranges); it is not an authenticity check (neither was sha256 inside plain HTTP). The destination
+accepts every version. The controller relies on these verified checksums (it does not read every file
+again for an md5 on both hosts, as 1.0 did).
 
 Guarantees:
 * no file is loaded into memory: the source sends each range with ``sendfile`` (page cache to socket) while
@@ -64,8 +65,8 @@ WRITEBACK = 32 << 20
 
 @dataclass(frozen=True)
 class Copied:
-    """One copied file. ``checksum`` is ``<algorithm>:<hex>`` of the verified stream (``crc32:...`` for
-    wire version 2, ``sha256:...`` for 1); empty when ``skipped``."""
+    """One copied file. ``checksum`` is ``<algorithm>:<hex>`` of the verified stream (``xxh3-128:...`` for
+    wire version 3, ``crc32:...`` for 2, ``sha256:...`` for 1); empty when ``skipped``."""
 
     path: str
     size: int

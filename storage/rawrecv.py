@@ -3,9 +3,10 @@
 The HTTP server hands over the connection after the request headers (:class:`RawBody`: a blocking dup
 of the socket, the body bytes it had already buffered, the body's ``Content-Length``). The data part of
 every frame goes socket -> pipe -> ``<path>.partial`` with ``splice`` (no copy through Python buffers);
-a second thread computes the digest over each written range, in stream order, through a read-only
-``mmap`` of the page cache, so each byte crosses memory once to be written and once to be checksummed,
-and the checksum overlaps the copy (on two cores it no longer adds to it).
+a second thread computes the digest over each written range, in stream order, reading it back from the
+page cache into one reusable 1 MiB buffer, so the checksum overlaps the copy (on two cores it no longer
+adds to it). (A read-only ``mmap`` instead of the read costs as much here: populating and dropping its page
+tables flushes the TLB of the receiving thread's core too.)
 
 Guarantees (same as :func:`storage.migrate.receive`, which handles the aiohttp stream): frames are
 validated like :class:`storage.extents.FrameParser` does (offset + length inside ``X-Zs-Size``, at most
@@ -17,7 +18,6 @@ stream or a socket error raises :class:`TransferFailed`, a bad frame :class:`Tra
 from __future__ import annotations
 
 import fcntl
-import mmap
 import os
 import queue
 import socket
@@ -32,7 +32,8 @@ PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: After this many bytes written, start their write-back (``POSIX_FADV_DONTNEED``) so the fsync is short.
 WRITEBACK = 32 << 20
-MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
+#: The digest thread reads the received data back in pieces of this size.
+HASH_READ = 1 << 20
 
 
 @dataclass
@@ -111,29 +112,14 @@ def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
         data, off = data[n:], off + n
 
 
-def _digest_range(h: extents.Digest, mm: mmap.mmap, off: int, n: int) -> None:
-    """Feed bytes ``[off, off + n)`` of the file (just written: in the page cache) to ``h`` through the
-    mapping ``mm`` of the whole file: no copy; the range's page tables are filled in one call and dropped
-    after (the file's pages stay in the page cache)."""
-    base = off - off % mmap.PAGESIZE
-    if MADV_POPULATE_READ:
-        try:
-            mm.madvise(MADV_POPULATE_READ, base, off + n - base)
-        except OSError:  # kernel older than 5.14: page faults fill them
-            pass
-    with memoryview(mm) as view:
-        h.update(view[off : off + n])
-    mm.madvise(mmap.MADV_DONTNEED, base, off + n - base)
-
-
 class _Hasher:
     """Feeds the stream to ``h`` in a thread of its own, in stream order, behind the writes: the frame
-    headers as they arrive, each data range once it is in the file (read back through ``mm``). The
+    headers as they arrive, each data range once it is in the file ``fd`` (read back from the page cache). The
     receiving thread never waits for it except at the end (:meth:`finish`), so on two cores the checksum
     overlaps the copy instead of following it."""
 
-    def __init__(self, h: extents.Digest, mm: mmap.mmap | None) -> None:
-        self.h, self.mm = h, mm
+    def __init__(self, h: extents.Digest, fd: int) -> None:
+        self.h, self.fd = h, fd
         self.todo: queue.SimpleQueue[tuple[bytes, int, int] | None] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="copy-digest", daemon=True)
@@ -144,12 +130,18 @@ class _Hasher:
 
     def _run(self) -> None:
         try:
+            buf = bytearray(HASH_READ)
+            view = memoryview(buf)
             while (item := self.todo.get()) is not None:
                 head, off, n = item
                 self.h.update(head)
-                if n:
-                    assert self.mm is not None
-                    _digest_range(self.h, self.mm, off, n)
+                end = off + n
+                while off < end:
+                    got = os.preadv(self.fd, [view[: min(HASH_READ, end - off)]], off)
+                    if got <= 0:
+                        raise TransferFailed(f"received file shrank while being checked (offset {off})")
+                    self.h.update(view[:got])
+                    off += got
         except BaseException as e:  # handed over to the receiving thread by finish()
             self.error = e
             while self.todo.get() is not None:  # let finish() return
@@ -169,9 +161,7 @@ def receive_frames(raw: RawBody, fd: int, size: int, h: extents.Digest, max_fram
     when this returns (normally or not): the digest thread has ended."""
     body = _Body(raw)
     dirty, lo, hi = 0, -1, 0
-    os.ftruncate(fd, size)  # the mapping covers the whole file (mapped pages never lie past the end)
-    mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) if size else None
-    hasher = _Hasher(h, mm)
+    hasher = _Hasher(h, fd)
     try:
         try:
             while True:
@@ -194,11 +184,9 @@ def receive_frames(raw: RawBody, fd: int, size: int, h: extents.Digest, max_fram
             if body.remaining():
                 raise TransferFailed(f"{body.remaining()} bytes of data after the END frame")
         finally:
-            hasher.finish()  # before the mapping goes: the thread reads through it
+            hasher.finish()  # before the caller closes fd: the thread reads through it
         return theirs
     except OSError as e:
         raise TransferFailed(f"copy stream broken: {e}") from e
     finally:
         body.close()
-        if mm is not None:
-            mm.close()

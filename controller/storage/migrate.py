@@ -7,7 +7,7 @@ the volume is Ready; a data volume is detached; a root volume's VM is Stopped wi
 
 Flow (guarantees): reserve capacity on the destination → the SOURCE agent streams the snapshot files, the
 volume and (for a root volume) the base image when the destination cache lacks it, to the same absolute
-paths on the DESTINATION agent (``/localstorage/copytoremote``, a CRC-32 per file stream verified by both
+paths on the DESTINATION agent (``/localstorage/copytoremote``, an XXH3-128 digest per file stream verified by both
 agents) → the copy's report checked and the files' presence on the destination confirmed (``_verify``: no
 second md5 pass over the files, unlike 1.0) → ONE transaction repoints the volume's and snapshots'
 refs to the destination, returns the source capacity and sets a root volume's VM ``lastHostUuid`` → only

@@ -230,7 +230,8 @@ class CopiedTO(AgentReply):
     path: str
     size: int
     allocatedSize: int
-    checksum: str = Field(description="'crc32:<hex>' (stream v2) or 'sha256:<hex>' (v1) of the copied bytes")
+    checksum: str = Field(description="'xxh3-128:<hex>' (stream v3), 'crc32:<hex>' (v2) or 'sha256:<hex>' (v1) "
+                                      "of the copied bytes")
     skipped: bool = False
 
 
@@ -282,4 +283,5 @@ class ReceiveReply(AgentReply):
     path: str
     size: int
     allocated: int
-    checksum: str = Field(description="'crc32:<hex>' (stream v2) or 'sha256:<hex>' (v1) of the received stream")
+    checksum: str = Field(description="'xxh3-128:<hex>' (stream v3), 'crc32:<hex>' (v2) or 'sha256:<hex>' (v1) "
+                                      "of the received stream")

@@ -9,10 +9,8 @@ neither the file nor its ``.partial``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
-import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from storage_agent import Agent
 
 from kvmagent.contract import storage as c
 from storage import files
-from storage.extents import END, HEADER
+from storage.extents import END, HEADER, stream_digest
 from storage.migrate import RECEIVE_PATH
 
 MiB = 1 << 20
@@ -37,22 +35,20 @@ async def agent(tmp_path: Path) -> AsyncIterator[tuple[Agent, Path]]:
         await a.stop()
 
 
-def body_of(frames: list[tuple[int, bytes]], version: int = 2, digest: bytes | None = None) -> bytes:
-    h = hashlib.sha256() if version == 1 else None
-    crc = 0
+def body_of(frames: list[tuple[int, bytes]], version: int = 3, digest: bytes | None = None) -> bytes:
+    """The wire body: frames, then END with the digest of wire ``version`` (unless ``digest`` forces one)."""
+    h = stream_digest(version)
     out = b""
     for off, data in frames:
         piece = HEADER.pack(off, len(data)) + data
         out += piece
-        if h is not None:
-            h.update(piece)
-        crc = zlib.crc32(piece, crc)
+        h.update(piece)
     if digest is None:
-        digest = h.digest() if h is not None else crc.to_bytes(4, "big")
+        digest = h.digest()
     return out + HEADER.pack(END, len(digest)) + digest
 
 
-async def post(a: Agent, path: Path, size: int, body: bytes, *, version: int = 2, cut: int | None = None):
+async def post(a: Agent, path: Path, size: int, body: bytes, *, version: int = 3, cut: int | None = None):
     """Send the request by hand (``cut``: close the connection after that many body bytes); return
     ``(status, reply)``, ``(None, None)`` when the connection ended without an answer."""
     host, port = a.url.removeprefix("http://").split(":")
@@ -79,7 +75,7 @@ def nothing_left(path: Path) -> bool:
     return not path.exists() and not path.with_name(path.name + ".partial").exists()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_good_stream_gives_the_sparse_file(agent: tuple[Agent, Path], version: int) -> None:
     a, ps = agent
     path = ps / "dataVolumes" / "acct-a" / "vol-r" / "r.qcow2"
@@ -91,14 +87,14 @@ async def test_good_stream_gives_the_sparse_file(agent: tuple[Agent, Path], vers
     assert len(data) == size and data[: len(first)] == first and data[32 * MiB : 52 * MiB] == second
     assert data[len(first) : 32 * MiB] == bytes(32 * MiB - len(first))
     assert files.allocated_bytes(path) < 30 * MiB  # the hole was not written
-    assert reply["size"] == size and reply["checksum"].startswith("sha256:" if version == 1 else "crc32:")
+    assert reply["size"] == size and reply["checksum"].startswith(f"{stream_digest(version).name}:")
     assert not path.with_name(path.name + ".partial").exists()
 
 
 async def test_bad_digest_leaves_nothing(agent: tuple[Agent, Path]) -> None:
     a, ps = agent
     path = ps / "dataVolumes" / "acct-a" / "vol-r" / "bad.qcow2"
-    status, reply = await post(a, path, 16 * MiB, body_of([(0, os.urandom(12 * MiB))], digest=b"\0\0\0\0"))
+    status, reply = await post(a, path, 16 * MiB, body_of([(0, os.urandom(12 * MiB))], digest=b"\0" * 16))
     assert status == 409 and reply["error"]["code"] == "STORAGE.CHECKSUM_MISMATCH"
     assert nothing_left(path)
 

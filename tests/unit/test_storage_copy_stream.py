@@ -6,6 +6,7 @@ import hashlib
 import zlib
 
 import pytest
+import xxhash
 
 from storage.extents import END, HEADER, Crc32, FrameParser, stream_digest
 
@@ -57,5 +58,9 @@ def test_stream_digests_by_version() -> None:
     sha = stream_digest(1)
     sha.update(data)
     assert sha.digest() == hashlib.sha256(data).digest() and sha.digest_size == 32
-    with pytest.raises(ValueError, match="version 3"):
-        stream_digest(3)
+    xxh = stream_digest(3)
+    xxh.update(data[:100])
+    xxh.update(memoryview(data)[100:])
+    assert xxh.digest() == xxhash.xxh3_128(data).digest() and xxh.digest_size == 16 and xxh.name == "xxh3-128"
+    with pytest.raises(ValueError, match="version 4"):
+        stream_digest(4)
