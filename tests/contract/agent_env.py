@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kvmagent.driver.base import DomainEvent
 from kvmagent.driver.libvirt_driver import LibvirtDriver
@@ -59,6 +61,16 @@ async def open_env(backend: str, tmp: Path) -> Env:
     driver.subscribe(env.events.append)
     await driver.open()
     return env
+
+
+@pytest.fixture(params=BACKENDS)
+async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
+    """One driver environment per backend (the test driver, then the root libvirtd), cleaned up after."""
+    e = await open_env(request.param, tmp_path)
+    try:
+        yield e
+    finally:
+        await e.cleanup()
 
 
 async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> float:

@@ -8,22 +8,16 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import agent_env
 import pytest
-from agent_env import BACKENDS, Env, make_disk, open_env, wait_for
+from agent_env import Env, make_disk, open_env, wait_for
 
 from kvmagent.driver.base import VmState
 from kvmagent.driver.errors import DomainNotFound, HypervisorError, InvalidSpec, StateConflict
 from kvmagent.driver.spec import DiskSpec, IsoSpec
 from kvmagent.driver.xml.edit import boot_devs, cdrom_source, disk_element, parse
 
-
-@pytest.fixture(params=BACKENDS)
-async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
-    e = await open_env(request.param, tmp_path)
-    try:
-        yield e
-    finally:
-        await e.cleanup()
+env = agent_env.env  # the driver fixture, one per backend (overrides the tier's controller env)
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ with the HMP ``qemu-io`` command), libvirt's test driver must refuse clearly and
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
+import agent_env
 import libvirt
 import libvirt_qemu
 import pytest
-from agent_env import BACKENDS, Env, make_disk, open_env
+from agent_env import Env, make_disk, open_env
 
 from kvmagent.contract.base import AgentError
 from kvmagent.driver.base import VmState
@@ -23,14 +23,7 @@ from storage.runner import run
 
 MiB = 1 << 20
 
-
-@pytest.fixture(params=BACKENDS)
-async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
-    e = await open_env(request.param, tmp_path)
-    try:
-        yield e
-    finally:
-        await e.cleanup()
+env = agent_env.env  # the driver fixture, one per backend (overrides the tier's controller env)
 
 
 async def _qio(path: Path | str, op: str, *, shared: bool = False) -> bool:

@@ -51,14 +51,30 @@ class Flat:
         return self.hosts[vm["hostUuid"]].run("cat", f"/var/lib/zstack-py/console/{vm['uuid']}.log",
                                               check=False).stdout
 
-    async def wait_console(self, vm: dict[str, Any], pattern: str, timeout: float = 120) -> re.Match[str]:
+    async def wait_console(self, vm: dict[str, Any], pattern: str, *, after: int = 0,
+                           timeout: float = 120) -> re.Match[str]:
+        """The first match of ``pattern`` in the VM's console log at or past offset ``after`` (positions in
+        the match are offsets in the whole log)."""
+        want = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = re.search(pattern, await asyncio.to_thread(self.console, vm))
+            m = want.search(await asyncio.to_thread(self.console, vm), after)
             if m:
                 return m
             await asyncio.sleep(0.5)
-        raise AssertionError(f"{pattern!r} not on the console of {vm['name']}:\n{self.console(vm)[-3000:]}")
+        raise AssertionError(f"{pattern!r} not on the console of {vm['name']} past {after}:\n"
+                             f"{self.console(vm)[after:][-3000:]}")
+
+    async def ssh_ok(self, vm: dict[str, Any], command: str, timeout: float = 60) -> str:
+        """``command`` in the guest over SSH, retried until sshd answers; its stdout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            cp = await self.ssh(vm, command)
+            if cp.returncode == 0:
+                return str(cp.stdout)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"ssh {command!r} to {vm['name']}: rc={cp.returncode} {cp.stderr}")
+            await asyncio.sleep(1)
 
     async def ssh(self, vm: dict[str, Any], command: str) -> Any:
         (st,) = await self.status(vm["hostUuid"])

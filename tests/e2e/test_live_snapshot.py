@@ -53,37 +53,13 @@ async def lab(testbed: Testbed, tiny: TinyImage, tmp_path: Path) -> AsyncIterato
             reset_host(h, flat=True, paths=(PS_URL, "/var/lib/zstack-py/console"), log_tail=25)
 
 
-async def _wait_after(lab: Flat, vm: dict[str, Any], after: int, pattern: str, timeout: float = 120) -> int:
-    """Console offset just past the first match of ``pattern`` beyond ``after``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = await asyncio.to_thread(lab.console, vm)
-        m = re.search(pattern, text[after:])
-        if m:
-            return after + m.end()
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{pattern!r} not on the console of {vm['name']} past {after}:\n{lab.console(vm)[-3000:]}")
-
-
-async def _ssh(lab: Flat, vm: dict[str, Any], command: str, timeout: float = 60) -> str:
-    """``command`` in the guest over SSH, retried until sshd answers; its stdout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        cp = await lab.ssh(vm, command)
-        if cp.returncode == 0:
-            return str(cp.stdout)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"ssh {command!r} to {vm['name']}: rc={cp.returncode} {cp.stderr}")
-        await asyncio.sleep(1)
-
-
 async def _write_marker(lab: Flat, vm: dict[str, Any], sector: int, text: str) -> None:
-    await _ssh(lab, vm, f"printf '{text}' | dd of=/dev/vda bs=512 seek={sector} conv=fsync 2>/dev/null && sync")
+    await lab.ssh_ok(vm, f"printf '{text}' | dd of=/dev/vda bs=512 seek={sector} conv=fsync 2>/dev/null && sync")
 
 
 async def _read_sector(lab: Flat, vm: dict[str, Any], sector: int) -> str:
     """The sector as text (NULs dropped), read with O_DIRECT so the guest's page cache cannot answer."""
-    out = await _ssh(lab, vm, f"dd if=/dev/vda bs=512 skip={sector} count=1 iflag=direct 2>/dev/null | tr -d '\\000'")
+    out = await lab.ssh_ok(vm, f"dd if=/dev/vda bs=512 skip={sector} count=1 iflag=direct 2>/dev/null | tr -d '\\000'")
     return out.strip()
 
 
@@ -102,7 +78,7 @@ async def test_live_snapshot_then_revert(lab: Flat) -> None:
                                                      {"name": "tag", "op": "=", "value": "capability:liveSnapshot"}])
     assert len(tags["inventories"]) == 1, "the real host reports live snapshots (1.0's host tag)"
     ip = re.escape(vm["vmNics"][0]["ip"])
-    await _wait_after(lab, vm, 0, rf"tiny: LEASE eth0 {ip}/")
+    await lab.wait_console(vm, rf"tiny: LEASE eth0 {ip}/", after=0)
     await _write_marker(lab, vm, SECTOR_A, a)
     assert await _read_sector(lab, vm, SECTOR_A) == a
     vol_q = [{"name": "uuid", "op": "=", "value": vm["rootVolumeUuid"]}]
@@ -131,7 +107,7 @@ async def test_live_snapshot_then_revert(lab: Flat) -> None:
     await c.inv("RevertVolumeFromSnapshot", uuid=snap["uuid"])
     offset = len(await asyncio.to_thread(lab.console, vm))
     assert (await c.inv("StartVmInstance", uuid=vm["uuid"]))["state"] == "Running"
-    await _wait_after(lab, vm, offset, rf"tiny: LEASE eth0 {ip}/")
+    await lab.wait_console(vm, rf"tiny: LEASE eth0 {ip}/", after=offset)
     assert await _read_sector(lab, vm, SECTOR_A) == a
     assert await _read_sector(lab, vm, SECTOR_B) == ""
     assert _chain(host, volume["installPath"])[:2] == [volume["installPath"], snap["primaryStorageInstallPath"]]

@@ -74,37 +74,12 @@ async def _create(lab: Flat, name: str, image: str, **extra: Any) -> dict[str, A
 
 async def _next_boot(lab: Flat, vm: dict[str, Any], after: int) -> tuple[str, int]:
     """The device of the first ``tiny: booted from`` line past console offset ``after``; and its end offset."""
-    m = await _wait_after(lab, vm, after, r"tiny: booted from (disk|cdrom)")
-    return m.group(1), after + m.end()
+    m = await lab.wait_console(vm, r"tiny: booted from (disk|cdrom)", after=after, timeout=90)
+    return m.group(1), m.end()
 
 
 async def _lease(lab: Flat, vm: dict[str, Any], after: int) -> None:
-    await _wait_after(lab, vm, after, rf"tiny: LEASE eth0 {re.escape(vm['vmNics'][0]['ip'])}/")
-
-
-async def _wait_after(lab: Flat, vm: dict[str, Any], after: int, pattern: str,
-                      timeout: float = 90) -> re.Match[str]:
-    """The first match of ``pattern`` in the VM's console log past offset ``after``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = re.search(pattern, (await asyncio.to_thread(lab.console, vm))[after:])
-        if m:
-            return m
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{pattern!r} not on the console of {vm['name']} past {after}:\n"
-                         f"{lab.console(vm)[after:][-3000:]}")
-
-
-async def _ssh_ok(lab: Flat, vm: dict[str, Any], command: str, timeout: float = 30) -> str:
-    """``command`` over SSH, retried until sshd answers (it starts shortly after the lease)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        cp = await lab.ssh(vm, command)
-        if cp.returncode == 0:
-            return str(cp.stdout)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"ssh {command!r} to {vm['name']}: rc={cp.returncode} {cp.stderr}")
-        await asyncio.sleep(1)
+    await lab.wait_console(vm, rf"tiny: LEASE eth0 {re.escape(vm['vmNics'][0]['ip'])}/", after=after, timeout=90)
 
 
 async def _install_disk(lab: Flat, vm: dict[str, Any], tiny: TinyImage, tmp_path: Path) -> None:
@@ -140,7 +115,7 @@ async def test_vm_from_iso_installs_then_boots_from_disk(lab: Flat, tiny: TinyIm
     assert dev == "cdrom"
     await _lease(lab, vm, end)
     print(f"\nISO VM: create to lease {time.monotonic() - t0:.1f} s")
-    assert "vda" in await _ssh_ok(lab, vm, "cat /proc/partitions")
+    assert "vda" in await lab.ssh_ok(vm, "cat /proc/partitions")
     await _install_disk(lab, vm, tiny, tmp_path)
     # (a) the installer's reboot inside the guest: the agent restarts the VM from its disk
     size = len(lab.console(vm))
@@ -177,13 +152,13 @@ async def test_live_iso_attach_and_detach(lab: Flat, tiny: TinyImage) -> None:
     cp = await lab.ssh(vm, CD001)
     assert "1" not in cp.stdout.split(), cp  # the empty drive has no medium
     await c.inv("AttachIsoToVmInstance", vmInstanceUuid=vm["uuid"], isoUuid=iso["uuid"])
-    assert (await _ssh_ok(lab, vm, CD001)).split() == ["1"]
+    assert (await lab.ssh_ok(vm, CD001)).split() == ["1"]
     # the ISO is kept across a stop/start (the iso:: tag goes into /vm/start)
     await c.inv("StopVmInstance", uuid=vm["uuid"])
     size = len(lab.console(vm))
     vm = await c.inv("StartVmInstance", uuid=vm["uuid"])
     await _lease(lab, vm, size)
-    assert (await _ssh_ok(lab, vm, CD001)).split() == ["1"]
+    assert (await lab.ssh_ok(vm, CD001)).split() == ["1"]
     await c.inv("DetachIsoFromVmInstance", vmInstanceUuid=vm["uuid"])
     cp = await lab.ssh(vm, CD001)
     assert cp.returncode != 0 and "1" not in cp.stdout.split(), cp
