@@ -25,7 +25,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from lab import PS_URL, Testbed, TinyImage, reset_host, ssh_keypair
 from test_compute import Ctl, _free_port, _records
 from test_flatnet import Flat, _cli
-from test_vm_features import _wait_after
 
 from controller.app import create_app
 from controller.config import ControllerConfig
@@ -275,6 +274,6 @@ async def _renew_after_reboot(lab: Flat, vm: dict[str, Any]) -> None:
     the flat leases are infinite (no renewal of its own): a reboot fetches the key, then udhcpc renews."""
     before = len(lab.console(vm))
     await lab.ctl.inv("RebootVmInstance", uuid=vm["uuid"])
-    await _wait_after(lab, vm, before, r"tiny: sshd up")
+    await lab.wait_console(vm, r"tiny: sshd up", after=before, timeout=90)
     out = await _ssh_ok(lab, vm, "udhcpc -i eth0 -n -q -t 3 -T 1 -s /bin/true 2>&1")
     assert f"lease of {vm['vmNics'][0]['ip']} obtained" in out, out
