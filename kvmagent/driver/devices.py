@@ -38,7 +38,10 @@ async def change_cdrom(guest: Guest, iso: IsoSpec | None, *, poll: float = 0.2) 
     if live == want and persistent == want:
         return
     dev = edit.element_string(Cdrom(want).element())
-    flags = await _flags(guest) | (libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE if want is None else 0)
+    # Forced (the tray opens even if the guest locked it): an eject, and an insert into an empty drive (no
+    # medium to take from under the guest; its firmware may hold the empty drive's tray locked for a while).
+    force = want is None or live is None
+    flags = await _flags(guest) | (libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE if force else 0)
     try:
         await _update_cdrom(guest, dev, flags)
     except libvirt.libvirtError as e:
@@ -58,21 +61,23 @@ async def change_cdrom(guest: Guest, iso: IsoSpec | None, *, poll: float = 0.2) 
         await asyncio.sleep(poll)
 
 
-#: libvirt opens the tray and waits a bounded time for QEMU to report it open; on a loaded host (TCG guests
-#: on two busy cores) that wait can run out ("Tray of device ... is not open"): the change is retried.
-TRAY_RETRIES = 3
+#: libvirt opens the tray and waits a bounded time for QEMU to report it open; while the guest (its firmware
+#: probing the drive, or its OS) holds the tray locked, or on a loaded host (TCG guests on two busy cores),
+#: that wait runs out ("Tray of device ... is not open"): the change is retried for up to this many seconds.
+TRAY_RETRY_S = 30.0
 
 
 async def _update_cdrom(guest: Guest, dev: str, flags: int) -> None:
-    for attempt in range(TRAY_RETRIES):
+    deadline = time.monotonic() + TRAY_RETRY_S
+    while True:
         try:
             await guest.update_device(dev, flags)
             return
         except libvirt.libvirtError as e:
-            if "tray" not in str(e).lower() or "not open" not in str(e) or attempt == TRAY_RETRIES - 1:
+            if "tray" not in str(e).lower() or "not open" not in str(e) or time.monotonic() > deadline:
                 raise
             log.info("CD-ROM tray of %s did not open in time (%s); retrying", guest.name, e)
-            await asyncio.sleep(1 + attempt)
+            await asyncio.sleep(1)
 
 
 async def attach_disk(guest: Guest, disk: DiskSpec) -> None:
