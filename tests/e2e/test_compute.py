@@ -9,6 +9,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ class Ctl:
         self.client = client
         self.session = ""
         self.ids: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        """The controller's URL from this machine (for zstack-cli)."""
+        return f"http://127.0.0.1:{self.client.port}"
 
     async def raw(self, name: str, /, **params: Any) -> tuple[int, dict[str, Any]]:
         r = await self.client.post(f"/v1/{name}", json=params, headers={"Authorization": f"OAuth {self.session}"})
@@ -68,16 +74,23 @@ async def _records(ctl: Ctl, tiny: TinyImage) -> None:
     ctl.ids = {"cluster": cluster["uuid"], "l3": l3["uuid"], "offering": off["uuid"], "image": image["uuid"]}
 
 
-@pytest.fixture
-async def ctl(testbed: Testbed, tiny: TinyImage) -> AsyncIterator[Ctl]:
+@asynccontextmanager
+async def running_controller(name: str, tiny: TinyImage) -> AsyncIterator[Ctl]:
+    """An in-process controller on a free port with a fresh database (``/tmp/zstack-e2e-<name>.db``, logs in
+    ``/tmp/zstack-e2e-<name>-log``), logged in as admin, with the records of :func:`_records`."""
     port = _free_port()
-    cfg = ControllerConfig(db_path="/tmp/zstack-e2e-compute.db", log_dir="/tmp/zstack-e2e-compute-log", port=port)
+    cfg = ControllerConfig(db_path=f"/tmp/zstack-e2e-{name}.db", log_dir=f"/tmp/zstack-e2e-{name}-log", port=port)
     await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
-    server = TestServer(create_app(cfg), host="0.0.0.0", port=port)
-    async with TestClient(server) as client:
+    async with TestClient(TestServer(create_app(cfg), host="0.0.0.0", port=port)) as client:
         c = Ctl(client)
         c.session = (await c.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
         await _records(c, tiny)
+        yield c
+
+
+@pytest.fixture
+async def ctl(testbed: Testbed, tiny: TinyImage) -> AsyncIterator[Ctl]:
+    async with running_controller("compute", tiny) as c:
         try:
             yield c
         finally:

@@ -18,14 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from lab import LabHost, Testbed, TinyImage, kill_agent, reset_host, ssh_keypair
-from test_compute import Ctl, _free_port, _records
+from test_compute import Ctl, running_controller
 
 from controller.api.http import CORE
-from controller.app import create_app
 from controller.cli.main import main as cli_main
-from controller.config import ControllerConfig
 from kvmagent.contract.flatnet import FlatStatusCmd
 
 SEED = Path("/work/shared/seed/zstack-1.0-release-notes.txt")
@@ -93,17 +90,10 @@ class Flat:
 @pytest.fixture
 async def flat(testbed: Testbed, tiny: TinyImage, tmp_path: Path,
                monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Flat]:
-    port = _free_port()
-    cfg = ControllerConfig(db_path="/tmp/zstack-e2e-flatnet.db", log_dir="/tmp/zstack-e2e-flatnet-log", port=port)
-    await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
-    monkeypatch.setenv("ZSTACK_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("ZSTACK_CLI_HOME", str(tmp_path / "cli"))
     key, pub = ssh_keypair(tmp_path)
-    server = TestServer(create_app(cfg), host="0.0.0.0", port=port)
-    async with TestClient(server) as client:
-        c = Ctl(client)
-        c.session = (await c.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
-        await _records(c, tiny)
+    async with running_controller("flatnet", tiny) as c:
+        monkeypatch.setenv("ZSTACK_URL", c.url)
+        monkeypatch.setenv("ZSTACK_CLI_HOME", str(tmp_path / "cli"))
         hosts = {}
         try:
             for h in testbed.hosts[:2]:

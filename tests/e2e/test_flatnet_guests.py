@@ -21,16 +21,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
 from lab import PS_URL, Testbed, TinyImage, reset_host, ssh_keypair
-from test_compute import Ctl, _free_port, _records
+from test_compute import running_controller
 from test_flatnet import Flat, _cli
 
-from controller.app import create_app
-from controller.config import ControllerConfig
-
 SEED = Path("/work/shared/seed/zstack-1.0-release-notes.txt")
-DB = "/tmp/zstack-e2e-flatnet-guests.db"
 UD_URL = "http://169.254.169.254/latest/user-data"
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -40,17 +35,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def lab(testbed: Testbed, tiny: TinyImage, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Flat]:
     """One in-process controller with both testbed hosts for the module; the default L3 has NO service yet."""
     tmp_path = tmp_path_factory.mktemp("flatguests")
-    port = _free_port()
-    cfg = ControllerConfig(db_path=DB, log_dir="/tmp/zstack-e2e-flatnet-guests-log", port=port)
-    await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
     key, pub = ssh_keypair(tmp_path)
     mp = pytest.MonkeyPatch()
-    mp.setenv("ZSTACK_URL", f"http://127.0.0.1:{port}")
-    mp.setenv("ZSTACK_CLI_HOME", str(tmp_path / "cli"))
-    async with TestClient(TestServer(create_app(cfg), host="0.0.0.0", port=port)) as client:
-        c = Ctl(client)
-        c.session = (await c.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
-        await _records(c, tiny)
+    async with running_controller("flatnet-guests", tiny) as c:
+        mp.setenv("ZSTACK_URL", c.url)
+        mp.setenv("ZSTACK_CLI_HOME", str(tmp_path / "cli"))
         hosts = {}
         try:
             for h in testbed.hosts[:2]:

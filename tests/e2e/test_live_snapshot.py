@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from lab import PS_URL, LabHost, Testbed, TinyImage, reset_host, ssh_keypair
-from test_compute import Ctl, _domstate, _free_port, _records
+from test_compute import _domstate, running_controller
 from test_flatnet import Flat
-
-from controller.app import create_app
-from controller.config import ControllerConfig
 
 SECTOR_A, SECTOR_B = 1024, 1536
 
@@ -32,14 +28,8 @@ SECTOR_A, SECTOR_B = 1024, 1536
 @pytest.fixture
 async def lab(testbed: Testbed, tiny: TinyImage, tmp_path: Path) -> AsyncIterator[Flat]:
     """A controller with the first testbed host and flat DHCP + user data (the SSH key) on the L3."""
-    port = _free_port()
-    cfg = ControllerConfig(db_path="/tmp/zstack-e2e-livesnap.db", log_dir="/tmp/zstack-e2e-livesnap-log", port=port)
-    await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
     key, pub = ssh_keypair(tmp_path)
-    async with TestClient(TestServer(create_app(cfg), host="0.0.0.0", port=port)) as client:
-        c = Ctl(client)
-        c.session = (await c.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
-        await _records(c, tiny)
+    async with running_controller("livesnap", tiny) as c:
         h = testbed.hosts[0]
         try:
             inv = await c.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,

@@ -14,26 +14,14 @@ from typing import Any
 
 import pytest
 import test_compute as tc
-from aiohttp.test_utils import TestClient, TestServer
 from lab import PS_URL, LabHost, Testbed, TinyImage, kill_agent, reset_host
-
-from controller.app import create_app
-from controller.config import ControllerConfig
 
 MiB = 1 << 20
 
 
 @pytest.fixture
 async def ctl(testbed: Testbed, tiny: TinyImage) -> AsyncIterator[tc.Ctl]:
-    port = tc._free_port()
-    cfg = ControllerConfig(db_path="/tmp/zstack-e2e-localstorage.db", log_dir="/tmp/zstack-e2e-localstorage-log",
-                           port=port)
-    await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
-    server = TestServer(create_app(cfg), host="0.0.0.0", port=port)
-    async with TestClient(server) as client:
-        c = tc.Ctl(client)
-        c.session = (await c.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
-        await tc._records(c, tiny)
+    async with tc.running_controller("localstorage", tiny) as c:
         try:
             yield c
         finally:

@@ -19,17 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from lab import PS_URL, LabHost, Testbed, TinyImage, reset_host, ssh_keypair
-from test_compute import Ctl, _domstate, _free_port, _records
+from test_compute import Ctl, _domstate, running_controller
 from test_flatnet import Flat
-
-from controller.app import create_app
-from controller.config import ControllerConfig
 
 BS_URL = "/var/lib/zstack-py/e2e-bs"  # on host 2 only (a private directory of each testbed host)
 CONSOLE = "/var/lib/zstack-py/console"
-DB = "/tmp/zstack-e2e-backup-storage.db"
 
 
 @pytest.fixture
@@ -37,13 +32,7 @@ async def ctl(testbed: Testbed, tiny: TinyImage) -> AsyncIterator[Ctl]:
     """An in-process controller with the usual records (zone, cluster, flat-capable L3, local PS, offering);
     afterwards every image and backup storage is deleted through the API and both hosts are reset (the BS
     directory on host 2 included), pass or fail."""
-    port = _free_port()
-    cfg = ControllerConfig(db_path=DB, log_dir="/tmp/zstack-e2e-backup-storage-log", port=port)
-    await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
-    async with TestClient(TestServer(create_app(cfg), host="0.0.0.0", port=port)) as client:
-        c = Ctl(client)
-        c.session = (await c.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
-        await _records(c, tiny)
+    async with running_controller("backup-storage", tiny) as c:
         try:
             yield c
         finally:

@@ -22,16 +22,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
 from lab import PS_URL, Testbed, TinyImage, reset_host, ssh_keypair
-from test_compute import Ctl, _free_port, _records
+from test_compute import running_controller
 from test_flatnet import Flat
 
-from controller.app import create_app
-from controller.config import ControllerConfig
-
 MiB = 1 << 20
-DB = "/tmp/zstack-e2e-vmfeatures.db"
 
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -42,14 +37,8 @@ async def lab(testbed: Testbed, tiny: TinyImage, tmp_path_factory: pytest.TempPa
     """An in-process controller with both testbed hosts and flat DHCP + user data on the L3 (for SSH keys), for
     the module (each test destroys its VMs and restores the global configs it changes)."""
     tmp_path = tmp_path_factory.mktemp("vmfeatures")
-    port = _free_port()
-    cfg = ControllerConfig(db_path=DB, log_dir="/tmp/zstack-e2e-vmfeatures-log", port=port)
-    await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
     key, pub = ssh_keypair(tmp_path)
-    async with TestClient(TestServer(create_app(cfg), host="0.0.0.0", port=port)) as client:
-        c = Ctl(client)
-        c.session = (await c.inv("LogInByAccount", accountName="admin", password="password"))["uuid"]
-        await _records(c, tiny)
+    async with running_controller("vmfeatures", tiny) as c:
         hosts = {}
         try:
             for h in testbed.hosts[:2]:
