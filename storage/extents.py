@@ -11,11 +11,14 @@ import errno
 import hashlib
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterable
 from typing import Union
 
 import xxhash
+
+from storage.errors import TransferFailed
 
 Range = tuple[int, int]  # (offset, length)
 
@@ -128,6 +131,23 @@ def stream_digest(version: int) -> Digest:
     if version == 3:
         return Xxh3()
     raise ValueError(f"unknown copy stream version {version} (supported: {VERSIONS})")
+
+
+def feed_range(h: Digest, fd: int, off: int, n: int, view: memoryview, what: str,
+               stop: threading.Event | None = None) -> bool:
+    """Feed bytes ``[off, off + n)`` of ``fd`` to ``h``, read into ``view`` piece by piece (the caller's
+    reusable buffer). False, early, once ``stop`` is set; TransferFailed naming ``what`` when the file ends
+    before the range does. Blocking."""
+    end = off + n
+    while off < end:
+        if stop is not None and stop.is_set():
+            return False
+        got = os.preadv(fd, [view[: min(len(view), end - off)]], off)
+        if got <= 0:
+            raise TransferFailed(f"{what} (offset {off})")
+        h.update(view[:got])
+        off += got
+    return True
 
 
 #: One step of the receiver: ``(offset, bytes)`` = hash then write at offset; ``(None, bytes)`` = hash only.

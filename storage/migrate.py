@@ -86,19 +86,12 @@ def _digest_frames(fd: int, plan: list[extents.Range], stop: threading.Event) ->
     """Digest (wire :data:`extents.VERSION`) of the frame stream of ``plan``, computed from the file in a
     worker thread while the data goes out; ``b""`` when ``stop`` is set (the transfer failed)."""
     h = extents.stream_digest(extents.VERSION)
-    buf = bytearray(HASH_READ)
-    view = memoryview(buf)
+    view = memoryview(bytearray(HASH_READ))
     for off, n in plan:
         h.update(HEADER.pack(off, n))
-        end = off + n
-        while off < end:
-            if stop.is_set():  # the transfer failed: nobody wants the digest any more
-                return b""
-            got = os.preadv(fd, [view[: min(HASH_READ, end - off)]], off)
-            if got <= 0:
-                raise TransferFailed(f"source file shrank while being copied (offset {off})")
-            h.update(view[:got])
-            off += got
+        # a set ``stop``: the transfer failed, nobody wants the digest any more
+        if not extents.feed_range(h, fd, off, n, view, "source file shrank while being copied", stop):
+            return b""
     return h.digest()
 
 

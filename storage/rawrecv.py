@@ -130,18 +130,11 @@ class _Hasher:
 
     def _run(self) -> None:
         try:
-            buf = bytearray(HASH_READ)
-            view = memoryview(buf)
+            view = memoryview(bytearray(HASH_READ))
             while (item := self.todo.get()) is not None:
                 head, off, n = item
                 self.h.update(head)
-                end = off + n
-                while off < end:
-                    got = os.preadv(self.fd, [view[: min(HASH_READ, end - off)]], off)
-                    if got <= 0:
-                        raise TransferFailed(f"received file shrank while being checked (offset {off})")
-                    self.h.update(view[:got])
-                    off += got
+                extents.feed_range(self.h, self.fd, off, n, view, "received file shrank while being checked")
         except BaseException as e:  # handed over to the receiving thread by finish()
             self.error = e
             while self.todo.get() is not None:  # let finish() return
