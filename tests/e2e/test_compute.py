@@ -50,6 +50,18 @@ class Ctl:
         assert status == 200 and body["success"], f"{name}: {status} {body}"
         return body.get("inventory", body)
 
+    async def add_host(self, h: LabHost) -> dict[str, Any]:
+        """AddKVMHost of testbed host ``h`` by its SSH password, into the records' cluster; the inventory."""
+        return await self.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,
+                              password=h.ssh_password, clusterUuid=self.ids["cluster"])
+
+    async def attach_flat(self) -> None:
+        """The Flat provider's DHCP and Userdata services on the records' L3."""
+        provider = (await self.raw("QueryNetworkServiceProvider", conditions=[
+            {"name": "type", "op": "=", "value": "Flat"}]))[1]["inventories"][0]["uuid"]
+        await self.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=self.ids["l3"],
+                       networkServices={provider: ["DHCP", "Userdata"]})
+
     async def vm(self, uuid: str) -> dict[str, Any]:
         _, body = await self.raw("QueryVmInstance", conditions=[{"name": "uuid", "op": "=", "value": uuid}])
         return body["inventories"][0]
@@ -147,8 +159,7 @@ async def test_hosts_vms_state_sync_and_reconnect(testbed: Testbed, ctl: Ctl) ->
     hosts = {}
     for h in testbed.hosts[:2]:
         t0 = time.monotonic()
-        inv = await ctl.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,
-                            password=h.ssh_password, clusterUuid=ctl.ids["cluster"])
+        inv = await ctl.add_host(h)
         print(f"\nAddKvmHost {h.name}: {time.monotonic() - t0:.1f} s")
         assert inv["status"] == "Connected" and inv["totalCpuCapacity"] > 0, inv
         hosts[inv["uuid"]] = h

@@ -14,6 +14,7 @@ import re
 import signal
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,23 +88,33 @@ class Flat:
             await asyncio.sleep(1)
 
 
+@asynccontextmanager
+async def flat_lab(name: str, testbed: Testbed, tiny: TinyImage, key_dir: Path, *, hosts: int = 2,
+                   services: bool = False, **reset: Any) -> AsyncIterator[Flat]:
+    """A controller (:func:`running_controller` ``name``) with the first ``hosts`` testbed hosts added, an SSH
+    key pair in ``key_dir``, and (``services``) Flat DHCP + Userdata on the L3; afterwards those hosts are reset
+    with ``reset_host(h, flat=True, **reset)``, pass or fail."""
+    key, pub = ssh_keypair(key_dir)
+    used = testbed.hosts[:hosts]
+    async with running_controller(name, tiny) as c:
+        try:
+            added = {(await c.add_host(h))["uuid"]: h for h in used}
+            if services:
+                await c.attach_flat()
+            yield Flat(c, added, key, pub)
+        finally:
+            for h in used:
+                reset_host(h, flat=True, **reset)
+
+
 @pytest.fixture
 async def flat(testbed: Testbed, tiny: TinyImage, tmp_path: Path,
                monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Flat]:
-    key, pub = ssh_keypair(tmp_path)
-    async with running_controller("flatnet", tiny) as c:
-        monkeypatch.setenv("ZSTACK_URL", c.url)
+    # reset with the agent's own account of what happened, for a failing run
+    async with flat_lab("flatnet", testbed, tiny, tmp_path, log_tail=25, agent_out_tail=30) as lab:
+        monkeypatch.setenv("ZSTACK_URL", lab.ctl.url)
         monkeypatch.setenv("ZSTACK_CLI_HOME", str(tmp_path / "cli"))
-        hosts = {}
-        try:
-            for h in testbed.hosts[:2]:
-                inv = await c.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,
-                                  password=h.ssh_password, clusterUuid=c.ids["cluster"])
-                hosts[inv["uuid"]] = h
-            yield Flat(c, hosts, key, pub)
-        finally:
-            for h in testbed.hosts:  # with the agent's own account of what happened, for a failing run
-                reset_host(h, flat=True, log_tail=25, agent_out_tail=30)
+        yield lab
 
 
 async def _cli(line: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -127,10 +138,7 @@ async def _renew(flat: Flat, vm: dict[str, Any]) -> bool:
 async def test_flat_network_end_to_end(flat: Flat, capsys: pytest.CaptureFixture[str]) -> None:
     ctl = flat.ctl
     l3 = ctl.ids["l3"]
-    provider = (await ctl.raw("QueryNetworkServiceProvider", conditions=[
-        {"name": "type", "op": "=", "value": "Flat"}]))[1]["inventories"][0]["uuid"]
-    await ctl.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=l3, networkServices={provider: ["DHCP",
-                                                                                                   "Userdata"]})
+    await ctl.attach_flat()
     await _cli("LogInByAccount accountName=admin password=password", capsys)
     ha, hb = list(flat.hosts)
     vms = []

@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from lab import PS_URL, Testbed, TinyImage, reset_host, ssh_keypair
-from test_compute import running_controller
-from test_flatnet import Flat, _cli
+from lab import PS_URL, Testbed, TinyImage
+from test_flatnet import Flat, _cli, flat_lab
 
 SEED = Path("/work/shared/seed/zstack-1.0-release-notes.txt")
 UD_URL = "http://169.254.169.254/latest/user-data"
@@ -35,22 +34,15 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def lab(testbed: Testbed, tiny: TinyImage, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Flat]:
     """One in-process controller with both testbed hosts for the module; the default L3 has NO service yet."""
     tmp_path = tmp_path_factory.mktemp("flatguests")
-    key, pub = ssh_keypair(tmp_path)
     mp = pytest.MonkeyPatch()
-    async with running_controller("flatnet-guests", tiny) as c:
-        mp.setenv("ZSTACK_URL", c.url)
+    async with flat_lab("flatnet-guests", testbed, tiny, tmp_path, paths=(PS_URL, "/var/lib/zstack-py/console"),
+                        log_tail=25) as lab:
+        mp.setenv("ZSTACK_URL", lab.ctl.url)
         mp.setenv("ZSTACK_CLI_HOME", str(tmp_path / "cli"))
-        hosts = {}
         try:
-            for h in testbed.hosts[:2]:
-                inv = await c.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,
-                                  password=h.ssh_password, clusterUuid=c.ids["cluster"])
-                hosts[inv["uuid"]] = h
-            yield Flat(c, hosts, key, pub)
+            yield lab
         finally:
             mp.undo()
-            for h in testbed.hosts:
-                reset_host(h, flat=True, paths=(PS_URL, "/var/lib/zstack-py/console"), log_tail=25)
 
 
 async def _namespace(lab: Flat, vm: dict[str, Any]) -> str:
@@ -125,10 +117,7 @@ def _sections(log: str) -> dict[str, str]:
 
 async def test_spoofing_from_inside_a_guest(lab: Flat) -> None:
     c = lab.ctl
-    provider = (await c.raw("QueryNetworkServiceProvider", conditions=[
-        {"name": "type", "op": "=", "value": "Flat"}]))[1]["inventories"][0]["uuid"]
-    await c.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=c.ids["l3"],
-                networkServices={provider: ["DHCP", "Userdata"]})
+    await c.attach_flat()
     host = next(iter(lab.hosts))
     a = await _create(lab, "spoof-a", c.ids["l3"], host, "userdata::secret-of-A-5f1e")
     b = await _create(lab, "spoof-b", c.ids["l3"], host, "userdata::plain-of-B-93c2")

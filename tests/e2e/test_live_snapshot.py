@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab import PS_URL, LabHost, Testbed, TinyImage, reset_host, ssh_keypair
-from test_compute import _domstate, running_controller
-from test_flatnet import Flat
+from lab import PS_URL, LabHost, Testbed, TinyImage
+from test_compute import _domstate
+from test_flatnet import Flat, flat_lab
 
 SECTOR_A, SECTOR_B = 1024, 1536
 
@@ -28,19 +28,9 @@ SECTOR_A, SECTOR_B = 1024, 1536
 @pytest.fixture
 async def lab(testbed: Testbed, tiny: TinyImage, tmp_path: Path) -> AsyncIterator[Flat]:
     """A controller with the first testbed host and flat DHCP + user data (the SSH key) on the L3."""
-    key, pub = ssh_keypair(tmp_path)
-    async with running_controller("livesnap", tiny) as c:
-        h = testbed.hosts[0]
-        try:
-            inv = await c.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,
-                              password=h.ssh_password, clusterUuid=c.ids["cluster"])
-            provider = (await c.raw("QueryNetworkServiceProvider", conditions=[
-                {"name": "type", "op": "=", "value": "Flat"}]))[1]["inventories"][0]["uuid"]
-            await c.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=c.ids["l3"],
-                        networkServices={provider: ["DHCP", "Userdata"]})
-            yield Flat(c, {inv["uuid"]: h}, key, pub)
-        finally:
-            reset_host(h, flat=True, paths=(PS_URL, "/var/lib/zstack-py/console"), log_tail=25)
+    async with flat_lab("livesnap", testbed, tiny, tmp_path, hosts=1, services=True,
+                        paths=(PS_URL, "/var/lib/zstack-py/console"), log_tail=25) as lab:
+        yield lab
 
 
 async def _write_marker(lab: Flat, vm: dict[str, Any], sector: int, text: str) -> None:

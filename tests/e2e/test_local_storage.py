@@ -32,9 +32,7 @@ async def ctl(testbed: Testbed, tiny: TinyImage) -> AsyncIterator[tc.Ctl]:
 async def _hosts(ctl: tc.Ctl, testbed: Testbed) -> list[tuple[str, LabHost]]:
     out = []
     for h in testbed.hosts[:2]:
-        inv = await ctl.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,
-                            password=h.ssh_password, clusterUuid=ctl.ids["cluster"])
-        out.append((inv["uuid"], h))
+        out.append(((await ctl.add_host(h))["uuid"], h))
     return out
 
 

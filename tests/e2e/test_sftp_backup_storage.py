@@ -134,8 +134,7 @@ async def _boot_on_host1(ctl: Ctl, testbed: Testbed, image: dict[str, Any], tmp_
     provider = (await _query(ctl, "QueryNetworkServiceProvider", type="Flat"))[0]["uuid"]
     await ctl.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=ctl.ids["l3"],
                   networkServices={provider: ["DHCP"]})
-    host = await ctl.inv("AddKVMHost", name=h1.name, managementIp=h1.ip, username=h1.ssh_user,
-                         password=h1.ssh_password, clusterUuid=ctl.ids["cluster"])
+    host = await ctl.add_host(h1)
     assert host["status"] == "Connected", host
     vm = await ctl.inv("CreateVmInstance", name="vm-bs", instanceOfferingUuid=ctl.ids["offering"],
                        imageUuid=image["uuid"], l3NetworkUuids=[ctl.ids["l3"]], hostUuid=host["uuid"])
@@ -210,8 +209,7 @@ async def test_tampered_copy_is_refused_by_the_host(testbed: Testbed, ctl: Ctl, 
     path = image["backupStorageRefs"][0]["installPath"]
     h2.run("sh", "-c", f"printf Z | dd of='{path}' bs=1 seek={image['actualSize'] - 4096} conv=notrunc status=none")
     assert _remote_md5(h2, path) != image["md5Sum"]
-    host = await ctl.inv("AddKVMHost", name=h1.name, managementIp=h1.ip, username=h1.ssh_user,
-                         password=h1.ssh_password, clusterUuid=ctl.ids["cluster"])
+    host = await ctl.add_host(h1)
     status, body = await ctl.raw("CreateVmInstance", name="vm-bad", instanceOfferingUuid=ctl.ids["offering"],
                                  imageUuid=image["uuid"], l3NetworkUuids=[ctl.ids["l3"]], hostUuid=host["uuid"])
     print(f"\nCreateVmInstance from a tampered copy: {status} {body}")
@@ -240,8 +238,7 @@ async def test_image_whose_storage_was_deleted_is_not_fetched_from_its_url(testb
     await asyncio.to_thread(shutil.copyfile, tiny.qcow2, src)
     image = await _add_image(ctl, testbed, bs, src)
     await ctl.inv("DeleteBackupStorage", uuid=bs["uuid"])
-    host = await ctl.inv("AddKVMHost", name=h1.name, managementIp=h1.ip, username=h1.ssh_user,
-                         password=h1.ssh_password, clusterUuid=ctl.ids["cluster"])
+    host = await ctl.add_host(h1)
     status, body = await ctl.raw("CreateVmInstance", name="vm-orphan", instanceOfferingUuid=ctl.ids["offering"],
                                  imageUuid=image["uuid"], l3NetworkUuids=[ctl.ids["l3"]], hostUuid=host["uuid"])
     print(f"\nCreateVmInstance from an image without backup storage: {status} {body}")

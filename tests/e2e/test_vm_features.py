@@ -22,9 +22,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from lab import PS_URL, Testbed, TinyImage, reset_host, ssh_keypair
-from test_compute import running_controller
-from test_flatnet import Flat
+from lab import PS_URL, Testbed, TinyImage
+from test_flatnet import Flat, flat_lab
 
 MiB = 1 << 20
 
@@ -36,23 +35,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def lab(testbed: Testbed, tiny: TinyImage, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Flat]:
     """An in-process controller with both testbed hosts and flat DHCP + user data on the L3 (for SSH keys), for
     the module (each test destroys its VMs and restores the global configs it changes)."""
-    tmp_path = tmp_path_factory.mktemp("vmfeatures")
-    key, pub = ssh_keypair(tmp_path)
-    async with running_controller("vmfeatures", tiny) as c:
-        hosts = {}
-        try:
-            for h in testbed.hosts[:2]:
-                inv = await c.inv("AddKVMHost", name=h.name, managementIp=h.ip, username=h.ssh_user,
-                                  password=h.ssh_password, clusterUuid=c.ids["cluster"])
-                hosts[inv["uuid"]] = h
-            provider = (await c.raw("QueryNetworkServiceProvider", conditions=[
-                {"name": "type", "op": "=", "value": "Flat"}]))[1]["inventories"][0]["uuid"]
-            await c.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=c.ids["l3"],
-                        networkServices={provider: ["DHCP", "Userdata"]})
-            yield Flat(c, hosts, key, pub)
-        finally:
-            for h in testbed.hosts:
-                reset_host(h, flat=True, paths=(PS_URL, "/var/lib/zstack-py/console"), log_tail=25)
+    async with flat_lab("vmfeatures", testbed, tiny, tmp_path_factory.mktemp("vmfeatures"), services=True,
+                        paths=(PS_URL, "/var/lib/zstack-py/console"), log_tail=25) as lab:
+        yield lab
 
 
 async def _create(lab: Flat, name: str, image: str, **extra: Any) -> dict[str, Any]:
