@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from controller import services  # noqa: F401  (registers APIs and start hooks)
-from controller.api.http import CORE, add_routes, error_middleware
+from controller.api.http import CORE, MAX_BODY, add_routes, error_middleware
 from controller.config import ControllerConfig
 from controller.core import Controller
 
 
 def create_app(config: ControllerConfig, *, core: Controller | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CORE] = core or Controller(config)
     add_routes(app)
 

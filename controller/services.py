@@ -5,6 +5,7 @@ from controller import (  # noqa: F401
     compute,
     flatnet_provider,
     globalconfig,
+    housekeeping,
     identity,
 )
 from controller.api import queries  # noqa: F401

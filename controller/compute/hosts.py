@@ -37,8 +37,8 @@ from controller.core import Controller
 from controller.errors import ApiError, HostReconnectFailed, InvalidArgument, OperationError
 from controller.util import new_uuid, now_iso
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
-                       r"[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                       r"[A-Za-z0-9])?)*")
 
 
 class AddKvmHostMsg(CreateMessage):
@@ -66,7 +66,7 @@ def check_management_ip(ip: str) -> None:
         return
     except ValueError:
         pass
-    if re.fullmatch(r"[\d.]+", ip) or not _HOSTNAME.match(ip):
+    if re.fullmatch(r"[\d.]+", ip) or not _HOSTNAME.fullmatch(ip):
         raise InvalidArgument(f"invalid field[managementIp]: {ip!r} is neither an IPv4 address nor a valid "
                               "hostname")
 

@@ -26,14 +26,14 @@ import aiosqlite
 
 log = logging.getLogger(__name__)
 
-_MIGRATION = re.compile(r"^(\d{4})_[\w-]+\.sql$")
+_MIGRATION = re.compile(r"(\d{4})_[\w-]+\.sql")
 
 
 def migrations() -> list[tuple[int, str, str]]:
     """(version, file name, SQL) of every migration shipped with the package, in order."""
     out = []
     for f in resources.files("controller.db.migrations").iterdir():
-        m = _MIGRATION.match(f.name)
+        m = _MIGRATION.fullmatch(f.name)
         if m:
             out.append((int(m.group(1)), f.name, f.read_text()))
     out.sort()

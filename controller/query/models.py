@@ -15,6 +15,10 @@ from controller.errors import InvalidArgument
 
 Scalar = str | int | float | bool
 
+#: most rows one query returns (and the largest ``start``): bounded replies, and no integer past SQLite's 64 bits
+MAX_LIMIT = 100_000
+MAX_START = 2 ** 31 - 1
+
 # Canonical operator for every spelling accepted (1.0 wire names plus the CLI's token forms).
 OPERATORS: dict[str, str] = {
     "=": "=", "!=": "!=", ">": ">", "<": "<", ">=": ">=", "<=": "<=",
@@ -46,8 +50,8 @@ class QueryMsg(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     conditions: list[Condition]
-    limit: int = Field(default=1000, ge=0)
-    start: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=0, le=MAX_LIMIT)
+    start: int = Field(default=0, ge=0, le=MAX_START)
     count: bool = False
     replyWithCount: bool = False
     sortBy: str | None = None

@@ -17,7 +17,7 @@ from typing import Literal
 
 ColType = Literal["str", "int", "bool", "date"]
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -275,7 +275,7 @@ def _check_identifiers() -> None:
             names += [ref.name, ref.column, ref.target_key]
         if r.base_filter:
             names.append(r.base_filter[0])
-        bad = [n for n in names if not _IDENT.match(n)]
+        bad = [n for n in names if not _IDENT.fullmatch(n)]
         if bad:
             raise ValueError(f"resource {r.name}: names {bad} are not plain SQL identifiers")
 

@@ -17,10 +17,14 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: a Linux interface name as ebtables/ip take it (pydantic's pattern matches the whole value)
+IFNAME = r"^[A-Za-z0-9_.:-]{1,15}$"
+
+
 class FlatL3(_In):
     l3NetworkUuid: str = Field(min_length=1)
-    bridgeName: str
-    physicalInterface: str | None = None
+    bridgeName: str = Field(pattern=IFNAME)
+    physicalInterface: str | None = Field(default=None, pattern=IFNAME)
     dhcpServerIp: str
     netmask: str
     gateway: str | None = None
@@ -38,7 +42,7 @@ class FlatNic(_In):
     gateway: str | None = None
     hostname: str | None = None
     isDefaultL3Network: bool = True
-    tapName: str | None = None
+    tapName: str | None = Field(default=None, pattern=IFNAME)
 
 
 class FlatNicRef(_In):

@@ -11,8 +11,7 @@ import pytest
 from apiclient import Api
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.api.http import CORE
-MAX_BODY = 4 << 20
+from controller.api.http import CORE, MAX_BODY
 from controller.api.registry import API
 from controller.util import iso_in
 
