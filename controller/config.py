@@ -24,6 +24,9 @@ class ControllerConfig(BaseModel):
     public_url: str | None = None
     #: where AddKvmHost finds the wheel of this package to install on hosts
     agent_package_dir: str = "/var/lib/zstack-py/packages"
+    #: seconds a connection may take to send a request's headers (and may stay idle between requests):
+    #: slow clients cannot hold connections open
+    header_timeout: float = 15.0
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ControllerConfig:

@@ -31,7 +31,7 @@ from kvmagent.dedup import Reply, ReplyCache
 from kvmagent.driver.base import HypervisorDriver
 from kvmagent.events import EventReporter, Judger, StateTracker
 from kvmagent.handlers import MODULES
-from kvmagent.metrics import Metrics
+from kvmagent.metrics import CONTENT_TYPE, UNKNOWN, Metrics
 from kvmagent.routing import ENDPOINTS, Endpoint
 from kvmagent.tasks import TaskGroup
 from kvmagent.vmops import VmOps
@@ -107,7 +107,7 @@ async def metrics_mw(request: web.Request, handler: Any) -> web.StreamResponse:
         raise
     finally:
         route = request.match_info.route.resource
-        path = route.canonical if route is not None else "(unmatched)"
+        path = route.canonical if route is not None else UNKNOWN
         request.app[CTX].metrics.observe_request(path, status, time.perf_counter() - t0)
 
 
@@ -161,7 +161,7 @@ async def metrics(request: web.Request) -> web.Response:
                 domains[str(state)] = domains.get(str(state), 0) + 1
         except AgentError:
             pass
-    return web.Response(text=ctx.metrics.render(domains), content_type="text/plain", charset="utf-8")
+    return web.Response(body=ctx.metrics.render(domains), headers={"Content-Type": CONTENT_TYPE})
 
 
 def build_context(config: AgentConfig, driver: HypervisorDriver, *, flatnet: Any = None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from pathlib import Path
 
 import pytest
 from apiclient import Api
@@ -190,3 +191,29 @@ def test_validators_refuse_a_trailing_newline(check: str) -> None:
         spec = UserdataSpec(vm_uuid="v", l3_uuid="l", vm_ip="10.0.0.5")
         assert mdlayout.resolve(spec, "/latest/meta-data")[0] == 200
         assert mdlayout.resolve(spec, "/latest\n/meta-data") == mdlayout.NOT_FOUND
+
+
+async def test_slow_headers_are_cut_off(tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestServer
+
+    from controller.app import create_app, server_settings
+    from controller.config import ControllerConfig
+
+    config = ControllerConfig(db_path=str(tmp_path / "c.db"), log_dir=str(tmp_path / "log"), header_timeout=0.5)
+    server = TestServer(create_app(config))
+    await server.start_server(**server_settings(config))
+    try:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"POST /v1/GetVersion HTTP/1.1\r\nHost: x\r\n")  # the headers never end
+        await writer.drain()
+        t0 = asyncio.get_running_loop().time()
+        data = await asyncio.wait_for(reader.read(), 5)
+        assert data == b"" and asyncio.get_running_loop().time() - t0 < 2
+        writer.close()
+        # A client that sends its request in time is served.
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+    finally:
+        await server.close()
