@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controller.errors import InvalidArgument
+from controller.util import check_int64
 
 Scalar = str | int | float | bool
 
@@ -65,6 +66,14 @@ class QueryMsg(BaseModel):
         """``fields="a,b"`` (as a CLI may send it) is the list ``["a", "b"]``."""
         if isinstance(v, str):
             return [f.strip() for f in v.split(",") if f.strip()]
+        return v
+
+    @field_validator("*")
+    @classmethod
+    def _int64(cls, v: Any) -> Any:
+        """No integer beyond SQLite's 64 bits reaches the query (it would fail there, as a 500)."""
+        if not isinstance(v, str | bool | None):
+            check_int64([c.value for c in v] if isinstance(v, list) and v and isinstance(v[0], Condition) else v)
         return v
 
     @field_validator("sortDirection", mode="before")
