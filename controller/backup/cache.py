@@ -42,6 +42,9 @@ async def cache_source(core: Controller, image_row: Any, *, zone_uuid: str | Non
         if image_row["md5Sum"]:  # it was downloaded to backup storage: a legacy image never has an md5
             raise NoUsableCopy(f"image[uuid:{image_row['uuid']}] has no copy on any backup storage any more "
                                "(its backup storages were deleted)")
+        if not core.config.allow_host_local_images:
+            raise NoUsableCopy(f"image[uuid:{image_row['uuid']}] has no copy on backup storage and hosts fetch images "
+                               "only from backup storage (allow_host_local_images is off)")
         return {"url": image_row["url"], "md5": None, "size": None}
     ready = [r for r in rows if r["status"] == "Ready"]
     if not ready:

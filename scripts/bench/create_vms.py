@@ -159,7 +159,8 @@ async def main(args: argparse.Namespace) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    app = create_app(ControllerConfig(db_path=str(work / "c.db"), log_dir=str(work / "log"), port=port))
+    app = create_app(ControllerConfig(db_path=str(work / "c.db"), log_dir=str(work / "log"), port=port,
+                                      image_import_dirs=[str(work)], allow_host_local_images=True))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

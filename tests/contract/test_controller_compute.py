@@ -5,6 +5,7 @@ out-of-band state changes reported by the agents, and concurrent creation withou
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 import uuid
@@ -31,6 +32,7 @@ from storage.runner import run
 from storage.service import StorageService
 
 GiB = 1 << 30
+TINY_BUILD = Path(__file__).resolve().parents[2] / "build" / "tiny"  # scripts/build-tiny-image's default
 
 
 @dataclass
@@ -103,7 +105,8 @@ async def _records(env: Env, tmp: Path) -> None:
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    cfg = ControllerConfig(db_path=str(tmp_path / "c.db"), log_dir=str(tmp_path / "log"))
+    cfg = ControllerConfig(db_path=str(tmp_path / "c.db"), log_dir=str(tmp_path / "log"), allow_host_local_images=True,
+                           image_import_dirs=[str(tmp_path), os.environ.get("ZSTACK_TINY_DIR") or str(TINY_BUILD)])
     server = TestServer(create_app(cfg), host="127.0.0.1")
     async with TestClient(server) as client:
         e = Env(client, f"http://127.0.0.1:{server.port}")
