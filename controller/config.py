@@ -25,6 +25,8 @@ class ControllerConfig(BaseModel):
     #: where AddKvmHost finds the wheel of this package to install on hosts
     agent_package_dir: str = "/var/lib/zstack-py/packages"
     #: AddImage reads ``file://`` urls only inside these directories (real path after symlinks)
+    #: the key file that encrypts stored host/backup-storage passwords (None: controller.key beside db_path)
+    secret_key_path: str | None = None
     image_import_dirs: list[str] = ["/var/lib/zstack-py/import"]
     #: hosts fetch images only from backup storage; True (labs and tests only) lets AddImage without any backup
     #: storage record a ``file://`` image (inside ``image_import_dirs``) that hosts copy from their own disk

@@ -136,7 +136,7 @@ async def _download(ctx: ApiContext, uuid: str, url: str, fmt: str, storages: li
         sessions: list[tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient, str]] = []
         files = []
         for bs in storages:
-            conn = await stack.enter_async_context(connect(Endpoint.of(bs)))
+            conn = await stack.enter_async_context(connect(Endpoint.of(bs, ctx)))
             sftp = await stack.enter_async_context(conn.start_sftp_client())
             path = paths[bs["uuid"]]
             files.append(await _create_file(stack, sftp, bs, path))
@@ -170,7 +170,7 @@ async def _roll_back(ctx: ApiContext, uuid: str, storages: list[dict[str, Any]],
     """Delete the files on every storage and the image row (refs cascade); errors here are swallowed."""
     for bs in storages:
         try:
-            await remove_tree(Endpoint.of(bs), paths[bs["uuid"]].rsplit("/", 1)[0])
+            await remove_tree(Endpoint.of(bs, ctx), paths[bs["uuid"]].rsplit("/", 1)[0])
         except Exception:
             pass
     async with ctx.db.write() as tx:

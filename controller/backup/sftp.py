@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncssh
 
+from controller import sealed
 from controller.errors import OperationError
 
 CONNECT_TIMEOUT = 20
@@ -32,9 +33,10 @@ class Endpoint:
     password: str
 
     @classmethod
-    def of(cls, row: Any) -> Endpoint:
-        """The endpoint of a BackupStorage row (or any mapping with hostname/sshPort/username/password)."""
-        return cls(row["hostname"], int(row["sshPort"]), row["username"], row["password"])
+    def of(cls, row: Any, holder: Any) -> Endpoint:
+        """The endpoint of a BackupStorage row (or any mapping with hostname/sshPort/username/password), its
+        sealed password opened with the key of ``holder`` (the controller or an API context)."""
+        return cls(row["hostname"], int(row["sshPort"]), row["username"], sealed.unseal(holder, row["password"]) or "")
 
     def __repr__(self) -> str:  # never print the password
         return f"Endpoint({self.username}@{self.hostname}:{self.port})"

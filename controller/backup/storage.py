@@ -3,7 +3,8 @@
 AddSftpBackupStorage logs in with the given username/password (sshPort, default 22), creates ``url`` (an
 absolute path) and measures its capacity before anything is written: a wrong password or an unreachable
 host fails the API with a clear error and leaves NO row. A duplicate hostname is rejected (1.0). The
-password is stored (image downloads need it) and never returned. ReconnectBackupStorage reruns the same
+password is stored sealed (``controller.sealed``; image downloads need it), never returned or logged.
+ReconnectBackupStorage reruns the same
 check: ``Connected`` with fresh capacity, or ``Disconnected`` and the error.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller import sealed
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
@@ -48,7 +50,8 @@ async def add_sftp_backup_storage(ctx: ApiContext, msg: AddSftpBackupStorageMsg)
     row = await create_row(ctx, "BackupStorage", "BackupStorageVO", msg, {
         "name": msg.name, "description": msg.description, "url": msg.url, "type": msg.type,
         "state": "Enabled", "status": "Connected", "hostname": msg.hostname, "username": msg.username,
-        "password": msg.password, "sshPort": msg.sshPort, "totalCapacity": total, "availableCapacity": avail},
+        "password": sealed.seal(ctx, msg.password), "sshPort": msg.sshPort, "totalCapacity": total,
+        "availableCapacity": avail},
         before=unique_hostname)
     return {"inventory": await ctx.inventory("SftpBackupStorage", row["uuid"])}
 
@@ -68,7 +71,7 @@ async def reconnect_backup_storage(ctx: ApiContext, msg: ReconnectBackupStorageM
     row = await ctx.require("BackupStorage", msg.uuid, "uuid")
     await _set_status(ctx, msg.uuid, {"status": "Connecting"})
     try:
-        total, avail = await prepare(Endpoint.of(row), row["url"])
+        total, avail = await prepare(Endpoint.of(row, ctx), row["url"])
     except BackupStorageError:
         await _set_status(ctx, msg.uuid, {"status": "Disconnected"})
         raise
@@ -79,7 +82,7 @@ async def reconnect_backup_storage(ctx: ApiContext, msg: ReconnectBackupStorageM
 async def refresh_capacity(ctx: ApiContext | Controller, bs: dict[str, Any]) -> None:
     """Re-measure a storage's capacity after its content changed (best effort: errors are ignored)."""
     try:
-        total, avail = await prepare(Endpoint.of(bs), bs["url"])
+        total, avail = await prepare(Endpoint.of(bs, ctx), bs["url"])
     except BackupStorageError:
         return
     await _set_status(ctx, bs["uuid"], {"totalCapacity": total, "availableCapacity": avail})

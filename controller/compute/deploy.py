@@ -29,6 +29,7 @@ import aiohttp
 import asyncssh
 import yaml
 
+from controller import sealed
 from controller.core import Controller
 from controller.errors import InvalidArgument, OperationError
 from controller.version import VERSION
@@ -76,11 +77,12 @@ async def _sh(conn: asyncssh.SSHClientConnection, cmd: str, *, check: bool = Tru
     return str(r.stdout)
 
 
-async def _login(host: dict[str, Any]) -> asyncssh.SSHClientConnection:
+async def _login(core: Controller, host: dict[str, Any]) -> asyncssh.SSHClientConnection:
     who = f"{host['username']}@{host['managementIp']}:{host['sshPort']}"
     try:
         return await asyncio.wait_for(asyncssh.connect(
-            host["managementIp"], port=host["sshPort"], username=host["username"], password=host["password"],
+            host["managementIp"], port=host["sshPort"], username=host["username"],
+            password=sealed.unseal(core, host["password"]),
             known_hosts=None, client_keys=None, agent_path=None), 30)
     except asyncssh.PermissionDenied as e:
         raise InvalidArgument(f"SSH login as user[{host['username']}] to host[{host['managementIp']}:"
@@ -186,7 +188,7 @@ async def wait_ready(host: dict[str, Any], timeout: float = 60.0) -> None:
 async def deploy(core: Controller, host: dict[str, Any], *, new: bool) -> str:
     """Make sure the current agent runs on ``host`` with the right config; returns the controller URL
     written into it (the connect sequence records it in ``HostAgent``)."""
-    async with await _login(host) as conn:
+    async with await _login(core, host) as conn:
         local_ip = conn.get_extra_info("sockname")[0]
         peer_ip = conn.get_extra_info("peername")[0]
         url = core.config.public_url or f"http://{local_ip}:{core.config.port}"

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import Field
 
+from controller import sealed
 from controller.api.context import ApiContext
 from controller.api.messages import (
     ApiMessage,
@@ -83,7 +84,8 @@ async def _insert_host(ctx: ApiContext, msg: AddKvmHostMsg) -> str:
         await tx.insert("Host", {
             "uuid": uuid, "name": msg.name, "description": msg.description, "zoneUuid": cluster["zoneUuid"],
             "clusterUuid": msg.clusterUuid, "managementIp": msg.managementIp, "hypervisorType": "KVM",
-            "state": "Enabled", "status": "Connecting", "username": msg.username, "password": msg.password,
+            "state": "Enabled", "status": "Connecting", "username": msg.username,
+            "password": sealed.seal(ctx, msg.password),
             "sshPort": msg.sshPort, "agentPort": 7070, "agentToken": secrets.token_hex(24),
             "createDate": now, "lastOpDate": now})
         await ctx.core.services["tags"].write_create_tags(tx, "HostVO", uuid, msg.systemTags, msg.userTags)

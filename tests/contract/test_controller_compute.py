@@ -105,8 +105,9 @@ async def _records(env: Env, tmp: Path) -> None:
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    tiny = [str(TINY_BUILD), os.environ.get("ZSTACK_TINY_DIR") or str(TINY_BUILD)]
     cfg = ControllerConfig(db_path=str(tmp_path / "c.db"), log_dir=str(tmp_path / "log"), allow_host_local_images=True,
-                           image_import_dirs=[str(tmp_path), os.environ.get("ZSTACK_TINY_DIR") or str(TINY_BUILD)])
+                           image_import_dirs=[str(tmp_path), *tiny])
     server = TestServer(create_app(cfg), host="127.0.0.1")
     async with TestClient(server) as client:
         e = Env(client, f"http://127.0.0.1:{server.port}")
@@ -213,7 +214,9 @@ async def test_out_of_band_stop_reported_by_agent_events(env: Env) -> None:
 
 
 async def test_failed_create_leaves_nothing(env: Env, tmp_path: Path) -> None:
-    bad = await env.inv("AddImage", name="missing", url=f"file://{tmp_path}/nope.qcow2", format="qcow2")
+    (tmp_path / "gone.qcow2").write_bytes(b"QFI\xfb")
+    bad = await env.inv("AddImage", name="missing", url=f"file://{tmp_path}/gone.qcow2", format="qcow2")
+    (tmp_path / "gone.qcow2").unlink()  # the hosts' copy fails
     status, body = await env.raw("CreateVmInstance", name="bad", instanceOfferingUuid=env.ids["offering"],
                                  imageUuid=bad["uuid"], l3NetworkUuids=[env.ids["l3"]])
     assert status >= 400 and not body["success"], body
