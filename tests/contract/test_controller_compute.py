@@ -49,7 +49,8 @@ async def start_agent(base: Path, ip: str, controller_url: str, *, cpus: int = 4
     sd = base / hu
     uri = write_node_xml(sd / "node.xml", cpus=cpus, mhz=2000, memory_bytes=memory)
     cfg = AgentConfig(host_uuid=hu, token=token or secrets.token_hex(16), controller_url=controller_url, listen_ip=ip,
-                      port=7070, libvirt_uri=uri, domain_type="qemu", state_dir=sd, log_dir=sd / "log")
+                      port=7070, libvirt_uri=uri, domain_type="qemu", state_dir=sd, log_dir=sd / "log",
+                      storage_roots=[str(base.parent)])
     app = agent_app(cfg, driver=LibvirtDriver(uri, state_dir=sd, domain_type="qemu"),
                     storage=StorageService(sd), reporter_backoff=(0.05, 0.5))
     runner = web.AppRunner(app, access_log=None)
