@@ -7,6 +7,7 @@ from controller import (  # noqa: F401
     globalconfig,
     housekeeping,
     identity,
+    sealed,
 )
 from controller.api import queries  # noqa: F401
 from controller.resources import (  # noqa: F401

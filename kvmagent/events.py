@@ -157,7 +157,7 @@ class EventReporter:
                 if resp.status < 300:
                     self.metrics.count_event(kind, "sent")
                     return True
-                if resp.status in (400, 404, 409, 422):
+                if resp.status in (400, 403, 404, 409, 422):
                     self.metrics.count_event(kind, "refused")
                     log.warning("controller refused report %s: HTTP %d %s", body, resp.status,
                                 (await resp.text())[:200])

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from kvmagent import tickets
 from kvmagent.config import AgentConfig
 from kvmagent.context import AgentContext
 from kvmagent.contract.base import AgentError
@@ -70,7 +71,7 @@ def _endpoint_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[w
         if not ctx.ready and endpoint.path not in BEFORE_READY:
             raise AgentError("AGENT.NOT_READY", f"agent not ready: {ctx.not_ready_reason}", status=503)
         try:
-            body = await request.json() if request.can_read_body else {}
+            body = await request.json() if request.body_exists else {}
         except json.JSONDecodeError as e:
             raise AgentError("AGENT.INVALID_REQUEST", f"body is not valid JSON: {e}", status=400) from e
         if not isinstance(body, dict):
@@ -117,10 +118,35 @@ async def auth_mw(request: web.Request, handler: Any) -> web.StreamResponse:
         token = request.app[CTX].config.token
         got = request.headers.get("Authorization", "")
         if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
-            return error_response(AgentError("AGENT.UNAUTHORIZED", "missing or wrong bearer token "
-                                             "(Authorization: Bearer <host token>)", status=401))
+            ticket = _ticket(request, got)
+            if ticket is None:
+                return error_response(AgentError("AGENT.UNAUTHORIZED", "missing or wrong bearer token "
+                                                 "(Authorization: Bearer <host token>)", status=401))
+            try:
+                if request.path == tickets.RECEIVE_PATH:
+                    tickets_of(request).check_receive(ticket, request.headers.get("X-Zs-Path", ""),
+                                                      request.headers.get("X-Zs-Size"))
+                else:
+                    try:
+                        body = await request.json()
+                    except ValueError as e:
+                        raise AgentError("AGENT.INVALID_REQUEST", f"body is not valid JSON: {e}", status=400) from e
+                    tickets_of(request).check_json(ticket, request.path, body)
+            except AgentError as e:
+                return error_response(e)
     result: web.StreamResponse = await handler(request)
     return result
+
+
+def tickets_of(request: web.Request) -> tickets.Tickets:
+    return request.app[CTX].tickets
+
+
+def _ticket(request: web.Request, auth: str) -> tickets.Ticket | None:
+    """The live transfer ticket presented as the bearer, on one of the three endpoints a ticket opens."""
+    if request.path not in tickets.TICKET_PATHS or not auth.startswith("Bearer "):
+        return None
+    return tickets_of(request).find(auth.removeprefix("Bearer ").strip())
 
 
 @web.middleware

@@ -2,7 +2,8 @@
 
 Steps (each idempotent, so ReconnectHost reruns them safely):
 
-1. Log in (a wrong password is a 400 naming the user and the host).
+1. Log in (a wrong password is a 400 naming the user and the host), only after the server proved it holds the
+   host key recorded at first contact (``controller.sshkeys``: trust on first use; a changed key is a 409).
 2. Install only when the host's stamp ``/var/lib/zstack-py/agent.stamp`` differs from the controller's
    (package version + digest of the agent's sources). If ``/opt/zstack-py/venv/bin/zstack-kvmagent``
    exists with the same package version it is reused (testbed hosts share this machine's filesystem);
@@ -29,6 +30,7 @@ import aiohttp
 import asyncssh
 import yaml
 
+from controller import sealed, sshkeys
 from controller.core import Controller
 from controller.errors import InvalidArgument, OperationError
 from controller.version import VERSION
@@ -76,17 +78,39 @@ async def _sh(conn: asyncssh.SSHClientConnection, cmd: str, *, check: bool = Tru
     return str(r.stdout)
 
 
-async def _login(host: dict[str, Any]) -> asyncssh.SSHClientConnection:
+async def _login(core: Controller, host: dict[str, Any], accept: str | None = None) -> asyncssh.SSHClientConnection:
+    """Log in with the host's password, after the server proved it holds the recorded host key (``sshkeys``;
+    on first contact, or with ``accept``, the presented key is recorded)."""
     who = f"{host['username']}@{host['managementIp']}:{host['sshPort']}"
+    recorded = host.get("sshHostKey")
+    pin = await sshkeys.options(f"host {host['managementIp']}", host["managementIp"], host["sshPort"], recorded,
+                                accept)
     try:
-        return await asyncio.wait_for(asyncssh.connect(
-            host["managementIp"], port=host["sshPort"], username=host["username"], password=host["password"],
-            known_hosts=None, client_keys=None, agent_path=None), 30)
+        conn = await asyncio.wait_for(asyncssh.connect(
+            host["managementIp"], port=host["sshPort"], username=host["username"],
+            password=sealed.unseal(core, host["password"]),
+            client_keys=None, agent_path=None, **pin), 30)
+    except asyncssh.HostKeyNotVerifiable as e:
+        raise await sshkeys.changed(f"host[uuid:{host['uuid']}]", host["managementIp"], host["sshPort"],
+                                    str(recorded), "ReconnectHost") from e
     except asyncssh.PermissionDenied as e:
         raise InvalidArgument(f"SSH login as user[{host['username']}] to host[{host['managementIp']}:"
                               f"{host['sshPort']}] was refused: wrong username or password") from e
     except (OSError, asyncssh.Error, TimeoutError) as e:
         raise OperationError(f"cannot SSH to {who}: {type(e).__name__}: {e}") from e
+    try:
+        seen = sshkeys.seen_of(conn)
+        sshkeys.check_accept(f"host {host['managementIp']}:{host['sshPort']}", seen, accept)
+    except BaseException:
+        conn.close()
+        raise
+    if seen.key != recorded:
+        async with core.db.write() as tx:
+            await tx.update("Host", {"uuid": host["uuid"]}, {"sshHostKey": seen.key,
+                                                             "sshHostKeyFingerprint": seen.fingerprint})
+        log.info("recorded the SSH host key %s of host %s (%s)", seen.fingerprint, host["uuid"],
+                 "accepted" if accept else "first contact")
+    return conn
 
 
 def _find_wheel(out: Path, *, create: bool = False) -> Path | None:
@@ -183,10 +207,10 @@ async def wait_ready(host: dict[str, Any], timeout: float = 60.0) -> None:
             await asyncio.sleep(0.2)
 
 
-async def deploy(core: Controller, host: dict[str, Any], *, new: bool) -> str:
+async def deploy(core: Controller, host: dict[str, Any], *, new: bool, accept: str | None = None) -> str:
     """Make sure the current agent runs on ``host`` with the right config; returns the controller URL
     written into it (the connect sequence records it in ``HostAgent``)."""
-    async with await _login(host) as conn:
+    async with await _login(core, host, accept) as conn:
         local_ip = conn.get_extra_info("sockname")[0]
         peer_ip = conn.get_extra_info("peername")[0]
         url = core.config.public_url or f"http://{local_ip}:{core.config.port}"

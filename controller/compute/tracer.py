@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from controller.compute import extensions
+from controller.compute import extensions, placement
 from controller.compute.capacity import move_vm
 from controller.compute.statemachine import INTERMEDIATE
 from controller.core import Controller
@@ -85,7 +85,7 @@ async def full_sync(core: Controller, host_uuid: str, states: dict[str, str]) ->
             changed += 1
     known = {r["uuid"] for r in rows}
     for uuid, st in states.items():
-        if uuid not in known and st == "Running":
+        if uuid not in known and st == "Running" and await placement.may_report(core, host_uuid, uuid):
             if await apply_report(core, host_uuid, uuid, st, sync=True):
                 changed += 1
     return changed
