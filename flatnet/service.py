@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flatnet import dnsmasq, ebtables, netns
 from flatnet.dnsmasq import DnsmasqPaths
@@ -51,15 +52,18 @@ class FlatNetService:
     """Flat DHCP + metadata for the L3 networks of this host.
 
     ``host_netns`` names the network namespace holding the L2 bridges (``None``: the agent's own).
+    ``metadata_limits``: keyword arguments of :class:`MetadataServer` (per_source, max_connections,
+    keepalive, lifetime); the defaults suit production.
     """
 
     def __init__(self, state_dir: Path, *, host_netns: str | None = None, http_port: int = 80,
-                 password_port: int | None = 8080, log_dhcp: bool = False) -> None:
+                 password_port: int | None = 8080, log_dhcp: bool = False,
+                 metadata_limits: dict[str, Any] | None = None) -> None:
         self.store = StateStore(Path(state_dir))
         self.host_netns = host_netns
         self.log_dhcp = log_dhcp
         self.state = DesiredState()
-        self.metadata = MetadataServer(http_port=http_port, password_port=password_port)
+        self.metadata = MetadataServer(http_port=http_port, password_port=password_port, **(metadata_limits or {}))
         self._lock = asyncio.Lock()
         self._errors: dict[str, str] = {}
 
