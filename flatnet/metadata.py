@@ -86,7 +86,7 @@ def _source_key(transport: Any) -> connlimit.Key:
 class _GuardedSite(web.SockSite):
     """A SockSite whose connections go through the limiter before aiohttp sees them."""
 
-    __slots__ = ("_limiter", "_lifetime")
+    __slots__ = ("_lifetime", "_limiter")
 
     def __init__(self, runner: web.BaseRunner, sock: socket.socket, limiter: ConnectionLimiter,
                  lifetime: float) -> None:
