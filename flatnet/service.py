@@ -86,6 +86,8 @@ class FlatNetService:
         self._lock = asyncio.Lock()
         self._errors: dict[str, str] = {}
         self._refused: dict[tuple[str, str, str], str] = {}
+        self._rotator: asyncio.Task[None] | None = None
+        self.log_check_interval = 60.0
 
     # --- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,11 +107,33 @@ class FlatNetService:
             await self._sync_rules(self.state)
             self._sync_entries(self.state)
             self._finish(self.state)
+            if self._rotator is None:
+                self.rotate_logs()
+                self._rotator = asyncio.create_task(self._rotate_forever(), name="flatnet-log-rotation")
 
     async def stop(self) -> None:
         """Close the metadata listeners. dnsmasq and the namespaces stay: VMs keep their DHCP while the agent
         restarts, and :meth:`start` adopts them."""
+        task, self._rotator = self._rotator, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.metadata.stop()
+
+    def rotate_logs(self, max_bytes: int = dnsmasq.LOG_MAX_BYTES) -> int:
+        """Rotate the dnsmasq log of every L3 past ``max_bytes``; the number rotated."""
+        n = 0
+        for l3 in list(self.state.l3s):
+            try:
+                n += dnsmasq.rotate_log(self._paths(l3), max_bytes)
+            except OSError as e:
+                log.warning("flatnet: dnsmasq log of L3 %s not rotated: %s", l3, e)
+        return n
+
+    async def _rotate_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.log_check_interval)
+            await asyncio.to_thread(self.rotate_logs)
 
     # --- requests ------------------------------------------------------------------------------------
     async def prepare(self, l3s: Iterable[L3Spec]) -> None:
