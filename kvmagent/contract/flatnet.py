@@ -100,8 +100,15 @@ class FlatUserdataApplyReply(AgentReply):
     pass
 
 
+class FlatAddress(_In):
+    l3NetworkUuid: str
+    ip: str
+
+
 class FlatUserdataApplyCmd(AgentRequest):
-    """Metadata/user data of one VM on its default L3 (the L3 must be prepared on this host)."""
+    """Metadata/user data of one VM on its default L3 (the L3 must be prepared on this host), also served on
+    ``addresses``: the VM's NICs on its other L3s with the Flat Userdata service. The agent serves an address
+    only where the source IP is trustworthy: the NIC is served by Flat DHCP on this host with anti-spoofing."""
 
     PATH: ClassVar[str] = "/flatnet/userdata/apply"
     Reply: ClassVar[type[AgentReply]] = FlatUserdataApplyReply
@@ -115,6 +122,7 @@ class FlatUserdataApplyCmd(AgentRequest):
     instanceId: str | None = None
     serviceOffering: str | None = None
     availabilityZone: str | None = None
+    addresses: list[FlatAddress] = []
 
 
 class FlatUserdataReleaseReply(AgentReply):
