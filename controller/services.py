@@ -10,6 +10,7 @@ from controller import (  # noqa: F401
 from controller.api import queries  # noqa: F401
 from controller.resources import (  # noqa: F401
     backup_storage,
+    capacity_api,
     cluster,
     image,
     ip_range,
@@ -18,6 +19,7 @@ from controller.resources import (  # noqa: F401
     network_service,
     offering,
     primary_storage,
+    types_api,
     zone,
 )
 from controller.storage import migrate as storage_apis  # noqa: F401
