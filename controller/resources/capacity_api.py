@@ -101,7 +101,7 @@ async def get_cpu_memory_capacity(ctx: ApiContext, msg: GetCpuMemoryCapacityMsg)
     """Total and available CPU (MHz) and memory (bytes) of the Enabled, Connected hosts of the given hosts,
     clusters or zones (or all)."""
     picked = await _scope(ctx, msg, "hostUuids", "clusterUuids", "zoneUuids")
-    where, params = "", ()
+    where, params = "", ()  # type: tuple[str, tuple[str, ...]]
     if picked is not None:
         col = {"hostUuids": "uuid", "clusterUuids": "clusterUuid", "zoneUuids": "zoneUuid"}[picked[0]]
         where, params = f" AND {col} IN ({_marks(len(picked[1]))})", tuple(picked[1])
@@ -116,7 +116,7 @@ async def get_primary_storage_capacity(ctx: ApiContext, msg: GetPrimaryStorageCa
     """Total and available (and physical) capacity of the given primary storages, of those attached to the
     given clusters, or of those in the given zones (or all), each storage counted once."""
     picked = await _scope(ctx, msg, "primaryStorageUuids", "clusterUuids", "zoneUuids")
-    where, params = "", ()
+    where, params = "", ()  # type: tuple[str, tuple[str, ...]]
     if picked is not None:
         field, uuids = picked
         cond = {"primaryStorageUuids": "uuid IN ({})",
@@ -137,7 +137,7 @@ async def get_backup_storage_capacity(ctx: ApiContext, msg: GetBackupStorageCapa
     """Total and available capacity of the given backup storages or of those attached to the given zones
     (or all), each storage counted once."""
     picked = await _scope(ctx, msg, "backupStorageUuids", "zoneUuids")
-    where, params = "", ()
+    where, params = "", ()  # type: tuple[str, tuple[str, ...]]
     if picked is not None:
         field, uuids = picked
         if field == "backupStorageUuids":
@@ -155,7 +155,7 @@ async def get_backup_storage_capacity(ctx: ApiContext, msg: GetBackupStorageCapa
 async def get_ip_address_capacity(ctx: ApiContext, msg: GetIpAddressCapacityMsg) -> dict[str, Any]:
     """Total and available IPv4 addresses of the given IP ranges, L3 networks or zones (or all)."""
     picked = await _scope(ctx, msg, "ipRangeUuids", "l3NetworkUuids", "zoneUuids")
-    ranges, params = "SELECT uuid, startInt, endInt FROM IpRange", ()
+    ranges, params = "SELECT uuid, startInt, endInt FROM IpRange", ()  # type: tuple[str, tuple[str, ...]]
     if picked is not None:
         field, uuids = picked
         cond = {"ipRangeUuids": "uuid IN ({})", "l3NetworkUuids": "l3NetworkUuid IN ({})",
