@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from controller.api.context import ApiContext
-from controller.api.messages import ApiMessage, UpdateMessage, Uuid
+from controller.api.messages import ApiMessage, Uuid
 from controller.api.queries import enrich
 from controller.api.registry import api, by_uuid
 from controller.errors import InvalidArgument, OperationError, vm_state_error
