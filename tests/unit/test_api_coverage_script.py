@@ -32,7 +32,8 @@ def test_coverage_is_computed_from_the_registry() -> None:
     assert implemented | missing == set(names) and not implemented & missing
     served = {n.lower() for n in API} | {a.lower() for a in ALIASES}
     assert implemented == {n for n in names if n.lower() in served}
-    assert {"GetCpuMemoryCapacity", "AddKVMHost", "ReconnectSftpBackupStorage", "QueryVolumeSnapshotTree"} <= implemented
+    assert {"GetCpuMemoryCapacity", "AddKVMHost", "ReconnectSftpBackupStorage",
+            "QueryVolumeSnapshotTree"} <= implemented
     assert cov["implemented"] == len(implemented) and cov["missing"] == 253 - len(implemented)
     assert "ReconnectBackupStorage" in cov["extra"] and "AddKvmHost" not in cov["extra"]
     md = _coverage("--markdown")
