@@ -1,6 +1,7 @@
 """Imports every module that registers APIs or start-up hooks, in one visible list."""
 
 from controller import (  # noqa: F401
+    account,
     backup,
     compute,
     flatnet_provider,
