@@ -24,5 +24,6 @@ from controller.resources import (  # noqa: F401
     zone,
 )
 from controller.storage import migrate as storage_apis  # noqa: F401
+from controller.storage import reconnect as ps_reconnect  # noqa: F401
 from controller.storage import volume_apis  # noqa: F401
 from controller.tags import api as tag_api  # noqa: F401
