@@ -1,6 +1,7 @@
 """Imports every module that registers APIs or start-up hooks, in one visible list."""
 
 from controller import (  # noqa: F401
+    account,
     backup,
     compute,
     flatnet_provider,
@@ -10,8 +11,11 @@ from controller import (  # noqa: F401
     sealed,
 )
 from controller.api import queries  # noqa: F401
+from controller.backup import update as backup_update  # noqa: F401
+from controller.compute import host_update  # noqa: F401
 from controller.resources import (  # noqa: F401
     backup_storage,
+    capacity_api,
     cluster,
     image,
     ip_range,
@@ -20,7 +24,10 @@ from controller.resources import (  # noqa: F401
     network_service,
     offering,
     primary_storage,
+    types_api,
     zone,
 )
 from controller.storage import migrate as storage_apis  # noqa: F401
+from controller.storage import reconnect as ps_reconnect  # noqa: F401
+from controller.storage import volume_apis  # noqa: F401
 from controller.tags import api as tag_api  # noqa: F401

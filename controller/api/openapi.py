@@ -51,6 +51,10 @@ def openapi_document() -> dict[str, Any]:
         if spec.session:
             op["security"] = [{"session": []}]
         paths[f"/v1/{name}"] = {"post": op}
+        for alias in spec.aliases:
+            # 1.0's name (or spelling) of the same API: same body and replies, listed so clients find it
+            paths[f"/v1/{alias}"] = {"post": {**op, "operationId": alias,
+                                              "summary": f"{spec.summary or name} (1.0 name of {name})"}}
     _bound_integers(schemas)
     return {
         "openapi": "3.1.0",

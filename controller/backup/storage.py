@@ -70,7 +70,8 @@ async def _set_status(ctx: ApiContext | Controller, uuid: str, values: dict[str,
         await tx.update("BackupStorage", {"uuid": uuid}, {**values, "lastOpDate": now_iso()})
 
 
-@api("ReconnectBackupStorage", ReconnectBackupStorageMsg, queue=lambda m: m.uuid)
+@api("ReconnectBackupStorage", ReconnectBackupStorageMsg, queue=lambda m: m.uuid,
+     aliases=("ReconnectSftpBackupStorage",))
 async def reconnect_backup_storage(ctx: ApiContext, msg: ReconnectBackupStorageMsg) -> dict[str, Any]:
     """Reconnect: Connecting → Connected (capacity refreshed) or Disconnected with the error raised."""
     sshkeys.validate_fingerprint(msg.acceptHostKeyFingerprint)

@@ -38,6 +38,9 @@ ALLOWED: dict[str, list[str]] = {
     "DetachIsoFromVmInstance": ["Running", "Stopped"],
     "RecoverVmInstance": ["Destroyed"],
     "ExpungeVmInstance": ["Destroyed"],
+    "ChangeInstanceOffering": ["Running", "Stopped"],
+    "AttachL3NetworkToVm": ["Running", "Stopped"],
+    "DetachL3NetworkFromVm": ["Running", "Stopped"],
 }
 
 

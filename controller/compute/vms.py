@@ -16,7 +16,7 @@ from pydantic import Field
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, UpdateMessage, Uuid, UuidDeleteMessage, UuidMessage
 from controller.api.registry import api, by_uuid
-from controller.compute import deletion, extensions, iso
+from controller.compute import deletion, extensions, iso, resize
 from controller.compute import statemachine as sm
 from controller.compute.allocator import Need, allocate_host
 from controller.compute.capacity import move_vm, release, vm_cpu
@@ -71,6 +71,7 @@ async def start_vm_instance(ctx: ApiContext, msg: UuidMessage) -> dict[str, Any]
     """Start a Stopped VM: on its last host when it fits (its root disk lives there), else any host."""
     vm = await _vm(ctx, msg.uuid)
     sm.check_allowed(msg.uuid, vm["state"], "StartVmInstance")
+    vm = await resize.apply_pending(ctx, vm)  # ChangeInstanceOffering made while Running (1.0)
     l3s = [r["l3NetworkUuid"] for r in await ctx.db.fetchall(
         "SELECT l3NetworkUuid FROM VmNic WHERE vmInstanceUuid=? AND l3NetworkUuid IS NOT NULL", (msg.uuid,))]
     root = await ctx.db.fetchone("SELECT installPath FROM Volume WHERE uuid=?", (vm["rootVolumeUuid"],))

@@ -1,0 +1,94 @@
+"""``UpdateSftpBackupStorage`` and ``ScanBackupStorage`` (1.0 names).
+
+UpdateSftpBackupStorage (uuid, name, description, hostname, username, password, sshPort):
+
+* name/description are written as given.
+* New connection details are re-verified BEFORE they are stored: one SSH/SFTP login with the new
+  endpoint (``controller.backup.sftp.connect``, the single place where SSH to a backup storage is opened, and
+  so where its host-key check lives), ``url`` created there, capacity measured. A failed login is 409
+  SYS.1006 naming the host and the reason, and nothing is written; on success the storage is Connected with
+  the new capacity.
+* Changing ``hostname`` needs ``password`` in the same call: the stored password is never sent to an address
+  it was not given for. A duplicate hostname or an invalid one is 400 SYS.1007 (as AddSftpBackupStorage).
+* The password is never returned (the inventory hides it).
+
+ScanBackupStorage (backupStorageUuid): 1.0's SFTP backup storage had no image scan behind this API; here it
+logs in, checks ``url`` and re-measures the capacity (Connected with fresh figures, or Disconnected and the
+error), and answers the storage's inventory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from controller.api.context import ApiContext
+from controller.api.messages import ApiMessage, UpdateMessage, Uuid
+from controller.api.registry import api, by_uuid
+from controller.backup.sftp import BackupStorageError, Endpoint, prepare
+from controller.errors import InvalidArgument
+from controller.resources.backup_storage import check_hostname
+from controller.util import now_iso
+
+
+class UpdateSftpBackupStorageMsg(UpdateMessage):
+    hostname: str | None = Field(default=None, min_length=1, max_length=255)
+    username: str | None = Field(default=None, min_length=1, max_length=255)
+    password: str | None = Field(default=None, min_length=1, max_length=1024)
+    sshPort: int | None = Field(default=None, ge=1, le=65535)
+
+
+class ScanBackupStorageMsg(ApiMessage):
+    backupStorageUuid: Uuid
+
+
+@api("UpdateSftpBackupStorage", UpdateSftpBackupStorageMsg, job=True, queue=by_uuid)
+async def update_sftp_backup_storage(ctx: ApiContext, msg: UpdateSftpBackupStorageMsg) -> dict[str, Any]:
+    """Update an SFTP backup storage; new hostname/username/password/sshPort are verified by logging in first."""
+    row = await ctx.require("BackupStorage", msg.uuid, "uuid")
+    if row["type"] != "SftpBackupStorage":
+        raise InvalidArgument(f"invalid field[uuid]: backup storage[uuid:{msg.uuid}] is {row['type']}, not "
+                              "SftpBackupStorage")
+    values: dict[str, Any] = {k: v for k, v in (("name", msg.name), ("description", msg.description))
+                              if v is not None}
+    conn = {k: v for k, v in (("hostname", msg.hostname), ("username", msg.username), ("password", msg.password),
+                              ("sshPort", msg.sshPort)) if v is not None}
+    if msg.hostname is not None and msg.hostname != row["hostname"]:
+        check_hostname(msg.hostname)
+        if msg.password is None:
+            raise InvalidArgument("invalid field[password]: changing hostname needs the password in the same call "
+                                  "(the stored password is not sent to a new address)")
+        dup = await ctx.db.fetchone("SELECT uuid FROM BackupStorage WHERE hostname=? AND uuid<>?",
+                                    (msg.hostname, msg.uuid))
+        if dup is not None:
+            raise InvalidArgument(f"duplicate backup storage. There has been a sftp backup storage[uuid:{dup['uuid']}"
+                                  f", hostname:{msg.hostname}] existing")
+    if conn:
+        new = {**dict(row), **conn}
+        total, avail = await prepare(Endpoint.of(new), row["url"])   # login + url + capacity, or 409
+        values.update(conn, status="Connected", totalCapacity=total, availableCapacity=avail)
+    if values:
+        async with ctx.db.write() as tx:
+            if "hostname" in values and await tx.fetchone("SELECT 1 FROM BackupStorage WHERE hostname=? AND uuid<>?",
+                                                          (values["hostname"], msg.uuid)):
+                raise InvalidArgument(f"duplicate backup storage: hostname {values['hostname']} is taken")
+            await tx.update("BackupStorage", {"uuid": msg.uuid}, {**values, "lastOpDate": now_iso()})
+    return {"inventory": await ctx.inventory("SftpBackupStorage", msg.uuid)}
+
+
+@api("ScanBackupStorage", ScanBackupStorageMsg, job=True, queue=lambda m: m.backupStorageUuid)
+async def scan_backup_storage(ctx: ApiContext, msg: ScanBackupStorageMsg) -> dict[str, Any]:
+    """Log in to the backup storage, check its directory and re-measure its capacity."""
+    row = await ctx.require("BackupStorage", msg.backupStorageUuid, "backupStorageUuid")
+    try:
+        total, avail = await prepare(Endpoint.of(row), row["url"])
+    except BackupStorageError:
+        async with ctx.db.write() as tx:
+            await tx.update("BackupStorage", {"uuid": row["uuid"]}, {"status": "Disconnected",
+                                                                     "lastOpDate": now_iso()})
+        raise
+    async with ctx.db.write() as tx:
+        await tx.update("BackupStorage", {"uuid": row["uuid"]}, {
+            "status": "Connected", "totalCapacity": total, "availableCapacity": avail, "lastOpDate": now_iso()})
+    return {"inventory": await ctx.inventory("BackupStorage", row["uuid"])}
