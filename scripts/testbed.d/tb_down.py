@@ -26,7 +26,15 @@ def teardown(state: State) -> list[str]:
     net_inodes, mnt_inodes = namespace_inodes(cfg)
     for host in cfg.host_names:
         _destroy_guests(cfg, host)
+    if cfg.mode == "nspawn":
+        import tb_nspawn
+
+        for host in cfg.host_names:
+            tb_nspawn.stop(cfg, host)
     _kill_processes(net_inodes, mnt_inodes)
+    if cfg.mode == "nspawn":
+        for host in cfg.host_names:
+            tb_nspawn.unmount(cfg, host)
     for host in cfg.host_names:
         _remove_host(cfg, host)
     if _link_exists(cfg.mgmt_link):
@@ -39,6 +47,9 @@ def teardown(state: State) -> list[str]:
     problems = [f"process {pid} still runs in a testbed namespace" for pid in
                 processes_in(net_inodes, mnt_inodes)]
     problems += [f"still mounted: {m}" for m in mount_points_under(cfg.root)]
+    if cfg.mode == "nspawn":
+        for host in cfg.host_names:
+            problems += tb_nspawn.cleanup_problems(cfg, host)
     if not problems:
         shutil.rmtree(cfg.root, ignore_errors=True)
     return problems
@@ -71,6 +82,10 @@ def _ns_inode(path: str) -> int | None:
 
 
 def _host_alive(cfg: Config, host: str) -> bool:
+    if cfg.mode == "nspawn":
+        import tb_nspawn
+
+        return tb_nspawn.leader_pid(cfg, host) is not None
     handles = [str(cfg.mnt_handle(host)), str(cfg.uts_handle(host)), f"/run/netns/{cfg.netns(host)}"]
     return all(os.path.ismount(h) for h in handles)
 
@@ -80,12 +95,23 @@ def _inner_netns(cfg: Config, host: str) -> dict[str, int]:
     if not _host_alive(cfg, host):
         return {}
     script = "for f in /run/netns/*; do [ -e \"$f\" ] && stat -L -c '%i %n' \"$f\"; done; true"
-    cp = sh(*cfg.nsenter(host), "sh", "-c", script, check=False)
+    cp = sh(*_enter(cfg, host), "sh", "-c", script, check=False)
     found = {}
     for line in cp.stdout.splitlines():
         ino, path = line.split(" ", 1)
         found[os.path.basename(path)] = int(ino)
     return found
+
+
+def _enter(cfg: Config, host: str) -> list[str]:
+    """Command prefix into a live host (nspawn: nsenter straight to its PID 1, no testbed process between)."""
+    if cfg.mode == "nspawn":
+        import tb_nspawn
+
+        pid = tb_nspawn.leader_pid(cfg, host)
+        if pid is not None:
+            return tb_nspawn.nsenter_pid(pid)
+    return cfg.nsenter(host)
 
 
 def _destroy_guests(cfg: Config, host: str) -> None:
@@ -137,7 +163,7 @@ def _kill_processes(net_inodes: set[int], mnt_inodes: set[int]) -> None:
 def _remove_host(cfg: Config, host: str) -> None:
     if _host_alive(cfg, host):
         for name in _inner_netns(cfg, host):
-            sh(*cfg.nsenter(host), "ip", "netns", "del", name, check=False)
+            sh(*_enter(cfg, host), "ip", "netns", "del", name, check=False)
     _del_netns(cfg.netns(host))
     for handle in (cfg.mnt_handle(host), cfg.uts_handle(host)):
         if os.path.ismount(handle):
