@@ -70,6 +70,9 @@ class Config:
     mgmt_net: str = "10.99.0"
     # plain: namespaces with libvirtd/sshd as plain daemons; nspawn: each host boots systemd (tb_nspawn.py)
     mode: str = "plain"
+    # nspawn mode: directories of this machine bind-mounted read-only at the same path into every host (what
+    # an NFS export is to real hosts: e.g. the directory of file:// images)
+    shares: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -82,6 +85,11 @@ class Config:
         octets = self.mgmt_net.split(".")
         if len(octets) != 3 or not all(o.isdigit() and 0 <= int(o) <= 255 for o in octets):
             raise TestbedError(f"mgmt-net: {self.mgmt_net!r} is invalid; allowed three octets like 10.99.0")
+        for share in self.shares:
+            if not os.path.isabs(share) or not os.path.isdir(share) or ":" in share:
+                raise TestbedError(f"share: {share!r} must be an existing directory's absolute path without ':'")
+        if self.shares and self.mode != "nspawn":
+            raise TestbedError("share: only --mode nspawn hosts have a file system of their own to share into")
         if not os.path.isabs(self.state_dir):
             raise TestbedError(f"state-dir: {self.state_dir!r} must be an absolute path")
 
@@ -170,6 +178,7 @@ class State:
         if not p.exists():
             return None
         raw = json.loads(p.read_text())
+        raw["config"]["shares"] = tuple(raw["config"].get("shares", ()))
         raw["config"] = Config(**raw["config"])
         return cls(**raw)
 

@@ -26,15 +26,9 @@ def teardown(state: State) -> list[str]:
     net_inodes, mnt_inodes = namespace_inodes(cfg)
     for host in cfg.host_names:
         _destroy_guests(cfg, host)
-    if cfg.mode == "nspawn":
-        import tb_nspawn
-
-        for host in cfg.host_names:
-            tb_nspawn.stop(cfg, host)
+    _stop_containers(cfg)
     _kill_processes(net_inodes, mnt_inodes)
-    if cfg.mode == "nspawn":
-        for host in cfg.host_names:
-            tb_nspawn.unmount(cfg, host)
+    _unmount_containers(cfg)
     for host in cfg.host_names:
         _remove_host(cfg, host)
     if _link_exists(cfg.mgmt_link):
@@ -47,12 +41,35 @@ def teardown(state: State) -> list[str]:
     problems = [f"process {pid} still runs in a testbed namespace" for pid in
                 processes_in(net_inodes, mnt_inodes)]
     problems += [f"still mounted: {m}" for m in mount_points_under(cfg.root)]
-    if cfg.mode == "nspawn":
-        for host in cfg.host_names:
-            problems += tb_nspawn.cleanup_problems(cfg, host)
+    problems += _container_problems(cfg)
     if not problems:
         shutil.rmtree(cfg.root, ignore_errors=True)
     return problems
+
+
+def _stop_containers(cfg: Config) -> None:
+    """nspawn mode: power every host's container off (its guests, agent and daemons go with it)."""
+    if cfg.mode == "nspawn":
+        import tb_nspawn
+
+        for host in cfg.host_names:
+            tb_nspawn.stop(cfg, host)
+
+
+def _unmount_containers(cfg: Config) -> None:
+    if cfg.mode == "nspawn":
+        import tb_nspawn
+
+        for host in cfg.host_names:
+            tb_nspawn.unmount(cfg, host)
+
+
+def _container_problems(cfg: Config) -> list[str]:
+    if cfg.mode != "nspawn":
+        return []
+    import tb_nspawn
+
+    return [p for host in cfg.host_names for p in tb_nspawn.cleanup_problems(cfg, host)]
 
 
 def namespace_inodes(cfg: Config) -> tuple[set[int], set[int]]:

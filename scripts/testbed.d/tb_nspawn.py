@@ -167,6 +167,7 @@ def boot(cfg: Config, host: str) -> int:
             f"--network-namespace-path=/run/netns/{cfg.netns(host)}", f"--capability={CAPABILITIES}",
             "--link-journal=no", "--console=pipe", "--resolv-conf=off", "--timezone=off",
             f"--bind={run_libvirt}:/run/libvirt"]
+    argv += [f"--bind-ro={share}" for share in cfg.shares]
     if os.path.exists("/dev/kvm"):
         argv.append("--bind=/dev/kvm")
 
@@ -224,26 +225,35 @@ def stop(cfg: Config, host: str, timeout: float = STOP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while nspawn_pid(cfg, host) is not None and time.monotonic() < deadline:
             time.sleep(0.05)
+    _kill_cgroups(cfg, host)
+    _reap_pidfile(cfg.host_dir(host) / "nspawn.pid")
+    for g in cgroup_dirs(cfg, host):
+        _rmdir_tree(g)
+    _remove_nspawn_leftovers(cfg, host)
+
+
+def _kill_cgroups(cfg: Config, host: str) -> None:
     for _ in range(3):
         left = _cgroup_pids(cfg, host)
         if not left:
-            break
+            return
         for p in left:
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.2)
-    _reap_pidfile(cfg.host_dir(host) / "nspawn.pid")
-    for g in cgroup_dirs(cfg, host):
-        _rmdir_tree(g)
+
+
+def _remove_nspawn_leftovers(cfg: Config, host: str) -> None:
+    """/run is on disk here: nspawn leaves /run/systemd/nspawn/{propagate/<machine>,locks/*} behind."""
     name = machine(cfg, host)
-    for p in (Path("/run/systemd/nspawn/propagate") / name,):
-        shutil.rmtree(p, ignore_errors=True)
+    shutil.rmtree(Path("/run/systemd/nspawn/propagate") / name, ignore_errors=True)
     locks = Path("/run/systemd/nspawn/locks")
+    root_key = str(root_dir(cfg, host)).replace("/", "-").strip("-")
     if locks.is_dir():
         for lock in locks.iterdir():
-            if name in lock.name or str(root_dir(cfg, host)).replace("/", "-").strip("-") in lock.name:
+            if name in lock.name or root_key in lock.name:
                 lock.unlink(missing_ok=True)
     for d in ("/run/systemd/nspawn/locks", "/run/systemd/nspawn/propagate", "/run/systemd/nspawn"):
         try:

@@ -105,31 +105,30 @@ def mirror_lines() -> list[str]:
     lines: list[str] = []
     paths = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
     for p in paths:
-        if not p.is_file():
-            continue
-        text = p.read_text()
-        if p.suffix == ".sources":
-            for stanza in re.split(r"\n\s*\n", text):
-                fields = {}
-                for line in stanza.splitlines():
-                    if ":" in line and not line.lstrip().startswith("#"):
-                        k, v = line.split(":", 1)
-                        fields[k.strip().lower()] = v.strip()
-                if "deb" not in fields.get("types", "").split():
-                    continue
-                for uri in fields.get("uris", "").split():
-                    for suite in fields.get("suites", "").split():
-                        if suite.startswith(SUITE):
-                            lines.append(f"deb {uri} {suite} {fields.get('components', 'main')}")
-        elif p.name == "sources.list" or p.suffix == ".list":
-            for line in text.splitlines():
+        if p.is_file() and p.suffix == ".sources":
+            lines += _deb822_lines(p.read_text())
+        elif p.is_file() and (p.name == "sources.list" or p.suffix == ".list"):
+            for line in p.read_text().splitlines():
                 parts = line.split("#", 1)[0].split()
-                if len(parts) >= 4 and parts[0] == "deb" and not parts[1].startswith("["):
-                    if parts[2].startswith(SUITE):
-                        lines.append(" ".join(parts))
-    if not lines:
-        lines = [f"deb http://deb.debian.org/debian {SUITE} main",
-                 f"deb http://deb.debian.org/debian-security {SUITE}-security main"]
+                if len(parts) >= 4 and parts[0] == "deb" and not parts[1].startswith("[") \
+                        and parts[2].startswith(SUITE):
+                    lines.append(" ".join(parts))
+    return lines or [f"deb http://deb.debian.org/debian {SUITE} main",
+                     f"deb http://deb.debian.org/debian-security {SUITE}-security main"]
+
+
+def _deb822_lines(text: str) -> list[str]:
+    lines = []
+    for stanza in re.split(r"\n\s*\n", text):
+        fields = {}
+        for line in stanza.splitlines():
+            if ":" in line and not line.lstrip().startswith("#"):
+                k, v = line.split(":", 1)
+                fields[k.strip().lower()] = v.strip()
+        if "deb" not in fields.get("types", "").split():
+            continue
+        lines += [f"deb {uri} {suite} {fields.get('components', 'main')}" for uri in fields.get("uris", "").split()
+                  for suite in fields.get("suites", "").split() if suite.startswith(SUITE)]
     return lines
 
 
