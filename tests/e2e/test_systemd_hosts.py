@@ -100,7 +100,7 @@ async def _create_vm(c: Ctl, name: str) -> dict[str, Any]:
 
 
 async def test_agent_is_an_enabled_systemd_unit_installed_from_a_wheel(sd: tuple[Ctl, LabHost, dict]) -> None:
-    c, h, inv = sd
+    _, h, _ = sd
     assert h.run("systemctl", "is-system-running", check=False).stdout.strip() == "running"
     props = _unit(h, "ActiveState", "UnitFileState", "Restart", "RestartUSec", "LimitNOFILE", "KillMode",
                   "ExecStart")
@@ -147,7 +147,7 @@ async def test_sigkill_agent_systemd_restarts_it_vm_keeps_running(sd: tuple[Ctl,
     print(f"\nSIGKILL of the agent: systemd restarted it after {t_restarted:.2f} s; controller Connected with the "
           f"new agent and VM Running = host's view after {seen if seen is None else round(seen, 2)} s "
           f"(bound {SIGKILL_BOUND:.0f} s)")
-    assert seen is not None, f"host {row['status']}, boot id changed {row['agentBootId'] != old_boot}, VM {cur['state']}"
+    assert seen is not None, f"host {row['status']}, new boot id {row['agentBootId'] != old_boot}, VM {cur['state']}"
     assert _qemu_pid(h, vm["uuid"]) == qemu, "the VM's QEMU process was restarted with the agent"
 
 
