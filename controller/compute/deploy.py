@@ -190,8 +190,8 @@ def _publish(tmp: Path, out: Path) -> None:
 
 
 async def _install(core: Controller, conn: asyncssh.SSHClientConnection) -> None:
-    probe = f"test -x {AGENT_BIN} && {VENV}/bin/python - 2>/dev/null"
-    have = (await _sh(conn, probe, check=False, stdin=REMOTE_DIGEST)).strip()
+    probe = f"test -x {AGENT_BIN} && {VENV}/bin/python -c {shlex.quote(REMOTE_DIGEST)} 2>/dev/null"
+    have = (await _sh(conn, probe, check=False)).strip()
     if have == agent_digest():
         log.info("agent %s with these sources already installed in %s; reusing it", VERSION, VENV)
         return

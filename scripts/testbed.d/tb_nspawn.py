@@ -129,7 +129,13 @@ def prepare(cfg: Config, host: str, lower: Path, authorized_key: str) -> None:
     (root / "etc/libvirt/libvirtd.conf").write_text(
         f'host_uuid = "{host_uuid}"\nauth_tcp = "none"\nauth_unix_rw = "none"\n'
         'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n')
-    # nspawn mounts the v1 cgroup controllers read-only: libvirt must not try to create groups in them.
+    # nspawn mounts the v1 cgroup controllers read-only: libvirt must not try to create groups in them. With
+    # cgroup_controllers empty it still creates a machine group and then refuses <cputune> ("CPU tuning is not
+    # available on this host"); behind an empty /sys/fs/cgroup it finds no group to make (ENOENT, which it
+    # ignores) and starts guests without one, as in plain mode. systemd still tracks libvirtd and its guests.
+    dropin = root / "etc/systemd/system/libvirtd.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "zstack-testbed.conf").write_text("[Service]\nTemporaryFileSystem=/sys/fs/cgroup\n")
     (root / "etc/libvirt/qemu.conf").write_text(
         'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nremember_owner = 0\nsecurity_driver = "none"\n'
         f'cgroup_controllers = [ ]\nnamespaces = [ ]\nmigration_host = "{ip}"\n')

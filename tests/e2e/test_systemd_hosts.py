@@ -23,7 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab import TESTBED, LabHost, Testbed, TinyImage, bring_up, footprint, leftovers, run_testbed, tear_down
+from lab import (
+    TESTBED,
+    LabHost,
+    Testbed,
+    TinyImage,
+    bring_up,
+    footprint,
+    leftovers,
+    reset_host,
+    run_testbed,
+    tear_down,
+)
 from test_compute import Ctl, running_controller
 
 from controller.api.http import CORE
@@ -67,8 +78,7 @@ async def sd(sd_testbed: Testbed, tiny: TinyImage) -> AsyncIterator[tuple[Ctl, L
         try:
             yield c, h, inv
         finally:
-            h.run("sh", "-c", "for d in $(virsh -c qemu:///system list --all --name); do "
-                  "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done", check=False)
+            reset_host(h, agent_out_tail=0)
 
 
 def _unit(h: LabHost, *props: str) -> dict[str, str]:
