@@ -196,7 +196,8 @@ async def test_host_reboot_agent_back_by_itself_vms_stopped(sd: tuple[Ctl, LabHo
             break
         await asyncio.sleep(0.1)
     assert t_agent is not None, h.run("journalctl", "-u", UNIT, "-n", "30", "--no-pager", check=False).stdout
-    assert _domstate(h, vm["uuid"]) == "absent"  # a transient domain does not survive a reboot
+    # the domain did not survive the reboot (defined, autostart off: shut off; a transient one: absent)
+    assert _domstate(h, vm["uuid"]) in ("shut off", "absent")
     seen = None
     while time.monotonic() - t0 < REBOOT_BOUND:
         row = await _host_row(c, inv["uuid"])
