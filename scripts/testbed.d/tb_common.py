@@ -70,8 +70,8 @@ class Config:
     mgmt_net: str = "10.99.0"
     # plain: namespaces with libvirtd/sshd as plain daemons; nspawn: each host boots systemd (tb_nspawn.py)
     mode: str = "plain"
-    # nspawn mode: directories of this machine bind-mounted read-only at the same path into every host (what
-    # an NFS export is to real hosts: e.g. the directory of file:// images)
+    # nspawn mode: directories of this machine bind-mounted at the same path into every host (what an NFS
+    # export is to real hosts: e.g. the directory of file:// images); read-only, or read-write with ":rw"
     shares: tuple[str, ...] = ()
 
     def validate(self) -> None:
@@ -86,8 +86,10 @@ class Config:
         if len(octets) != 3 or not all(o.isdigit() and 0 <= int(o) <= 255 for o in octets):
             raise TestbedError(f"mgmt-net: {self.mgmt_net!r} is invalid; allowed three octets like 10.99.0")
         for share in self.shares:
-            if not os.path.isabs(share) or not os.path.isdir(share) or ":" in share:
-                raise TestbedError(f"share: {share!r} must be an existing directory's absolute path without ':'")
+            path = share.removesuffix(":rw")
+            if not os.path.isabs(path) or not os.path.isdir(path) or ":" in path:
+                raise TestbedError(f"share: {share!r} must be an existing directory's absolute path without ':' "
+                                   "(+ ':rw' for read-write)")
         if self.shares and self.mode != "nspawn":
             raise TestbedError("share: only --mode nspawn hosts have a file system of their own to share into")
         if not os.path.isabs(self.state_dir):

@@ -173,7 +173,8 @@ def boot(cfg: Config, host: str) -> int:
             f"--network-namespace-path=/run/netns/{cfg.netns(host)}", f"--capability={CAPABILITIES}",
             "--link-journal=no", "--console=pipe", "--resolv-conf=off", "--timezone=off",
             f"--bind={run_libvirt}:/run/libvirt"]
-    argv += [f"--bind-ro={share}" for share in cfg.shares]
+    argv += [f"--bind={share.removesuffix(':rw')}" if share.endswith(":rw") else f"--bind-ro={share}"
+             for share in cfg.shares]
     if os.path.exists("/dev/kvm"):
         argv.append("--bind=/dev/kvm")
 

@@ -187,7 +187,7 @@ def run_testbed(state_dir: Path, *args: str, timeout: float = 300) -> subprocess
 
 
 def bring_up(state_dir: Path, hosts: int = 2, prefix: str = "tb", mgmt_net: str = "10.99.0", mode: str = "plain",
-             shares: tuple[Path, ...] = ()) -> Testbed:
+             shares: tuple[Path | str, ...] = ()) -> Testbed:
     """``testbed up``; ``shares`` (nspawn mode) are bind-mounted read-only into every host (file:// images)."""
     extra = [a for d in shares for a in ("--share", str(d))]
     run_testbed(state_dir, "up", str(hosts), "--prefix", prefix, "--mgmt-net", mgmt_net, "--mode", mode, *extra)
