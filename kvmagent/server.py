@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from kvmagent.config import AgentConfig
 from kvmagent.context import AgentContext
-from kvmagent.contract.base import AgentError
+from kvmagent.contract.base import POLLED_PATHS, AgentError
 from kvmagent.contract.host import PingCmd
 from kvmagent.dedup import Reply, ReplyCache
 from kvmagent.driver.base import HypervisorDriver
@@ -64,16 +64,12 @@ def _validation_error(endpoint: Endpoint, e: ValidationError) -> AgentError:
                       status=400, details={"errors": json.loads(json.dumps(errs, default=str))})
 
 
-# Polled every few seconds by the controller: logged at DEBUG only.
-QUIET_PATHS = frozenset({PingCmd.PATH, "/vm/vmsync", "/host/capacity", "/localstorage/capacity"})
-
-
 def log_request(path: str, rid: str | None, status: int, seconds: float, body: dict[str, Any]) -> None:
     """One structured ``key=value`` line per command: the controller logs the same ``request_id`` when it
     sends it, so one operation can be followed across both logs (journald: ``journalctl -u
     zstack-py-kvmagent``). The VM's uuid is added for commands about one VM."""
     vm = body.get("vmUuid") or (body.get("uuid") if path.startswith("/vm/") else None)
-    log.log(logging.DEBUG if path in QUIET_PATHS else logging.INFO,
+    log.log(logging.DEBUG if path in POLLED_PATHS else logging.INFO,
             "request path=%s request_id=%s status=%d seconds=%.3f%s", path, rid or "-", status, seconds,
             f" vm={vm}" if isinstance(vm, str) else "")
 

@@ -23,8 +23,7 @@ from pydantic import ValidationError
 from controller.core import Controller, on_start
 from controller.errors import AgentFailure, AgentUnavailable
 from controller.util import new_uuid
-from kvmagent.contract.base import AgentReply, AgentRequest
-from kvmagent.server import QUIET_PATHS
+from kvmagent.contract.base import POLLED_PATHS, AgentReply, AgentRequest
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class Agents:
         headers = {"Authorization": f"Bearer {host['agentToken']}", "X-Request-Id": rid}
         body = cmd.model_dump(mode="json")
         vm = body.get("vmUuid") or (body.get("uuid") if cmd.PATH.startswith("/vm/") else None)
-        log.log(logging.DEBUG if cmd.PATH in QUIET_PATHS else logging.INFO,
+        log.log(logging.DEBUG if cmd.PATH in POLLED_PATHS else logging.INFO,
                 "agent call path=%s host=%s request_id=%s%s", cmd.PATH, host.get("uuid"), rid,
                 f" vm={vm}" if isinstance(vm, str) else "")
         attempts = self.retries + 1 if cmd.IDEMPOTENT else 1

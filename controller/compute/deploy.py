@@ -274,14 +274,15 @@ async def agent_unit_state(host: dict[str, Any], *, journal_lines: int = 0, time
             systemd = (await _sh(conn, "test -d /run/systemd/system && echo yes", check=False)).strip() == "yes"
             if not systemd:
                 alive = (await _sh(conn, f"{agent_alive_sh(PIDFILE)} && echo yes", check=False)).strip()
-                return f"no systemd; agent daemon {'running' if alive == 'yes' else 'not running'}"
-            active = (await _sh(conn, f"systemctl is-active {UNIT}", check=False)).strip() or "unknown"
-            text = f"systemctl is-active {UNIT}: {active}"
-            if journal_lines:
-                tail = await _sh(conn, f"journalctl -u {UNIT} -n {int(journal_lines)} --no-pager -o cat",
-                                 check=False)
-                text += f"; last journal lines: {tail.strip()[-2000:]}"
-            return text
+                text = f"no systemd; agent daemon {'running' if alive == 'yes' else 'not running'}"
+            else:
+                active = (await _sh(conn, f"systemctl is-active {UNIT}", check=False)).strip() or "unknown"
+                text = f"systemctl is-active {UNIT}: {active}"
+                if journal_lines:
+                    tail = await _sh(conn, f"journalctl -u {UNIT} -n {int(journal_lines)} --no-pager -o cat",
+                                     check=False)
+                    text += f"; last journal lines: {tail.strip()[-2000:]}"
+        return text
 
     try:
         return await asyncio.wait_for(probe(), timeout)

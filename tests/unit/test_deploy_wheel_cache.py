@@ -23,6 +23,11 @@ def _tree(root: Path) -> Path:
     return root
 
 
+def _write_wheel(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"fresh")
+
+
 def test_package_digest_follows_every_source_file_and_ignores_bytecode(tmp_path: Path) -> None:
     root = _tree(tmp_path / "src")
     d0 = deploy.package_digest(root)
@@ -61,9 +66,7 @@ def test_a_wheel_of_other_sources_with_the_same_version_is_not_reused(tmp_path: 
 
     async def pip_wheel(argv: list[str], **_: Any) -> None:  # stands in for `pip wheel` (a slow network build)
         builds.append(argv)
-        out = Path(argv[argv.index("-w") + 1])
-        out.mkdir(parents=True, exist_ok=True)
-        (out / name).write_bytes(b"fresh")
+        await asyncio.to_thread(_write_wheel, Path(argv[argv.index("-w") + 1]) / name)
 
     monkeypatch.setattr(deploy, "run", pip_wheel)
     core = SimpleNamespace(config=SimpleNamespace(agent_package_dir=str(base)))
