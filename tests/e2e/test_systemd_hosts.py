@@ -260,3 +260,27 @@ def test_down_leaves_nothing_after_up_was_killed_half_way(kill_after: float, tin
     cp = run_testbed(state, "down")
     left = _name_leftovers(state, prefix, 2)
     assert not left, f"down after a killed up left: {left}\n{cp.stdout}"
+
+
+async def test_host_reboot_ha_lite_starts_the_lost_vm_again(sd: tuple[Ctl, LabHost, dict], sd_testbed: Testbed) -> None:
+    """With ``ha/restartLostVms`` (beyond 1.0, off by default) the VM the reboot took down runs again; a VM
+    stopped through the API before the reboot stays Stopped."""
+    c, h, inv = sd
+    await c.inv("UpdateGlobalConfig", category="ha", name="restartLostVms", value="true")
+    lost = await _create_vm(c, "ha-lost")
+    kept = await _create_vm(c, "ha-stopped")
+    assert (await c.inv("StopVmInstance", uuid=kept["uuid"], type="cold"))["state"] == "Stopped"
+    t0 = time.monotonic()
+    run_testbed(sd_testbed.state_dir, "reboot", h.name)
+    seen = None
+    while time.monotonic() - t0 < REBOOT_BOUND:
+        cur = await c.vm(lost["uuid"])
+        if cur["state"] == "Running" and _domstate(h, lost["uuid"]) == "running" \
+                and (await _host_row(c, inv["uuid"]))["status"] == "Connected":
+            seen = time.monotonic() - t0
+            break
+        await asyncio.sleep(0.2)
+    print(f"\nHA-lite: the VM lost by the reboot runs again {seen if seen is None else round(seen, 2)} s after the "
+          "reboot began")
+    assert seen is not None, f"lost VM {cur['state']} / domain {_domstate(h, lost['uuid'])}"
+    assert (await c.vm(kept["uuid"]))["state"] == "Stopped" and _domstate(h, kept["uuid"]) != "running"
