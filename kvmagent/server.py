@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from kvmagent import tickets
 from kvmagent.config import AgentConfig
 from kvmagent.context import AgentContext
-from kvmagent.contract.base import AgentError
+from kvmagent.contract.base import POLLED_PATHS, AgentError
 from kvmagent.contract.host import PingCmd
 from kvmagent.dedup import Reply, ReplyCache
 from kvmagent.driver.base import HypervisorDriver
@@ -65,6 +65,16 @@ def _validation_error(endpoint: Endpoint, e: ValidationError) -> AgentError:
                       status=400, details={"errors": json.loads(json.dumps(errs, default=str))})
 
 
+def log_request(path: str, rid: str | None, status: int, seconds: float, body: dict[str, Any]) -> None:
+    """One structured ``key=value`` line per command: the controller logs the same ``request_id`` when it
+    sends it, so one operation can be followed across both logs (journald: ``journalctl -u
+    zstack-py-kvmagent``). The VM's uuid is added for commands about one VM."""
+    vm = body.get("vmUuid") or (body.get("uuid") if path.startswith("/vm/") else None)
+    log.log(logging.DEBUG if path in POLLED_PATHS else logging.INFO,
+            "request path=%s request_id=%s status=%d seconds=%.3f%s", path, rid or "-", status, seconds,
+            f" vm={vm}" if isinstance(vm, str) else "")
+
+
 def _endpoint_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         ctx = request.app[CTX]
@@ -89,7 +99,9 @@ def _endpoint_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[w
             return 200, reply.model_dump(mode="json")
 
         rid = request.headers.get("X-Request-Id")
+        t0 = time.perf_counter()
         status, payload = await (request.app[REPLIES].run(f"{endpoint.path} {rid}", run) if rid else run())
+        log_request(endpoint.path, rid, status, time.perf_counter() - t0, body)
         return web.json_response(payload, status=status)
 
     return handle

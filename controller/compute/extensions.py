@@ -12,6 +12,9 @@ called by name from the compute code, so compute does not depend on them:
                                                                              a change found by the tracer (out of band)
     register("host.connected", fn)      fn(core, host=...)                  end of the connect sequence; raising
                                                                              fails the connect (1.0: DHCP rebuild)
+    register("vm.lost", fn)             fn(core, vm_uuid=..., host_uuid=...) a host's full state sync found a VM
+                                                                             that should run there stopped (host
+                                                                             reboot or crash; not an event)
 
 ``vm`` is the VmInstance row as a dict. Hooks run in registration order.
 """
@@ -26,7 +29,8 @@ log = logging.getLogger(__name__)
 
 Hook = Callable[..., Awaitable[None]]
 HOOKS: dict[str, list[Hook]] = {}
-NAMES = ("vm.before_start", "vm.start_failed", "vm.stopped", "vm.destroyed", "vm.state_changed", "host.connected")
+NAMES = ("vm.before_start", "vm.start_failed", "vm.stopped", "vm.destroyed", "vm.state_changed", "host.connected",
+         "vm.lost")
 
 
 def register(name: str, fn: Hook) -> None:

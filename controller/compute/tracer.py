@@ -51,6 +51,8 @@ async def apply_report(core: Controller, host_uuid: str, vm_uuid: str, agent_sta
         new_host = host_uuid if new == "Running" else (vm["hostUuid"] if new == "Unknown" else None)
         await extensions.run_quietly("vm.state_changed", core, vm_uuid=vm_uuid, before=vm["state"], after=new,
                                      old_host=vm["hostUuid"] or vm["lastHostUuid"], new_host=new_host)
+        if sync and new == "Stopped" and vm["state"] in ("Running", "Unknown"):
+            await extensions.run_quietly("vm.lost", core, vm_uuid=vm_uuid, host_uuid=host_uuid)
     return new
 
 
