@@ -85,9 +85,11 @@ class LoginThrottle:
 
     def fail(self, keys: list[str], window: float) -> None:
         now = time.monotonic()
-        if len(self._fails) >= self.MAX_KEYS:  # bounded memory: drop what has expired
+        if len(self._fails) >= self.MAX_KEYS:  # bounded memory: drop what has expired, then the oldest keys
             for k in list(self._fails):
                 self._recent(k, window, now)
+            while len(self._fails) >= self.MAX_KEYS:
+                del self._fails[next(iter(self._fails))]
         for key in keys:
             self._fails.setdefault(key, deque(maxlen=1000)).append(now)
 

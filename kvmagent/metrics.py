@@ -6,7 +6,10 @@ path), HTTP statuses, event kinds and outcomes named in code, and libvirt domain
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+# No *_created series: half the page, and nothing a dashboard here uses.
+disable_created_metrics()
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 UNKNOWN = "unknown"

@@ -86,6 +86,8 @@ fi
 extra=""
 [ $DEV = 1 ] && extra="[test]"
 say "installing zstack-py into $VENV"
+# pyproject.toml's dependencies (aiohttp, prometheus_client, ...) and, with --dev, its test extras
+# (pytest, ruff, mypy, schemathesis==4.32.5 for tests/unit/test_api_fuzz.py).
 "$VENV/bin/pip" install -q -e "$REPO$extra"
 for c in zstack-cli zstack-ctl zstack-kvmagent; do ln -sf "$VENV/bin/$c" "/usr/local/bin/$c"; done
 

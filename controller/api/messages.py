@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationInfo, field_validator
 
 from controller.util import check_int64
 
@@ -20,11 +20,12 @@ Description = Annotated[str, StringConstraints(max_length=2048)]
 # What the OpenAPI schema states for values the handlers check themselves (with 1.0's messages): the schema
 # must never be looser than the validation (tests/unit/test_api_fuzz.py).
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-IPV4_SCHEMA = {"format": "ipv4", "pattern": rf"^({_OCTET}\.){{3}}{_OCTET}$"}
+IPV4_RE = rf"({_OCTET}\.){{3}}{_OCTET}"
+IPV4_SCHEMA: dict[str, JsonValue] = {"format": "ipv4", "pattern": f"^{IPV4_RE}$"}
 IPv4 = Annotated[str, Field(json_schema_extra=IPV4_SCHEMA)]
 NETMASKS = [".".join(str((((1 << 32) - (1 << (32 - p))) >> s) & 255) for s in (24, 16, 8, 0)) for p in range(1, 33)]
-Netmask = Annotated[str, Field(json_schema_extra={"enum": NETMASKS})]
-DOMAIN_SCHEMA = {"maxLength": 253, "pattern": r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+Netmask = Annotated[str, Field(json_schema_extra={"enum": list[JsonValue](NETMASKS)})]
+DOMAIN_SCHEMA: dict[str, JsonValue] = {"maxLength": 253, "pattern": r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
                                               r"(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"}
 Tag = Annotated[str, Field(json_schema_extra={"pattern": r"\S"})]
 

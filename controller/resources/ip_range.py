@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field
 
 from controller.api.context import ApiContext
 from controller.api.messages import (
-    IPV4_SCHEMA,
+    IPV4_RE,
     ApiMessage,
     CreateMessage,
     Description,
@@ -57,7 +57,7 @@ class AddIpRangeByNetworkCidrMsg(CreateMessage):
     name: Name
     description: Description | None = None
     networkCidr: str = Field(json_schema_extra={
-        "pattern": IPV4_SCHEMA["pattern"][:-1] + "/([1-9]|[12][0-9]|30)$",
+        "pattern": f"^{IPV4_RE}/([1-9]|[12][0-9]|30)$",
         "description": "an IPv4 network with a prefix of at most 30 (e.g. 192.168.1.0/24)"})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, JsonValue
 
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, DeleteMessage, Uuid
@@ -25,7 +25,7 @@ def _tags(ctx: ApiContext) -> Tags:
 
 
 class CreateTagMsg(ApiMessage):
-    resourceType: str = Field(min_length=1, json_schema_extra={"enum": sorted(RESOURCE_TYPES)})
+    resourceType: str = Field(min_length=1, json_schema_extra={"enum": list[JsonValue](sorted(RESOURCE_TYPES))})
     resourceUuid: Uuid
     tag: str = Field(min_length=1)
 
