@@ -112,3 +112,18 @@ async def test_host_key_checked_on_reconnect_and_new_management_ip(api: Api) -> 
                                acceptHostKeyFingerprint=b.fingerprint)
             assert h["inventory"]["managementIp"] == "127.0.0.2"
             assert h["inventory"]["sshHostKeyFingerprint"] == b.fingerprint
+
+
+def test_zstack_cli_accepts_a_new_host_key() -> None:
+    """The CLI way: ``ReconnectHost uuid=... acceptHostKeyFingerprint=SHA256:...`` (same for
+    ReconnectBackupStorage and UpdateHost), from the controller's own OpenAPI schema."""
+    from controller import services  # noqa: F401  (registers the APIs)
+    from controller.api.openapi import openapi_document
+    from controller.cli.parser import parse_line
+    from controller.cli.schema import from_openapi
+
+    schema = from_openapi(openapi_document())
+    fp = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"
+    for api_name in ("ReconnectHost", "ReconnectBackupStorage", "UpdateHost"):
+        cmd = parse_line(f"{api_name} uuid={'ab' * 16} acceptHostKeyFingerprint={fp}", schema)
+        assert cmd.body == {"uuid": "ab" * 16, "acceptHostKeyFingerprint": fp}, cmd
