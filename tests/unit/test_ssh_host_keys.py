@@ -127,3 +127,27 @@ def test_zstack_cli_accepts_a_new_host_key() -> None:
     for api_name in ("ReconnectHost", "ReconnectBackupStorage", "UpdateHost"):
         cmd = parse_line(f"{api_name} uuid={'ab' * 16} acceptHostKeyFingerprint={fp}", schema)
         assert cmd.body == {"uuid": "ab" * 16, "acceptHostKeyFingerprint": fp}, cmd
+
+
+async def test_first_contact_records_the_host_key(api: Api) -> None:
+    from controller.compute import deploy
+
+    core = api.client.app[CORE]
+    zone = await api.inv("CreateZone", name="z")
+    cluster = await api.inv("CreateCluster", name="c", zoneUuid=zone["uuid"], hypervisorType="KVM")
+    async with ssh_server() as a:
+        async with core.db.write() as tx:
+            await tx.insert("Host", {
+                "uuid": "cd" * 16, "name": "h", "zoneUuid": zone["uuid"], "clusterUuid": cluster["uuid"],
+                "managementIp": "127.0.0.1", "hypervisorType": "KVM", "state": "Enabled", "status": "Connecting",
+                "username": "root", "password": sealed.seal(core, PW), "sshPort": a.port, "agentPort": 7070,
+                "agentToken": "t" * 48, "createDate": now_iso(), "lastOpDate": now_iso()})
+        row = dict(await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", ("cd" * 16,)))
+        conn = await deploy._login(core, row)
+        conn.close()
+        assert a.passwords == [PW]
+        host = (await api.query("QueryHost", ("uuid", "=", "cd" * 16)))[0]
+        assert host["sshHostKeyFingerprint"] == a.fingerprint
+        row = dict(await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", ("cd" * 16,)))
+        conn = await deploy._login(core, row)   # the recorded key is pinned and matches
+        conn.close()
