@@ -92,7 +92,7 @@ say "installing zstack-py into $VENV"
 for c in zstack-cli zstack-ctl zstack-kvmagent; do ln -sf "$VENV/bin/$c" "/usr/local/bin/$c"; done
 
 # --- controller config and service -----------------------------------------------------------------
-mkdir -p /etc/zstack-py /var/lib/zstack-py /var/log/zstack-py
+mkdir -p /etc/zstack-py /var/lib/zstack-py /var/log/zstack-py /var/lib/zstack-py/import
 if [ ! -f /etc/zstack-py/controller.json ]; then
   pw=${ZSTACK_ADMIN_PASSWORD:-password}
   [ "$pw" = password ] && echo "warning: the admin password is the default 'password'; set ZSTACK_ADMIN_PASSWORD" >&2

@@ -2,8 +2,9 @@
 
 :func:`fetch` writes the whole source into ``dest`` (the caller's temporary name), computing md5 on the
 fly, and returns the size and md5. It never leaves ``dest`` half-written on failure (it is removed).
-SFTP: ``sftp://user:password@host[:port]/path`` or an explicit :class:`SftpSource`; the host key is not
-checked (1.0 used ``StrictHostKeyChecking=no``), the password is never logged.
+SFTP: an explicit :class:`SftpSource` (:func:`sftp_source`: the url without the password, the password and the
+storage's recorded SSH host key passed apart, the key pinned) or, for tools and tests,
+``sftp://user:password@host[:port]/path`` (no key check); the password is never logged.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class SftpSource:
     password: str
     path: str
     port: int = 22
+    #: the storage's SSH host key (OpenSSH public key line) recorded by the controller: pinned when given
+    host_key: str | None = None
 
     def __repr__(self) -> str:  # never print the password
         return f"SftpSource({self.username}@{self.hostname}:{self.port}{self.path})"
@@ -88,6 +91,26 @@ def parse_source(url: str) -> Source:
         "allowed: file, http, https, sftp",
         details={"field": "url", "value": parts.scheme},
     )
+
+
+def sftp_source(url: str, password: str, host_key: str | None) -> SftpSource:
+    """``sftp://user@host[:port]/path`` with the password (and host key) given apart from the url."""
+    parts = urlsplit(url)
+    if parts.scheme != "sftp" or parts.password or not (parts.hostname and parts.username) \
+            or not parts.path.startswith("/"):
+        raise InvalidArgument(
+            f"url {url.split('@')[-1]!r}: expected sftp://user@host[:port]/absolute/path (the password goes in "
+            "sftpPassword, never in the url)",
+            details={"field": "url"},
+        )
+    if host_key:
+        try:
+            asyncssh.import_public_key(host_key)
+        except (ValueError, asyncssh.KeyImportError) as e:
+            raise InvalidArgument(f"sftpHostKey is not an OpenSSH public key: {e}",
+                                  details={"field": "sftpHostKey"}) from e
+    return SftpSource(hostname=parts.hostname, username=unquote(parts.username), password=password,
+                      path=unquote(parts.path), port=parts.port or 22, host_key=host_key or None)
 
 
 def _copy_hashing(src: str, dest: Path) -> Fetched:
@@ -140,6 +163,10 @@ async def _fetch_http(src: HttpSource, dest: Path, session: aiohttp.ClientSessio
 
 
 async def _fetch_sftp(src: SftpSource, dest: Path) -> Fetched:
+    pin: dict[str, object] = {"known_hosts": None}
+    if src.host_key:  # the server must hold the recorded key before the password is sent
+        key = asyncssh.import_public_key(src.host_key)
+        pin = {"known_hosts": ([key], [], []), "server_host_key_algs": [a.decode() for a in key.sig_algorithms]}
     try:
         async with (
             asyncssh.connect(
@@ -147,14 +174,21 @@ async def _fetch_sftp(src: SftpSource, dest: Path) -> Fetched:
                 port=src.port,
                 username=src.username,
                 password=src.password,
-                known_hosts=None,
                 client_keys=None,
                 agent_path=None,
                 connect_timeout=30,
+                **pin,  # type: ignore[arg-type]
             ) as conn,
             conn.start_sftp_client() as sftp,
         ):
             await sftp.get(src.path, str(dest), block_size=1 << 20, max_requests=16)
+    except asyncssh.HostKeyNotVerifiable as e:
+        want = asyncssh.import_public_key(str(src.host_key)).get_fingerprint("sha256")
+        raise TransferFailed(
+            f"sftp download of {src!r} refused: the backup storage did not present its recorded SSH host key "
+            f"{want} (ReconnectBackupStorage shows the key it presents now)",
+            details={"source": repr(src)},
+        ) from e
     except (OSError, asyncssh.Error) as e:
         raise TransferFailed(f"sftp download of {src!r} failed: {e}", details={"source": repr(src)}) from e
     md5 = await asyncio.to_thread(files.file_digest, dest, "md5")

@@ -5,14 +5,18 @@ be *self-contained*: one of the allowed formats (qcow2, raw, iso), no backing fi
 no ``json:`` pseudo-protocol name anywhere. Images the storage built itself (volumes, snapshots) may have a
 backing chain, but every link must be an absolute path inside the storage's roots.
 
-:func:`inspect_image` runs ``qemu-img info --output=json`` under resource limits (the first and only
-qemu-img call made on an unchecked file) and then :func:`check_info`, a pure function over the parsed info
+:func:`inspect_image` first checks the file's header and magic (:func:`check_header`: qcow2 v2/v3 without
+backing file, data file or encryption, no other format's magic; no qemu-img yet), then runs ``qemu-img info
+--output=json -f <that format>`` under resource limits (no format probing) and then :func:`check_info`, a
+pure function over the parsed info
 that the unit tests drive with canned JSON. Errors raise :class:`UnsafeImage` naming the field and value.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +38,58 @@ def is_iso_file(path: str | os.PathLike[str]) -> bool:
             return f.read(len(ISO_MAGIC)) == ISO_MAGIC
     except OSError:
         return False
+
+
+#: Magic numbers of formats a user may not upload; qemu's probing of them can open other files (a VMDK
+#: descriptor names its extents) or need secrets, so they are refused before qemu-img ever sees the file.
+FOREIGN_MAGICS = ((b"KDMV", "vmdk"), (b"# Disk DescriptorFile", "vmdk descriptor"), (b"vhdxfile", "vhdx"),
+                  (b"conectix", "vpc"), (b"QED\x00", "qed"), (b"LUKS\xba\xbe", "luks"),
+                  (b"<<< ", "vdi"), (b"WithoutFreeSpace", "parallels"), (b"WithouFreSpacExt", "parallels"),
+                  (b"Bochs Virtual HD Image", "bochs"), (b"cloop", "cloop"), (b"QEVM", "qemu-savevm"))
+HEADER_BYTES = ISO_MAGIC_OFFSET + len(ISO_MAGIC)
+_QCOW2 = b"QFI\xfb"
+
+
+def check_header(head: bytes, *, image: str, expected: str | None, self_contained: bool = True) -> str:
+    """The format qemu-img must be told (``qcow2`` or ``raw``) from the file's first :data:`HEADER_BYTES` bytes,
+    checked BEFORE any qemu-img call: a qcow2 magic with version 2/3, no encryption, and (``self_contained``)
+    no backing file and no external data file; anything with another format's magic is refused; the rest is
+    raw (``iso`` when the ISO 9660 signature is there). Pure, so unit tests drive it with canned headers."""
+    if head.startswith(_QCOW2):
+        if len(head) < 104:
+            raise UnsafeImage(f"image {image}: truncated qcow2 header", details={"field": "header", "value": len(head)})
+        version, backing_off, backing_len = struct.unpack_from(">IQI", head, 4)
+        crypt = struct.unpack_from(">I", head, 32)[0]
+        if version not in (2, 3):
+            raise UnsafeImage(f"image {image}: qcow2 version {version} is not 2 or 3",
+                              details={"field": "version", "value": version})
+        if crypt:
+            raise UnsafeImage(f"image {image}: the qcow2 is encrypted (crypt_method {crypt})",
+                              details={"field": "crypt_method", "value": crypt})
+        if self_contained and (backing_off or backing_len):
+            raw = head[backing_off:backing_off + backing_len] if backing_off + backing_len <= len(head) else b""
+            _check_reference("backing-filename", raw.decode(errors="replace") or f"(header offset {backing_off})",
+                             image=image, roots=())
+        incompatible = struct.unpack_from(">Q", head, 72)[0] if version == 3 else 0
+        if self_contained and incompatible & 0x4:
+            _check_reference("data-file", "(external data file bit)", image=image, roots=())
+        if expected in ("raw", "iso"):
+            raise UnsafeImage(f"image {image}: declared format {expected!r} but the file is 'qcow2'",
+                              details={"field": "format", "value": "qcow2", "expected": expected})
+        return "qcow2"
+    for magic, name in FOREIGN_MAGICS:
+        if head.startswith(magic):
+            raise UnsafeImage(f"image {image}: the file is {name!r}; allowed: {', '.join(USER_FORMATS)}",
+                              details={"field": "format", "value": name})
+    if expected == "qcow2":
+        raise UnsafeImage(f"image {image}: declared format 'qcow2' but the file has no qcow2 header",
+                          details={"field": "format", "value": "raw", "expected": expected})
+    return "raw"
+
+
+def _read_head(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(HEADER_BYTES)
 
 
 def _inside(path: str, roots: Sequence[Path]) -> bool:
@@ -129,7 +185,9 @@ async def inspect_image(
         )
     if not os.path.isfile(p):  # noqa: ASYNC240
         raise UnsafeImage(f"image {p} is not a regular file", details={"field": "path", "value": p})
-    info = await qemuimg.info(p, force_share=True)
+    probed = check_header(await asyncio.to_thread(_read_head, p), image=p, expected=expected,
+                          self_contained=not allowed_roots)
+    info = await qemuimg.info(p, fmt=probed, force_share=True)
     fmt = check_info(
         info,
         image=p,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from storage import files, migrate, snapshots
+from storage import fetch, files, migrate, snapshots
 from storage.errors import InvalidArgument, NotFound
 from storage.imagecache import CachedImage, ImageCache, read_cached
 from storage.inspect import inspect_image
@@ -131,7 +131,7 @@ class StorageService:
         storage_path: str,
         image_uuid: str,
         fmt: str,
-        url: str,
+        url: str | fetch.Source,
         *,
         md5: str | None = None,
         size: int | None = None,

@@ -1,8 +1,10 @@
 """Where a host fetches an image into its cache from: a Ready copy on an SFTP backup storage.
 
 :func:`cache_source` returns the keyword arguments of the agent's ``DownloadImageCmd`` that name the
-source (``url``, ``md5``, ``size``). The url is ``sftp://user:password@host:port/<installPath>`` (user,
-password and path percent-quoted) of a Ready ref, preferring a storage attached to the host's zone; a legacy
+source (``url``, ``md5``, ``size``, ``sftpPassword``, ``sftpHostKey``). The url is
+``sftp://user@host:port/<installPath>`` (user and path percent-quoted; the password travels apart, in the
+authenticated request body, and the storage's recorded SSH host key with it for the agent to pin) of a
+Ready ref, preferring a storage attached to the host's zone; a legacy
 ``file://`` image (added without backup storage: no refs, no md5) is fetched from its own url. An image that
 was downloaded to backup storage but lost every ref (its storages were deleted) has no usable copy: it is
 never fetched from its original url, which names a file on the controller or a remote server.
@@ -22,10 +24,9 @@ class NoUsableCopy(OperationError, LookupError):
     """The image cannot be fetched by a host: Deleted, or no Ready copy (409; still a LookupError for callers)."""
 
 
-def sftp_url(bs: Any, install_path: str, holder: Any = None) -> str:
-    """The agent-readable url of a file on an SFTP backup storage."""
-    user, pw = quote(bs["username"], safe=""), quote(sealed.unseal(holder, bs["password"]) or "", safe="")
-    return f"sftp://{user}:{pw}@{bs['hostname']}:{bs['sshPort']}{quote(install_path)}"
+def sftp_url(bs: Any, install_path: str) -> str:
+    """The agent-readable url of a file on an SFTP backup storage (no password in it)."""
+    return f"sftp://{quote(bs['username'], safe='')}@{bs['hostname']}:{bs['sshPort']}{quote(install_path)}"
 
 
 async def cache_source(core: Controller, image_row: Any, *, zone_uuid: str | None = None) -> dict[str, Any]:
@@ -34,7 +35,7 @@ async def cache_source(core: Controller, image_row: Any, *, zone_uuid: str | Non
     if image_row["status"] == "Deleted":
         raise NoUsableCopy(f"image[uuid:{image_row['uuid']}] is Deleted; recover it with RecoverImage first")
     rows = await core.db.fetchall(
-        "SELECT r.installPath, r.status, b.hostname, b.sshPort, b.username, b.password, "
+        "SELECT r.installPath, r.status, b.hostname, b.sshPort, b.username, b.password, b.sshHostKey, "
         "EXISTS(SELECT 1 FROM BackupStorageZoneRef z WHERE z.backupStorageUuid = b.uuid AND z.zoneUuid = ?) "
         "AS inZone FROM ImageBackupStorageRef r JOIN BackupStorage b ON b.uuid = r.backupStorageUuid "
         "WHERE r.imageUuid = ? ORDER BY inZone DESC, (b.status = 'Connected') DESC, r.id",
@@ -51,4 +52,5 @@ async def cache_source(core: Controller, image_row: Any, *, zone_uuid: str | Non
     if not ready:
         raise NoUsableCopy(f"image[uuid:{image_row['uuid']}] has no Ready copy on any backup storage")
     r = ready[0]
-    return {"url": sftp_url(r, r["installPath"], core), "md5": image_row["md5Sum"], "size": image_row["actualSize"]}
+    return {"url": sftp_url(r, r["installPath"]), "md5": image_row["md5Sum"], "size": image_row["actualSize"],
+            "sftpPassword": sealed.unseal(core, r["password"]), "sftpHostKey": r["sshHostKey"]}

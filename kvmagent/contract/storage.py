@@ -65,13 +65,16 @@ class DownloadImageReply(LocalStorageReply):
 
 class DownloadImageCmd(LocalStorageCmd):
     """Download an image into this host's cache. ``url``: ``file:///path``, ``http(s)://...`` or
-    ``sftp://user:password@host[:port]/path`` (an SFTP backup storage)."""
+    ``sftp://user@host[:port]/path`` (an SFTP backup storage) with ``sftpPassword`` in this body (never in the
+    url) and ``sftpHostKey``, the storage's SSH host key recorded by the controller, which the agent pins."""
 
     PATH = "/localstorage/image/download"
     Reply = DownloadImageReply
     imageUuid: Uuid
     format: ImageFormat
     url: str = Field(min_length=1)
+    sftpPassword: str | None = Field(default=None, repr=False)
+    sftpHostKey: str | None = None
     md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
     size: int | None = Field(default=None, ge=0)
 

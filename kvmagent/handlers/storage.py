@@ -25,6 +25,7 @@ from kvmagent.contract import storage as c
 from kvmagent.contract.base import AgentError, AgentReply
 from kvmagent.driver.base import HypervisorDriver, VmState
 from kvmagent.routing import handles
+from storage import fetch
 from storage.errors import InvalidArgument, StorageError
 from storage.layout import VolumeType
 from storage.local import Capacity
@@ -111,8 +112,9 @@ async def capacity(ctx: HasStorage, cmd: c.CapacityCmd) -> c.LocalStorageReply:
 @handles(c.DownloadImageCmd)
 @mapped
 async def download_image(ctx: HasStorage, cmd: c.DownloadImageCmd) -> c.DownloadImageReply:
+    source = fetch.sftp_source(cmd.url, cmd.sftpPassword, cmd.sftpHostKey) if cmd.sftpPassword else cmd.url
     rec = await ctx.storage.download_image(
-        cmd.storagePath, cmd.imageUuid, cmd.format, cmd.url, md5=cmd.md5, size=cmd.size
+        cmd.storagePath, cmd.imageUuid, cmd.format, source, md5=cmd.md5, size=cmd.size
     )
     return c.DownloadImageReply(
         installPath=rec.path,

@@ -203,8 +203,10 @@ async def test_cache_source_is_an_sftp_url_the_agent_can_fetch(api: Api, ssh_por
     core = api.client.app[CORE]
     row = await core.db.fetchone("SELECT * FROM Image WHERE uuid=?", (img["uuid"],))
     got = await cache_source(core, row)
-    assert got["url"].startswith("sftp://root:p%40ss%20word@127.0.0.1:") and got["md5"] == img["md5Sum"]
+    assert got["url"].startswith("sftp://root@127.0.0.1:") and got["md5"] == img["md5Sum"]
+    assert got["sftpPassword"] == PASSWORD and "word" not in got["url"] and got["sftpHostKey"].startswith("ssh-")
+    source = fetch.sftp_source(got["url"], got["sftpPassword"], got["sftpHostKey"])
     async with aiohttp.ClientSession() as session:
-        fetched = await fetch.fetch(fetch.parse_source(got["url"]), tmp_path / "cached", session=session)
+        fetched = await fetch.fetch(source, tmp_path / "cached", session=session)
     assert (fetched.md5, fetched.size) == (got["md5"], got["size"])
     assert (tmp_path / "cached").read_bytes() == src.read_bytes()

@@ -112,3 +112,42 @@ async def test_host_key_checked_on_reconnect_and_new_management_ip(api: Api) -> 
                                acceptHostKeyFingerprint=b.fingerprint)
             assert h["inventory"]["managementIp"] == "127.0.0.2"
             assert h["inventory"]["sshHostKeyFingerprint"] == b.fingerprint
+
+
+def test_zstack_cli_accepts_a_new_host_key() -> None:
+    """The CLI way: ``ReconnectHost uuid=... acceptHostKeyFingerprint=SHA256:...`` (same for
+    ReconnectBackupStorage and UpdateHost), from the controller's own OpenAPI schema."""
+    from controller import services  # noqa: F401  (registers the APIs)
+    from controller.api.openapi import openapi_document
+    from controller.cli.parser import parse_line
+    from controller.cli.schema import from_openapi
+
+    schema = from_openapi(openapi_document())
+    fp = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"
+    for api_name in ("ReconnectHost", "ReconnectBackupStorage", "UpdateHost"):
+        cmd = parse_line(f"{api_name} uuid={'ab' * 16} acceptHostKeyFingerprint={fp}", schema)
+        assert cmd.body == {"uuid": "ab" * 16, "acceptHostKeyFingerprint": fp}, cmd
+
+
+async def test_first_contact_records_the_host_key(api: Api) -> None:
+    from controller.compute import deploy
+
+    core = api.client.app[CORE]
+    zone = await api.inv("CreateZone", name="z")
+    cluster = await api.inv("CreateCluster", name="c", zoneUuid=zone["uuid"], hypervisorType="KVM")
+    async with ssh_server() as a:
+        async with core.db.write() as tx:
+            await tx.insert("Host", {
+                "uuid": "cd" * 16, "name": "h", "zoneUuid": zone["uuid"], "clusterUuid": cluster["uuid"],
+                "managementIp": "127.0.0.1", "hypervisorType": "KVM", "state": "Enabled", "status": "Connecting",
+                "username": "root", "password": sealed.seal(core, PW), "sshPort": a.port, "agentPort": 7070,
+                "agentToken": "t" * 48, "createDate": now_iso(), "lastOpDate": now_iso()})
+        row = dict(await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", ("cd" * 16,)))
+        conn = await deploy._login(core, row)
+        conn.close()
+        assert a.passwords == [PW]
+        host = (await api.query("QueryHost", ("uuid", "=", "cd" * 16)))[0]
+        assert host["sshHostKeyFingerprint"] == a.fingerprint
+        row = dict(await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", ("cd" * 16,)))
+        conn = await deploy._login(core, row)   # the recorded key is pinned and matches
+        conn.close()
