@@ -7,6 +7,8 @@ fail clearly (``VM.DETACH_TIMEOUT``, naming volume and VM) with the disk still i
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 import time
 import uuid
@@ -67,5 +69,36 @@ async def test_detach_of_a_stopped_domain_is_immediate(tmp_path: Path) -> None:
             assert status == 200, reply
             xml = (await run(["virsh", "-c", "qemu:///system", "dumpxml", "--inactive", vm], timeout=30)).stdout
             assert str(data) not in xml
+        finally:
+            await agent.call("/vm/destroy", {"uuid": vm})
+
+
+async def test_detach_from_a_booted_tiny_guest_completes(tmp_path: Path) -> None:
+    """The other side: a guest OS that handles ACPI hot-unplug (the tiny image's kernel, once booted) releases
+    the disk; the detach returns only after libvirt removed it from the running domain."""
+    tiny = Path(os.environ.get("ZSTACK_TINY_DIR", "/work/main/build/tiny")) / "tiny.qcow2"
+    if not tiny.exists():
+        pytest.fail(f"the tiny image {tiny} is missing (scripts/build-tiny-image)")
+    async with running_agent(tmp_path, uri="qemu:///system") as agent:
+        vm = uuid.uuid4().hex
+        vol_uuid = uuid.uuid4().hex
+        root = tmp_path / "root.qcow2"
+        await run(["qemu-img", "create", "-f", "qcow2", "-F", "qcow2", "-b", str(tiny), str(root)], timeout=30)
+        data = await make_disk(tmp_path / "data.qcow2")
+        try:
+            assert (await agent.call("/vm/start", start_body(vm, str(root), memory=256 << 20)))[0] == 200
+            console = agent.ctx.driver.console_log(vm)
+            deadline = time.monotonic() + 120
+            while "tiny: drivers ready" not in (console.read_text(errors="replace") if console.exists() else ""):
+                assert time.monotonic() < deadline, console.read_text(errors="replace")[-2000:]
+                await asyncio.sleep(0.5)
+            vol = {"path": str(data), "uuid": vol_uuid, "deviceId": 1}
+            assert (await agent.call("/vm/volume/attach", {"uuid": vm, "volume": vol}))[0] == 200
+            await asyncio.sleep(2)  # the guest sees the new device
+            t0 = time.monotonic()
+            status, reply = await agent.call("/vm/volume/detach", {"uuid": vm, "volumeUuid": vol_uuid})
+            print(f"\ndetach from a booted tiny guest: {status} after {time.monotonic() - t0:.1f} s")
+            assert status == 200, reply
+            assert str(data) not in await _domblklist(vm)
         finally:
             await agent.call("/vm/destroy", {"uuid": vm})
