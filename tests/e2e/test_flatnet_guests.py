@@ -295,7 +295,8 @@ async def test_seed_vm_with_two_l3s_gets_user_data_from_both_datasources(
         await c.inv("RebootVmInstance", uuid=vm["uuid"])
         await lab.wait_console(vm, r"tiny: sshd up", after=before, timeout=150)
         sts = {s.l3NetworkUuid: s for s in await lab.status(vm["hostUuid"])}
-        out = await _ssh_ok(lab, vm, "ip route get 169.254.169.254; "
+        out = await _ssh_ok(lab, vm, "for i in $(seq 40); do [ -f /run/dhcp.eth0.env ] && [ -f /run/dhcp.eth1.env ]"
+                            " && break; sleep 0.5; done; ip route get 169.254.169.254; "
                             "for f in /run/dhcp.*.env; do serverid=; . $f; echo \"== cs $serverid\"; "
                             "wget -q -O - http://$serverid/latest/user-data | head -n 3; done; "
                             "echo '== ec2'; wget -q -O - http://169.254.169.254/latest/user-data | head -n 3",
