@@ -8,7 +8,8 @@ Guarantees:
   ``LocalStorageResourceRef`` and capacity, and stays on that host (attaching it to a VM elsewhere is refused;
   ``LocalStorageMigrateVolume`` moves it).
 * Attach/detach of a Running VM is live (``/vm/volume/attach|detach``); a failing live attach leaves the
-  volume detached (a volume instantiated by that attach stays Ready on the host).
+  volume detached (a volume instantiated by that attach stays Ready on the host). A live detach the guest
+  never completes fails (409 ``VOLUME.DETACH_TIMEOUT`` naming volume and VM) and the volume stays attached.
 * DeleteDataVolume with its deletion policies, RecoverDataVolume and ExpungeDataVolume are in ``deletion.py``
   (they use :func:`detach`, :func:`delete_bits` and :func:`forget`); a Deleted volume cannot be attached.
 """
@@ -21,7 +22,7 @@ from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid, UuidMessage
 from controller.api.registry import api, by_uuid
 from controller.core import Controller
-from controller.errors import InvalidArgument, OperationError, StateConflict
+from controller.errors import AgentFailure, InvalidArgument, OperationError, StateConflict
 from controller.resources.common import create_row
 from controller.storage import capacity
 from controller.storage.common import connected_host, located, ps_row, volume_ref
@@ -159,7 +160,15 @@ async def detach(ctx: ApiContext, volume: dict[str, Any]) -> None:
                             "Running or Stopped vm", code="VM.1010")
     if vm is not None and vm["state"] == "Running" and vm["hostUuid"]:
         host = await connected_host(ctx.core, vm["hostUuid"])
-        await ctx.core.services["agents"].call(host, vc.DetachVolumeCmd(uuid=vm["uuid"], volumeUuid=volume["uuid"]))
+        try:
+            await ctx.core.services["agents"].call(host, vc.DetachVolumeCmd(uuid=vm["uuid"],
+                                                                             volumeUuid=volume["uuid"]))
+        except AgentFailure as e:
+            if (e.cause or {}).get("code") != "VM.DETACH_TIMEOUT":
+                raise
+            raise OperationError(f"data volume[uuid:{volume['uuid']}] is still attached to vm[uuid:{vm['uuid']}]: "
+                                 f"{e.cause.get('description') if e.cause else e}", code="VOLUME.DETACH_TIMEOUT",
+                                 cause=e.cause) from e
     async with ctx.db.write() as tx:
         await tx.update("Volume", {"uuid": volume["uuid"]},
                         {"vmInstanceUuid": None, "deviceId": None, "lastOpDate": now_iso()})

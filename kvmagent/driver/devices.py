@@ -1,6 +1,9 @@
 """Live device changes: CD-ROM media and data disks.
 
-Running domains get ``LIVE|CONFIG``; defined-but-stopped ones ``CONFIG``. Backends without device update
+Running domains get ``LIVE|CONFIG``; defined-but-stopped ones ``CONFIG``. A live disk detach is finished only
+when the guest released the disk (libvirt's DEVICE_REMOVED event), with the unplug repeated a few times;
+a guest that never releases it fails the detach (``VM.DETACH_TIMEOUT``), the disk still attached.
+Backends without device update
 (libvirt's test driver answers "not supported") get the change in the persistent definition instead,
 which is what a real host does for a stopped VM.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import xml.etree.ElementTree as ET
 
 import libvirt
 
@@ -95,16 +99,97 @@ async def attach_disk(guest: Guest, disk: DiskSpec) -> None:
         await guest.host.define(edit.with_device(await guest.xml(inactive=True), dev_el))
 
 
+#: After each hot-unplug request, how long to wait for the guest to release the disk (libvirt's DEVICE_REMOVED
+#: event, or the disk gone from the live definition); libvirt's own wait of ~5 s inside the request comes on
+#: top. The request is repeated between waits, as Nova does: a guest still booting misses the first ACPI event.
+DETACH_WAITS: tuple[float, ...] = (5.0, 10.0, 10.0)
+DETACH_POLL = 0.5
+
+_removed: dict[tuple[str, str], asyncio.Event] = {}
+
+
+def device_removed(domain: str, alias: str) -> None:
+    """libvirt's ``VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED`` (called on the loop by the driver): wake the waiter."""
+    ev = _removed.get((domain, alias))
+    if ev is not None:
+        ev.set()
+
+
+class DetachTimeout(AgentError):
+    """The guest never released a hot-unplugged device (409 ``VM.DETACH_TIMEOUT``); it is still attached."""
+
+    def __init__(self, vm: str, volume_uuid: str, attempts: int, seconds: float) -> None:
+        super().__init__(
+            "VM.DETACH_TIMEOUT",
+            f"the guest of VM {vm} did not release volume {volume_uuid} after {attempts} hot-unplug requests "
+            f"over {seconds:.0f} s (a guest that is still booting or has no ACPI hot-unplug support ignores them); "
+            "the volume stays attached: retry once the guest runs, or stop the VM and detach it",
+            status=409, details={"vmUuid": vm, "volumeUuid": volume_uuid})
+
+
 async def detach_disk(guest: Guest, volume_uuid: str) -> None:
-    """Detach the disk with serial ``volume_uuid``; absent: success."""
+    """Detach the disk with serial ``volume_uuid``; absent: success. On a running domain, returns only once
+    the guest released the disk (else :class:`DetachTimeout`, the disk still attached live and persistently)."""
+    if await guest.state() in ACTIVE:
+        live = edit.disk_element(edit.parse(await guest.xml()), volume_uuid)
+        if live is not None:
+            await _unplug_live(guest, volume_uuid, live)
     dom = edit.parse(await guest.xml(inactive=True))
     dev_el = edit.disk_element(dom, volume_uuid)
     if dev_el is None:
         return
     try:
-        await guest.detach_device(edit.element_string(dev_el), await _flags(guest))
+        await guest.detach_device(edit.element_string(dev_el), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
     except libvirt.libvirtError as e:
         if code_of(e) not in NO_SUPPORT:
             raise HypervisorError(f"detaching volume {volume_uuid} from {guest.name}", str(e),
                                   libvirt_code=code_of(e)) from e
         await guest.host.define(edit.disks_without(await guest.xml(inactive=True), volume_uuid))
+
+
+async def _unplug_live(guest: Guest, volume_uuid: str, live: ET.Element) -> None:
+    alias_el = live.find("alias")
+    key = (guest.name, alias_el.get("name", "") if alias_el is not None else "")
+    event = _removed.setdefault(key, asyncio.Event())
+    xml = edit.element_string(live)
+    t0 = time.monotonic()
+    try:
+        for attempt, wait in enumerate(DETACH_WAITS):
+            try:
+                await guest.detach_device(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            except libvirt.libvirtError as e:
+                if code_of(e) in NO_SUPPORT:
+                    return  # no live detach here: the persistent definition is changed by the caller
+                if not await _still_live(guest, volume_uuid):
+                    return
+                if attempt == 0:
+                    raise HypervisorError(f"detaching volume {volume_uuid} from {guest.name}", str(e),
+                                          libvirt_code=code_of(e)) from e
+                log.info("unplug request %d of volume %s from %s refused (%s); still waiting", attempt + 1,
+                         volume_uuid, guest.name, e)
+            deadline = time.monotonic() + wait
+            while await _still_live(guest, volume_uuid):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                event.clear()  # the live definition is re-read at least every DETACH_POLL seconds anyway
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=min(DETACH_POLL, left))
+                except TimeoutError:
+                    pass
+            else:
+                log.info("volume %s released by the guest of %s after %.1f s", volume_uuid, guest.name,
+                         time.monotonic() - t0)
+                return
+            log.warning("the guest of %s has not released volume %s %.0f s after unplug request %d", guest.name,
+                        volume_uuid, time.monotonic() - t0, attempt + 1)
+    finally:
+        if _removed.get(key) is event:
+            del _removed[key]
+    raise DetachTimeout(guest.name, volume_uuid, len(DETACH_WAITS), time.monotonic() - t0)
+
+
+async def _still_live(guest: Guest, volume_uuid: str) -> bool:
+    if await guest.state() not in ACTIVE:
+        return False
+    return edit.disk_element(edit.parse(await guest.xml()), volume_uuid) is not None

@@ -84,6 +84,11 @@ class LibvirtDriver(HypervisorDriver):
             conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None),
             conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._reboot, None),
         ]
+        try:
+            self._callback_ids.append(conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, self._device_removed, None))
+        except libvirt.libvirtError:
+            pass  # detach then waits by polling the live definition
         for fn, args in ((conn.registerCloseCallback, (self._closed, None)), (conn.setKeepAlive, (5, 3))):
             try:
                 fn(*args)
@@ -132,6 +137,9 @@ class LibvirtDriver(HypervisorDriver):
 
     def _reboot(self, _conn: Any, dom: libvirt.virDomain, _opaque: Any) -> None:
         self._dispatch(self._on_event, DomainEvent(dom.name(), None, "rebooted", rebooted=True))
+
+    def _device_removed(self, _conn: Any, dom: libvirt.virDomain, alias: str, _opaque: Any) -> None:
+        devices.device_removed(dom.name(), alias)
 
     def _closed(self, _conn: Any, reason: int, _opaque: Any) -> None:
         why = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client closed"}.get(

@@ -12,6 +12,7 @@ import agent_env
 import pytest
 from agent_env import Env, make_disk, open_env, wait_for
 
+from kvmagent.driver import devices
 from kvmagent.driver.base import VmState
 from kvmagent.driver.errors import DomainNotFound, HypervisorError, InvalidSpec, StateConflict
 from kvmagent.driver.spec import DiskSpec, IsoSpec
@@ -156,7 +157,7 @@ async def test_cdrom_change(env: Env) -> None:
     assert await env.driver.vm_state(spec.uuid) == VmState.RUNNING
 
 
-async def test_attach_detach_disk(env: Env) -> None:
+async def test_attach_detach_disk(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     data = await make_disk(env.tmp / "data.qcow2")
     spec = await env.spec()
     await env.driver.start_vm(spec)
@@ -166,6 +167,13 @@ async def test_attach_detach_disk(env: Env) -> None:
     assert disk_element(parse(await _xml(env, spec.uuid, inactive=True)), "d" * 32) is not None
     if env.backend == "qemu":
         assert disk_element(parse(await _xml(env, spec.uuid)), "d" * 32) is not None
+        # the guest runs only its firmware: it never answers the hot-unplug, so the detach fails, disk kept
+        monkeypatch.setattr(devices, "DETACH_WAITS", (0.5,))
+        with pytest.raises(devices.DetachTimeout, match="d" * 32):
+            await env.driver.detach_disk(spec.uuid, "d" * 32)
+        assert disk_element(parse(await _xml(env, spec.uuid)), "d" * 32) is not None
+        assert disk_element(parse(await _xml(env, spec.uuid, inactive=True)), "d" * 32) is not None
+        await env.driver.destroy_vm(spec.uuid, undefine=False)  # a stopped domain: the definition only
     await env.driver.detach_disk(spec.uuid, "d" * 32)
     await env.driver.detach_disk(spec.uuid, "d" * 32)
     assert disk_element(parse(await _xml(env, spec.uuid, inactive=True)), "d" * 32) is None

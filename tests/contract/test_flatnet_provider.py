@@ -158,3 +158,26 @@ def test_contract_reexports_the_agents_userdata_judgement() -> None:
     from flatnet import userdata
 
     assert fc.userdata_warnings is userdata.userdata_warnings and fc.decode_minified is userdata.decode_minified
+
+
+async def test_two_userdata_l3s_serve_the_vm_on_both(env: Env, rec: Recorder) -> None:
+    """The seed's ``l3NetworkUuids=A,B defaultL3NetworkUuid=B``: user data for B's NIC, also served on A's
+    (the guest's metadata route goes through its first NIC); an L3 without Flat DHCP is not listed."""
+    flat = (await env.core.db.fetchone("SELECT uuid FROM NetworkServiceProvider WHERE type='Flat'"))[0]
+    l2 = (await env.core.db.fetchone("SELECT l2NetworkUuid FROM L3Network WHERE uuid=?", (env.ids["l3"],)))[0]
+    a = (await env.inv("CreateL3Network", name="a", l2NetworkUuid=l2))["uuid"]
+    await env.call("AddIpRange", l3NetworkUuid=a, name="ra", startIp="10.20.0.10", endIp="10.20.0.200",
+                   netmask="255.255.255.0", gateway="10.20.0.1")
+    await env.call("AttachNetworkServiceToL3Network", l3NetworkUuid=a, networkServices={flat: ["DHCP", "Userdata"]})
+    c = (await env.inv("CreateL3Network", name="c", l2NetworkUuid=l2))["uuid"]
+    await env.call("AddIpRange", l3NetworkUuid=c, name="rc", startIp="10.30.0.10", endIp="10.30.0.200",
+                   netmask="255.255.255.0", gateway="10.30.0.1")
+    await env.call("AttachNetworkServiceToL3Network", l3NetworkUuid=c, networkServices={flat: ["Userdata"]})
+    status, body = await env.raw("CreateVmInstance", name="two", instanceOfferingUuid=env.ids["offering"],
+                                 imageUuid=env.ids["image"], l3NetworkUuids=[a, env.ids["l3"], c],
+                                 defaultL3NetworkUuid=env.ids["l3"], systemTags=[SEED_USERDATA])
+    assert status == 200, body
+    nics = {n["l3NetworkUuid"]: n for n in body["inventory"]["vmNics"]}
+    (_, ud), = rec.flat("/flatnet/userdata/apply")
+    assert (ud.l3NetworkUuid, ud.vmIp) == (env.ids["l3"], nics[env.ids["l3"]]["ip"])
+    assert [(x.l3NetworkUuid, x.ip) for x in ud.addresses] == [(a, nics[a]["ip"])]

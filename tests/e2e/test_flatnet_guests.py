@@ -255,3 +255,62 @@ async def _renew_after_reboot(lab: Flat, vm: dict[str, Any]) -> None:
     await lab.wait_console(vm, r"tiny: sshd up", after=before, timeout=90)
     out = await _ssh_ok(lab, vm, "udhcpc -i eth0 -n -q -t 3 -T 1 -s /bin/true 2>&1")
     assert f"lease of {vm['vmNics'][0]['ip']} obtained" in out, out
+
+
+async def test_seed_vm_with_two_l3s_gets_user_data_from_both_datasources(
+        lab: Flat, capsys: pytest.CaptureFixture[str]) -> None:
+    """Seed 2.2.2 verbatim: ``l3NetworkUuids=A,B defaultL3NetworkUuid=B`` with ``userdata::``. The guest routes
+    169.254.169.254 through its first NIC (A's DHCP server, lower metric) and its CloudStack datasource may read
+    either lease: the VM's metadata must answer on A as well as on B (it once answered 404 on A)."""
+    c = lab.ctl
+    l2 = (await c.raw("QueryL3Network", conditions=[{"name": "uuid", "op": "=", "value": c.ids["l3"]}]))[1][
+        "inventories"][0]["l2NetworkUuid"]
+    flat = (await c.raw("QueryNetworkServiceProvider", conditions=[
+        {"name": "type", "op": "=", "value": "Flat"}]))[1]["inventories"][0]["uuid"]
+    l3s = []
+    for name, net in (("seed-a", "10.102.0"), ("seed-b", "10.103.0")):
+        l3 = (await c.inv("CreateL3Network", name=name, l2NetworkUuid=l2))["uuid"]
+        await c.inv("AddIpRange", l3NetworkUuid=l3, name=name, startIp=f"{net}.10", endIp=f"{net}.200",
+                    netmask="255.255.255.0", gateway=f"{net}.1")
+        await c.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=l3,
+                    networkServices={flat: ["DHCP", "Userdata"]})
+        l3s.append(l3)
+    a, b = l3s
+    line = _seed_line_with("CreateVmInstance name=vm ", "defaultL3NetworkUuid=", "systemTags='userdata::")
+    for seed, ours in (("d720ff0c60ee48d3a2e6263dd3e12c33", c.ids["image"]),
+                       ("76789b62aeb542a5b4b8b8488fbaced2", c.ids["offering"]),
+                       ("37d3c4a1e2f14a1c8316a23531e62988", a), ("05266285f96245f096f3b7dce671991d", b)):
+        assert seed in line
+        line = line.replace(seed, ours)
+    await _cli("LogInByAccount accountName=admin password=password", capsys)
+    vm = (await _cli(line, capsys))["inventory"]
+    try:
+        assert [n["l3NetworkUuid"] for n in sorted(vm["vmNics"], key=lambda n: n["deviceId"])] == [a, b]
+        assert vm["defaultL3NetworkUuid"] == b
+        await lab.wait_console(vm, r"tiny-cloudinit: user-data applied \(cloud-config\)", timeout=150)
+        # log in: a key for root, applied at the next boot
+        await c.inv("CreateSystemTag", resourceUuid=vm["uuid"], resourceType="VmInstanceVO",
+                    tag=f"sshkey::{lab.pub}")
+        before = len(lab.console(vm))
+        await c.inv("RebootVmInstance", uuid=vm["uuid"])
+        await lab.wait_console(vm, r"tiny: sshd up", after=before, timeout=150)
+        sts = {s.l3NetworkUuid: s for s in await lab.status(vm["hostUuid"])}
+        out = await _ssh_ok(lab, vm, "for i in $(seq 40); do [ -f /run/dhcp.eth0.env ] && [ -f /run/dhcp.eth1.env ]"
+                            " && break; sleep 0.5; done; ip route get 169.254.169.254; "
+                            "for f in /run/dhcp.*.env; do serverid=; . $f; echo \"== cs $serverid\"; "
+                            "wget -q -O - http://$serverid/latest/user-data | head -n 3; done; "
+                            "echo '== ec2'; wget -q -O - http://169.254.169.254/latest/user-data | head -n 3",
+                            timeout=60)
+        print(f"\n{out}")
+        nic_a = next(n for n in vm["vmNics"] if n["l3NetworkUuid"] == a)
+        assert f"via {sts[a].dhcpServerIp} dev eth0" in out and f"src {nic_a['ip']}" in out, out  # the seed's case
+        parts = {m.group(1): m.group(2) for m in re.finditer(r"^== (cs \S+|ec2)\n(.*?)(?=^== |\Z)", out, re.M | re.S)}
+        assert set(parts) == {f"cs {sts[a].dhcpServerIp}", f"cs {sts[b].dhcpServerIp}", "ec2"}, out
+        for name, body in parts.items():
+            assert body.startswith("groups:\n - ubuntu: [foo,bar]"), (name, out)
+    finally:
+        await c.inv("DestroyVmInstance", uuid=vm["uuid"])
+
+
+def _seed_line_with(prefix: str, *parts: str) -> str:
+    return next(x for x in SEED.read_text().splitlines() if x.startswith(prefix) and all(p in x for p in parts))
