@@ -40,7 +40,7 @@ PINNED = ["libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-daemon-system
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "libpam-systemd", "openssh-server", "openssh-client", "iproute2",
             "iptables", "ebtables", "libvirt-daemon-system", "libvirt-daemon-driver-qemu", "libvirt-clients",
             "qemu-system-x86", "qemu-utils", "dnsmasq-base", "python3", "python3-venv", "procps", "psmisc",
-            "kmod", "ca-certificates"]
+            "kmod", "ca-certificates", "busybox"]  # busybox: tests ping/wget/udhcpc from a host
 # Units a container host does not need (consoles, timers, services that wait for hardware).
 MASKED = ["console-getty.service", "getty@tty1.service", "apt-daily.timer", "apt-daily-upgrade.timer",
           "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer", "man-db.timer", "logrotate.timer",

@@ -186,11 +186,12 @@ def run_testbed(state_dir: Path, *args: str, timeout: float = 300) -> subprocess
     return cp
 
 
-def bring_up(state_dir: Path, hosts: int = 2, prefix: str = "tb", mgmt_net: str = "10.99.0", mode: str = "plain",
+def bring_up(state_dir: Path, hosts: int = 2, prefix: str = "tb", mgmt_net: str = "10.99.0", mode: str | None = None,
              shares: tuple[Path | str, ...] = ()) -> Testbed:
-    """``testbed up``; ``shares`` (nspawn mode) are bind-mounted read-only into every host (file:// images)."""
-    extra = [a for d in shares for a in ("--share", str(d))]
-    run_testbed(state_dir, "up", str(hosts), "--prefix", prefix, "--mgmt-net", mgmt_net, "--mode", mode, *extra)
+    """``testbed up`` (``mode`` None: the testbed's default, $ZSTACK_TESTBED_MODE or plain); ``shares`` (nspawn
+    mode) are bind-mounted into every host (DIR read-only, DIR:rw read-write)."""
+    extra = [a for d in shares for a in ("--share", str(d))] + (["--mode", mode] if mode else [])
+    run_testbed(state_dir, "up", str(hosts), "--prefix", prefix, "--mgmt-net", mgmt_net, *extra)
     return Testbed.load(state_dir)
 
 
