@@ -43,6 +43,8 @@ __all__ = [
     "Testbed",
     "TinyImage",
     "bring_up",
+    "host_shares",
+    "testbed_mode",
     "domain_xml",
     "footprint",
     "kill_agent",
@@ -184,6 +186,20 @@ def run_testbed(state_dir: Path, *args: str, timeout: float = 300) -> subprocess
     if cp.returncode != 0:
         raise AssertionError(f"scripts/testbed {' '.join(args)} failed rc={cp.returncode}:\n{cp.stdout}{cp.stderr}")
     return cp
+
+
+def testbed_mode() -> str:
+    """The e2e testbeds' mode: $ZSTACK_E2E_TESTBED_MODE, else $ZSTACK_TESTBED_MODE (scripts/testbed's own
+    default), else plain."""
+    return os.environ.get("ZSTACK_E2E_TESTBED_MODE") or os.environ.get("ZSTACK_TESTBED_MODE") or "plain"
+
+
+def host_shares(mode: str, *, ro: tuple[Path, ...] = (), rw: tuple[Path, ...] = ()) -> tuple[str, ...]:
+    """``--share`` values giving nspawn hosts the paths of this machine that plain hosts see anyway (plain
+    hosts share this machine's file system: nothing to share)."""
+    if mode != "nspawn":
+        return ()
+    return (*(str(p) for p in ro), *(f"{p}:rw" for p in rw))
 
 
 def bring_up(state_dir: Path, hosts: int = 2, prefix: str = "tb", mgmt_net: str = "10.99.0", mode: str | None = None,
