@@ -164,7 +164,17 @@ def ensure_rootfs(log: object = print) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"testbed: built the host root tree {tree} in {time.monotonic() - t0:.0f} s")  # type: ignore[operator]
+    _prune(keep=tree)
     return tree
+
+
+def _prune(keep: Path) -> None:
+    """Remove the trees of older package sets that no running host uses (no overlay has them as lower dir)."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read()
+    for old in ROOTFS_CACHE.glob("rootfs-*"):
+        if old != keep and f"lowerdir={old}" not in mounts:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _build_wheelhouse(out: Path, reqs: list[str]) -> None:
