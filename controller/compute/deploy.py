@@ -205,12 +205,19 @@ async def build_wheel(core: Controller, root: Path = ROOT) -> Path:
         raise OperationError(f"could not build a stable wheel of {root}: its sources kept changing")
 
 
+KEEP_WHEELS = 8  # wheels of the most recent source trees kept in agent_package_dir
+
+
 def _publish(tmp: Path, out: Path) -> None:
     try:
         os.rename(tmp, out)
     except OSError:
         if _find_wheel(out) is None:  # not a concurrent builder's identical result
             raise
+    cached = sorted((d for d in out.parent.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in cached[KEEP_WHEELS:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 async def _install(core: Controller, conn: asyncssh.SSHClientConnection) -> None:

@@ -40,7 +40,7 @@ PINNED = ["libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-daemon-system
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "libpam-systemd", "openssh-server", "openssh-client", "iproute2",
             "iptables", "ebtables", "libvirt-daemon-system", "libvirt-daemon-driver-qemu", "libvirt-clients",
             "qemu-system-x86", "qemu-utils", "dnsmasq-base", "python3", "python3-venv", "procps", "psmisc",
-            "kmod", "ca-certificates"]
+            "kmod", "ca-certificates", "busybox"]  # busybox: tests ping/wget/udhcpc from a host
 # Units a container host does not need (consoles, timers, services that wait for hardware).
 MASKED = ["console-getty.service", "getty@tty1.service", "apt-daily.timer", "apt-daily-upgrade.timer",
           "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer", "man-db.timer", "logrotate.timer",
@@ -164,7 +164,17 @@ def ensure_rootfs(log: object = print) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"testbed: built the host root tree {tree} in {time.monotonic() - t0:.0f} s")  # type: ignore[operator]
+    _prune(keep=tree)
     return tree
+
+
+def _prune(keep: Path) -> None:
+    """Remove the trees of older package sets that no running host uses (no overlay has them as lower dir)."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read()
+    for old in ROOTFS_CACHE.glob("rootfs-*"):
+        if old != keep and f"lowerdir={old}" not in mounts:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _build_wheelhouse(out: Path, reqs: list[str]) -> None:

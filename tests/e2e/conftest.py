@@ -13,14 +13,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import REPO, DhcpNamespace, Guest, Testbed, TinyImage, bring_up, footprint, leftovers, tear_down, tiny_image
+from lab import (
+    REPO,
+    DhcpNamespace,
+    Guest,
+    Testbed,
+    TinyImage,
+    bring_up,
+    footprint,
+    host_shares,
+    leftovers,
+    tear_down,
+    testbed_mode,
+    tiny_image,
+)
 
 E2E_STATE_DIR = Path(os.environ.get("ZSTACK_E2E_TESTBED_DIR", "/var/lib/zstack-py-testbed-e2e"))
 # Two e2e runs on one machine (developers working in parallel) need distinct names and networks too.
 E2E_PREFIX = os.environ.get("ZSTACK_E2E_PREFIX", "tb")
 E2E_MGMT_NET = os.environ.get("ZSTACK_E2E_MGMT_NET", "10.99.0")
 # plain (namespaces + plain daemons) or nspawn (each host boots systemd; see scripts/testbed)
-E2E_MODE = os.environ.get("ZSTACK_E2E_TESTBED_MODE") or os.environ.get("ZSTACK_TESTBED_MODE", "plain")
+E2E_MODE = testbed_mode()
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +55,7 @@ def e2e_shares(mode: str, basetemp: Path) -> tuple[str, ...]:
     """What nspawn hosts must see of this machine, as plain-mode hosts do: the tiny image's directory (added as
     a file:// image), the repository (a test runs its metadata server script inside a host) and, read-write,
     pytest's temporary directory (guests' disks, console logs and SSH keys that tests make)."""
-    if mode != "nspawn":
-        return ()
-    return (str(tiny_image().qcow2.parent), str(REPO), f"{basetemp}:rw")
+    return host_shares(mode, ro=(tiny_image().qcow2.parent, REPO), rw=(basetemp,))
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,7 @@ __all__ = [
     "bring_up",
     "domain_xml",
     "footprint",
+    "host_shares",
     "kill_agent",
     "leftovers",
     "make_overlay",
@@ -53,6 +54,7 @@ __all__ = [
     "ssh_keypair",
     "start_guest",
     "tear_down",
+    "testbed_mode",
     "tiny_image",
     "wait_for",
 ]
@@ -186,11 +188,26 @@ def run_testbed(state_dir: Path, *args: str, timeout: float = 300) -> subprocess
     return cp
 
 
-def bring_up(state_dir: Path, hosts: int = 2, prefix: str = "tb", mgmt_net: str = "10.99.0", mode: str = "plain",
+def testbed_mode() -> str:
+    """The e2e testbeds' mode: $ZSTACK_E2E_TESTBED_MODE, else $ZSTACK_TESTBED_MODE (scripts/testbed's own
+    default), else plain."""
+    return os.environ.get("ZSTACK_E2E_TESTBED_MODE") or os.environ.get("ZSTACK_TESTBED_MODE") or "plain"
+
+
+def host_shares(mode: str, *, ro: tuple[Path, ...] = (), rw: tuple[Path, ...] = ()) -> tuple[str, ...]:
+    """``--share`` values giving nspawn hosts the paths of this machine that plain hosts see anyway (plain
+    hosts share this machine's file system: nothing to share)."""
+    if mode != "nspawn":
+        return ()
+    return (*(str(p) for p in ro), *(f"{p}:rw" for p in rw))
+
+
+def bring_up(state_dir: Path, hosts: int = 2, prefix: str = "tb", mgmt_net: str = "10.99.0", mode: str | None = None,
              shares: tuple[Path | str, ...] = ()) -> Testbed:
-    """``testbed up``; ``shares`` (nspawn mode) are bind-mounted read-only into every host (file:// images)."""
-    extra = [a for d in shares for a in ("--share", str(d))]
-    run_testbed(state_dir, "up", str(hosts), "--prefix", prefix, "--mgmt-net", mgmt_net, "--mode", mode, *extra)
+    """``testbed up`` (``mode`` None: the testbed's default, $ZSTACK_TESTBED_MODE or plain); ``shares`` (nspawn
+    mode) are bind-mounted into every host (DIR read-only, DIR:rw read-write)."""
+    extra = [a for d in shares for a in ("--share", str(d))] + (["--mode", mode] if mode else [])
+    run_testbed(state_dir, "up", str(hosts), "--prefix", prefix, "--mgmt-net", mgmt_net, *extra)
     return Testbed.load(state_dir)
 
 

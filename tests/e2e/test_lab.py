@@ -25,12 +25,14 @@ from lab import (
     TinyImage,
     bring_up,
     footprint,
+    host_shares,
     leftovers,
     make_overlay,
     run_testbed,
     ssh_keypair,
     start_guest,
     tear_down,
+    testbed_mode,
     wait_for,
 )
 
@@ -182,13 +184,17 @@ def test_down_leaves_nothing(tiny: TinyImage, tmp_path: Path) -> None:
     """A separate 1-host testbed (own prefix, net and state dir) with a guest, an inner namespace and a
     process in it: ``down`` removes all of it. Also: ``up`` again is a no-op, another N is refused."""
     tear_down(X_STATE_DIR)
-    tb = bring_up(X_STATE_DIR, hosts=1, prefix="tbx", mgmt_net="10.98.0")
+    mode = testbed_mode()
+    tb = bring_up(X_STATE_DIR, hosts=1, prefix="tbx", mgmt_net="10.98.0", mode=mode,
+                  shares=host_shares(mode, ro=(tiny.iso.parent,), rw=(tmp_path,)))
     try:
         h = tb.host("h1")
         before = json.loads(run_testbed(X_STATE_DIR, "status", "--json").stdout)
-        run_testbed(X_STATE_DIR, "up", "1", "--prefix", "tbx", "--mgmt-net", "10.98.0")
+        run_testbed(X_STATE_DIR, "up", "1", "--prefix", "tbx", "--mgmt-net", "10.98.0", "--mode", mode,
+                    *(a for s in host_shares(mode, ro=(tiny.iso.parent,), rw=(tmp_path,)) for a in ("--share", s)))
         after = json.loads(run_testbed(X_STATE_DIR, "status", "--json").stdout)
-        assert before["hosts"][0]["libvirtd_pid"] == after["hosts"][0]["libvirtd_pid"]
+        pid = "leader_pid" if h.mode == "nspawn" else "libvirtd_pid"  # the host's systemd, or its libvirtd
+        assert before["hosts"][0][pid] == after["hosts"][0][pid] is not None
         with pytest.raises(AssertionError, match="already up"):
             run_testbed(X_STATE_DIR, "up", "2", "--prefix", "tbx", "--mgmt-net", "10.98.0")
         rc = subprocess.run(["scripts/testbed", "--state-dir", str(X_STATE_DIR), "exec", "h1", "sh", "-c",

@@ -5,7 +5,7 @@ AddKvmHost installs the agent's wheel over SSH into the host's own venv and runs
 VM keeps running; a host reboot brings the agent back by itself and the controller marks the host's VMs
 Stopped (their domains went away with the reboot, as they do in ZStack 1.0); the agent's journal shows the
 request id that the controller logged for a VM start; ``down`` leaves nothing, also after ``up`` was killed
-half-way. This module brings up its own 1-host nspawn testbed (prefix ``sd``, 10.98.0.0/24) so it runs
+half-way. This module brings up its own 1-host nspawn testbed (prefix ``sd``, 10.94.0.0/24) so it runs
 whatever mode the session testbed has.
 """
 
@@ -41,7 +41,7 @@ from controller.api.http import CORE
 
 STATE_DIR = Path(os.environ.get("ZSTACK_E2E_SD_TESTBED_DIR", "/var/lib/zstack-py-testbed-e2e-sd"))
 PREFIX = os.environ.get("ZSTACK_E2E_SD_PREFIX", "sd")
-MGMT_NET = os.environ.get("ZSTACK_E2E_SD_MGMT_NET", "10.98.0")
+MGMT_NET = os.environ.get("ZSTACK_E2E_SD_MGMT_NET", "10.94.0")
 UNIT = "zstack-py-kvmagent"
 # Bounds (seconds) for the controller to see what the host did: restart delay 1 s + ping interval 1 s +
 # a reconnect (deploy check over SSH + connect sequence) on 2 busy cores.
@@ -246,7 +246,7 @@ def test_down_leaves_nothing_after_up_was_killed_half_way(kill_after: float, tin
     """``testbed up`` SIGKILLed while it builds or boots (its container keeps running, detached); ``down``
     still removes everything."""
     state = Path(f"{STATE_DIR}-killed")
-    prefix, net = f"{PREFIX}k", "10.97.0"
+    prefix, net = f"{PREFIX}k", "10.93.0"
     tear_down(state)
     p = subprocess.Popen([str(TESTBED), "--state-dir", str(state), "up", "2", "--prefix", prefix,
                           "--mgmt-net", net, "--mode", "nspawn"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
