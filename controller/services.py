@@ -3,6 +3,7 @@
 from controller import (  # noqa: F401
     backup,
     compute,
+    consistency,
     flatnet_provider,
     globalconfig,
     identity,

@@ -229,8 +229,15 @@ async def rollback_on_host(ctx: ApiContext, host: dict[str, Any], vm: dict[str, 
 
 
 async def create_vm(ctx: ApiContext, msg: CreateVmInstanceMsg) -> str:
-    """Create and start; returns the VM uuid."""
+    """Create and start; returns the VM uuid. The VM's work queue is held from its insertion on, so crash
+    recovery (:mod:`.recovery`) knows its Starting state belongs to a live operation."""
     offering, image = await check(ctx, msg)
+    if not msg.resourceUuid:
+        msg.resourceUuid = new_uuid()
+    return await ctx.core.queues.run(msg.resourceUuid, lambda: _create(ctx, msg, offering, image))
+
+
+async def _create(ctx: ApiContext, msg: CreateVmInstanceMsg, offering: dict[str, Any], image: dict[str, Any]) -> str:
     vm = await insert_vm(ctx, msg, offering, image)
     host = dict(await ctx.db.fetchone("SELECT * FROM Host WHERE uuid=?", (vm["hostUuid"],)) or {})
     account = ctx.session.accountUuid if ctx.session else new_uuid()
