@@ -171,6 +171,11 @@ async def test_controller_sigkill_during_creates_recovers(lab: tuple[Env, list[S
         assert all(r["used"] == r["held"] for r in refs), [dict(r) for r in refs]
         status, body = await env2.raw("CheckConsistency")
         assert status == 200 and body["findings"] == [] and body["consistent"], body
+        ctl = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "controller.ctl", "--config", str(cfg_file), "check", cwd=str(REPO),
+            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=asyncio.subprocess.PIPE)
+        out, _ = await ctl.communicate()
+        assert ctl.returncode == 0 and b"consistent" in out, out
         # and the rolled-back capacity is really free: the 3 creates go through now
         for i in range(3):
             st, b = await env2.create_vm(f"again{i}", hostUuid=hosts[1])
@@ -211,6 +216,13 @@ async def test_check_consistency_finds_and_repairs(env: Env) -> None:
     assert repaired == {"hostCapacity": True, "leakedIp": True, "orphanDomain": False, "stuckTransition": True}
     left = sorted(f["kind"] for f in (await env.call("CheckConsistency"))["findings"])
     assert left == ["orphanDomain"]
+    ctl = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controller.ctl", "check", "--url", env.url, cwd=str(REPO),
+        env={**os.environ, "PYTHONPATH": str(REPO), "ZSTACK_ADMIN_PASSWORD": "password"},
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await ctl.communicate()
+    assert ctl.returncode == 1 and f"orphanDomain: domain[uuid:{vm['uuid']}]".encode() in out, out
+    assert b"what to do: destroy it" in out, out
     assert (await env.vm(other["uuid"]))["state"] == "Running"
     await env.call("UpdateGlobalConfig", category="vm", name="orphanDomain.destroy", value="true")
     await env.call("ReconnectHost", uuid=vm["hostUuid"])
