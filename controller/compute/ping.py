@@ -4,7 +4,8 @@
 * ``host/ping.maxFailure`` failures in a row → Disconnected, its VMs → Unknown.
 * A Disconnected host that answers again is reconnected when ``host/connection.autoReconnectOnError``.
 * A changed ``bootId`` (the agent restarted) → reconnect.
-* When ``kvm/vmSyncOnHostPing``, a successful ping of a Connected host is followed by ``/vm/vmsync``.
+* When ``kvm/vmSyncOnHostPing``, a successful ping of a Connected host is followed by ``/vm/vmsync`` and the
+  crash-recovery reconcile of its VMs left in a transitional state (:mod:`.recovery`).
 Reconnects run in the host's work queue, so they never overlap a ReconnectHost API call.
 """
 
@@ -15,7 +16,7 @@ import logging
 from typing import Any
 
 from controller.compute import connect as conn
-from controller.compute import tracer
+from controller.compute import recovery, tracer
 from controller.core import Controller, on_start
 from controller.errors import ApiError
 from controller.tasks import every
@@ -56,6 +57,9 @@ class HostTracker:
         if configs.get_bool("kvm", "vmSyncOnHostPing"):
             states = await agents.call(host, vc.VmSyncCmd())
             await tracer.full_sync(self.core, host["uuid"], dict(states.states))
+            # a VM left in a transitional state with no operation under way (a create whose rollback the host
+            # could not confirm, ...) is finished or rolled back now that the host answers
+            await recovery.reconcile_host(self.core, host, dict(states.states))
 
     async def _failed(self, host: dict[str, Any], e: Exception) -> None:
         n = self.failures.get(host["uuid"], 0) + 1

@@ -49,7 +49,7 @@ from controller.compute import extensions
 from controller.compute.capacity import move_vm
 from controller.compute.connect import parse_size
 from controller.core import Controller, on_start
-from controller.errors import ApiError
+from controller.errors import ApiError, OperationError
 from controller.globalconfig import ConfigDef, register_config
 from controller.storage.capacity import sync_ps
 from controller.util import now_iso
@@ -195,7 +195,9 @@ async def _rollback_create(core: Controller, host: dict[str, Any], vm: dict[str,
     from controller.compute.vmcreate import remove_vm, rollback_on_host
 
     ctx = _ctx(core)
-    await rollback_on_host(ctx, host, vm)
+    if not await rollback_on_host(ctx, host, vm):
+        raise OperationError(f"host {host['uuid']} did not confirm the domain of vm {vm['uuid']} is gone; the vm is "
+                             "kept until its next reconnect")
     await extensions.run_quietly("vm.start_failed", core, host=host, vm=vm)
     await remove_vm(ctx, vm["uuid"])
 
