@@ -323,3 +323,32 @@ async def test_libvirtd_restarted_under_a_running_agent(cloud: tuple[Controller,
     await c.consistent_within("libvirtd restarted under a running agent")
     assert (await c.vms())[0]["state"] == "Running"
     print(f"libvirtd restart: VM still Running, {time.monotonic() - t0:.1f} s")
+
+
+async def test_agent_sigkill_during_volume_migration(cloud: tuple[Controller, dict]) -> None:
+    c, hosts = cloud
+    (src_uuid, _), (dst_uuid, dst) = list(hosts.items())[:2]
+    vm = await c.create_vm("migrated", src_uuid)
+    await c.inv("StopVmInstance", uuid=vm["uuid"], type="cold")
+    status, body = await c.raw("LocalStorageMigrateVolume", background=True, volumeUuid=vm["rootVolumeUuid"],
+                               destHostUuid=dst_uuid)
+    assert status == 202, body
+    await asyncio.sleep(0.5)  # the copy from the source agent to the destination agent is under way
+    kill_agent(dst, signal.SIGKILL)
+    assert c.http is not None
+
+    async def job_done() -> bool:
+        assert c.http is not None
+        async with c.http.get(f"{c.url}/v1/jobs/{body['jobUuid']}",
+                              headers={"Authorization": f"OAuth {c.session}"}) as r:
+            return (await r.json())["state"] != "Processing"
+
+    await _until(job_done, 300, "the migration job to end")
+    t0 = time.monotonic()
+    await c.inv("ReconnectHost", uuid=dst_uuid)
+    print(f"\nagent SIGKILL during a volume migration: destination reconnected in {time.monotonic() - t0:.1f} s")
+    await c.consistent_within("agent SIGKILL during a volume migration")
+    # the volume lives on exactly one host, and the VM starts there
+    vm_now = (await c.vms())[0]
+    assert (await c.inv("StartVmInstance", uuid=vm_now["uuid"]))["state"] == "Running"
+    await c.consistent_within("after starting the migrated-or-not VM")
