@@ -1,4 +1,8 @@
-"""``zstack-ctl start|stop|status|backup|restore``: manage the controller process and its database.
+"""``zstack-ctl start|stop|status|backup|restore|check``: manage the controller process and its database.
+
+``check [--repair] [--json]`` runs the ``CheckConsistency`` API of the running controller as admin (password:
+``$ZSTACK_ADMIN_PASSWORD``, else the config's ``admin_password``) and prints each difference between the
+database and the hosts with what to do; exit status 0 when nothing is left to do, 1 otherwise.
 
 Under systemd the controller runs as unit ``zstack-py-controller``; where systemd does not run (containers,
 this project's CI) ``start`` runs it as a background daemon with a pid file.
@@ -13,8 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from controller.config import DEFAULT_CONFIG, ControllerConfig
 
@@ -146,6 +152,61 @@ def restore_cmd(cfg: ControllerConfig, source: str, stop_first: bool) -> int:
     return 0
 
 
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the controller is never behind a proxy
+
+
+def _post(url: str, body: dict[str, Any], session: str | None = None, timeout: float = 600) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if session:
+        headers["Authorization"] = f"OAuth {session}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with _OPENER.open(req, timeout=timeout) as r:
+            return dict(json.loads(r.read()))
+    except urllib.error.HTTPError as e:
+        return dict(json.loads(e.read() or b"{}"))
+
+
+def _get(url: str, session: str) -> dict[str, Any]:
+    req = urllib.request.Request(url, headers={"Authorization": f"OAuth {session}"})
+    with _OPENER.open(req, timeout=30) as r:
+        return dict(json.loads(r.read()))
+
+
+def check(cfg: ControllerConfig, repair: bool, as_json: bool, url: str | None = None) -> int:
+    base = url or _url(cfg)
+    password = os.environ.get("ZSTACK_ADMIN_PASSWORD") or cfg.admin_password
+    try:
+        login = _post(base + "/v1/LogInByAccount", {"accountName": "admin", "password": password}, timeout=30)
+    except OSError as e:
+        print(f"controller not reachable at {base}: {e}", file=sys.stderr)
+        return 2
+    if not login.get("success"):
+        print(f"admin login failed: {login.get('error')}; set ZSTACK_ADMIN_PASSWORD", file=sys.stderr)
+        return 2
+    session = login["inventory"]["uuid"]
+    reply = _post(base + "/v1/CheckConsistency", {"repair": repair, "timeout": 600000}, session)
+    while reply.get("jobUuid") and "findings" not in reply:
+        time.sleep(1)
+        job = _get(base + f"/v1/jobs/{reply['jobUuid']}", session)
+        if job["state"] != "Processing":
+            reply = job["result"] or {}
+    if not reply.get("success", False):
+        print(f"CheckConsistency failed: {reply.get('error')}", file=sys.stderr)
+        return 2
+    findings = reply["findings"]
+    if as_json:
+        print(json.dumps(findings, indent=2))
+    elif not findings:
+        print("consistent: the database and every connected host agree")
+    for f in [] if as_json else findings:
+        state = " [repaired]" if f["repaired"] else (" [--repair fixes it]" if f["repairable"] else "")
+        where = f" on host {f['host']}" if f["host"] else ""
+        print(f"{f['kind']}: {f['resource']}{where}: {f['detail']}{state}\n    what to do: {f['action']}")
+    left = [f for f in findings if not f["repaired"]]
+    return 1 if left else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="zstack-ctl", description="manage the ZStack-Py controller")
     p.add_argument("--config", default=None, help=f"controller config (default {DEFAULT_CONFIG})")
@@ -160,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("restore", help="replace the database with a backup (the controller must be stopped)")
     r.add_argument("path")
     r.add_argument("--stop", action="store_true", help="stop a running controller first")
+    ck = sub.add_parser("check", help="compare the database with every connected host")
+    ck.add_argument("--repair", action="store_true", help="fix the safe differences")
+    ck.add_argument("--json", action="store_true")
+    ck.add_argument("--url", default=None, help="controller URL (default: from the config)")
     args = p.parse_args(argv)
     cfg = ControllerConfig.load(args.config)
     if args.cmd == "start":
@@ -170,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return backup_cmd(cfg, args.path)
     if args.cmd == "restore":
         return restore_cmd(cfg, args.path, args.stop)
+    if args.cmd == "check":
+        return check(cfg, args.repair, args.json, args.url)
     return status(cfg, args.json)
 
 

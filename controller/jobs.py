@@ -26,11 +26,15 @@ class Jobs:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._tasks: dict[str, asyncio.Task[JobResult]] = {}
+        #: the jobs :meth:`recover` found interrupted (uuid, apiName, resourceUuid): crash recovery reads them
+        self.interrupted: list[dict[str, Any]] = []
 
     async def recover(self) -> int:
         body = ApiError("the controller restarted while the job was running; check the resource's "
                         "state and retry").body()
         async with self.db.write() as tx:
+            self.interrupted = [dict(r) for r in await tx.fetchall(
+                "SELECT uuid, apiName, resourceUuid FROM Job WHERE state='Processing'")]
             cur = await tx.execute("UPDATE Job SET state='Failed', result=?, httpStatus=500, finishedDate=? "
                                    "WHERE state='Processing'", (json.dumps(body), now_iso()))
             return cur.rowcount

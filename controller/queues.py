@@ -37,3 +37,7 @@ class WorkQueues:
 
     def busy(self) -> int:
         return len(self._locks)
+
+    def is_busy(self, key: str) -> bool:
+        """True while a call with ``key`` runs or waits (an operation on that resource is under way)."""
+        return key in self._locks

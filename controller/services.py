@@ -4,6 +4,7 @@ from controller import (  # noqa: F401
     account,
     backup,
     compute,
+    consistency,
     flatnet_provider,
     globalconfig,
     housekeeping,

@@ -149,6 +149,10 @@ class MetadataServer:
         self._saved = {k for k in self._saved if k in entries and entries[k] == self._entries.get(k)}
         self._entries = dict(entries)
 
+    def entry_vms(self, l3_uuid: str) -> list[str]:
+        """The VMs user data is served to on ``l3_uuid``."""
+        return sorted({spec.vm_uuid for k, spec in self._entries.items() if k[0] == l3_uuid})
+
     def entry_count(self, l3_uuid: str) -> int:
         return sum(1 for k in self._entries if k[0] == l3_uuid)
 

@@ -60,6 +60,9 @@ class L3Status:
     userdata: int
     listening: list[tuple[str, int]]
     error: str | None = None
+    #: (vm uuid, mac, ip) of every NIC in the L3's DHCP hosts; vm uuids with user data served
+    entries: list[tuple[str, str, str]] = field(default_factory=list)
+    userdata_vms: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -193,7 +196,9 @@ class FlatNetService:
                 dnsmasq_pid=dnsmasq.find_pid(self._paths(l3.uuid)),
                 nics=sum(1 for x in self.state.nics.values() if x.l3_uuid == l3.uuid),
                 userdata=self.metadata.entry_count(l3.uuid), listening=self.metadata.listening(l3.uuid),
-                error=self._errors.get(l3.uuid)))
+                error=self._errors.get(l3.uuid),
+                entries=sorted((x.vm_uuid, x.mac, x.ip) for x in self.state.nics.values() if x.l3_uuid == l3.uuid),
+                userdata_vms=self.metadata.entry_vms(l3.uuid)))
         return out
 
     # --- convergence ---------------------------------------------------------------------------------

@@ -81,14 +81,25 @@ async def connect(core: Controller, host_uuid: str, controller_url: str) -> None
                                f"{host['clusterUuid']}) is missing on host {host['managementIp']}: {e.details}",
                                cause=e.cause) from e
     for ps in await local_storages(core, host["clusterUuid"]):
-        reply = await agents.call(host, sc.InitCmd(storagePath=ps["url"], primaryStorageUuid=ps["uuid"],
-                                                   hostUuid=host_uuid))
-        async with core.db.write() as tx:
-            await record_host(tx, ps["uuid"], host_uuid, reply)
+        await init_local_storage(core, host, ps)
     states = await agents.call(host, vc.VmSyncCmd())
     await tracer.full_sync(core, host_uuid, dict(states.states))
     await extensions.run("host.connected", core, host=host)
     await set_status(core, host_uuid, "Connected")
+    # A primary storage attached while this sequence ran (after the list above was read) saw the host not yet
+    # Connected and left it to us: initialise what is still missing (compute/attach.py).
+    for ps in await local_storages(core, host["clusterUuid"]):
+        if await core.db.fetchone("SELECT 1 FROM LocalStorageHostRef WHERE primaryStorageUuid=? AND hostUuid=?",
+                                  (ps["uuid"], host_uuid)) is None:
+            await init_local_storage(core, host, ps)
+
+
+async def init_local_storage(core: Controller, host: dict[str, Any], ps: dict[str, Any]) -> None:
+    """``/localstorage/init`` of ``ps`` on ``host`` and its ``LocalStorageHostRef`` (capacity) recorded."""
+    reply = await core.services["agents"].call(host, sc.InitCmd(storagePath=ps["url"], primaryStorageUuid=ps["uuid"],
+                                                                hostUuid=host["uuid"]))
+    async with core.db.write() as tx:
+        await record_host(tx, ps["uuid"], host["uuid"], reply)
 
 
 async def _write_facts(core: Controller, tx: Any, host_uuid: str, facts: Any) -> None:

@@ -104,9 +104,13 @@ async def add_kvm_host(ctx: ApiContext, msg: AddKvmHostMsg) -> dict[str, Any]:
     """Add a KVM host: deploy the agent over SSH and connect it; on any failure no host row remains."""
     check_management_ip(msg.managementIp)
     uuid = await _insert_host(ctx, msg)
-    try:
+
+    async def deploy_and_connect() -> None:
         url = await deploy.deploy(ctx.core, await conn.host_row(ctx.core, uuid), new=True)
         await conn.connect(ctx.core, uuid, url)
+
+    try:  # in the host's queue too: a reconnect the new agent asks for waits until the add is done
+        await ctx.core.queues.run(uuid, deploy_and_connect)
     except BaseException as e:
         await _delete_host_row(ctx.core, uuid)
         if isinstance(e, ApiError):

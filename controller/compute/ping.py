@@ -7,7 +7,8 @@
 * The first failed ping of a host added over SSH asks the host's init (``systemctl is-active
   zstack-py-kvmagent``, in the background): logged; a unit systemd gave up on (failed) or that was stopped
   (inactive) is brought back by a reconnect (deploy starts it) when ``host/connection.autoReconnectOnError``.
-* When ``kvm/vmSyncOnHostPing``, a successful ping of a Connected host is followed by ``/vm/vmsync``.
+* When ``kvm/vmSyncOnHostPing``, a successful ping of a Connected host is followed by ``/vm/vmsync`` and the
+  crash-recovery reconcile of its VMs left in a transitional state (:mod:`.recovery`).
 Reconnects run in the host's work queue, so they never overlap a ReconnectHost API call.
 """
 
@@ -18,7 +19,7 @@ import logging
 from typing import Any
 
 from controller.compute import connect as conn
-from controller.compute import tracer
+from controller.compute import recovery, tracer
 from controller.core import Controller, on_start
 from controller.errors import ApiError
 from controller.tasks import every
@@ -59,6 +60,9 @@ class HostTracker:
         if configs.get_bool("kvm", "vmSyncOnHostPing"):
             states = await agents.call(host, vc.VmSyncCmd())
             await tracer.full_sync(self.core, host["uuid"], dict(states.states))
+            # a VM left in a transitional state with no operation under way (a create whose rollback the host
+            # could not confirm, ...) is finished or rolled back now that the host answers
+            await recovery.reconcile_host(self.core, host, dict(states.states))
 
     async def _failed(self, host: dict[str, Any], e: Exception) -> None:
         n = self.failures.get(host["uuid"], 0) + 1

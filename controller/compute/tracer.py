@@ -94,7 +94,10 @@ async def full_sync(core: Controller, host_uuid: str, states: dict[str, str]) ->
 
 
 async def host_disconnected(core: Controller, host_uuid: str) -> None:
-    """A Disconnected host puts every VM on it in Unknown (reference §3.9)."""
+    """A Disconnected host puts every VM on it in Unknown (reference §3.9). A VM in a transitional state keeps
+    it: a live operation sets its end state itself, and one a crash interrupted is finished or rolled back at
+    the host's reconnect (:mod:`.recovery`), which needs to know what was under way."""
     async with core.db.write() as tx:
         await tx.execute("UPDATE VmInstance SET state='Unknown' WHERE hostUuid=? AND state NOT IN "
-                         "('Destroyed', 'Expunging', 'Created', 'Destroying')", (host_uuid,))
+                         "('Destroyed', 'Expunging', 'Created', 'Destroying', 'Starting', 'Stopping', "
+                         "'Rebooting', 'Migrating')", (host_uuid,))

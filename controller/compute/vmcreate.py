@@ -216,32 +216,53 @@ async def remove_vm(ctx: ApiContext, vm_uuid: str) -> None:
         await tx.execute("DELETE FROM VmInstance WHERE uuid=?", (vm_uuid,))
 
 
-async def rollback_on_host(ctx: ApiContext, host: dict[str, Any], vm: dict[str, Any]) -> None:
-    """Best effort: nothing of the VM stays on the host (domain, root volume)."""
+async def rollback_on_host(ctx: ApiContext, host: dict[str, Any], vm: dict[str, Any]) -> bool:
+    """Nothing of the VM stays on the host (domain, root volume). False when the host could not confirm that
+    the domain is gone (its agent did not answer): the caller keeps the VM's records (and so its IPs)."""
     agents = ctx.core.services["agents"]
     try:
         await agents.call(host, vc.DestroyVmCmd(uuid=vm["uuid"]))
+    except ApiError as e:
+        log.warning("rollback of vm %s on host %s: the domain may still exist: %s", vm["uuid"], host["uuid"],
+                    e.details)
+        return False
+    try:
         for vol in await ctx.db.fetchall("SELECT installPath FROM Volume WHERE vmInstanceUuid=? AND "
                                          "installPath IS NOT NULL", (vm["uuid"],)):
             await delete_root(ctx.core, host, vol["installPath"])
     except ApiError as e:
-        log.warning("rollback of vm %s on host %s left something behind: %s", vm["uuid"], host["uuid"], e.details)
+        log.warning("rollback of vm %s on host %s left a volume behind: %s", vm["uuid"], host["uuid"], e.details)
+    return True
 
 
 async def create_vm(ctx: ApiContext, msg: CreateVmInstanceMsg) -> str:
-    """Create and start; returns the VM uuid."""
+    """Create and start; returns the VM uuid. The VM's work queue is held from its insertion on, so crash
+    recovery (:mod:`.recovery`) knows its Starting state belongs to a live operation."""
     offering, image = await check(ctx, msg)
+    if not msg.resourceUuid:
+        msg.resourceUuid = new_uuid()
+    return await ctx.core.queues.run(msg.resourceUuid, lambda: _create(ctx, msg, offering, image))
+
+
+async def _create(ctx: ApiContext, msg: CreateVmInstanceMsg, offering: dict[str, Any], image: dict[str, Any]) -> str:
     vm = await insert_vm(ctx, msg, offering, image)
     host = dict(await ctx.db.fetchone("SELECT * FROM Host WHERE uuid=?", (vm["hostUuid"],)) or {})
     account = ctx.session.accountUuid if ctx.session else new_uuid()
     try:
         await start_on_host(ctx.core, host, vm, account, new_create=True)
     except BaseException as e:
-        await rollback_on_host(ctx, host, vm)
-        await remove_vm(ctx, vm["uuid"])
+        kept = ""
+        if await rollback_on_host(ctx, host, vm):
+            await remove_vm(ctx, vm["uuid"])
+        else:  # a domain may run there with the VM's IPs: keep them held until the host says (crash recovery)
+            async with ctx.db.write() as tx:
+                await tx.execute("UPDATE VmInstance SET state='Destroying', lastOpDate=? WHERE uuid=?",
+                                 (now_iso(), vm["uuid"]))
+            kept = ("; the host did not confirm the rollback, so the VM is kept Destroying (holding its IPs) "
+                    "and destroyed when its host reconnects")
         if isinstance(e, ApiError):
             raise VmStartFailed(f"failed to start vm[uuid:{vm['uuid']}, name:{vm['name']}] on host"
-                                f"[uuid:{host['uuid']}, managementIp:{host['managementIp']}]: {e.details}",
+                                f"[uuid:{host['uuid']}, managementIp:{host['managementIp']}]: {e.details}{kept}",
                                 cause=e.body()["error"]) from e
         raise
     async with ctx.db.write() as tx:

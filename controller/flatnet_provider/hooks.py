@@ -92,7 +92,7 @@ async def _state_changed(core: Controller, *, vm_uuid: str, before: str, after: 
         await apply_plan(core, await host_row(core, new_host), await vm_plan(core, vm))
 
 
-async def _cluster_uses_flat(core: Controller, cluster_uuid: str) -> bool:
+async def cluster_uses_flat(core: Controller, cluster_uuid: str) -> bool:
     row = await core.db.fetchone(
         "SELECT 1 FROM NetworkServiceL3NetworkRef r JOIN NetworkServiceProvider p ON p.uuid = "
         "r.networkServiceProviderUuid JOIN L3Network l3 ON l3.uuid = r.l3NetworkUuid JOIN L2NetworkClusterRef c "
@@ -107,7 +107,7 @@ async def rebuild_host(core: Controller, host: dict[str, Any]) -> None:
     cache: dict[str, FlatL3] = {}
     plans = [await vm_plan(core, dict(r), cache) for r in rows]
     plans = [p for p in plans if not p.empty]
-    if not plans and not await _cluster_uses_flat(core, host["clusterUuid"]):
+    if not plans and not await cluster_uses_flat(core, host["clusterUuid"]):
         return
     t0 = time.monotonic()
     await _call(core, host, FlatDhcpApplyCmd(l3s=list(cache.values()), nics=[n for p in plans for n in p.nics],

@@ -19,6 +19,7 @@ from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid
 from controller.api.registry import api
 from controller.errors import InvalidArgument
+from controller.resources import attachments
 from controller.resources.checks import require
 from controller.resources.common import change_state_api, delete_api, update_api
 from controller.tags.service import is_domain
@@ -64,6 +65,14 @@ async def attach_backup_storage(ctx: ApiContext, msg: BackupStorageZoneMsg) -> d
                                   f"zone[uuid:{msg.zoneUuid}]")
         await tx.insert("BackupStorageZoneRef", {"backupStorageUuid": msg.backupStorageUuid,
                                                  "zoneUuid": msg.zoneUuid, "createDate": now_iso()})
+    try:
+        await attachments.run_attached(ctx, "backupStorage.attached", bs_uuid=msg.backupStorageUuid,
+                                       zone_uuid=msg.zoneUuid)
+    except BaseException:
+        async with ctx.db.write() as tx:
+            await tx.execute("DELETE FROM BackupStorageZoneRef WHERE backupStorageUuid=? AND zoneUuid=?",
+                             (msg.backupStorageUuid, msg.zoneUuid))
+        raise
     return {"inventory": await ctx.inventory("BackupStorage", msg.backupStorageUuid)}
 
 
@@ -78,6 +87,8 @@ async def detach_backup_storage(ctx: ApiContext, msg: BackupStorageZoneMsg) -> d
         if cur.rowcount == 0:
             raise InvalidArgument(f"backup storage[uuid:{msg.backupStorageUuid}] is not attached to "
                                   f"zone[uuid:{msg.zoneUuid}]")
+    await attachments.run_detached(ctx, "backupStorage.detached", bs_uuid=msg.backupStorageUuid,
+                                   zone_uuid=msg.zoneUuid)
     return {"inventory": await ctx.inventory("BackupStorage", msg.backupStorageUuid)}
 
 

@@ -8,8 +8,8 @@ Guarantees:
   (reference §3.1: Flat, VirtualRouter and SecurityGroup for both types).
 * Attaching is refused (400 SYS.1007) when already attached, when the cluster is in another zone, or
   when another L2 on the same bridge (same physicalInterface for NoVlan, same interface and vlan for
-  Vlan) is attached to that cluster. Records only: creating the bridge on the hosts comes with the host
-  connect sequence.
+  Vlan) is attached to that cluster. Every Connected host of the cluster must have the L2's bridge (as
+  the connect sequence of a joining host checks): a host without it fails the attach, which is undone.
 * Deleting removes the L2's L3 networks, ranges, IPs and attachments (foreign keys cascade) and its tags
   (triggers). With ``deleteMode=Permissive`` it is refused (409) while VM NICs are on one of its L3
   networks; ``Enforcing`` deletes anyway (the NICs keep their rows with ``l3NetworkUuid`` cleared).
@@ -26,6 +26,7 @@ from controller.api.messages import ApiMessage, CreateMessage, Description, Name
 from controller.api.registry import api, by_uuid
 from controller.db.database import Tx
 from controller.errors import InvalidArgument
+from controller.resources import attachments
 from controller.resources.checks import interface_name, require
 from controller.resources.common import create_row, update_fields
 from controller.resources.l3 import refuse_if_nics
@@ -133,6 +134,13 @@ async def attach_l2(ctx: ApiContext, msg: L2ClusterMsg) -> dict[str, Any]:
         await _check_attach(tx, l2, cluster)
         await tx.insert("L2NetworkClusterRef", {"l2NetworkUuid": l2["uuid"], "clusterUuid": cluster["uuid"],
                                                 "createDate": now_iso()})
+    try:  # every Connected host of the cluster must carry the bridge, as a joining host must
+        await attachments.run_attached(ctx, "l2.attached", l2=l2, cluster_uuid=cluster["uuid"])
+    except BaseException:
+        async with ctx.db.write() as tx:
+            await tx.execute("DELETE FROM L2NetworkClusterRef WHERE l2NetworkUuid=? AND clusterUuid=?",
+                             (l2["uuid"], cluster["uuid"]))
+        raise
     return {"inventory": await l2_inventory(ctx, msg.l2NetworkUuid)}
 
 
@@ -140,13 +148,14 @@ async def attach_l2(ctx: ApiContext, msg: L2ClusterMsg) -> dict[str, Any]:
 async def detach_l2(ctx: ApiContext, msg: L2ClusterMsg) -> dict[str, Any]:
     """Detach an L2 network from a cluster."""
     async with ctx.db.write() as tx:
-        await require(tx, "L2Network", msg.l2NetworkUuid, "l2NetworkUuid")
+        l2 = await require(tx, "L2Network", msg.l2NetworkUuid, "l2NetworkUuid")
         await require(tx, "Cluster", msg.clusterUuid, "clusterUuid")
         cur = await tx.execute("DELETE FROM L2NetworkClusterRef WHERE l2NetworkUuid=? AND clusterUuid=?",
                                (msg.l2NetworkUuid, msg.clusterUuid))
         if cur.rowcount == 0:
             raise InvalidArgument(f"l2Network[uuid:{msg.l2NetworkUuid}] has not attached to "
                                   f"cluster[uuid:{msg.clusterUuid}]")
+    await attachments.run_detached(ctx, "l2.detached", l2=l2, cluster_uuid=msg.clusterUuid)
     return {"inventory": await l2_inventory(ctx, msg.l2NetworkUuid)}
 
 

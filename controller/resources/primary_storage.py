@@ -1,7 +1,9 @@
 """Local primary storage records: AddLocalPrimaryStorage, attach/detach to clusters, update, state, delete.
 
-Records only: initialising the directory on each host, capacity and ``LocalStorageHostRef`` rows come with
-the storage data plane (the agent's ``/localstorage/*`` commands), which is not wired here yet.
+Attaching to a cluster initialises the storage on every Connected host of the cluster at once (its
+``LocalStorageHostRef`` and capacity), as a host joining later gets it from its connect sequence; a host that
+fails it fails the attach, which is undone. Detaching removes the refs of the cluster's hosts that hold
+nothing there (:mod:`controller.resources.attachments`, listeners in ``controller/compute/attach.py``).
 
 Rules (1.0): ``url`` is an absolute path; a primary storage and a cluster must be in the same zone; a
 cluster accepts at most one LocalStorage; attaching twice or detaching what is not attached is refused
@@ -21,6 +23,7 @@ from controller.api.messages import ApiMessage, CreateMessage, Description, Name
 from controller.api.registry import api, by_uuid
 from controller.db.database import Tx
 from controller.errors import InvalidArgument, OperationError
+from controller.resources import attachments
 from controller.resources.checks import require
 from controller.resources.common import change_state_api, create_row, update_api
 from controller.util import now_iso
@@ -90,6 +93,14 @@ async def attach_primary_storage(ctx: ApiContext, msg: PrimaryStorageClusterMsg)
         await _check_attach(tx, ps, cluster)
         await tx.insert("PrimaryStorageClusterRef", {"primaryStorageUuid": ps["uuid"],
                                                      "clusterUuid": cluster["uuid"], "createDate": now_iso()})
+    try:  # every Connected host of the cluster initialises it now, as a host joining later would
+        await attachments.run_attached(ctx, "primaryStorage.attached", ps=ps, cluster_uuid=cluster["uuid"])
+    except BaseException:
+        async with ctx.db.write() as tx:
+            await tx.execute("DELETE FROM PrimaryStorageClusterRef WHERE primaryStorageUuid=? AND clusterUuid=?",
+                             (ps["uuid"], cluster["uuid"]))
+        await attachments.run_detached(ctx, "primaryStorage.detached", ps=ps, cluster_uuid=cluster["uuid"])
+        raise
     return {"inventory": await ctx.inventory("PrimaryStorage", msg.primaryStorageUuid)}
 
 
@@ -97,13 +108,14 @@ async def attach_primary_storage(ctx: ApiContext, msg: PrimaryStorageClusterMsg)
 async def detach_primary_storage(ctx: ApiContext, msg: PrimaryStorageClusterMsg) -> dict[str, Any]:
     """Detach a primary storage from a cluster."""
     async with ctx.db.write() as tx:
-        await require(tx, "PrimaryStorage", msg.primaryStorageUuid, "primaryStorageUuid")
+        ps = await require(tx, "PrimaryStorage", msg.primaryStorageUuid, "primaryStorageUuid")
         await require(tx, "Cluster", msg.clusterUuid, "clusterUuid")
         cur = await tx.execute("DELETE FROM PrimaryStorageClusterRef WHERE primaryStorageUuid=? AND clusterUuid=?",
                                (msg.primaryStorageUuid, msg.clusterUuid))
         if cur.rowcount == 0:
             raise InvalidArgument(f"primary storage[uuid:{msg.primaryStorageUuid}] is not attached to "
                                   f"cluster[uuid:{msg.clusterUuid}]")
+    await attachments.run_detached(ctx, "primaryStorage.detached", ps=ps, cluster_uuid=msg.clusterUuid)
     return {"inventory": await ctx.inventory("PrimaryStorage", msg.primaryStorageUuid)}
 
 

@@ -50,6 +50,12 @@ class FlatNicRef(_In):
     mac: str
 
 
+class FlatNicEntry(BaseModel):
+    vmUuid: str
+    mac: str
+    ip: str
+
+
 class FlatL3Status(BaseModel):
     l3NetworkUuid: str
     namespace: str
@@ -60,6 +66,9 @@ class FlatL3Status(BaseModel):
     userdataCount: int
     listening: list[str]
     error: str | None = None
+    #: the NICs in the L3's DHCP hosts, and the VMs user data is served to (consistency check)
+    entries: list[FlatNicEntry] = []
+    userdataVms: list[str] = []
 
 
 class FlatDhcpPrepareReply(AgentReply):

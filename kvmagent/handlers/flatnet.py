@@ -19,6 +19,7 @@ from kvmagent.contract.flatnet import (
     FlatL3,
     FlatL3Status,
     FlatNic,
+    FlatNicEntry,
     FlatStatusCmd,
     FlatStatusReply,
     FlatUserdataApplyCmd,
@@ -103,4 +104,6 @@ async def status(ctx: Any, cmd: FlatStatusCmd) -> FlatStatusReply:
     return FlatStatusReply(l3s=[FlatL3Status(
         l3NetworkUuid=s.l3_uuid, namespace=s.netns, bridgeName=s.bridge, dhcpServerIp=s.dhcp_ip,
         dnsmasqPid=s.dnsmasq_pid, nicCount=s.nics, userdataCount=s.userdata,
-        listening=[f"{ip}:{port}" for ip, port in s.listening], error=s.error) for s in st.l3s])
+        listening=[f"{ip}:{port}" for ip, port in s.listening], error=s.error,
+        entries=[FlatNicEntry(vmUuid=v, mac=m, ip=i) for v, m, i in s.entries],
+        userdataVms=s.userdata_vms) for s in st.l3s])
