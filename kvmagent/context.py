@@ -35,6 +35,7 @@ class AgentContext:
     metrics: Metrics
     flatnet: Any = None
     storage: Any = None
+    secgroup: Any = None
     boot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     not_ready_reason: str = "starting"
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)
