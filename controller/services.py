@@ -6,6 +6,7 @@ from controller import (  # noqa: F401
     flatnet_provider,
     globalconfig,
     identity,
+    secgroup,
 )
 from controller.api import queries  # noqa: F401
 from controller.resources import (  # noqa: F401
