@@ -251,12 +251,12 @@ def render(nics: Sequence[SgNic], generation: int) -> Rendered:
         bridge_chains[f"src_{i}"] = [f"meta mark set meta mark | 0x{i << SRC_SHIFT:08x}"]
         bridge_chains[f"dst_{i}"] = [f"meta mark set meta mark | 0x{i:08x}"]
     comment = f"zstack-py security groups generation {generation}"
-    base = [f"meta mark & 0x{OUR_BITS:08x} == 0x00000000 accept", "ct state related accept",
+    base = [f'meta mark & 0x{OUR_BITS:08x} == 0x00000000 accept comment "{comment}"', "ct state related accept",
             "ct state established ct direction reply accept"]
     if ordered:
         base += [f"meta mark & 0x{OUR_BITS & 0x7FFF0000:08x} vmap {{ {', '.join(src_map)} }}",
                  f"meta mark & 0x{OUR_BITS & 0x7FFF:08x} vmap {{ {', '.join(dst_map)} }}"]
-    bridge = [f"meta mark set meta mark & 0x{~OUR_BITS & 0xFFFFFFFF:08x}"]
+    bridge = [f'meta mark set meta mark & 0x{~OUR_BITS & 0xFFFFFFFF:08x} comment "{comment}"']
     if ordered:
         bridge += [
             "iifname vmap { " + ", ".join(f'"{n.tap}" : jump src_{i}' for i, n in enumerate(ordered, 1)) + " }",
@@ -278,6 +278,7 @@ def render(nics: Sequence[SgNic], generation: int) -> Rendered:
 
 
 def parse_generation(comment: str | None) -> int | None:
-    """The generation written by :func:`render` into a table comment, or None."""
+    """The generation written by :func:`render` into the tables' and their first rules' comments, or None
+    (``nft -j`` of nftables 1.0.6 shows rule comments but not table comments)."""
     m = re.fullmatch(r"zstack-py security groups generation (\d+)", comment or "")
     return int(m.group(1)) if m else None

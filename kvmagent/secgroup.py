@@ -134,7 +134,8 @@ class SecurityGroupService:
         except ProcessError:
             return None, 0
         items = json.loads(res.stdout).get("nftables", [])
-        gen = next((parse_generation(i["table"].get("comment")) for i in items if "table" in i), None)
+        gens = [parse_generation(i["rule"].get("comment")) for i in items if "rule" in i]
+        gen = next((g for g in gens if g is not None), None)
         return gen, sum(1 for i in items if "rule" in i)
 
     # -- state file -----------------------------------------------------------------------------------------
