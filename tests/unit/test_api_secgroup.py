@@ -374,3 +374,35 @@ async def test_a_failed_push_never_fails_the_call_and_is_retried(lab: Lab) -> No
     assert await pusher.behind(100) == [host]
     assert await pusher.retry_hosts() == 0
     assert "secgroup-retry" in lab.core.tasks.names()
+
+
+async def test_zstack_cli_completes_and_parses_the_security_group_apis(lab: Lab) -> None:
+    """zstack-cli's schema comes from the controller's OpenAPI document: the new APIs complete, ``rules`` is
+    read as 1.0's Python literal and ``vmNicUuids`` as a comma list, and the parsed bodies are accepted."""
+    from controller.cli.parser import parse_line
+    from controller.cli.schema import from_openapi
+
+    api = lab.api
+    r = await api.client.get("/v1/openapi.json")
+    schema = from_openapi(await r.json())
+    names = set(schema.names())
+    assert {"CreateSecurityGroup", "UpdateSecurityGroup", "DeleteSecurityGroup", "ChangeSecurityGroupState",
+            "AddSecurityGroupRule", "DeleteSecurityGroupRule", "AttachSecurityGroupToL3Network",
+            "DetachSecurityGroupFromL3Network", "AddVmNicToSecurityGroup", "DeleteVmNicFromSecurityGroup",
+            "QuerySecurityGroup", "QuerySecurityGroupRule", "QueryVmNicInSecurityGroup",
+            "GetCandidateVmNicForSecurityGroup"} <= names
+    assert "QuerySecurityGroupVmNic" not in names  # the expansion views have no API of their own
+    assert {"securityGroupUuid", "rules"} <= set(schema.params("AddSecurityGroupRule") or {})
+    sg = await _sg(api)
+    await api.call("AttachSecurityGroupToL3Network", securityGroupUuid=sg["uuid"], l3NetworkUuid=lab.l3["uuid"])
+    cmd = parse_line(f"AddSecurityGroupRule securityGroupUuid={sg['uuid']} rules=\"[{{'type':'Ingress',"
+                     "'protocol':'TCP','startPort':22,'endPort':22,'allowedCidr':'0.0.0.0/0'}]\"", schema)
+    assert cmd.body["rules"] == [{"type": "Ingress", "protocol": "TCP", "startPort": 22, "endPort": 22,
+                                  "allowedCidr": "0.0.0.0/0"}]
+    assert len((await api.call(cmd.api, **cmd.body))["inventory"]["rules"]) == 1
+    _, n1 = await lab.vm(lab.hosts[0], "192.168.201.181")
+    _, n2 = await lab.vm(lab.hosts[0], "192.168.201.182")
+    cmd = parse_line(f"AddVmNicToSecurityGroup securityGroupUuid={sg['uuid']} vmNicUuids={n1},{n2}", schema)
+    assert cmd.body["vmNicUuids"] == [n1, n2]
+    await api.call(cmd.api, **cmd.body)
+    assert len(await api.query("QueryVmNicInSecurityGroup")) == 2
