@@ -15,7 +15,8 @@ half-built rule set, and established flows survive (conntrack lives outside the 
 
 Semantics (ZStack 1.0, reference §3/§5, with its defects fixed):
 
-* A NIC in no group has no index: its traffic is not filtered here (1.0's "a NIC in no group is open").
+* A NIC in no group has no index: its traffic is not filtered here (1.0's "a NIC in no group is open"). A
+  host without filtered NICs gets no tables at all.
 * Replies (``ct direction reply``) and related traffic (ICMP errors) always pass. Packets of the
   *original* direction are checked against the rules on every packet, not only the first: an established
   flow that the rules still allow keeps going through a rule change, one they no longer allow stops at once
@@ -262,7 +263,10 @@ def render(nics: Sequence[SgNic], generation: int) -> Rendered:
             "iifname vmap { " + ", ".join(f'"{n.tap}" : jump src_{i}' for i, n in enumerate(ordered, 1)) + " }",
             "oifname vmap { " + ", ".join(f'"{n.tap}" : jump dst_{i}' for i, n in enumerate(ordered, 1)) + " }"]
     out = [f"table inet {TABLE}", f"delete table inet {TABLE}", f"table bridge {TABLE}",
-           f"delete table bridge {TABLE}", "", f"table inet {TABLE} {{", f'\tcomment "{comment}"',
+           f"delete table bridge {TABLE}", ""]
+    if not ordered:  # nothing to filter: no tables at all (no per-packet cost on hosts without members)
+        return Rendered("\n".join(out), {"inet": 0, "bridge": 0})
+    out += [f"table inet {TABLE} {{", f'\tcomment "{comment}"',
            "\tchain forward {", "\t\ttype filter hook forward priority filter; policy accept;",
            *(f"\t\t{x}" for x in base), "\t}"]
     for name, lines in chains.items():

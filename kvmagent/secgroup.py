@@ -11,7 +11,8 @@ Guarantees:
   table) and re-applies the kept set when they differ: a set flushed or edited by hand, or lost with a
   host reboot, comes back without the controller.
 * ``br_netfilter`` must pass bridged IP traffic to the ``inet`` hooks; :meth:`apply` turns
-  ``net.bridge.bridge-nf-call-iptables``/``ip6tables`` on (per network namespace) before loading.
+  ``net.bridge.bridge-nf-call-iptables``/``ip6tables`` on (per network namespace) before loading a set that
+  filters some NIC (an empty set touches no sysctl and leaves no tables).
 """
 
 from __future__ import annotations
@@ -109,10 +110,12 @@ class SecurityGroupService:
             return True
 
     async def in_sync(self) -> bool:
-        """The kernel's tables carry the kept generation and the kept number of rules."""
+        """The kernel's tables carry the kept generation and the kept number of rules (no tables when no NIC
+        is filtered)."""
+        want = self.generation if self.nics else None
         for family in ("inet", "bridge"):
             gen, rules = await self._kernel_table(family)
-            if gen != self.generation or rules != self.counts.get(family):
+            if gen != want or rules != self.counts.get(family, 0):
                 return False
         return True
 
@@ -122,8 +125,9 @@ class SecurityGroupService:
 
     async def _load_kernel(self, rendered: Rendered) -> None:
         t0 = time.monotonic()
-        for key in SYSCTLS:
-            await run(self._argv(["sysctl", "-q", "-w", f"{key}=1"]), timeout=10)
+        if rendered.rule_counts.get("bridge", 0):  # some NIC is filtered: bridged IP must reach the inet hooks
+            for key in SYSCTLS:
+                await run(self._argv(["sysctl", "-q", "-w", f"{key}=1"]), timeout=10)
         await run(self._argv(["nft", "-f", "-"]), timeout=120, input=rendered.text)
         log.info("security groups: %s rules loaded in %.3f s", rendered.rule_counts, time.monotonic() - t0)
 
