@@ -8,7 +8,8 @@
   them) and the hosts of those groups' members, and of groups naming them as remote group, are pushed.
 * ``vm.state_changed`` (tracer, out of band): the old and the new host.
 * ``host.connected``: the full set with ``force`` (1.0's refreshrulesonhost): rules exactly for the NICs
-  the host runs, stale ones removed, whatever the agent kept.
+  the host runs, stale ones removed, whatever the agent kept. A host that was never pushed and runs no
+  filtered NIC is left alone.
 * Network services of an L3 changed (SecurityGroup service attached/detached): hosts with NICs on it.
 * Global configs ``securityGroup/ingress.defaultPolicy``/``egress.defaultPolicy`` changed: every host
   with a filtered NIC.
@@ -72,6 +73,9 @@ async def _state_changed(core: Controller, *, vm_uuid: str, before: str, after: 
 
 
 async def _host_connected(core: Controller, *, host: dict[str, Any]) -> None:
+    known = await core.db.fetchone("SELECT 1 FROM SecurityGroupHostState WHERE hostUuid=?", (host["uuid"],))
+    if known is None and not await R.host_nics(core, host["uuid"]):
+        return  # never told anything and nothing to filter: no push (hosts without the applier stay quiet)
     p = pusher(core)
     await p.bump([host["uuid"]])
     await p.push(host["uuid"], force=True)

@@ -406,3 +406,24 @@ async def test_zstack_cli_completes_and_parses_the_security_group_apis(lab: Lab)
     assert cmd.body["vmNicUuids"] == [n1, n2]
     await api.call(cmd.api, **cmd.body)
     assert len(await api.query("QueryVmNicInSecurityGroup")) == 2
+
+
+async def test_host_connect_pushes_only_hosts_with_something_to_enforce_or_undo(lab: Lab) -> None:
+    api, (h1, h2, _) = lab.api, lab.hosts
+    sg = await _sg(api)
+    await api.call("AttachSecurityGroupToL3Network", securityGroupUuid=sg["uuid"], l3NetworkUuid=lab.l3["uuid"])
+    _, nic = await lab.vm(h1, "192.168.201.181")
+    async with lab.core.db.write() as tx:
+        await tx.insert("VmNicSecurityGroupRef", {"uuid": new_uuid(), "vmNicUuid": nic, "securityGroupUuid": sg["uuid"],
+                                                  "vmInstanceUuid": (await tx.fetchone(
+                                                      "SELECT vmInstanceUuid FROM VmNic WHERE uuid=?", (nic,)))[0],
+                                                  "createDate": now_iso(), "lastOpDate": now_iso()})
+    async with lab.core.db.write() as tx:  # nothing listens there: the push fails at once
+        await tx.update("Host", {"uuid": h1}, {"managementIp": "127.0.0.2", "agentPort": 9, "agentToken": "t"})
+    for h in (h1, h2):
+        row = await lab.core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (h,))
+        await hooks._host_connected(lab.core, host=dict(row))
+    gens = await lab.generations()
+    assert gens.get(h1) == 1 and h2 not in gens
+    state = await lab.core.db.fetchone("SELECT * FROM SecurityGroupHostState WHERE hostUuid=?", (h1,))
+    assert state["failures"] == 1 and state["lastError"]  # forced push tried (no agent in the unit tier)
