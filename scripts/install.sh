@@ -27,7 +27,8 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # --- system packages ---------------------------------------------------------------------------
 # Hypervisor and data planes: libvirt + QEMU (TCG/KVM), qemu-img, dnsmasq (flat DHCP), iproute2/ebtables/
-# iptables/bridge-utils (namespaces, bridges, anti-spoofing), nftables (security groups), openssh (AddKvmHost, SFTP backup storage).
+# iptables/bridge-utils (namespaces, bridges, anti-spoofing), nftables (security groups), openssh (AddKvmHost,
+# SFTP backup storage).
 # Build: libvirt-dev, pkg-config, gcc, python3-dev (libvirt-python), python3-venv.
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
       dnsmasq-base dnsmasq-utils iproute2 ebtables iptables nftables bridge-utils openssh-server openssh-client sshpass
