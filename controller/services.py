@@ -10,6 +10,7 @@ from controller import (  # noqa: F401
     housekeeping,
     identity,
     sealed,
+    secgroup,
 )
 from controller.api import queries  # noqa: F401
 from controller.backup import update as backup_update  # noqa: F401

@@ -38,6 +38,7 @@ class AgentContext:
     storage: Any = None
     #: one-time transfer tickets this host issued for volume copies it receives (``kvmagent.tickets``)
     tickets: Tickets = field(default_factory=Tickets)
+    secgroup: Any = None
     boot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     not_ready_reason: str = "starting"
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)

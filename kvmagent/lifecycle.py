@@ -19,7 +19,7 @@ from kvmagent.server import CTX, TASKS
 
 log = logging.getLogger(__name__)
 
-_SERVICES = ("flatnet", "storage")
+_SERVICES = ("flatnet", "storage", "secgroup")
 
 
 async def reconcile(ctx: AgentContext) -> None:

@@ -92,7 +92,8 @@ async def serve(config: AgentConfig, *, services: bool = True) -> None:
     driver = LibvirtDriver(config.libvirt_uri, state_dir=config.state_dir, domain_type=config.domain_type)
     flatnet = build_service("flatnet.service", "FlatNetService", config.state_dir) if services else None
     storage = build_service("storage.service", "StorageService", config.state_dir) if services else None
-    app = create_app(config, driver=driver, flatnet=flatnet, storage=storage)
+    secgroup = build_service("kvmagent.secgroup", "SecurityGroupService", config.state_dir) if services else None
+    app = create_app(config, driver=driver, flatnet=flatnet, storage=storage, secgroup=secgroup)
     # 4 MiB read buffer: volume copies stream through the receive endpoint (≈1.5× the throughput of 64 KiB).
     runner = web.AppRunner(app, access_log=None, read_bufsize=4 << 20)
     await runner.setup()

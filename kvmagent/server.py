@@ -203,7 +203,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def build_context(config: AgentConfig, driver: HypervisorDriver, *, flatnet: Any = None,
-                  storage: Any = None, reporter_backoff: tuple[float, float] = (0.2, 10.0),
+                  storage: Any = None, secgroup: Any = None, reporter_backoff: tuple[float, float] = (0.2, 10.0),
                   judger_ttl: float = 10.0) -> AgentContext:
     m = Metrics()
     reporter = EventReporter(config.host_uuid, config.controller_url, config.token, metrics=m,
@@ -212,18 +212,18 @@ def build_context(config: AgentConfig, driver: HypervisorDriver, *, flatnet: Any
     vms = VmOps(driver, judger)
     tracker = StateTracker(judger, reporter, m, on_reboot=vms.on_guest_reboot)
     return AgentContext(config=config, driver=driver, events=reporter, judger=judger, tracker=tracker,
-                        vms=vms, metrics=m, flatnet=flatnet, storage=storage)
+                        vms=vms, metrics=m, flatnet=flatnet, storage=storage, secgroup=secgroup)
 
 
 def create_app(config: AgentConfig, *, driver: HypervisorDriver, flatnet: Any = None,
-               storage: Any = None, reporter_backoff: tuple[float, float] = (0.2, 10.0),
+               storage: Any = None, secgroup: Any = None, reporter_backoff: tuple[float, float] = (0.2, 10.0),
                judger_ttl: float = 10.0) -> web.Application:
     """The agent application. ``flatnet``/``storage`` are the data-plane services (started before ready)."""
     from kvmagent.lifecycle import lifecycle
 
     load_handlers()
     app = web.Application(middlewares=[metrics_mw, auth_mw, errors_mw], client_max_size=4 << 20)
-    app[CTX] = build_context(config, driver, flatnet=flatnet, storage=storage,
+    app[CTX] = build_context(config, driver, flatnet=flatnet, storage=storage, secgroup=secgroup,
                              reporter_backoff=reporter_backoff, judger_ttl=judger_ttl)
     app[REPLIES] = ReplyCache()
     app[TASKS] = TaskGroup()

@@ -27,10 +27,11 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # --- system packages ---------------------------------------------------------------------------
 # Hypervisor and data planes: libvirt + QEMU (TCG/KVM), qemu-img, dnsmasq (flat DHCP), iproute2/ebtables/
-# iptables/bridge-utils (namespaces, bridges, anti-spoofing), openssh (AddKvmHost, SFTP backup storage).
+# iptables/bridge-utils (namespaces, bridges, anti-spoofing), nftables (security groups), openssh (AddKvmHost,
+# SFTP backup storage).
 # Build: libvirt-dev, pkg-config, gcc, python3-dev (libvirt-python), python3-venv.
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
-      dnsmasq-base dnsmasq-utils iproute2 ebtables iptables bridge-utils openssh-server openssh-client sshpass
+      dnsmasq-base dnsmasq-utils iproute2 ebtables iptables nftables bridge-utils openssh-server openssh-client sshpass
       libvirt-dev pkg-config gcc python3-venv python3-dev cpio zstd curl ca-certificates procps psmisc)
 # Tests and the lab: busybox (udhcpc as a DHCP client in namespaces), cloud-init (real datasources
 # against the metadata service), isc-dhcp-client, util-linux (unshare/nsenter), tiny-image build tools

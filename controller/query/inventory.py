@@ -77,6 +77,8 @@ async def _child_rows(db: aiosqlite.Connection, child: Child, keys: Sequence[Any
 async def _embed(db: aiosqlite.Connection, r: Resource, invs: list[dict[str, Any]]) -> None:
     """Fill every child list of ``invs`` (in place), recursing into children of children."""
     for child in r.children:
+        if not child.embed:
+            continue
         if child.table is None or not invs:
             for inv in invs:
                 inv[child.name] = []

@@ -36,6 +36,8 @@ class Child:
     resource: str | None = None
     scalar: str | None = None
     order_by: tuple[str, ...] = ()
+    #: False: queryable only (``name.<field>`` conditions), never embedded in the inventory
+    embed: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Resource:
     key: tuple[str, ...] = ("uuid",)
     aliases: dict[str, str] = field(default_factory=dict)
     union_of: tuple[str, ...] = ()  # tables merged with UNION ALL (QueryTag)
+    api: bool = True  # False: only a target of nested conditions, no Query<name> API
 
     def __post_init__(self) -> None:
         # Columns typed bool are returned as JSON booleans, whether or not listed in ``bools``.
@@ -128,6 +131,38 @@ _BS_CHILDREN = (Child("attachedZoneUuids", "BackupStorageZoneRef", fk="backupSto
 _BS_HIDDEN = frozenset({"username", "password", "sshHostKey"})
 
 _TAG_COLS = _cols("uuid", "resourceUuid", "resourceType", "tag", "type")
+
+_NIC_COLS = _cols("uuid", "vmInstanceUuid", "usedIpUuid", "l3NetworkUuid", "ip", "mac", "netmask", "gateway",
+                  "metaData", "internalName", ints=("deviceId",))
+_NIC_REFS = (Ref("vmInstance", "VmInstance", "vmInstanceUuid"), _L3, Ref("usedIp", "UsedIp", "usedIpUuid"))
+_SG_COLS = _cols("uuid", "name", "description", "state")
+_SG = Ref("securityGroup", "SecurityGroup", "securityGroupUuid")
+_SECURITY_GROUP_RESOURCES = (
+    Resource("SecurityGroup", "SecurityGroup", "SecurityGroupVO", _SG_COLS, children=(
+        Child("rules", "SecurityGroupRule", fk="securityGroupUuid", resource="SecurityGroupRule",
+              order_by=("createDate",)),
+        Child("attachedL3NetworkUuids", "SecurityGroupL3NetworkRef", fk="securityGroupUuid",
+              scalar="l3NetworkUuid", order_by=("createDate",)),
+        Child("vmNic", "SecurityGroupVmNicView", fk="securityGroupUuid", resource="SecurityGroupVmNic",
+              embed=False),
+        Child("l3Network", "SecurityGroupL3NetworkView", fk="securityGroupUuid", resource="SecurityGroupL3Network",
+              embed=False))),
+    Resource("SecurityGroupRule", "SecurityGroupRule", None,
+             _cols("uuid", "securityGroupUuid", "type", "protocol", "state", "allowedCidr",
+                   "remoteSecurityGroupUuid", ints=("startPort", "endPort")),
+             refs=(_SG, Ref("remoteSecurityGroup", "SecurityGroup", "remoteSecurityGroupUuid"))),
+    Resource("VmNicInSecurityGroup", "VmNicSecurityGroupRef", None,
+             _cols("vmNicUuid", "securityGroupUuid", "vmInstanceUuid"),
+             refs=(Ref("vmNic", "VmNic", "vmNicUuid"), _SG, Ref("vmInstance", "VmInstance", "vmInstanceUuid")),
+             hidden=frozenset({"uuid"}), key=("vmNicUuid", "securityGroupUuid")),
+    Resource("SecurityGroupVmNic", "SecurityGroupVmNicView", None, {**_NIC_COLS, "securityGroupUuid": "str"},
+             refs=_NIC_REFS, api=False),
+    Resource("SecurityGroupL3Network", "SecurityGroupL3NetworkView", None,
+             {**_cols("uuid", "name", "description", "type", "zoneUuid", "l2NetworkUuid", "state", "dnsDomain",
+                      bools=("system",)), "securityGroupUuid": "str"},
+             refs=(Ref("zone", "Zone", "zoneUuid"), Ref("l2Network", "L2Network", "l2NetworkUuid")), api=False),
+    Resource("VmNicSecurityGroup", "VmNicSecurityGroupView", None, {**_SG_COLS, "vmNicUuid": "str"}, api=False),
+)
 
 _RESOURCES: tuple[Resource, ...] = (
     Resource("Zone", "Zone", "ZoneVO", _cols("uuid", "name", "description", "state", "type")),
@@ -220,11 +255,10 @@ _RESOURCES: tuple[Resource, ...] = (
              base_filter=("type", "ApplianceVm")),
     Resource("VirtualRouterVm", "VmInstance", "VmInstanceVO", _VM_COLS, children=_VM_CHILDREN, refs=_VM_REFS,
              base_filter=("type", "ApplianceVm")),
-    Resource("VmNic", "VmNic", None,
-             _cols("uuid", "vmInstanceUuid", "usedIpUuid", "l3NetworkUuid", "ip", "mac", "netmask", "gateway",
-                   "metaData", "internalName", ints=("deviceId",)),
-             refs=(Ref("vmInstance", "VmInstance", "vmInstanceUuid"), _L3,
-                   Ref("usedIp", "UsedIp", "usedIpUuid"))),
+    Resource("VmNic", "VmNic", None, _NIC_COLS, refs=_NIC_REFS,
+             children=(Child("securityGroup", "VmNicSecurityGroupView", fk="vmNicUuid",
+                             resource="VmNicSecurityGroup", embed=False),)),
+    *_SECURITY_GROUP_RESOURCES,
     Resource("Volume", "Volume", "VolumeVO",
              _cols("uuid", "name", "description", "primaryStorageUuid", "vmInstanceUuid", "diskOfferingUuid",
                    "rootImageUuid", "installPath", "type", "format", "state", "status",
@@ -265,7 +299,7 @@ def resource(name: str) -> Resource:
 
 def query_api_names() -> dict[str, str]:
     """API name → resource name for every query API (``QueryVmInstance`` → ``VmInstance``)."""
-    return {f"Query{name}": name for name in RESOURCES}
+    return {f"Query{name}": name for name, r in RESOURCES.items() if r.api}
 
 
 def _check_identifiers() -> None:

@@ -5,4 +5,5 @@ MODULES = [
     "kvmagent.handlers.vm",
     "kvmagent.handlers.flatnet",
     "kvmagent.handlers.storage",
+    "kvmagent.handlers.secgroup",
 ]
