@@ -55,6 +55,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     finally:
         if label.startswith("/v1/jobs"):
             label = "/v1/jobs"
+        elif label.startswith("/ui"):
+            label = "/ui"  # the web console: one label, not one per page/resource
         core.metrics.observe(label, status, time.perf_counter() - t0)
 
 
