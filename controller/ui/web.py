@@ -148,6 +148,8 @@ async def ui_middleware(request: web.Request, handler: Any) -> web.StreamRespons
         return await handler(request)  # type: ignore[no-any-return]
     info = await session_from_cookie(request)
     if info is None:
+        if path in ("/ui/console/ws", "/ui/events"):  # not pages: no redirect (and no token in a URL)
+            raise web.HTTPForbidden(text="sign in first: no valid session")
         return login_redirect(request)
     p.session = info
     p.csrf = csrf_for(request.app, info.uuid)

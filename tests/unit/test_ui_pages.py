@@ -59,7 +59,8 @@ async def seed(client: TestClient) -> dict[str, str]:
 async def test_root_redirects_and_pages_need_a_session(client: TestClient) -> None:
     r = await client.get("/", allow_redirects=False)
     assert r.status == 302 and r.headers["Location"] == "/ui/"
-    for path in ["/ui/", "/ui/r/vms", "/ui/r/zones/x", "/ui/vms/new", "/ui/jobs", "/ui/events"]:
+    assert (await client.get("/ui/events")).status == 403
+    for path in ["/ui/", "/ui/r/vms", "/ui/r/zones/x", "/ui/vms/new", "/ui/jobs", "/ui/vms/x/console"]:
         r = await client.get(path, allow_redirects=False)
         assert r.status == 303 and r.headers["Location"].startswith("/ui/login?next="), path
     r = await client.post("/ui/vms/new", data={"name": "x"}, allow_redirects=False)
