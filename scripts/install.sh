@@ -35,7 +35,9 @@ PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 
 # Tests and the lab: busybox (udhcpc as a DHCP client in namespaces), cloud-init (real datasources
 # against the metadata service), isc-dhcp-client, util-linux (unshare/nsenter), tiny-image build tools
 # come from .deb files unpacked by scripts/build-tiny-image itself.
-DEV_PKGS=(busybox cloud-init isc-dhcp-client util-linux file curl)
+# Browser tests of the web console (tests/browser): headless Chromium and its WebDriver from Debian (Selenium
+# is given both paths, so nothing is downloaded), and a CJK font so 简体中文/繁體中文 pages render in screenshots.
+DEV_PKGS=(busybox cloud-init isc-dhcp-client util-linux file curl chromium chromium-driver fonts-wqy-microhei)
 want=("${PKGS[@]}")
 [ $DEV = 1 ] && want+=("${DEV_PKGS[@]}")
 missing=()

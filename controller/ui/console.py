@@ -26,7 +26,6 @@ from controller.ui.web import api, page, render, session_from_cookie
 log = logging.getLogger(__name__)
 
 TOKEN_TTL = 30.0
-TOKENS = web.AppKey("ui_console_tokens", "ConsoleTokens")
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,9 @@ class ConsoleTokens:
         if grant.vm_uuid != vm_uuid:
             return None, "the console token belongs to another VM"
         return grant, ""
+
+
+TOKENS = web.AppKey("ui_console_tokens", ConsoleTokens)
 
 
 def tokens(app: web.Application) -> ConsoleTokens:

@@ -24,7 +24,7 @@ DEFAULT = "en"
 COOKIE = "zs_lang"
 
 
-def N_(text: str) -> str:  # noqa: N802 (the gettext marker name)
+def N_(text: str) -> str:
     """Mark a string for extraction; it is translated where it is shown."""
     return text
 

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 POLL = 0.25
 QUEUE_MAX = 500
-FEED = web.AppKey("ui_feed", "Feed")
 
 
 class Feed:
@@ -89,6 +88,9 @@ class Feed:
         if len(self._job_seen) > 10000:
             self._job_seen.clear()
         return min(now, max([since, *(v["lastOpDate"] for v in vms)]))
+
+
+FEED = web.AppKey("ui_feed", Feed)
 
 
 def feed(app: web.Application) -> Feed:

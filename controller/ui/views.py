@@ -10,7 +10,6 @@ from aiohttp import web
 
 from controller.api.http import CORE
 from controller.ui import i18n
-from controller.util import new_uuid
 from controller.ui.resources import BY_SLUG, GROUPS, RESOURCES, Res
 from controller.ui.web import (
     LOGIN_CSRF_COOKIE,
@@ -23,6 +22,7 @@ from controller.ui.web import (
     safe_next,
     set_session_cookie,
 )
+from controller.util import new_uuid
 
 PAGE_SIZES = (20, 50, 100)
 PAGE_SIZE_COOKIE = "zs_page_size"
@@ -254,7 +254,7 @@ async def action_post(request: web.Request) -> web.Response:
     if not action.when(inv):
         state = str(inv.get("state"))
         refused = p._("This action is not allowed in state %(s)s.", s=p._(state))
-        result = {"call": None, "error": {"code": "", "summary": refused, "details": ""}}
+        result: dict[str, Any] = {"call": None, "error": {"code": "", "summary": refused, "details": ""}}
         return await detail_page(request, result=result, status=409)
     out = await api(request, action.api, body, background=True)
     result = {"call": out, "error": out.error(p), "label": action.label}

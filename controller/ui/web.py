@@ -36,7 +36,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 SESSION_COOKIE = "zs_session"
 LOGIN_CSRF_COOKIE = "zs_login_csrf"
 SECRET = web.AppKey("ui_secret", bytes)
-PAGE = web.RequestKey("ui_page", "Page")
 ENV_KEYS = {lang: web.AppKey(f"ui_jinja_{lang}", jinja2.Environment) for lang in i18n.LANGUAGES}
 VERSION_TAG = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((Path(__file__).parent / "static")
                                                                       .glob("*.*")))).hexdigest()[:10]
@@ -81,6 +80,9 @@ class Page:
         return t % kw if kw else t
 
 
+PAGE = web.RequestKey("ui_page", Page)
+
+
 def csrf_for(app: web.Application, session_uuid: str) -> str:
     return hmac.new(app[SECRET], session_uuid.encode(), hashlib.sha256).hexdigest()
 
@@ -95,8 +97,8 @@ def page(request: web.Request) -> Page:
 
 def render(request: web.Request, template: str, context: dict[str, Any], *, status: int = 200) -> web.Response:
     p = page(request)
-    ctx = {"groups": NAV_GROUPS, "page": p, "csrf": p.csrf, "session": p.session, "path": request.path_qs, "error": None,
-           "result": None, **context}
+    ctx = {"groups": NAV_GROUPS, "page": p, "csrf": p.csrf, "session": p.session, "path": request.path_qs,
+           "error": None, "result": None, **context}
     return aiohttp_jinja2.render_template(template, request, ctx, status=status, app_key=ENV_KEYS[p.lang])
 
 

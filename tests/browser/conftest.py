@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from lab import Testbed, TinyImage, bring_up, footprint, leftovers, tear_down, tiny_image  # noqa: E402
+from lab import Testbed, TinyImage, bring_up, footprint, leftovers, tear_down, tiny_image
 
 STATE_DIR = Path(os.environ.get("ZSTACK_BROWSER_TESTBED_DIR", "/var/lib/zstack-py-testbed-browser"))
 CHROMIUM = "/usr/bin/chromium"

@@ -55,7 +55,7 @@ def click(d: Any, css: str) -> None:
     d.find_element(By.CSS_SELECTOR, css).click()
 
 
-def flow(d: Any, url: str, ids: dict[str, str]) -> dict[str, Any]:  # noqa: C901 (one story, in order)
+def flow(d: Any, url: str, ids: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     SHOTS.mkdir(parents=True, exist_ok=True)
     d.get(url + "/")
