@@ -207,10 +207,14 @@ class GetVmConsoleAddressMsg(ApiMessage):
 
 @api("GetVmConsoleAddress", GetVmConsoleAddressMsg, queue=by_uuid)
 async def get_vm_console_address(ctx: ApiContext, msg: GetVmConsoleAddressMsg) -> dict[str, Any]:
-    """hostIp, port and protocol of a Running VM's console (VNC or SPICE, as it was started)."""
+    """hostIp, port, protocol and password of a Running VM's console (VNC or SPICE, as it was started; the
+    password is new at every start, and only a valid session gets it)."""
     vm = await _vm(ctx, msg.uuid)
     sm.check_allowed(msg.uuid, vm["state"], "GetVmConsoleAddress")
     host = await _host(ctx, vm["hostUuid"])
     reply = await ctx.core.services["agents"].call(host, vc.GetConsoleCmd(uuid=msg.uuid))
     # The protocol the VM actually runs with (1.0 answered the current config, which may have changed since).
-    return {"hostIp": host["managementIp"], "port": reply.port, "protocol": reply.protocol}
+    out: dict[str, Any] = {"hostIp": host["managementIp"], "port": reply.port, "protocol": reply.protocol}
+    if reply.password:
+        out["password"] = reply.password
+    return out

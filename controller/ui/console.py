@@ -79,11 +79,13 @@ async def console_page(request: web.Request) -> web.Response:
     vm_uuid = request.match_info["uuid"]
     out = await api(request, "GetVmConsoleAddress", {"uuid": vm_uuid})
     ctx = {**nav(), "res": BY_SLUG["vms"], "vm_uuid": vm_uuid, "call": out, "error": out.error(p), "token": "",
-           "protocol": out.reply.get("protocol", "")}
+           "protocol": out.reply.get("protocol", ""), "password": out.reply.get("password", "")}
     if out.ok and out.reply.get("protocol") == "vnc" and p.session is not None:
         ctx["token"] = tokens(request.app).issue(p.session.uuid, vm_uuid, str(out.reply["hostIp"]),
                                                  int(out.reply["port"]))
-    return render(request, "console.html", ctx, status=200 if out.ok else out.status)
+    resp = render(request, "console.html", ctx, status=200 if out.ok else out.status)
+    resp.headers["Cache-Control"] = "no-store"  # the page carries the console password and a token
+    return resp
 
 
 async def console_ws(request: web.Request) -> web.StreamResponse:

@@ -6,6 +6,7 @@ on the canvas (pixels); stop, destroy (confirmed), recover. Takes the README scr
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,16 @@ def click(d: Any, css: str) -> None:
     d.find_element(By.CSS_SELECTOR, css).click()
 
 
-def flow(d: Any, url: str, ids: dict[str, str]) -> dict[str, Any]:
+def rfb_security_types(host: str, port: int) -> list[int]:
+    """The security types a VNC server offers to a plain RFB 3.8 client (1 = None, 2 = VNC password)."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        assert s.recv(12).startswith(b"RFB 003.")
+        s.sendall(b"RFB 003.008\n")
+        n = s.recv(1)[0]
+        return list(s.recv(n))
+
+
+def flow(d: Any, url: str, api: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     SHOTS.mkdir(parents=True, exist_ok=True)
     d.get(url + "/")
@@ -102,6 +112,11 @@ def flow(d: Any, url: str, ids: dict[str, str]) -> dict[str, Any]:
     lit = wait("guest text on the canvas", lambda: (lambda p: p if p[0] > 500 else None)(d.execute_script(PIXELS)),
                timeout=120, every=1)
     out["pixels"] = lit
+    # the console has a password (new at this start): a plain VNC client on the management network gets no
+    # unauthenticated access; GetVmConsoleAddress gives the password to the signed-in session only
+    addr = api("GetVmConsoleAddress", uuid=vm_uuid)
+    out["password"] = addr.get("password")
+    out["security"] = rfb_security_types(addr["hostIp"], addr["port"])
     time.sleep(1)
     d.save_screenshot(str(SHOTS / "console-zh_TW.png"))
     d.get(url + "/ui/lang?to=en&next=" + f"/ui/vms/{vm_uuid}/console")
@@ -128,10 +143,17 @@ async def test_console_in_the_browser(browser_testbed: Testbed, browser_tiny: Ti
     async with running_controller("browser", browser_tiny) as ctl:
         try:
             await ctl.add_host(host)
-            out = await asyncio.to_thread(flow, chrome, ctl.url, ctl.ids)
+            loop = asyncio.get_running_loop()
+
+            def api(name: str, **params: Any) -> dict[str, Any]:
+                return asyncio.run_coroutine_threadsafe(ctl.inv(name, **params), loop).result(60)
+
+            out = await asyncio.to_thread(flow, chrome, ctl.url, api)
         finally:
             reset_host(host)
     assert out["no_reload"], "the page reloaded"
     assert "Running" in out["seen"] and "Starting" in out["seen"], out["seen"]
     assert out["seen"].index("Starting") < out["seen"].index("Running")
     assert out["pixels"][0] > 500, out["pixels"]
+    assert out["password"] and len(out["password"]) == 8, out
+    assert out["security"] == [2], out["security"]  # VNC authentication only, never None

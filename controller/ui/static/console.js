@@ -6,7 +6,9 @@ const status = document.getElementById("console-status");
 const proto = location.protocol === "https:" ? "wss:" : "ws:";
 const url = `${proto}//${location.host}/ui/console/ws?vm=${encodeURIComponent(screen.dataset.vm)}` +
   `&token=${encodeURIComponent(screen.dataset.token)}`;
-const rfb = new RFB(screen, url, { wsProtocols: ["binary"] });
+const options = { wsProtocols: ["binary"] };
+if (screen.dataset.password) { options.credentials = { password: screen.dataset.password }; }
+const rfb = new RFB(screen, url, options);
 rfb.scaleViewport = true;
 rfb.addEventListener("connect", () => { status.textContent = screen.dataset.connected; status.dataset.state = "Connected"; });
 rfb.addEventListener("disconnect", () => { status.textContent = screen.dataset.disconnected; status.dataset.state = "Disconnected"; });
