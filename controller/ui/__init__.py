@@ -39,3 +39,4 @@ def setup_ui(app: web.Application) -> None:
     r.add_get("/ui/r/{slug}", views.list_page)
     r.add_get("/ui/r/{slug}/{key}", views.detail_page)
     r.add_post("/ui/r/{slug}/{key}/act/{action}", views.action_post)
+    r.add_post("/ui/r/{slug}/bulk", views.bulk_post)

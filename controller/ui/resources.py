@@ -51,6 +51,8 @@ class Res:
     default_sort: str = "createDate"
     actions: tuple[Action, ...] = ()
     group: str = N_("Resources")
+    #: the list filters on user tags (``__userTag__``): every resource with a uuid
+    taggable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def key_of(self, inv: Inv) -> str:
@@ -64,6 +66,11 @@ class Res:
 
     def action(self, action_id: str) -> Action | None:
         return next((a for a in self.actions if a.id == action_id), None)
+
+    @property
+    def bulk_actions(self) -> tuple[Action, ...]:
+        """Actions that need no extra input can run on several selected rows at once."""
+        return tuple(a for a in self.actions if not a.inputs)
 
 
 def _uuid(inv: Inv) -> dict[str, Any]:
@@ -205,7 +212,7 @@ RESOURCES: tuple[Res, ...] = (
     Res("global-configs", N_("Global configs"), "QueryGlobalConfig",
         (Col("category", N_("Category")), NAME, Col("value", N_("Value")),
          Col("defaultValue", N_("Default value")), Col("description", N_("Description"), sortable=False)),
-        key=("category", "name"), state_field=None, default_sort="category",
+        key=("category", "name"), state_field=None, default_sort="category", taggable=False,
         actions=(Action("update", N_("Update value"), "UpdateGlobalConfig",
                         lambda inv: {"category": inv["category"], "name": inv["name"]},
                         inputs=(("value", N_("New value"), "text"),)),),
@@ -213,11 +220,13 @@ RESOURCES: tuple[Res, ...] = (
     Res("system-tags", N_("System tags"), "QuerySystemTag",
         (Col("tag", N_("Tag")), Col("resourceType", N_("Resource type")),
          Col("resourceUuid", N_("Resource"), "uuid"), CREATED),
-        name_field="tag", state_field=None, actions=(_delete("DeleteTag"),), group=N_("Configuration")),
+        name_field="tag", state_field=None, actions=(_delete("DeleteTag"),), group=N_("Configuration"),
+        taggable=False),
     Res("user-tags", N_("User tags"), "QueryUserTag",
         (Col("tag", N_("Tag")), Col("resourceType", N_("Resource type")),
          Col("resourceUuid", N_("Resource"), "uuid"), CREATED),
-        name_field="tag", state_field=None, actions=(_delete("DeleteTag"),), group=N_("Configuration")),
+        name_field="tag", state_field=None, actions=(_delete("DeleteTag"),), group=N_("Configuration"),
+        taggable=False),
 )
 
 BY_SLUG: dict[str, Res] = {r.slug: r for r in RESOURCES}

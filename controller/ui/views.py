@@ -173,6 +173,9 @@ def list_body(res: Res, q: Any, size: int) -> tuple[dict[str, Any], dict[str, An
         escaped = name.replace("%", "").replace("_", "")
         if escaped:
             conds.append({"name": res.name_field, "op": "like", "value": f"%{escaped}%"})
+    tag = q.get("tag", "").strip()
+    if res.taggable and tag:
+        conds.append({"name": "__userTag__", "op": "=", "value": tag})
     sortable = {c.field for c in res.columns if c.sortable} | {res.default_sort}
     sort = q.get("sort", "") if q.get("sort", "") in sortable else res.default_sort
     direction = q.get("dir", "desc" if sort == "createDate" else "asc")
@@ -180,7 +183,7 @@ def list_body(res: Res, q: Any, size: int) -> tuple[dict[str, Any], dict[str, An
     pg = _int(q.get("page"), 1, 1, 1_000_000)
     body = {"conditions": conds, "start": (pg - 1) * size, "limit": size, "replyWithCount": True,
             "sortBy": sort, "sortDirection": direction}
-    return body, {"state": state, "zone": zone, "name": name, "sort": sort, "dir": direction, "page": pg,
+    return body, {"state": state, "zone": zone, "name": name, "tag": tag, "sort": sort, "dir": direction, "page": pg,
                   "size": size}
 
 
@@ -338,3 +341,49 @@ async def vm_new_post(request: web.Request) -> web.Response:
            "call_errors": [c.error(p) for c in calls if not c.ok]}
     status = 400 if errors else (calls[-1].status if calls and not calls[-1].ok else 200)
     return render(request, "vm_new.html", ctx, status=status)
+
+
+# --- bulk actions on selected rows -----------------------------------------------------------------------
+
+BULK_MAX = 100
+
+
+async def bulk_post(request: web.Request) -> web.Response:
+    """One action on the selected rows (at most ``BULK_MAX``); destructive ones ask first. Each row runs its own
+    API call; a row whose state does not allow the action is skipped with the reason."""
+    res = _res(request)
+    p = page(request)
+    form = await request.post()
+    action = res.action(str(form.get("action", "")))
+    keys = list(dict.fromkeys(str(k) for k in form.getall("keys", []) if k))
+    if action is None or action.inputs:
+        return render(request, "error.html", {"title": p._("Not found"), "message": p._(
+            "Choose one of the actions offered for the selected rows.")}, status=400)
+    if not keys or len(keys) > BULK_MAX:
+        return render(request, "error.html", {"title": p._(res.label), "message": p._(
+            "Select from 1 to %(max)s rows (you selected %(n)s).", max=BULK_MAX, n=len(keys))}, status=400)
+    rows = []
+    for key in keys:
+        inv, _out = await _load(request, res, key)
+        rows.append((key, inv))
+    if action.destructive and form.get("confirmed") != "yes":
+        from controller.ui.cli import cli_line
+
+        lines = [cli_line(action.api, action.params(inv)) for _k, inv in rows if inv is not None]
+        return render(request, "bulk_confirm.html", {"res": res, "action": action, "rows": rows, "lines": lines})
+    results = []
+    for key, inv in rows:
+        if inv is None:
+            results.append({"key": key, "name": key, "call": None, "error": {
+                "code": "", "summary": p._("Not found"), "details": ""}})
+            continue
+        name = str(inv.get(res.name_field or "uuid") or key)
+        if not action.when(inv):
+            state = str(inv.get("state") or inv.get("status"))
+            refused = p._("This action is not allowed in state %(s)s.", s=p._(state))
+            results.append({"key": key, "name": name, "call": None,
+                            "error": {"code": "", "summary": refused, "details": ""}})
+            continue
+        out = await api(request, action.api, action.params(inv), background=True)
+        results.append({"key": key, "name": name, "call": out, "error": out.error(p)})
+    return render(request, "bulk_result.html", {"res": res, "action": action, "results": results})

@@ -192,3 +192,41 @@ async def test_vm_wizard_validates_and_submits(client: TestClient) -> None:
     text = await r.text()
     # no image exists: the API refuses it, and the page says so with the code and the CLI line
     assert "zstack-cli CreateVmInstance" in text and "name=web-1" in text
+
+
+async def test_bulk_actions_and_tag_filter(client: TestClient) -> None:
+    a = Api(client)
+    await a.login()
+    zones = [await a.inv("CreateZone", name=f"bulk-{i}") for i in range(3)]
+    await a.inv("CreateUserTag", resourceType="ZoneVO", resourceUuid=zones[0]["uuid"], tag="team-a")
+    csrf = await sign_in(client)
+    r = await client.get("/ui/r/zones?tag=team-a")
+    text = await r.text()
+    assert "bulk-0" in text and "bulk-1" not in text and 'form="bulk"' in text
+    # disable two zones at once
+    r = await client.post("/ui/r/zones/bulk", data={"csrf": csrf, "action": "disable",
+                                                    "keys": [zones[0]["uuid"], zones[1]["uuid"]]})
+    text = await r.text()
+    assert r.status == 200 and text.count("zstack-cli ChangeZoneState") == 2
+    states = {z["name"]: z["state"] for z in await a.query("QueryZone")}
+    assert states == {"bulk-0": "Disabled", "bulk-1": "Disabled", "bulk-2": "Enabled"}
+    # again: not allowed in that state, nothing called
+    r = await client.post("/ui/r/zones/bulk", data={"csrf": csrf, "action": "disable", "keys": [zones[0]["uuid"]]})
+    text = await r.text()
+    assert "not allowed in state Disabled" in text and "zstack-cli" not in text
+    # destructive: confirmation first, then each deleted
+    keys = [z["uuid"] for z in zones]
+    r = await client.post("/ui/r/zones/bulk", data={"csrf": csrf, "action": "delete", "keys": keys})
+    assert r.status == 200 and 'name="confirmed"' in await r.text()
+    assert len(await a.query("QueryZone")) == 3
+    r = await client.post("/ui/r/zones/bulk", data={"csrf": csrf, "action": "delete", "keys": keys,
+                                                    "confirmed": "yes"})
+    assert r.status == 200 and (await r.text()).count("zstack-cli DeleteZone") == 3
+    assert await a.query("QueryZone") == []
+    # bad input: no rows, unknown action, an action that needs input
+    for data in ({"action": "disable"}, {"action": "nope", "keys": keys}):
+        r = await client.post("/ui/r/zones/bulk", data={"csrf": csrf, **data})
+        assert r.status == 400
+    r = await client.post("/ui/r/global-configs/bulk", data={"csrf": csrf, "action": "update",
+                                                             "keys": "identity:session.timeout"})
+    assert r.status == 400
