@@ -371,7 +371,7 @@ async def bulk_post(request: web.Request) -> web.Response:
 
         lines = [cli_line(action.api, action.params(inv)) for _k, inv in rows if inv is not None]
         return render(request, "bulk_confirm.html", {"res": res, "action": action, "rows": rows, "lines": lines})
-    results = []
+    results: list[dict[str, Any]] = []
     for key, inv in rows:
         if inv is None:
             results.append({"key": key, "name": key, "call": None, "error": {
