@@ -21,6 +21,7 @@ from controller.compute import extensions
 from controller.compute.capacity import move_vm
 from controller.compute.statemachine import INTERMEDIATE
 from controller.core import Controller
+from controller.util import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ async def _transition(tx: Any, vm: dict[str, Any], host_uuid: str, to: str) -> s
         return "Running" if ok else None
     if vm["hostUuid"] != host_uuid:
         return None
-    await tx.execute("UPDATE VmInstance SET state='Unknown' WHERE uuid=? AND state=?", (vm["uuid"], vm["state"]))
+    await tx.execute("UPDATE VmInstance SET state='Unknown', lastOpDate=? WHERE uuid=? AND state=?",
+                     (now_iso(), vm["uuid"], vm["state"]))
     return "Unknown"
 
 
@@ -94,5 +96,5 @@ async def full_sync(core: Controller, host_uuid: str, states: dict[str, str]) ->
 async def host_disconnected(core: Controller, host_uuid: str) -> None:
     """A Disconnected host puts every VM on it in Unknown (reference §3.9)."""
     async with core.db.write() as tx:
-        await tx.execute("UPDATE VmInstance SET state='Unknown' WHERE hostUuid=? AND state NOT IN "
-                         "('Destroyed', 'Expunging', 'Created', 'Destroying')", (host_uuid,))
+        await tx.execute("UPDATE VmInstance SET state='Unknown', lastOpDate=? WHERE hostUuid=? AND state NOT IN "
+                         "('Destroyed', 'Expunging', 'Created', 'Destroying')", (now_iso(), host_uuid))

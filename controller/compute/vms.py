@@ -154,7 +154,7 @@ async def destroy_vm_instance(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[s
             await ctx.core.services["agents"].call(host, vc.DestroyVmCmd(uuid=msg.uuid))
         except ApiError:
             async with ctx.db.write() as tx:
-                await tx.update("VmInstance", {"uuid": msg.uuid}, {"state": before})
+                await tx.update("VmInstance", {"uuid": msg.uuid}, {"state": before, "lastOpDate": now_iso()})
             raise
     if host_row is not None:
         await extensions.run_quietly("vm.stopped", ctx.core, host_uuid=host_row["uuid"], vm=vm)

@@ -31,6 +31,7 @@ def setup_ui(app: web.Application) -> None:
     r.add_get("/ui/lang", views.set_language)
     r.add_get("/ui/", views.dashboard)
     r.add_get("/ui/jobs", views.jobs_page)
+    r.add_get("/ui/jobs/panel", views.jobs_panel)
     r.add_get("/ui/events", live.events)
     r.add_get("/ui/vms/new", views.vm_new_get)
     r.add_post("/ui/vms/new", views.vm_new_post)

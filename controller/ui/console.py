@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -88,19 +89,21 @@ async def console_page(request: web.Request) -> web.Response:
     return resp
 
 
-async def console_ws(request: web.Request) -> web.StreamResponse:
+async def _admit(request: web.Request) -> Grant:
+    """The grant of the request's token, or 403 (foreign origin; missing, expired, reused or foreign token)."""
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        raise web.HTTPForbidden(text=f"console refused: the page's origin {origin} is not this controller")
     sess = await session_from_cookie(request)
     grant, why = tokens(request.app).take(request.query.get("token", ""), sess.uuid if sess else None,
                                           request.query.get("vm", ""))
     if grant is None:
         raise web.HTTPForbidden(text=f"console refused: {why}")
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(grant.host, grant.port), 10)
-    except (OSError, TimeoutError) as e:
-        raise web.HTTPBadGateway(text=f"cannot reach the VM's console at {grant.host}:{grant.port}: {e}") from e
-    ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=16 * 1024 * 1024, heartbeat=30)
-    await ws.prepare(request)
-    log.info("console of vm %s opened (host %s:%s)", grant.vm_uuid, grant.host, grant.port)
+    return grant
+
+
+async def _pump(ws: web.WebSocketResponse, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Bytes both ways until either side closes."""
 
     async def vnc_to_browser() -> None:
         while True:
@@ -113,12 +116,11 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
                 writer.write(msg.data)
-                await writer.drain()
             elif msg.type == WSMsgType.TEXT:
                 writer.write(msg.data.encode())
-                await writer.drain()
-            elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            else:
                 break
+            await writer.drain()
 
     pumps = [asyncio.create_task(vnc_to_browser()), asyncio.create_task(browser_to_vnc())]
     try:
@@ -127,6 +129,20 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
         for t in pumps:
             t.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
+
+
+async def console_ws(request: web.Request) -> web.StreamResponse:
+    grant = await _admit(request)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(grant.host, grant.port), 10)
+    except (OSError, TimeoutError) as e:
+        raise web.HTTPBadGateway(text=f"cannot reach the VM's console at {grant.host}:{grant.port}: {e}") from e
+    ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=16 * 1024 * 1024, heartbeat=30)
+    await ws.prepare(request)
+    log.info("console of vm %s opened (host %s:%s)", grant.vm_uuid, grant.host, grant.port)
+    try:
+        await _pump(ws, reader, writer)
+    finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()

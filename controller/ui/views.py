@@ -132,6 +132,15 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+async def jobs_panel(request: web.Request) -> web.Response:
+    """The task panel's first content (the live stream updates it afterwards)."""
+    async with request.app[CORE].db.read() as conn:
+        async with conn.execute("SELECT uuid, apiName, state, resourceUuid, createDate, finishedDate, result "
+                                "FROM Job ORDER BY createDate DESC LIMIT 8") as cur:
+            jobs = [_job(dict(r)) for r in await cur.fetchall()]
+    return render(request, "_panel.html", {"jobs": jobs})
+
+
 async def jobs_page(request: web.Request) -> web.Response:
     async with request.app[CORE].db.read() as conn:
         async with conn.execute("SELECT uuid, apiName, state, resourceUuid, createDate, finishedDate, result "

@@ -138,12 +138,33 @@ def new_login_csrf() -> str:
     return secrets.token_urlsafe(24)
 
 
+#: every console page: no framing, no inline or foreign scripts, connections only to this origin
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                               "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
 @web.middleware
 async def ui_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every ``/ui/`` path but the sign-in page, the language switch and static files needs a session; every
-    POST under ``/ui/`` but sign-in needs the session's CSRF token."""
+    POST under ``/ui/`` but sign-in needs the session's CSRF token. Pages get :data:`SECURITY_HEADERS`."""
     path = request.path
-    if not path.startswith("/ui") or path.startswith("/ui/static/"):
+    if not path.startswith("/ui"):
+        return await handler(request)  # type: ignore[no-any-return]
+    resp = await _ui(request, handler)
+    if isinstance(resp, web.Response) and not resp.prepared:
+        resp.headers.update(SECURITY_HEADERS)
+    return resp
+
+
+async def _ui(request: web.Request, handler: Any) -> web.StreamResponse:
+    path = request.path
+    if path.startswith("/ui/static/"):
         return await handler(request)  # type: ignore[no-any-return]
     p = page(request)
     if path in ("/ui/login", "/ui/lang"):

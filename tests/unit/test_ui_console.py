@@ -107,3 +107,13 @@ async def test_console_page_needs_a_running_vm(client: TestClient) -> None:
     assert r.status == 404
     assert "SYS.1003" in await r.text()
     assert not tokens(client.app)._grants
+
+
+async def test_foreign_origin_is_refused(client: TestClient, vnc_server: tuple) -> None:
+    host, port, got = vnc_server
+    sess = await login(client)
+    t = tokens(client.app).issue(sess, "vm1", host, port)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+        await client.ws_connect(f"/ui/console/ws?vm=vm1&token={t}", headers={"Origin": "http://evil.example"})
+    assert e.value.status == 403
+    assert got == []

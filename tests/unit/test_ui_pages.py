@@ -103,6 +103,7 @@ async def test_login_errors_and_csrf(client: TestClient) -> None:
 async def test_every_page_renders(client: TestClient, lang: str) -> None:
     ids = await seed(client)
     await sign_in(client, lang)
+    assert (await client.get("/ui/jobs/panel")).status == 200
     pages = ["/ui/", "/ui/jobs", "/ui/vms/new"]
     for res in RESOURCES:
         pages.append(f"/ui/r/{res.slug}")
@@ -230,3 +231,14 @@ async def test_bulk_actions_and_tag_filter(client: TestClient) -> None:
     r = await client.post("/ui/r/global-configs/bulk", data={"csrf": csrf, "action": "update",
                                                              "keys": "identity:session.timeout"})
     assert r.status == 400
+
+
+async def test_pages_carry_security_headers(client: TestClient) -> None:
+    for path in ("/ui/login",):
+        r = await client.get(path)
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+        assert "script-src 'self';" in r.headers["Content-Security-Policy"]
+    await sign_in(client)
+    r = await client.get("/ui/")
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
