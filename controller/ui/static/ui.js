@@ -3,6 +3,10 @@
 (function () {
   "use strict";
   function setState(el, state, label) {
+    if (el.dataset.state !== state) {
+      // the states this element went through on this page (for tests and for a glance in devtools)
+      el.dataset.seen = (el.dataset.seen ? el.dataset.seen + " " : "") + state;
+    }
     el.dataset.state = state;
     el.textContent = label;
   }
