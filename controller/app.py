@@ -15,6 +15,7 @@ from controller import services  # noqa: F401  (registers APIs and start hooks)
 from controller.api.http import CORE, MAX_BODY, add_routes, error_middleware
 from controller.config import ControllerConfig
 from controller.core import Controller
+from controller.ui import setup_ui
 
 
 def server_settings(config: ControllerConfig) -> dict[str, Any]:
@@ -28,6 +29,7 @@ def create_app(config: ControllerConfig, *, core: Controller | None = None) -> w
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CORE] = core or Controller(config)
     add_routes(app)
+    setup_ui(app)  # the web console under /ui/ (/ redirects there)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[CORE].start()

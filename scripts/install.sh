@@ -37,7 +37,10 @@ PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 
 # against the metadata service), isc-dhcp-client, util-linux (unshare/nsenter), tiny-image build tools
 # come from .deb files unpacked by scripts/build-tiny-image itself. mmdebstrap + systemd-container: testbed
 # hosts that boot a real systemd (`scripts/testbed up --mode nspawn`: root tree built once, hosts under nspawn).
-DEV_PKGS=(busybox cloud-init isc-dhcp-client util-linux file curl mmdebstrap systemd-container)
+# Browser tests of the web console (tests/browser): headless Chromium and its WebDriver from Debian (Selenium
+# is given both paths, so nothing is downloaded), and a CJK font so 简体中文/繁體中文 pages render in screenshots.
+DEV_PKGS=(busybox cloud-init isc-dhcp-client util-linux file curl mmdebstrap systemd-container chromium chromium-driver
+          fonts-wqy-microhei)
 want=("${PKGS[@]}")
 [ $DEV = 1 ] && want+=("${DEV_PKGS[@]}")
 missing=()

@@ -52,6 +52,8 @@ class BodyTooLarge(InvalidArgument):
 
 def metric_label(request: web.Request) -> str:
     """The request's metric label: a registered API name, one of our route patterns, or ``unknown``."""
+    if request.path.startswith("/ui"):
+        return "/ui"  # the web console: one label, not one per page/resource
     name = request.match_info.get("api")
     if name is not None:
         spec = lookup(name)

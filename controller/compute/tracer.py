@@ -21,6 +21,7 @@ from controller.compute import extensions, placement
 from controller.compute.capacity import move_vm
 from controller.compute.statemachine import INTERMEDIATE
 from controller.core import Controller
+from controller.util import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ async def _transition(tx: Any, vm: dict[str, Any], host_uuid: str, to: str) -> s
         return "Running" if ok else None
     if vm["hostUuid"] != host_uuid:
         return None
-    await tx.execute("UPDATE VmInstance SET state='Unknown' WHERE uuid=? AND state=?", (vm["uuid"], vm["state"]))
+    await tx.execute("UPDATE VmInstance SET state='Unknown', lastOpDate=? WHERE uuid=? AND state=?",
+                     (now_iso(), vm["uuid"], vm["state"]))
     return "Unknown"
 
 
@@ -98,6 +100,6 @@ async def host_disconnected(core: Controller, host_uuid: str) -> None:
     it: a live operation sets its end state itself, and one a crash interrupted is finished or rolled back at
     the host's reconnect (:mod:`.recovery`), which needs to know what was under way."""
     async with core.db.write() as tx:
-        await tx.execute("UPDATE VmInstance SET state='Unknown' WHERE hostUuid=? AND state NOT IN "
+        await tx.execute("UPDATE VmInstance SET state='Unknown', lastOpDate=? WHERE hostUuid=? AND state NOT IN "
                          "('Destroyed', 'Expunging', 'Created', 'Destroying', 'Starting', 'Stopping', "
-                         "'Rebooting', 'Migrating')", (host_uuid,))
+                         "'Rebooting', 'Migrating')", (now_iso(), host_uuid))

@@ -155,7 +155,7 @@ async def destroy_vm_instance(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[s
             await ctx.core.services["agents"].call(host, vc.DestroyVmCmd(uuid=msg.uuid))
         except ApiError:
             async with ctx.db.write() as tx:
-                await tx.update("VmInstance", {"uuid": msg.uuid}, {"state": before})
+                await tx.update("VmInstance", {"uuid": msg.uuid}, {"state": before, "lastOpDate": now_iso()})
             raise
     if host_row is not None:
         await extensions.run_quietly("vm.stopped", ctx.core, host_uuid=host_row["uuid"], vm=vm)
@@ -208,10 +208,14 @@ class GetVmConsoleAddressMsg(ApiMessage):
 
 @api("GetVmConsoleAddress", GetVmConsoleAddressMsg, queue=by_uuid)
 async def get_vm_console_address(ctx: ApiContext, msg: GetVmConsoleAddressMsg) -> dict[str, Any]:
-    """hostIp, port and protocol of a Running VM's console (VNC or SPICE, as it was started)."""
+    """hostIp, port, protocol and password of a Running VM's console (VNC or SPICE, as it was started; the
+    password is new at every start, and only a valid session gets it)."""
     vm = await _vm(ctx, msg.uuid)
     sm.check_allowed(msg.uuid, vm["state"], "GetVmConsoleAddress")
     host = await _host(ctx, vm["hostUuid"])
     reply = await ctx.core.services["agents"].call(host, vc.GetConsoleCmd(uuid=msg.uuid))
     # The protocol the VM actually runs with (1.0 answered the current config, which may have changed since).
-    return {"hostIp": host["managementIp"], "port": reply.port, "protocol": reply.protocol}
+    out: dict[str, Any] = {"hostIp": host["managementIp"], "port": reply.port, "protocol": reply.protocol}
+    if reply.password:
+        out["password"] = reply.password
+    return out

@@ -10,6 +10,8 @@ on host X starts only on X; attached data volumes are created at first start and
 
 from __future__ import annotations
 
+import secrets
+import string
 from typing import Any
 
 from controller.backup.cache import cache_source
@@ -21,6 +23,8 @@ from controller.storage import capacity
 from controller.util import now_iso
 from kvmagent.contract import storage as sc
 from kvmagent.contract import vm as vc
+
+_PASSWORD_CHARS = string.ascii_letters + string.digits
 
 FALLBACK_STORAGE = "/var/lib/zstack-py/volumes"
 
@@ -127,9 +131,15 @@ async def start_cmd(core: Controller, host: dict[str, Any], vm: dict[str, Any], 
         rootVolume=vc.VolumeTO(path=root_path, format="qcow2", uuid=root["uuid"], deviceId=0,
                                cacheMode=configs.get("kvm", "vm.cacheMode")),
         nics=await nic_tos(core, vm["uuid"]), consoleMode=configs.get("kvm", "vm.consoleMode"),
+        consolePassword=console_password(),
         cpuMode=configs.get("kvm", "vm.cpuMode"), platform=vm["platform"] or "Linux",
         hostManagementIp=host["managementIp"], bootDev=boot["bootDev"], bootIso=boot["bootIso"],
         firstBootFromCd=boot["firstBootFromCd"], timeout=300)
+
+
+def console_password() -> str:
+    """A new random console password for each start (8 characters: VNC reads no more)."""
+    return "".join(secrets.choice(_PASSWORD_CHARS) for _ in range(8))
 
 
 async def start_on_host(core: Controller, host: dict[str, Any], vm: dict[str, Any], account_uuid: str, *,

@@ -65,6 +65,10 @@ class StartVmCmd(AgentRequest):
     firstBootFromCd: bool = Field(False, description="VM created from an ISO: after the first guest "
                                   "reboot the agent restarts it booting from hd")
     consoleMode: Literal["vnc", "spice"] = "vnc"
+    consolePassword: str | None = Field(
+        None, min_length=8, max_length=8, pattern=r"^[A-Za-z0-9]+$", repr=False,
+        description="the console's password (libvirt graphics passwd; VNC reads at most 8 characters); new at "
+                    "every start")
     cpuMode: Literal["none", "host-model", "host-passthrough"] = "none"
     platform: Literal["Linux", "Windows", "WindowsVirtio", "Paravirtualization", "Other"] = "Linux"
     hostManagementIp: str
@@ -121,6 +125,7 @@ class ConsoleReply(AgentReply):
     protocol: Literal["vnc", "spice"]
     port: int
     hostIp: str
+    password: str | None = Field(None, repr=False, description="the console's password, if it has one")
 
 
 class GetConsoleCmd(AgentRequest):

@@ -112,8 +112,8 @@ class Guest:
             raise HypervisorError(f"reading state of {self.name}", str(e), libvirt_code=code_of(e)) from e
         return int(st)
 
-    async def xml(self, inactive: bool = False) -> str:
-        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+    async def xml(self, inactive: bool = False, secure: bool = False) -> str:
+        flags = (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0) | (libvirt.VIR_DOMAIN_XML_SECURE if secure else 0)
         return await self.host.call(f"reading XML of {self.name}", self.dom.XMLDesc, flags)
 
     async def create(self) -> None:

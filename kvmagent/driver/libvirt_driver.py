@@ -252,7 +252,7 @@ class LibvirtDriver(HypervisorDriver):
 
     async def graphics(self, vm_uuid: str) -> GraphicsInfo:
         guest = await self._guest(vm_uuid, "reading the console address")
-        info = graphics(parse(await guest.xml()))
+        info = graphics(parse(await guest.xml(secure=True)))  # secure: with the console password
         if info is None:
             raise AgentError("VM.NO_GRAPHICS", f"VM {vm_uuid} has no VNC or SPICE device", status=404)
         return info

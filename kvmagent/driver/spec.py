@@ -66,6 +66,7 @@ class VmSpec:
     boot_devs: tuple[BootDev, ...] = ("hd",)
     iso: IsoSpec | None = None
     console_mode: ConsoleMode = "vnc"
+    console_password: str | None = field(default=None, repr=False)
     cpu_mode: CpuMode = "none"
     platform: Platform = "Linux"
     first_boot_from_cd: bool = False
@@ -76,6 +77,9 @@ class VmSpec:
         return self.platform in PARAVIRTUAL_PLATFORMS
 
     def fingerprint(self) -> str:
-        """A stable hash of the spec; stored in the domain metadata to tell "same VM config" on retries."""
-        blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        """A stable hash of the spec; stored in the domain metadata to tell "same VM config" on retries. The
+        console password is left out: it changes at every start and is not part of the VM's configuration."""
+        fields = asdict(self)
+        fields.pop("console_password", None)
+        blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:32]

@@ -40,7 +40,7 @@ def vm_spec(cmd: StartVmCmd) -> VmSpec:
         nics=tuple(NicSpec(mac=n.mac.lower(), bridge=n.bridgeName, device_id=n.deviceId) for n in cmd.nics),
         boot_devs=tuple(cmd.bootDev),
         iso=IsoSpec(cmd.bootIso.path, cmd.bootIso.imageUuid) if cmd.bootIso else None,
-        console_mode=cmd.consoleMode, cpu_mode=cmd.cpuMode, platform=cmd.platform,
+        console_mode=cmd.consoleMode, console_password=cmd.consolePassword, cpu_mode=cmd.cpuMode, platform=cmd.platform,
         first_boot_from_cd=cmd.firstBootFromCd)
 
 
@@ -89,7 +89,8 @@ async def console(ctx: AgentContext, cmd: GetConsoleCmd) -> ConsoleReply:
     if g.port is None:
         raise AgentError("VM.NO_CONSOLE_PORT", f"VM {cmd.uuid} has {g.protocol} graphics but no port yet; "
                          "is it running?", status=409)
-    return ConsoleReply(protocol=g.protocol, port=g.port, hostIp=g.listen or ctx.config.listen_ip)  # type: ignore[arg-type]
+    return ConsoleReply(protocol=g.protocol, port=g.port, hostIp=g.listen or ctx.config.listen_ip,  # type: ignore[arg-type]
+                        password=g.password)
 
 
 @handles(AttachIsoCmd)

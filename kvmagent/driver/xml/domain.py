@@ -48,7 +48,7 @@ def devices(spec: VmSpec, console_log: Path) -> list[Device]:
     devs += [Disk(d, pv) for d in sorted(spec.data_disks, key=lambda d: d.device_id)]
     devs.append(Cdrom(spec.iso.path if spec.iso else None))
     devs += [BridgeInterface(n, spec.internal_id, pv) for n in sorted(spec.nics, key=lambda n: n.device_id)]
-    devs.append(Graphics(spec.console_mode, spec.management_ip))
+    devs.append(Graphics(spec.console_mode, spec.management_ip, spec.console_password))
     devs.append(SerialConsole(str(console_log)))
     return devs
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from kvmagent.driver.spec import BootDev
 from kvmagent.driver.xml.base import to_string
@@ -17,6 +17,7 @@ class GraphicsInfo:
     protocol: str
     port: int | None
     listen: str | None
+    password: str | None = field(default=None, repr=False)
 
 
 def parse(xml: str) -> ET.Element:
@@ -57,7 +58,7 @@ def graphics(dom: ET.Element) -> GraphicsInfo | None:
     for g in dom.findall("devices/graphics"):
         if g.get("type") in ("vnc", "spice"):
             port = int(g.get("port", "-1"))
-            return GraphicsInfo(g.get("type", ""), port if port > 0 else None, g.get("listen"))
+            return GraphicsInfo(g.get("type", ""), port if port > 0 else None, g.get("listen"), g.get("passwd"))
     return None
 
 

@@ -1,0 +1,127 @@
+"""Live state for the console: one change feed (VM states and jobs) shared by every open
+``GET /ui/events`` server-sent-events stream.
+
+The feed is one task that runs while at least one stream is open: every ``POLL`` seconds it reads the VMs
+whose ``lastOpDate`` moved (every state change through ``capacity.move_vm`` stamps it) and the jobs created or
+finished since its last look — indexed range reads, not table scans — and hands each change to every
+subscriber's queue. A slow subscriber whose queue is full loses its oldest events, never blocks the feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from controller.api.http import CORE
+from controller.core import Controller
+from controller.ui import i18n
+from controller.ui.web import page
+from controller.util import iso_in
+
+log = logging.getLogger(__name__)
+
+POLL = 0.25
+QUEUE_MAX = 500
+
+
+class Feed:
+    def __init__(self, core: Controller) -> None:
+        self.core = core
+        self.subscribers: set[asyncio.Queue[tuple[str, dict[str, Any]]]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._vm_seen: dict[str, str] = {}
+        self._job_seen: dict[str, str] = {}
+
+    def subscribe(self) -> asyncio.Queue[tuple[str, dict[str, Any]]]:
+        q: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_MAX)
+        self.subscribers.add(q)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="ui-live-feed")
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
+        self.subscribers.discard(q)
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        for q in list(self.subscribers):
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait((kind, data))
+
+    async def _run(self) -> None:
+        since = iso_in(-2)
+        while self.subscribers:
+            try:
+                since = await self.poll(since)
+            except Exception:
+                log.exception("live feed poll failed")
+            await asyncio.sleep(POLL)
+
+    async def poll(self, since: str) -> str:
+        """Publish the changes since ``since``; returns the next ``since`` (a little overlap, deduplicated)."""
+        now = iso_in(-1)
+        async with self.core.db.read() as conn:
+            async with conn.execute("SELECT uuid, state, lastOpDate FROM VmInstance WHERE lastOpDate >= ?",
+                                    (since,)) as cur:
+                vms = [dict(r) for r in await cur.fetchall()]
+            async with conn.execute(
+                    "SELECT uuid, apiName, state, resourceUuid, createDate FROM Job WHERE createDate >= ? "
+                    "UNION SELECT uuid, apiName, state, resourceUuid, createDate FROM Job WHERE state != "
+                    "'Processing' AND finishedDate >= ?", (since, since)) as cur:
+                jobs = [dict(r) for r in await cur.fetchall()]
+        for vm in vms:
+            if self._vm_seen.get(vm["uuid"]) != vm["state"]:
+                self._vm_seen[vm["uuid"]] = vm["state"]
+                self.publish("vm", {"uuid": vm["uuid"], "state": vm["state"]})
+        for job in jobs:
+            if self._job_seen.get(job["uuid"]) != job["state"]:
+                self._job_seen[job["uuid"]] = job["state"]
+                self.publish("job", job)
+        if len(self._vm_seen) > 10000:
+            self._vm_seen.clear()
+        if len(self._job_seen) > 10000:
+            self._job_seen.clear()
+        return min(now, max([since, *(v["lastOpDate"] for v in vms)]))
+
+
+FEED = web.AppKey("ui_feed", Feed)
+
+
+def feed(app: web.Application) -> Feed:
+    f = app.get(FEED)
+    if f is None:
+        f = Feed(app[CORE])
+        app[FEED] = f
+    return f  # type: ignore[no-any-return]
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """``GET /ui/events``: ``event: vm`` {uuid, state, label} and ``event: job`` {uuid, apiName, state, label}."""
+    p = page(request)
+    translate = i18n.translations(p.lang).gettext  # state words are marked in controller.ui.resources
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    f = feed(request.app)
+    q = f.subscribe()
+    try:
+        await resp.write(b": connected\n\n")
+        while True:
+            try:
+                kind, data = await asyncio.wait_for(q.get(), 15)
+            except TimeoutError:
+                await resp.write(b": keep-alive\n\n")
+                continue
+            body = {**data, "label": translate(data["state"])}
+            await resp.write(f"event: {kind}\ndata: {json.dumps(body)}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        f.unsubscribe(q)
+    return resp

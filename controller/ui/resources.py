@@ -1,0 +1,252 @@
+"""The one table of resource descriptions the console's list, detail and action pages are generated from.
+
+Each :class:`Res` names its ``Query*`` API (lists and details go through the query engine via the API
+dispatcher), its columns, filters, sort keys, and the actions the API allows (with the states that allow
+them and whether they are destructive). VM actions take their allowed states from the VM state machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.compute import statemachine as sm
+from controller.ui.i18n import N_
+
+Inv = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Col:
+    field: str
+    label: str
+    kind: str = "text"  # text | state | size | date | number | uuid | bool | mhz
+    sortable: bool = True
+
+
+@dataclass(frozen=True)
+class Action:
+    id: str
+    label: str
+    api: str
+    params: Callable[[Inv], dict[str, Any]]
+    when: Callable[[Inv], bool] = lambda inv: True
+    destructive: bool = False
+    #: extra user input: (field name, label, input type) — sent as API parameters
+    inputs: tuple[tuple[str, str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Res:
+    slug: str
+    label: str
+    query: str
+    columns: tuple[Col, ...]
+    key: tuple[str, ...] = ("uuid",)
+    name_field: str | None = "name"
+    state_field: str | None = "state"
+    states: tuple[str, ...] = ()
+    zone_field: str | None = None
+    default_sort: str = "createDate"
+    actions: tuple[Action, ...] = ()
+    group: str = N_("Resources")
+    #: the list filters on user tags (``__userTag__``): every resource with a uuid
+    taggable: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def key_of(self, inv: Inv) -> str:
+        return ":".join(str(inv.get(k, "")) for k in self.key)
+
+    def key_conditions(self, key: str) -> list[dict[str, Any]]:
+        parts = key.split(":", len(self.key) - 1)
+        if len(parts) != len(self.key):
+            parts += [""] * (len(self.key) - len(parts))
+        return [{"name": k, "op": "=", "value": v} for k, v in zip(self.key, parts, strict=True)]
+
+    def action(self, action_id: str) -> Action | None:
+        return next((a for a in self.actions if a.id == action_id), None)
+
+    @property
+    def bulk_actions(self) -> tuple[Action, ...]:
+        """Actions that need no extra input can run on several selected rows at once."""
+        return tuple(a for a in self.actions if not a.inputs)
+
+
+def _uuid(inv: Inv) -> dict[str, Any]:
+    return {"uuid": inv["uuid"]}
+
+
+def _state_actions(api: str) -> tuple[Action, ...]:
+    return (
+        Action("enable", N_("Enable"), api, lambda inv: {"uuid": inv["uuid"], "stateEvent": "enable"},
+               when=lambda inv: inv.get("state") != "Enabled"),
+        Action("disable", N_("Disable"), api, lambda inv: {"uuid": inv["uuid"], "stateEvent": "disable"},
+               when=lambda inv: inv.get("state") == "Enabled"),
+    )
+
+
+def _delete(api: str) -> Action:
+    return Action("delete", N_("Delete"), api, _uuid, destructive=True)
+
+
+def _vm(api: str) -> Callable[[Inv], bool]:
+    allowed = sm.ALLOWED[api]
+    return lambda inv: inv.get("state") in allowed
+
+
+NAME = Col("name", N_("Name"))
+UUID = Col("uuid", N_("UUID"), "uuid")
+STATE = Col("state", N_("State"), "state")
+STATUS = Col("status", N_("Status"), "state")
+CREATED = Col("createDate", N_("Created"), "date")
+EN_DIS = ("Enabled", "Disabled")
+
+VM_ACTIONS: tuple[Action, ...] = (
+    Action("start", N_("Start"), "StartVmInstance", _uuid, when=_vm("StartVmInstance")),
+    Action("stop", N_("Stop"), "StopVmInstance", _uuid, when=_vm("StopVmInstance")),
+    Action("reboot", N_("Reboot"), "RebootVmInstance", _uuid, when=_vm("RebootVmInstance")),
+    Action("destroy", N_("Destroy"), "DestroyVmInstance", _uuid, when=_vm("DestroyVmInstance"), destructive=True),
+    Action("recover", N_("Recover"), "RecoverVmInstance", _uuid, when=_vm("RecoverVmInstance")),
+    Action("expunge", N_("Expunge"), "ExpungeVmInstance", _uuid, when=_vm("ExpungeVmInstance"), destructive=True),
+    Action("attach-iso", N_("Attach ISO"), "AttachIsoToVmInstance",
+           lambda inv: {"vmInstanceUuid": inv["uuid"]}, when=_vm("AttachIsoToVmInstance"),
+           inputs=(("isoUuid", N_("ISO image UUID"), "text"),)),
+    Action("detach-iso", N_("Detach ISO"), "DetachIsoFromVmInstance",
+           lambda inv: {"vmInstanceUuid": inv["uuid"]}, when=_vm("DetachIsoFromVmInstance")),
+)
+
+RESOURCES: tuple[Res, ...] = (
+    Res("zones", N_("Zones"), "QueryZone", (NAME, STATE, UUID, CREATED), states=EN_DIS,
+        actions=(*_state_actions("ChangeZoneState"), _delete("DeleteZone")), group=N_("Infrastructure")),
+    Res("clusters", N_("Clusters"), "QueryCluster",
+        (NAME, STATE, Col("hypervisorType", N_("Hypervisor")), UUID, CREATED), states=EN_DIS,
+        zone_field="zoneUuid", actions=(*_state_actions("ChangeClusterState"), _delete("DeleteCluster")),
+        group=N_("Infrastructure")),
+    Res("hosts", N_("Hosts"), "QueryHost",
+        (NAME, Col("managementIp", N_("Management IP")), STATE, STATUS,
+         Col("availableCpuCapacity", N_("Free CPU (MHz)"), "number"),
+         Col("availableMemoryCapacity", N_("Free memory"), "size"), CREATED),
+        states=("Enabled", "Disabled", "Maintenance", "PreMaintenance"), zone_field="zoneUuid",
+        actions=(*_state_actions("ChangeHostState"),
+                 Action("maintain", N_("Maintenance mode"), "ChangeHostState",
+                        lambda inv: {"uuid": inv["uuid"], "stateEvent": "maintain"},
+                        when=lambda inv: inv.get("state") == "Enabled", destructive=True),
+                 Action("reconnect", N_("Reconnect"), "ReconnectHost", _uuid),
+                 _delete("DeleteHost")),
+        group=N_("Infrastructure")),
+    Res("primary-storage", N_("Primary storage"), "QueryPrimaryStorage",
+        (NAME, Col("type", N_("Type")), STATE, STATUS, Col("totalCapacity", N_("Total"), "size"),
+         Col("availableCapacity", N_("Available"), "size"), CREATED),
+        states=EN_DIS, zone_field="zoneUuid",
+        actions=(*_state_actions("ChangePrimaryStorageState"), _delete("DeletePrimaryStorage")),
+        group=N_("Storage")),
+    Res("backup-storage", N_("Backup storage"), "QueryBackupStorage",
+        (NAME, Col("hostname", N_("Host name")), STATE, STATUS, Col("totalCapacity", N_("Total"), "size"),
+         Col("availableCapacity", N_("Available"), "size"), CREATED),
+        states=EN_DIS,
+        actions=(*_state_actions("ChangeBackupStorageState"),
+                 Action("reconnect", N_("Reconnect"), "ReconnectBackupStorage", _uuid),
+                 _delete("DeleteBackupStorage")),
+        group=N_("Storage")),
+    Res("images", N_("Images"), "QueryImage",
+        (NAME, Col("mediaType", N_("Media type")), Col("format", N_("Format")), STATE, STATUS,
+         Col("size", N_("Size"), "size"), CREATED),
+        states=EN_DIS,
+        actions=(*_state_actions("ChangeImageState"),
+                 Action("delete", N_("Delete"), "DeleteImage", _uuid, destructive=True,
+                        when=lambda inv: inv.get("status") != "Deleted"),
+                 Action("recover", N_("Recover"), "RecoverImage", lambda inv: {"imageUuid": inv["uuid"]},
+                        when=lambda inv: inv.get("status") == "Deleted"),
+                 Action("expunge", N_("Expunge"), "ExpungeImage", lambda inv: {"imageUuid": inv["uuid"]},
+                        when=lambda inv: inv.get("status") == "Deleted", destructive=True)),
+        group=N_("Storage")),
+    Res("instance-offerings", N_("Instance offerings"), "QueryInstanceOffering",
+        (NAME, Col("cpuNum", N_("CPUs"), "number"), Col("cpuSpeed", N_("CPU speed (MHz)"), "number"),
+         Col("memorySize", N_("Memory"), "size"), STATE, CREATED),
+        states=EN_DIS,
+        actions=(*_state_actions("ChangeInstanceOfferingState"), _delete("DeleteInstanceOffering")),
+        group=N_("Configuration")),
+    Res("disk-offerings", N_("Disk offerings"), "QueryDiskOffering",
+        (NAME, Col("diskSize", N_("Disk size"), "size"), STATE, CREATED), states=EN_DIS,
+        actions=(*_state_actions("ChangeDiskOfferingState"), _delete("DeleteDiskOffering")),
+        group=N_("Configuration")),
+    Res("l2-networks", N_("L2 networks"), "QueryL2Network",
+        (NAME, Col("type", N_("Type")), Col("physicalInterface", N_("Physical interface")), UUID, CREATED),
+        state_field=None, zone_field="zoneUuid", actions=(_delete("DeleteL2Network"),), group=N_("Network")),
+    Res("l3-networks", N_("L3 networks"), "QueryL3Network",
+        (NAME, Col("type", N_("Type")), STATE, Col("dnsDomain", N_("DNS domain")), UUID, CREATED),
+        states=EN_DIS, zone_field="zoneUuid",
+        actions=(*_state_actions("ChangeL3NetworkState"), _delete("DeleteL3Network")), group=N_("Network")),
+    Res("ip-ranges", N_("IP ranges"), "QueryIpRange",
+        (NAME, Col("startIp", N_("Start IP")), Col("endIp", N_("End IP")), Col("netmask", N_("Netmask")),
+         Col("gateway", N_("Gateway")), Col("l3NetworkUuid", N_("L3 network"), "uuid"), CREATED),
+        state_field=None, actions=(_delete("DeleteIpRange"),), group=N_("Network")),
+    Res("vms", N_("VM instances"), "QueryVmInstance",
+        (NAME, STATE, Col("cpuNum", N_("CPUs"), "number"), Col("memorySize", N_("Memory"), "size"),
+         Col("hostUuid", N_("Host"), "uuid"), UUID, CREATED),
+        states=("Created", "Starting", "Running", "Stopping", "Stopped", "Rebooting", "Migrating", "Unknown",
+                "Destroying", "Destroyed", "Expunging", "Error"),
+        zone_field="zoneUuid", actions=VM_ACTIONS, group=N_("Compute")),
+    Res("volumes", N_("Volumes"), "QueryVolume",
+        (NAME, Col("type", N_("Type")), STATE, STATUS, Col("size", N_("Size"), "size"),
+         Col("vmInstanceUuid", N_("VM instance"), "uuid"), CREATED),
+        states=EN_DIS,
+        actions=(Action("snapshot", N_("Take snapshot"), "CreateVolumeSnapshot",
+                        lambda inv: {"volumeUuid": inv["uuid"]}, when=lambda inv: inv.get("status") == "Ready",
+                        inputs=(("name", N_("Snapshot name"), "text"),)),
+                 Action("attach", N_("Attach to a VM"), "AttachDataVolumeToVm",
+                        lambda inv: {"volumeUuid": inv["uuid"]},
+                        when=lambda inv: inv.get("type") == "Data" and not inv.get("vmInstanceUuid")
+                        and inv.get("status") != "Deleted",
+                        inputs=(("vmInstanceUuid", N_("VM instance UUID"), "text"),)),
+                 Action("detach", N_("Detach from its VM"), "DetachDataVolumeFromVm", _uuid,
+                        when=lambda inv: inv.get("type") == "Data" and bool(inv.get("vmInstanceUuid"))),
+                 Action("migrate", N_("Migrate to another host"), "LocalStorageMigrateVolume",
+                        lambda inv: {"volumeUuid": inv["uuid"]}, when=lambda inv: inv.get("status") == "Ready",
+                        inputs=(("destHostUuid", N_("Destination host UUID"), "text"),)),
+                 Action("delete", N_("Delete"), "DeleteDataVolume", _uuid, destructive=True,
+                        when=lambda inv: inv.get("type") == "Data" and inv.get("status") != "Deleted"),
+                 Action("recover", N_("Recover"), "RecoverDataVolume", _uuid,
+                        when=lambda inv: inv.get("status") == "Deleted"),
+                 Action("expunge", N_("Expunge"), "ExpungeDataVolume", _uuid, destructive=True,
+                        when=lambda inv: inv.get("status") == "Deleted")),
+        group=N_("Storage")),
+    Res("snapshots", N_("Volume snapshots"), "QueryVolumeSnapshot",
+        (NAME, Col("volumeUuid", N_("Volume"), "uuid"), STATE, STATUS, Col("size", N_("Size"), "size"),
+         CREATED),
+        states=EN_DIS,
+        actions=(Action("revert", N_("Revert volume"), "RevertVolumeFromSnapshot", _uuid, destructive=True),
+                 _delete("DeleteVolumeSnapshot")),
+        group=N_("Storage")),
+    Res("global-configs", N_("Global configs"), "QueryGlobalConfig",
+        (Col("category", N_("Category")), NAME, Col("value", N_("Value")),
+         Col("defaultValue", N_("Default value")), Col("description", N_("Description"), sortable=False)),
+        key=("category", "name"), state_field=None, default_sort="category", taggable=False,
+        actions=(Action("update", N_("Update value"), "UpdateGlobalConfig",
+                        lambda inv: {"category": inv["category"], "name": inv["name"]},
+                        inputs=(("value", N_("New value"), "text"),)),),
+        group=N_("Configuration")),
+    Res("system-tags", N_("System tags"), "QuerySystemTag",
+        (Col("tag", N_("Tag")), Col("resourceType", N_("Resource type")),
+         Col("resourceUuid", N_("Resource"), "uuid"), CREATED),
+        name_field="tag", state_field=None, actions=(_delete("DeleteTag"),), group=N_("Configuration"),
+        taggable=False),
+    Res("user-tags", N_("User tags"), "QueryUserTag",
+        (Col("tag", N_("Tag")), Col("resourceType", N_("Resource type")),
+         Col("resourceUuid", N_("Resource"), "uuid"), CREATED),
+        name_field="tag", state_field=None, actions=(_delete("DeleteTag"),), group=N_("Configuration"),
+        taggable=False),
+)
+
+BY_SLUG: dict[str, Res] = {r.slug: r for r in RESOURCES}
+GROUPS: tuple[str, ...] = (N_("Compute"), N_("Infrastructure"), N_("Storage"), N_("Network"),
+                           N_("Configuration"))
+
+#: states shown with their words (never by colour only); translated where shown
+STATE_WORDS: tuple[str, ...] = (
+    N_("Enabled"), N_("Disabled"), N_("Maintenance"), N_("PreMaintenance"), N_("Connected"),
+    N_("Connecting"), N_("Disconnected"), N_("Created"), N_("Starting"), N_("Running"), N_("Stopping"),
+    N_("Stopped"), N_("Rebooting"), N_("Migrating"), N_("Unknown"), N_("Destroying"), N_("Destroyed"),
+    N_("Expunging"), N_("Error"), N_("Ready"), N_("Deleted"), N_("Downloading"), N_("Creating"),
+    N_("Processing"), N_("Succeeded"), N_("Failed"), N_("NotInstantiated"))
