@@ -78,7 +78,7 @@ async def nic_to(core: Controller, nic: dict[str, Any]) -> SecurityGroupNicTO:
         "ORDER BY m.createDate", (l3, nic["uuid"]))]
     rules = [dict(r) for r in await core.db.fetchall(
         f"SELECT * FROM SecurityGroupRule WHERE securityGroupUuid IN ({_marks(len(groups))}) "
-        "ORDER BY createDate, uuid", groups)] if groups else []
+        "ORDER BY createDate, rowid", groups)] if groups else []
     peers = await _member_ips(core, groups, l3)
     remote = await _member_ips(core, (r["remoteSecurityGroupUuid"] for r in rules if r["remoteSecurityGroupUuid"]))
     tos = []
