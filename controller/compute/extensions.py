@@ -12,6 +12,10 @@ called by name from the compute code, so compute does not depend on them:
                                                                              a change found by the tracer (out of band)
     register("host.connected", fn)      fn(core, host=...)                  end of the connect sequence; raising
                                                                              fails the connect (1.0: DHCP rebuild)
+    register("vm.nic_attached", fn)     fn(core, host=..., vm=..., nic=...) a NIC was added to a Running VM, before
+                                                                             the hot-plug; raising fails the attach
+    register("vm.nic_detached", fn)     fn(core, host=..., vm=..., nic=...) a NIC was unplugged from a Running VM and
+                                                                             its row removed (errors logged)
 
 ``vm`` is the VmInstance row as a dict. Hooks run in registration order.
 """
@@ -26,7 +30,8 @@ log = logging.getLogger(__name__)
 
 Hook = Callable[..., Awaitable[None]]
 HOOKS: dict[str, list[Hook]] = {}
-NAMES = ("vm.before_start", "vm.start_failed", "vm.stopped", "vm.destroyed", "vm.state_changed", "host.connected")
+NAMES = ("vm.before_start", "vm.start_failed", "vm.stopped", "vm.destroyed", "vm.state_changed", "host.connected",
+         "vm.nic_attached", "vm.nic_detached")
 
 
 def register(name: str, fn: Hook) -> None:
