@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from storage import files, migrate, snapshots
+from storage import export, files, migrate, snapshots
 from storage.errors import InvalidArgument, NotFound
 from storage.imagecache import CachedImage, ImageCache, read_cached
 from storage.inspect import inspect_image
@@ -217,6 +217,22 @@ class StorageService:
         vol = self._volume(storage_path, volume_path)
         async with self._lock(vol):
             return await snapshots.verify(vol)
+
+    async def export_to_sftp(self, storage_path: str, source_path: str, url: str) -> export.Exported:
+        """Flatten a volume or snapshot file of this storage into one qcow2 on an SFTP backup storage
+        (``url`` = ``sftp://user:password@host[:port]/path``); see :mod:`storage.export`."""
+        from storage.fetch import SftpSource, parse_source
+
+        source = self.local(storage_path).layout.contain(source_path, "installPath")
+        if not source.is_file():
+            raise NotFound(f"installPath {source} does not exist", details={"field": "installPath",
+                                                                            "value": str(source)})
+        dest = parse_source(url)
+        if not isinstance(dest, SftpSource):
+            raise InvalidArgument("url: the destination must be sftp://user:password@host[:port]/absolute/path",
+                                  details={"field": "url"})
+        async with self._lock(source):
+            return await export.export_to_sftp(source, dest)
 
     @staticmethod
     def snapshot_path(volume_path: str, snapshot_uuid: str) -> Path:

@@ -251,6 +251,23 @@ class CopyToRemoteCmd(LocalStorageCmd):
     destToken: str = Field(min_length=1, repr=False)
 
 
+class ExportReply(LocalStorageReply):
+    size: int = Field(description="bytes of the uploaded self-contained qcow2")
+    md5: str
+    virtualSize: int
+
+
+class ExportCmd(LocalStorageCmd):
+    """Flatten a volume or snapshot file (``installPath``, inside ``storagePath``) with its backing chain into
+    one qcow2 and upload it to an SFTP backup storage (``url``: ``sftp://user:password@host[:port]/path``;
+    written as ``<path>.partial`` and renamed when complete). Long-running."""
+
+    PATH = "/localstorage/export"
+    Reply = ExportReply
+    installPath: str = Field(min_length=2)
+    url: str = Field(min_length=1, repr=False)
+
+
 class DeleteBitsReply(LocalStorageReply):
     deleted: list[str]
 

@@ -244,6 +244,13 @@ async def copy_to_remote(ctx: HasStorage, cmd: c.CopyToRemoteCmd) -> c.CopyToRem
     )
 
 
+@handles(c.ExportCmd)
+@mapped
+async def export_volume(ctx: HasStorage, cmd: c.ExportCmd) -> c.ExportReply:
+    done = await ctx.storage.export_to_sftp(cmd.storagePath, cmd.installPath, cmd.url)
+    return c.ExportReply(size=done.size, md5=done.md5, virtualSize=done.virtual_size, **await _cap(ctx, cmd))
+
+
 @handles(c.DeleteBitsCmd)
 @mapped
 async def delete_bits(ctx: HasStorage, cmd: c.DeleteBitsCmd) -> c.DeleteBitsReply:
