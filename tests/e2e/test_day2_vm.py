@@ -5,6 +5,10 @@
   device-removed event) and from the host's DHCP, and releases its IP.
 * A stopped VM given a bigger instance offering (ChangeInstanceOffering) starts with the new vCPU count and
   memory, as the guest itself reports them.
+* Data written by a running VM to its disk survives CreateRootVolumeTemplateFromRootVolume (taken while it
+  runs, through a live snapshot) onto an SFTP backup storage on host 2: a new VM created from that image on
+  the OTHER host reads it. (The tiny guest's root file system lives in RAM, so the "file" is a marker block
+  written with dd into the unused gap between the MBR and the boot partition of its disk.)
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pytest
 import pytest_asyncio
 from lab import PS_URL, Testbed, TinyImage
 from test_flatnet import Flat, flat_lab
+from test_sftp_backup_storage import BS_URL
 
 MiB = 1 << 20
 
@@ -28,7 +33,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def lab(testbed: Testbed, tiny: TinyImage, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Flat]:
     async with flat_lab("day2vm", testbed, tiny, tmp_path_factory.mktemp("day2vm"), services=True,
-                        paths=(PS_URL, "/var/lib/zstack-py/console"), log_tail=25) as lab:
+                        paths=(PS_URL, "/var/lib/zstack-py/console", BS_URL), log_tail=25) as lab:
         yield lab
 
 
@@ -124,3 +129,38 @@ async def test_stopped_vm_resized_starts_with_new_cpu_and_memory(lab: Flat) -> N
     # MemTotal is the RAM less what the kernel keeps: 128 MiB more RAM shows as (nearly) 128 MiB more
     assert 120 * 1024 < after_kib - before_kib <= 128 * 1024, (before_kib, after_kib)
     await c.inv("DestroyVmInstance", uuid=vm["uuid"])
+
+
+MARK_SECTOR = 1024  # 512 KiB into the disk: inside the 1 MiB gap before the boot partition (PART_START 2048)
+
+
+async def test_golden_image_from_running_vm_on_the_other_host(lab: Flat, testbed: Testbed) -> None:
+    c = lab.ctl
+    h2 = testbed.hosts[1]
+    bs = await c.inv("AddSftpBackupStorage", name="bs", hostname=h2.ip, username=h2.ssh_user,
+                     password=h2.ssh_password, url=BS_URL)
+    zone = (await c.raw("QueryZone", conditions=[]))[1]["inventories"][0]["uuid"]
+    await c.inv("AttachBackupStorageToZone", backupStorageUuid=bs["uuid"], zoneUuid=zone)
+    first, second = list(lab.hosts)
+    vm = await _create(lab, "golden", hostUuid=first)
+    token = f"ZSTACK-DAY2-GOLDEN-{vm['uuid']}"
+    await _ssh_ok(lab, vm, f"printf '%s\\n' {token} | dd of=/dev/vda bs=512 seek={MARK_SECTOR} conv=fsync "
+                           "2>/dev/null && sync", timeout=120)
+    read = f"dd if=/dev/vda bs=512 skip={MARK_SECTOR} count=1 2>/dev/null | head -n 1"
+    assert (await _ssh_ok(lab, vm, read)).strip() == token
+    image = await c.inv("CreateRootVolumeTemplateFromRootVolume", rootVolumeUuid=vm["rootVolumeUuid"],
+                        name="golden-img", backupStorageUuids=[bs["uuid"]])
+    assert (image["status"], image["mediaType"], image["downloadProgress"]) == ("Ready", "RootVolumeTemplate", 100)
+    snaps = (await c.raw("QueryVolumeSnapshot", conditions=[
+        {"name": "volumeUuid", "op": "=", "value": vm["rootVolumeUuid"]}]))[1]["inventories"]
+    assert [s["name"] for s in snaps] == [f"for image {image['uuid']}"]     # the live snapshot it was taken from
+    assert (await c.vm(vm["uuid"]))["state"] == "Running"
+    path = f"{BS_URL}/images/{image['uuid']}/{image['uuid']}.qcow2"
+    assert h2.run("md5sum", path).stdout.split()[0] == image["md5Sum"]
+    clone = await c.inv("CreateVmInstance", name="from-golden", instanceOfferingUuid=c.ids["offering"],
+                        imageUuid=image["uuid"], l3NetworkUuids=[c.ids["l3"]], systemTags=[f"sshkey::{lab.pub}"],
+                        hostUuid=second)
+    assert clone["hostUuid"] == second
+    assert (await _ssh_ok(lab, clone, read, timeout=120)).strip() == token
+    for v in (vm, clone):
+        await c.inv("DestroyVmInstance", uuid=v["uuid"])
