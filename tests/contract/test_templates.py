@@ -5,6 +5,7 @@ it; 1.0's refusals leave nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +30,10 @@ async def bs(env: Env, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
 def _qemu_io(path: str, cmd: str, *, read_only: bool = False) -> subprocess.CompletedProcess[str]:
     argv = ["qemu-io", "-f", "qcow2", *(["-r", "-U"] if read_only else []), "-c", cmd, path]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _out(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def _has(path: str, pattern: int, offset: int = 0, length: str = "1M") -> bool:
@@ -56,9 +61,9 @@ async def test_root_volume_to_image_to_new_vm(env: Env, bs: dict[str, Any]) -> N
         "Ready", "RootVolumeTemplate", "qcow2", 100)
     assert image["size"] == 64 * MiB and image["platform"] == "Linux" and image["guestOsType"] == "tiny"
     path = await _bs_file(e, image["uuid"])
-    info = subprocess.run(["qemu-img", "info", "--output=json", path], capture_output=True, text=True, check=True)
-    assert '"backing-filename"' not in info.stdout                       # self-contained
-    md5 = subprocess.run(["md5sum", path], capture_output=True, text=True, check=True).stdout.split()[0]
+    info = await asyncio.to_thread(_out, "qemu-img", "info", "--output=json", path)
+    assert '"backing-filename"' not in info                               # self-contained
+    md5 = (await asyncio.to_thread(_out, "md5sum", path)).split()[0]
     assert md5 == image["md5Sum"]
     assert _has(path, 0xab, 4 * MiB) and _has(path, 0, 0)
     assert not list(Path(path).parent.glob("*.partial"))
