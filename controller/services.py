@@ -26,7 +26,7 @@ from controller.resources import (  # noqa: F401
     types_api,
     zone,
 )
+from controller.storage import from_template, volume_apis  # noqa: F401
 from controller.storage import migrate as storage_apis  # noqa: F401
 from controller.storage import reconnect as ps_reconnect  # noqa: F401
-from controller.storage import volume_apis  # noqa: F401
 from controller.tags import api as tag_api  # noqa: F401

@@ -100,6 +100,24 @@ async def test_snapshot_and_data_volume_templates(env: Env, bs: dict[str, Any]) 
     dimg = await e.inv("CreateDataVolumeTemplateFromVolume", volumeUuid=vol["uuid"], name="data-img")
     assert (dimg["mediaType"], dimg["size"]) == ("DataVolumeTemplate", 8 * MiB)
     assert _has(await _bs_file(e, dimg["uuid"]), 0x33, MiB)
+    # ... and a new data volume on the other host from that template holds the same bits
+    ps = (await e.call("QueryPrimaryStorage", conditions=[]))["inventories"][0]["uuid"]
+    other = next(h["uuid"] for h in await e.hosts() if h["uuid"] != vm["lastHostUuid"])
+    await _refused(e, "CreateDataVolumeFromVolumeTemplate", 400, "SYS.1007", "hostUuid", "mandatory",
+                   imageUuid=dimg["uuid"], name="x", primaryStorageUuid=ps)
+    await _refused(e, "CreateDataVolumeFromVolumeTemplate", 400, "SYS.1007", "only a DataVolumeTemplate",
+                   imageUuid=image["uuid"], name="x", primaryStorageUuid=ps, hostUuid=other)
+    nv = await e.inv("CreateDataVolumeFromVolumeTemplate", imageUuid=dimg["uuid"], name="copy",
+                     primaryStorageUuid=ps, hostUuid=other)
+    assert (nv["status"], nv["type"], nv["size"], nv["rootImageUuid"]) == ("Ready", "Data", 8 * MiB, dimg["uuid"])
+    assert _has(nv["installPath"], 0x33, MiB)
+    ref = await e.core.db.fetchone("SELECT hostUuid, size FROM LocalStorageResourceRef WHERE resourceUuid=?",
+                                   (nv["uuid"],))
+    assert (ref["hostUuid"], ref["size"]) == (other, 8 * MiB)
+    status, body = await e.create_vm("on-other", hostUuid=other)
+    assert status == 200, body
+    att = await e.inv("AttachDataVolumeToVm", vmInstanceUuid=body["inventory"]["uuid"], volumeUuid=nv["uuid"])
+    assert att["vmInstanceUuid"] == body["inventory"]["uuid"]
 
 
 async def _refused(e: Env, api_name: str, status: int, code: str, /, *needles: str, **kw: Any) -> None:
