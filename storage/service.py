@@ -169,6 +169,13 @@ class StorageService:
         async with self._lock(st.layout.volume_path(kind, account_uuid, volume_uuid)):
             return await st.create_empty(kind, account_uuid, volume_uuid, size)
 
+    async def create_volume_from_file(self, storage_path: str, kind: VolumeType, account_uuid: str,
+                                      volume_uuid: str, source_path: str) -> Path:
+        st = self.local(storage_path)
+        source = st.layout.contain(source_path, "snapshotPath")
+        async with self._lock(st.layout.volume_path(kind, account_uuid, volume_uuid)), self._lock(source):
+            return await st.create_from_file(kind, account_uuid, volume_uuid, source)
+
     async def delete_volume(self, storage_path: str, install_path: str) -> bool:
         st = self.local(storage_path)
         async with self._lock(Path(install_path)):

@@ -1,4 +1,14 @@
-"""``CreateDataVolumeFromVolumeTemplate`` (1.0): a new data volume holding a DataVolumeTemplate image.
+"""``CreateDataVolumeFromVolumeTemplate`` and ``CreateDataVolumeFromVolumeSnapshot`` (1.0): new data volumes
+holding a DataVolumeTemplate image, or the content of a snapshot.
+
+CreateDataVolumeFromVolumeSnapshot (``volumeSnapshotUuid``, name, description, ``primaryStorageUuid``): the
+snapshot must be Ready; on local storage the new volume is created on the host and storage that hold the
+snapshot (a given primaryStorageUuid must be that one, else 400): ``/localstorage/volume/createfromsnapshot``
+flattens the snapshot with its backing chain into one qcow2 (its own file, no link to the snapshot); capacity is
+taken first for the snapshot's volume size and corrected to the real one; any failure deletes the row and
+returns the capacity.
+
+CreateDataVolumeFromVolumeTemplate:
 
 * ``imageUuid`` must be a DataVolumeTemplate image that is Ready and Enabled; ``primaryStorageUuid`` a
   LocalStorage that is Enabled and Connected; ``hostUuid`` (mandatory on local storage, as in 1.0) a Connected
@@ -89,6 +99,60 @@ async def create_data_volume_from_template(ctx: ApiContext,
         await tx.update("Volume", {"uuid": row["uuid"]}, {
             "installPath": reply.installPath, "actualSize": reply.actualSize, "status": "Ready",
             "lastOpDate": now_iso()})
+        await capacity.resize_resource(tx, row["uuid"], int(reply.size))
+        await capacity.record_host(tx, ps["uuid"], host["uuid"], reply)
+    return {"inventory": await ctx.inventory("Volume", row["uuid"])}
+
+
+class CreateDataVolumeFromVolumeSnapshotMsg(CreateMessage):
+    volumeSnapshotUuid: Uuid
+    name: Name
+    description: Description | None = None
+    primaryStorageUuid: Uuid | None = None
+
+
+@api("CreateDataVolumeFromVolumeSnapshot", CreateDataVolumeFromVolumeSnapshotMsg, job=True,
+     queue=lambda m: m.volumeSnapshotUuid)
+async def create_data_volume_from_snapshot(ctx: ApiContext,
+                                           msg: CreateDataVolumeFromVolumeSnapshotMsg) -> dict[str, Any]:
+    """A data volume holding the content of a snapshot, on the host and storage of that snapshot."""
+    snap = dict(await ctx.require("VolumeSnapshot", msg.volumeSnapshotUuid, "volumeSnapshotUuid",
+                                  vo="VolumeSnapshotVO"))
+    if snap["status"] != "Ready" or not snap["primaryStorageInstallPath"]:
+        raise OperationError(f"volume snapshot[uuid:{snap['uuid']}] is {snap['status']}; only a Ready snapshot "
+                             "can become a data volume")
+    ref = await ctx.db.fetchone("SELECT * FROM LocalStorageResourceRef WHERE resourceUuid=?", (snap["uuid"],))
+    if ref is None:
+        raise OperationError(f"volume snapshot[uuid:{snap['uuid']}] is not on local storage")
+    if msg.primaryStorageUuid and msg.primaryStorageUuid != ref["primaryStorageUuid"]:
+        raise InvalidArgument(f"invalid field[primaryStorageUuid]: the snapshot is on the local storage"
+                              f"[uuid:{ref['primaryStorageUuid']}] of host[uuid:{ref['hostUuid']}]; a volume "
+                              "from it is created there")
+    ps = dict(await ctx.require("PrimaryStorage", ref["primaryStorageUuid"], "primaryStorageUuid"))
+    host = await connected_host(ctx.core, ref["hostUuid"])
+    volume = await ctx.db.fetchone("SELECT size FROM Volume WHERE uuid=?", (snap["volumeUuid"],))
+    size = int(volume["size"]) if volume else int(snap["size"])
+
+    async def take(tx: Any, row: dict[str, Any]) -> None:
+        await capacity.add_resource(tx, ps["uuid"], host["uuid"], row["uuid"], "VolumeVO", size)
+
+    row = await create_row(ctx, "Volume", "VolumeVO", msg, {
+        "name": msg.name, "description": msg.description, "primaryStorageUuid": ps["uuid"], "type": "Data",
+        "format": "qcow2", "size": size, "status": "NotInstantiated", "state": "Enabled"}, after=take)
+    try:
+        account = ctx.session.accountUuid if ctx.session else row["uuid"]
+        reply = await ctx.core.services["agents"].call(host, sc.CreateVolumeFromSnapshotCmd(
+            storagePath=ps["url"], accountUuid=account, volumeUuid=row["uuid"], volumeType="Data",
+            snapshotPath=snap["primaryStorageInstallPath"]), timeout=3600)
+    except BaseException:
+        async with ctx.db.write() as tx:
+            await capacity.remove_resource(tx, row["uuid"])
+            await tx.execute("DELETE FROM Volume WHERE uuid=?", (row["uuid"],))
+        raise
+    async with ctx.db.write() as tx:
+        await tx.update("Volume", {"uuid": row["uuid"]}, {
+            "installPath": reply.installPath, "size": reply.size, "actualSize": reply.actualSize,
+            "status": "Ready", "lastOpDate": now_iso()})
         await capacity.resize_resource(tx, row["uuid"], int(reply.size))
         await capacity.record_host(tx, ps["uuid"], host["uuid"], reply)
     return {"inventory": await ctx.inventory("Volume", row["uuid"])}

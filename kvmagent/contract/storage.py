@@ -99,6 +99,17 @@ class CreateEmptyVolumeCmd(LocalStorageCmd):
     size: int = Field(gt=0)
 
 
+class CreateVolumeFromSnapshotCmd(LocalStorageCmd):
+    """A new volume holding a snapshot (or volume) file of this storage, flattened into one qcow2."""
+
+    PATH = "/localstorage/volume/createfromsnapshot"
+    Reply = VolumeReply
+    accountUuid: Uuid
+    volumeUuid: Uuid
+    volumeType: VolumeKind = "Data"
+    snapshotPath: str = Field(min_length=2)
+
+
 class DeleteVolumeReply(LocalStorageReply):
     deleted: bool
 

@@ -134,6 +134,14 @@ async def create_empty(ctx: HasStorage, cmd: c.CreateEmptyVolumeCmd) -> c.Volume
     return await _volume_reply(ctx, cmd, path)
 
 
+@handles(c.CreateVolumeFromSnapshotCmd)
+@mapped
+async def create_from_snapshot(ctx: HasStorage, cmd: c.CreateVolumeFromSnapshotCmd) -> c.VolumeReply:
+    path = await ctx.storage.create_volume_from_file(cmd.storagePath, VolumeType(cmd.volumeType), cmd.accountUuid,
+                                                     cmd.volumeUuid, cmd.snapshotPath)
+    return await _volume_reply(ctx, cmd, path)
+
+
 @handles(c.DeleteVolumeCmd)
 @mapped
 async def delete_volume(ctx: HasStorage, cmd: c.DeleteVolumeCmd) -> c.DeleteVolumeReply:

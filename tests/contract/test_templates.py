@@ -68,7 +68,7 @@ async def test_root_volume_to_image_to_new_vm(env: Env, bs: dict[str, Any]) -> N
     assert _has(path, 0xab, 4 * MiB) and _has(path, 0, 0)
     assert not list(Path(path).parent.glob("*.partial"))
     # a new VM from it on the other host (the image comes from the backup storage)
-    other = next(h["uuid"] for h in await e.hosts() if h["uuid"] != vm["lastHostUuid"])
+    other = next(h["uuid"] for h in await e.hosts() if h["uuid"] != vm["hostUuid"])
     status, body = await e.raw("CreateVmInstance", name="from-golden", instanceOfferingUuid=e.ids["offering"],
                                imageUuid=image["uuid"], l3NetworkUuids=[e.ids["l3"]], hostUuid=other)
     assert status == 200, body
@@ -92,6 +92,18 @@ async def test_snapshot_and_data_volume_templates(env: Env, bs: dict[str, Any]) 
     image = await e.inv("CreateRootVolumeTemplateFromVolumeSnapshot", snapshotUuid=snap["uuid"], name="from-snap")
     path = await _bs_file(e, image["uuid"])
     assert _has(path, 0x11) and not _has(path, 0x22)
+    # a data volume from that snapshot: its own flat file, on the same host, with the snapshot's bits
+    dv = await e.inv("CreateDataVolumeFromVolumeSnapshot", volumeSnapshotUuid=snap["uuid"], name="from-snap")
+    assert (dv["status"], dv["type"], dv["size"]) == ("Ready", "Data", 64 * MiB)
+    assert _has(dv["installPath"], 0x11) and not _has(dv["installPath"], 0x22)
+    assert '"backing-filename"' not in await asyncio.to_thread(_out, "qemu-img", "info", "--output=json",
+                                                               dv["installPath"])
+    ref = await e.core.db.fetchone("SELECT hostUuid FROM LocalStorageResourceRef WHERE resourceUuid=?", (dv["uuid"],))
+    assert ref["hostUuid"] == vm["hostUuid"]
+    await _refused(e, "CreateDataVolumeFromVolumeSnapshot", 400, "SYS.1007", "primaryStorageUuid",
+                   volumeSnapshotUuid=snap["uuid"], name="x", primaryStorageUuid="d" * 32)
+    await _refused(e, "CreateDataVolumeFromVolumeSnapshot", 404, "SYS.1003", "volumeSnapshotUuid",
+                   volumeSnapshotUuid="d" * 32, name="x")
     # a data volume (attached to the stopped VM) becomes a DataVolumeTemplate
     off = await e.inv("CreateDiskOffering", name="d", diskSize=8 * MiB)
     vol = await e.inv("CreateDataVolume", name="data", diskOfferingUuid=off["uuid"])
@@ -102,7 +114,7 @@ async def test_snapshot_and_data_volume_templates(env: Env, bs: dict[str, Any]) 
     assert _has(await _bs_file(e, dimg["uuid"]), 0x33, MiB)
     # ... and a new data volume on the other host from that template holds the same bits
     ps = (await e.call("QueryPrimaryStorage", conditions=[]))["inventories"][0]["uuid"]
-    other = next(h["uuid"] for h in await e.hosts() if h["uuid"] != vm["lastHostUuid"])
+    other = next(h["uuid"] for h in await e.hosts() if h["uuid"] != vm["hostUuid"])
     await _refused(e, "CreateDataVolumeFromVolumeTemplate", 400, "SYS.1007", "hostUuid", "mandatory",
                    imageUuid=dimg["uuid"], name="x", primaryStorageUuid=ps)
     await _refused(e, "CreateDataVolumeFromVolumeTemplate", 400, "SYS.1007", "only a DataVolumeTemplate",
