@@ -24,6 +24,18 @@ class ControllerConfig(BaseModel):
     public_url: str | None = None
     #: where AddKvmHost finds the wheel of this package to install on hosts
     agent_package_dir: str = "/var/lib/zstack-py/packages"
+    #: seconds a connection may take to send a request's headers (and may stay idle between requests):
+    #: slow clients cannot hold connections open
+    header_timeout: float = 15.0
+    #: AddImage reads ``file://`` urls only inside these directories (real path after symlinks)
+    #: the key file that encrypts stored host/backup-storage passwords (None: controller.key beside db_path)
+    secret_key_path: str | None = None
+    image_import_dirs: list[str] = ["/var/lib/zstack-py/import"]
+    #: hosts fetch images only from backup storage; True (labs and tests only) lets AddImage without any backup
+    #: storage record a ``file://`` image (inside ``image_import_dirs``) that hosts copy from their own disk
+    allow_host_local_images: bool = False
+    #: networks AddImage may download from although they are loopback/link-local/... (a lab mirror; tests)
+    image_url_allowed_networks: list[str] = []
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ControllerConfig:
@@ -32,5 +44,5 @@ class ControllerConfig(BaseModel):
         for key in cls.model_fields:
             env = os.environ.get(f"ZSTACK_{key.upper()}")
             if env is not None:
-                data[key] = env
+                data[key] = env.split(",") if key in ("image_import_dirs", "image_url_allowed_networks") else env
         return cls.model_validate(data)

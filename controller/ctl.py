@@ -1,4 +1,4 @@
-"""``zstack-ctl start|stop|status``: manage the controller process.
+"""``zstack-ctl start|stop|status|backup|restore``: manage the controller process and its database.
 
 Under systemd the controller runs as unit ``zstack-py-controller``; where systemd does not run (containers,
 this project's CI) ``start`` runs it as a background daemon with a pid file.
@@ -110,6 +110,42 @@ def status(cfg: ControllerConfig, as_json: bool) -> int:
     return 0 if up else 3
 
 
+def backup_cmd(cfg: ControllerConfig, target: str | None) -> int:
+    from controller.ctlbackup import BackupError, backup, inspect
+
+    try:
+        path = backup(cfg.db_path, target)
+        version = inspect(path)
+    except (BackupError, OSError) as e:
+        print(f"backup failed: {e}", file=sys.stderr)
+        return 1
+    print(f"backed up {cfg.db_path} to {path} (schema version {version}, {path.stat().st_size} bytes, mode 0600)")
+    return 0
+
+
+def restore_cmd(cfg: ControllerConfig, source: str, stop_first: bool) -> int:
+    from controller.ctlbackup import BackupError, restore
+
+    if _healthy(cfg) or _pid() is not None:
+        if not stop_first:
+            print(f"the controller is running ({_url(cfg)}); stop it first (zstack-ctl stop) or pass --stop",
+                  file=sys.stderr)
+            return 1
+        stop(cfg)
+        if _healthy(cfg) or _pid() is not None:
+            print("the controller did not stop; nothing restored", file=sys.stderr)
+            return 1
+    try:
+        version, kept = restore(cfg.db_path, source)
+    except (BackupError, OSError) as e:
+        print(f"restore failed, the database is unchanged: {e}", file=sys.stderr)
+        return 1
+    print(f"restored {cfg.db_path} from {source} (schema version {version})"
+          + (f"; the previous database is kept as {kept}" if kept else "")
+          + "; start the controller with zstack-ctl start")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="zstack-ctl", description="manage the ZStack-Py controller")
     p.add_argument("--config", default=None, help=f"controller config (default {DEFAULT_CONFIG})")
@@ -119,12 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stop")
     st = sub.add_parser("status")
     st.add_argument("--json", action="store_true")
+    b = sub.add_parser("backup", help="online backup of the controller database (consistent while running)")
+    b.add_argument("path", nargs="?", help="file or directory (default: <db dir>/backups/controller-<time>.db)")
+    r = sub.add_parser("restore", help="replace the database with a backup (the controller must be stopped)")
+    r.add_argument("path")
+    r.add_argument("--stop", action="store_true", help="stop a running controller first")
     args = p.parse_args(argv)
     cfg = ControllerConfig.load(args.config)
     if args.cmd == "start":
         return start(cfg, args.config, args.wait)
     if args.cmd == "stop":
         return stop(cfg)
+    if args.cmd == "backup":
+        return backup_cmd(cfg, args.path)
+    if args.cmd == "restore":
+        return restore_cmd(cfg, args.path, args.stop)
     return status(cfg, args.json)
 
 

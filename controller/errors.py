@@ -78,6 +78,10 @@ class PermissionDenied(ApiError):
     status, code, description = 403, "ID.1002", "Permission denied"
 
 
+class TooManyLoginFailures(ApiError):
+    status, code, description = 429, "ID.1004", "Too many failed logins"
+
+
 class QuotaExceeded(ApiError):
     status, code, description = 409, "ID.1003", "Quota exceeded"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from controller.app import create_app
+from controller.app import create_app, server_settings
 from controller.config import ControllerConfig
 
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     config = ControllerConfig.load(args.config)
     setup_logging(config.log_dir)
     web.run_app(create_app(config), host=config.listen_host, port=config.port, print=None,
-                access_log=None)
+                access_log=None, **server_settings(config))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ from controller import (  # noqa: F401
     compute,
     flatnet_provider,
     globalconfig,
+    housekeeping,
     identity,
+    sealed,
 )
 from controller.api import queries  # noqa: F401
 from controller.backup import templates  # noqa: F401

@@ -23,3 +23,22 @@ def iso_in(seconds: float) -> str:
 
 def parse_iso(s: str) -> dt.datetime:
     return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+#: SQLite's INTEGER range: every integer of every API message is inside it (stated in the OpenAPI schema)
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def check_int64(value: object) -> None:
+    """ValueError when an integer in ``value`` (or in its lists/dicts) is outside SQLite's 64 bits."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"{value} is out of range [{INT64_MIN}, {INT64_MAX}]")
+    elif isinstance(value, list | tuple):
+        for v in value:
+            check_int64(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            check_int64(v)

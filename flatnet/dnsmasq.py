@@ -2,7 +2,8 @@
 
 Layout under the L3's state directory ``<state>/flatnet/<key>/``:
 ``dnsmasq.conf``, ``hosts/<tag>`` (one ``dhcp-host`` line per NIC), ``opts/<tag>`` (that NIC's options),
-``leases``, ``dnsmasq.pid``, ``dnsmasq.log``. New files in ``hosts``/``opts`` are read by dnsmasq through
+``leases``, ``dnsmasq.pid``, ``dnsmasq.log`` (bounded: quiet DHCP logging, rotated by :func:`rotate_log`).
+New files in ``hosts``/``opts`` are read by dnsmasq through
 inotify; changed or removed ones need SIGHUP (dnsmasq keeps what it read until then).
 """
 
@@ -64,9 +65,29 @@ def render_conf(l3: L3Spec, paths: DnsmasqPaths, *, log_dhcp: bool = False) -> s
         f"dhcp-leasefile={paths.leases}", f"pid-file={paths.pid_file}",
         "dhcp-authoritative", "dhcp-lease-max=65535", f"log-facility={paths.log}",
     ]
-    if log_dhcp:
-        lines.append("log-dhcp")
+    # Every DHCP exchange would be a log line forever (a guest renewing in a loop fills the disk): only
+    # errors and start-up are logged, and the file is rotated (rotate_log). ``log_dhcp`` is for debugging.
+    lines += ["log-dhcp"] if log_dhcp else ["quiet-dhcp", "quiet-dhcp6", "quiet-ra"]
     return "\n".join(lines) + "\n"
+
+
+LOG_MAX_BYTES = 1 << 20
+
+
+def rotate_log(paths: DnsmasqPaths, max_bytes: int = LOG_MAX_BYTES) -> bool:
+    """Keep ``dnsmasq.log`` bounded: past ``max_bytes`` it becomes ``dnsmasq.log.1`` (replacing the previous
+    one) and dnsmasq reopens its log on SIGUSR2. At most 2 × ``max_bytes`` plus what is written between two
+    checks. True when rotated."""
+    try:
+        if paths.log.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    os.replace(paths.log, paths.log.with_name(paths.log.name + ".1"))
+    pid = find_pid(paths)
+    if pid is not None:
+        os.kill(pid, signal.SIGUSR2)
+    return True
 
 
 def host_line(nic: NicSpec) -> str:

@@ -19,7 +19,7 @@ import re
 from flatnet.model import UserdataSpec
 from flatnet.userdata import render_userdata
 
-_VERSION = re.compile(r"^(latest|\d{4}-\d{2}-\d{2})$")
+_VERSION = re.compile(r"latest|\d{4}-\d{2}-\d{2}")
 NOT_FOUND = (404, "not found\n")
 
 
@@ -52,7 +52,7 @@ def key_names(spec: UserdataSpec) -> list[str]:
 def resolve(spec: UserdataSpec, path: str) -> tuple[int, str]:
     """Status and body for ``path`` as seen by the VM of ``spec``."""
     parts = [p for p in path.split("/") if p]
-    if not parts or not _VERSION.match(parts[0]):
+    if not parts or not _VERSION.fullmatch(parts[0]):
         return (200, "latest\n") if not parts else NOT_FOUND
     rest = parts[1:]
     userdata = render_userdata(spec.userdata, spec.ssh_keys, spec.root_password)

@@ -5,10 +5,15 @@ namespace with setns(2), opens and binds the socket, and exits) and handed to th
 ``web.SockSite``. The server tells L3s apart by the network-namespace cookie of the accepted connection
 (``SO_NETNS_COOKIE``), and the VM by the connection's source IP, which the per-tap anti-spoofing rules make
 trustworthy. Unknown callers get 404; a VM only ever sees its own entry.
+
+Guests must not be able to exhaust the agent: every connection passes :mod:`flatnet.connlimit` (per-source
+limit, global cap, hard lifetime), idle keep-alive connections close after a few seconds, and bodies are
+capped (the server answers GETs only).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import os
@@ -16,9 +21,12 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
+from flatnet import connlimit
+from flatnet.connlimit import ConnectionLimiter, GuardedProtocol
 from flatnet.mdlayout import password_reply, resolve
 from flatnet.model import UserdataSpec
 
@@ -69,27 +77,57 @@ def socket_in_netns(netns: str, ip: str, port: int) -> socket.socket:
     return sock
 
 
+def _source_key(transport: Any) -> connlimit.Key:
+    sock = transport.get_extra_info("socket")
+    peer = transport.get_extra_info("peername")
+    return netns_cookie(sock), str(peer[0])
+
+
+class _GuardedSite(web.SockSite):
+    """A SockSite whose connections go through the limiter before aiohttp sees them."""
+
+    __slots__ = ("_lifetime", "_limiter")
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, limiter: ConnectionLimiter,
+                 lifetime: float) -> None:
+        super().__init__(runner, sock)
+        self._limiter = limiter
+        self._lifetime = lifetime
+
+    async def start(self) -> None:
+        self._runner._reg_site(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: GuardedProtocol(self._limiter, server, _source_key, self._lifetime),
+            sock=self._sock, backlog=self._backlog)
+
+
 @dataclass
 class _L3Sites:
     netns: str
     cookie: int
-    sites: list[web.SockSite] = field(default_factory=list)
+    sites: list[_GuardedSite] = field(default_factory=list)
     addrs: frozenset[tuple[str, int]] = frozenset()
 
 
 class MetadataServer:
     """Owns the app, its runner and the per-L3 sites. Entries change take effect on the next request."""
 
-    def __init__(self, *, http_port: int = 80, password_port: int | None = 8080) -> None:
+    def __init__(self, *, http_port: int = 80, password_port: int | None = 8080,
+                 per_source: int = connlimit.PER_SOURCE, max_connections: int | None = None,
+                 keepalive: float = connlimit.KEEPALIVE, lifetime: float = connlimit.LIFETIME) -> None:
         self.http_port = http_port
         self.password_port = password_port
+        self.limiter = ConnectionLimiter(per_source=per_source, total=max_connections)
+        self._lifetime = lifetime
         self._entries: dict[tuple[str, str], UserdataSpec] = {}
         self._saved: set[tuple[str, str]] = set()
         self._l3: dict[str, _L3Sites] = {}
         self._by_cookie: dict[int, str] = {}
-        app = web.Application()
+        app = web.Application(client_max_size=64 << 10)
         app.router.add_route("GET", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=keepalive, shutdown_timeout=1.0)
         self._started = False
 
     async def start(self) -> None:
@@ -134,7 +172,7 @@ class MetadataServer:
             for ip, port in sorted(want):
                 sock = socket_in_netns(netns, ip, port)
                 entry.cookie = netns_cookie(sock)
-                site = web.SockSite(self._runner, sock)
+                site = _GuardedSite(self._runner, sock, self.limiter, self._lifetime)
                 entry.sites.append(site)
                 await site.start()
         except BaseException:

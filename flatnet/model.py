@@ -145,8 +145,22 @@ class NicSpec(_Model):
         return f"{self.l3_uuid}/{self.mac}"
 
 
+class L3Address(_Model):
+    """One more (L3, IP) of a VM on which its metadata is also served (a VM with several Userdata L3s)."""
+
+    l3_uuid: str = Field(min_length=1)
+    ip: str
+
+    @field_validator("ip")
+    @classmethod
+    def _v_ip(cls, v: str) -> str:
+        return _ipv4("vmIp", v)
+
+
 class UserdataSpec(_Model):
-    """What the metadata service serves to one VM (identified by its L3 and source IP)."""
+    """What the metadata service serves to one VM (identified by its L3 and source IP): on its default L3
+    (``l3_uuid``/``vm_ip``) and on each of ``addresses`` (its NICs on other L3s with the Userdata service,
+    whichever NIC the guest's route to 169.254.169.254 or its CloudStack lease points at)."""
 
     vm_uuid: str = Field(min_length=1)
     l3_uuid: str
@@ -158,6 +172,13 @@ class UserdataSpec(_Model):
     instance_id: str | None = None
     service_offering: str | None = None
     availability_zone: str | None = None
+    addresses: tuple[L3Address, ...] = ()
+
+    @property
+    def served_on(self) -> list[tuple[str, str]]:
+        """Every (L3 uuid, source IP) this VM is identified by, default L3 first."""
+        return [(self.l3_uuid, self.vm_ip)] + [(a.l3_uuid, a.ip) for a in self.addresses
+                                               if (a.l3_uuid, a.ip) != (self.l3_uuid, self.vm_ip)]
 
     @field_validator("vm_ip")
     @classmethod

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flatnet import dnsmasq, ebtables, netns
 from flatnet.dnsmasq import DnsmasqPaths
@@ -27,6 +28,25 @@ from storage.revert import Reverter
 from storage.runner import ProcessError
 
 log = logging.getLogger(__name__)
+
+
+def untrusted_reason(state: DesiredState, vm_uuid: str, l3_uuid: str, ip: str) -> str | None:
+    """Why metadata of ``vm_uuid`` must not be served to source ``ip`` on ``l3_uuid``, or None when it may.
+
+    The metadata server tells VMs apart by source IP; that is only safe when the address cannot be taken by
+    another guest (OSSN-0074): the L3 is served here, the VM's NIC with that IP is served by Flat DHCP on this
+    host (so its tap is known), and the L3 has anti-spoofing on (so the tap may only send from that IP)."""
+    l3 = state.l3s.get(l3_uuid)
+    if l3 is None:
+        return "the L3 network is not served on this host"
+    if not l3.anti_spoofing:
+        return ("the L3 network has anti-spoofing off, so the source address can be taken by any VM "
+                "(OSSN-0074); turn it on (flatNetwork::antiSpoofing::true) to serve user data")
+    if not any(n.vm_uuid == vm_uuid and n.l3_uuid == l3_uuid and n.ip == ip and n.tap
+               for n in state.nics.values()):
+        return ("no NIC of this VM with that address is served by Flat DHCP on this host (an L3 with the Flat "
+                "Userdata service but not Flat DHCP), so the source address cannot be trusted (OSSN-0074)")
+    return None
 
 
 @dataclass
@@ -51,17 +71,23 @@ class FlatNetService:
     """Flat DHCP + metadata for the L3 networks of this host.
 
     ``host_netns`` names the network namespace holding the L2 bridges (``None``: the agent's own).
+    ``metadata_limits``: keyword arguments of :class:`MetadataServer` (per_source, max_connections,
+    keepalive, lifetime); the defaults suit production.
     """
 
     def __init__(self, state_dir: Path, *, host_netns: str | None = None, http_port: int = 80,
-                 password_port: int | None = 8080, log_dhcp: bool = False) -> None:
+                 password_port: int | None = 8080, log_dhcp: bool = False,
+                 metadata_limits: dict[str, Any] | None = None) -> None:
         self.store = StateStore(Path(state_dir))
         self.host_netns = host_netns
         self.log_dhcp = log_dhcp
         self.state = DesiredState()
-        self.metadata = MetadataServer(http_port=http_port, password_port=password_port)
+        self.metadata = MetadataServer(http_port=http_port, password_port=password_port, **(metadata_limits or {}))
         self._lock = asyncio.Lock()
         self._errors: dict[str, str] = {}
+        self._refused: dict[tuple[str, str, str], str] = {}
+        self._rotator: asyncio.Task[None] | None = None
+        self.log_check_interval = 60.0
 
     # --- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -81,11 +107,33 @@ class FlatNetService:
             await self._sync_rules(self.state)
             self._sync_entries(self.state)
             self._finish(self.state)
+            if self._rotator is None:
+                self.rotate_logs()
+                self._rotator = asyncio.create_task(self._rotate_forever(), name="flatnet-log-rotation")
 
     async def stop(self) -> None:
         """Close the metadata listeners. dnsmasq and the namespaces stay: VMs keep their DHCP while the agent
         restarts, and :meth:`start` adopts them."""
+        task, self._rotator = self._rotator, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.metadata.stop()
+
+    def rotate_logs(self, max_bytes: int = dnsmasq.LOG_MAX_BYTES) -> int:
+        """Rotate the dnsmasq log of every L3 past ``max_bytes``; the number rotated."""
+        n = 0
+        for l3 in list(self.state.l3s):
+            try:
+                n += dnsmasq.rotate_log(self._paths(l3), max_bytes)
+            except OSError as e:
+                log.warning("flatnet: dnsmasq log of L3 %s not rotated: %s", l3, e)
+        return n
+
+    async def _rotate_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.log_check_interval)
+            await asyncio.to_thread(self.rotate_logs)
 
     # --- requests ------------------------------------------------------------------------------------
     async def prepare(self, l3s: Iterable[L3Spec]) -> None:
@@ -106,6 +154,9 @@ class FlatNetService:
                     raise NotPrepared(nic.l3_uuid)
             new.nics.update({n.key: n for n in nics})
             new.userdata = {k: u for k, u in new.userdata.items() if u.l3_uuid in new.l3s}
+            if rebuild:  # user data of VMs no longer on this host goes with them (the caller re-sends the rest)
+                here = {n.vm_uuid for n in new.nics.values()}
+                new.userdata = {k: u for k, u in new.userdata.items() if u.vm_uuid in here}
             touched = {l3.uuid for l3 in l3s} | {n.l3_uuid for n in nics}
             await self._commit(new, touched if not rebuild else set(new.l3s))
 
@@ -251,8 +302,22 @@ class FlatNetService:
         await ebtables.sync(self.host_netns, want, state.owned_chains)
 
     def _sync_entries(self, state: DesiredState) -> None:
-        self.metadata.set_entries({(u.l3_uuid, u.vm_ip): u for u in state.userdata.values()
-                                   if u.l3_uuid in state.l3s})
+        """Serve each VM's metadata on every (L3, IP) of it where the source IP can be trusted (see
+        :func:`untrusted_reason`); the others are refused with one log line each time the set changes."""
+        entries: dict[tuple[str, str], UserdataSpec] = {}
+        refused: dict[tuple[str, str, str], str] = {}
+        for u in state.userdata.values():
+            for key in u.served_on:
+                why = untrusted_reason(state, u.vm_uuid, *key)
+                if why is None:
+                    entries[key] = u
+                else:
+                    refused[(u.vm_uuid, *key)] = why
+        for (vm, l3, ip), why in sorted(refused.items()):
+            if self._refused.get((vm, l3, ip)) != why:
+                log.warning("flatnet: user data of VM %s is NOT served on L3 %s to source %s: %s", vm, l3, ip, why)
+        self._refused = refused
+        self.metadata.set_entries(entries)
 
     async def _release_lease(self, l3: L3Spec, nic: NicSpec) -> None:
         try:

@@ -21,10 +21,14 @@ class StateStore:
             return DesiredState()
 
     def save(self, state: DesiredState) -> None:
-        """Write-then-rename with fsync: a crash leaves the old or the new file, never a torn one."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Write-then-rename with fsync: a crash leaves the old or the new file, never a torn one. The file
+        holds VM user data (root passwords, keys): 0600 in a 0700 directory."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
             f.write(state.model_dump_json())
             f.flush()
             os.fsync(f.fileno())

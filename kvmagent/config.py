@@ -11,6 +11,7 @@ Example::
     domain_type: auto             # auto | kvm | qemu
     state_dir: /var/lib/zstack-py
     log_dir: /var/log/zstack-py
+    storage_roots: [/var/lib/zstack-py, /zstack_ps, /data]   # where local primary storages may be created
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_PATH = Path("/etc/zstack-py/kvmagent.yaml")
+#: where local primary storages usually live (1.0's examples use /zstack_ps; ours /var/lib/zstack-py/...)
+DEFAULT_STORAGE_ROOTS = ("/var/lib/zstack-py", "/var/lib/zstack", "/zstack_ps", "/data", "/mnt", "/srv",
+                         "/storage")
 
 
 class ConfigError(Exception):
@@ -41,6 +45,10 @@ class AgentConfig(BaseModel):
     domain_type: Literal["auto", "kvm", "qemu"] = "auto"
     state_dir: Path = Path("/var/lib/zstack-py")
     log_dir: Path = Path("/var/log/zstack-py")
+    #: ``/localstorage/init`` accepts only primary storage urls inside one of these directories (real paths);
+    #: the controller cannot change this list, so even a caller with this host's token cannot make the agent
+    #: create and write a storage in a system directory. Add the directories your local PS urls live in.
+    storage_roots: list[str] = Field(default_factory=lambda: list(DEFAULT_STORAGE_ROOTS))
 
     @field_validator("listen_ip")
     @classmethod

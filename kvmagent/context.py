@@ -11,6 +11,7 @@ from kvmagent.config import AgentConfig
 from kvmagent.driver.base import HypervisorDriver
 from kvmagent.events import EventReporter, Judger, StateTracker
 from kvmagent.metrics import Metrics
+from kvmagent.tickets import Tickets
 from kvmagent.vmops import VmOps
 
 
@@ -35,6 +36,8 @@ class AgentContext:
     metrics: Metrics
     flatnet: Any = None
     storage: Any = None
+    #: one-time transfer tickets this host issued for volume copies it receives (``kvmagent.tickets``)
+    tickets: Tickets = field(default_factory=Tickets)
     boot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     not_ready_reason: str = "starting"
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)

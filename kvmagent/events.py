@@ -6,7 +6,9 @@
   at once; while the controller is away they are queued (bounded, newest state per VM wins) and retried
   with exponential backoff.
 * :class:`StateTracker`: glue from driver :class:`DomainEvent` to reports: maps, swallows expected events,
-  drops repeats of the last known state, and passes REBOOT events to a hook (the CD-then-disk rule).
+  drops repeats of the last known state, and passes REBOOT events to a hook (the CD-then-disk rule). Every
+  event that changes a domain's run state is reported at once (suspend, resume, PM suspend/wakeup, crash,
+  start of a defined domain, stop); a resume is never taken for the Running an own start expects.
 
 Report bodies::
 
@@ -32,6 +34,8 @@ from kvmagent.metrics import Metrics
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/v1/agent/events"
+#: Event reasons (``kvmagent.driver.events_map``) that take a domain out of Paused / PM-suspended.
+LEAVES_PAUSE = frozenset({"resumed", "wakeup"})
 
 
 @dataclass
@@ -157,7 +161,7 @@ class EventReporter:
                 if resp.status < 300:
                     self.metrics.count_event(kind, "sent")
                     return True
-                if resp.status in (400, 404, 409, 422):
+                if resp.status in (400, 403, 404, 409, 422):
                     self.metrics.count_event(kind, "refused")
                     log.warning("controller refused report %s: HTTP %d %s", body, resp.status,
                                 (await resp.text())[:200])
@@ -195,10 +199,18 @@ class StateTracker:
             return
         previous = self.known.get(ev.vm_uuid)
         self.known[ev.vm_uuid] = ev.state
-        if self.judger.swallows(ev.vm_uuid, ev.state):
+        if self.judger.swallows(ev.vm_uuid, ev.state) and not self._leaves_pause(ev, previous):
             self.metrics.count_event("vmState", "swallowed")
             return
         if previous == ev.state:
             return
         self.metrics.count_event("vmState", "reported")
         self.reporter.report_state(ev.vm_uuid, ev.state, ev.reason)
+
+    def _leaves_pause(self, ev: DomainEvent, previous: VmState | None) -> bool:
+        """A resume or PM wakeup out of a pause this tracker saw is the agent's own only when its operation
+        also expected the pause: an operation that expects Running (start, reboot) never resumes a domain
+        that something else paused, so ``virsh resume`` right after a start is still reported. (QEMU's own
+        start emits a RESUMED without a SUSPENDED before it: that one stays swallowed.)"""
+        return (ev.reason in LEAVES_PAUSE and previous == VmState.PAUSED
+                and not self.judger.swallows(ev.vm_uuid, VmState.PAUSED))

@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import logging
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -68,6 +69,24 @@ def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) 
         signal.signal(sig, on_signal)
 
 
+NOFILE_WANTED = 65536
+
+
+def raise_nofile_limit(wanted: int = NOFILE_WANTED) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (up to the hard limit): the metadata server's global
+    cap is a quarter of it, and VM management keeps the rest. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, target, e)
+    log.info("open-files limit (soft) %d", soft)
+    return int(soft)
+
+
 async def serve(config: AgentConfig, *, services: bool = True) -> None:
     """Run the agent until SIGTERM/SIGINT."""
     driver = LibvirtDriver(config.libvirt_uri, state_dir=config.state_dir, domain_type=config.domain_type)
@@ -104,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zstack-kvmagent: {e}", file=sys.stderr)
         return 2
     _setup_logging(config, args.log_level)
+    raise_nofile_limit()
     asyncio.run(serve(config))
     return 0
 

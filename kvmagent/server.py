@@ -23,15 +23,16 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from kvmagent import tickets
 from kvmagent.config import AgentConfig
 from kvmagent.context import AgentContext
-from kvmagent.contract.base import AgentError
+from kvmagent.contract.base import POLLED_PATHS, AgentError
 from kvmagent.contract.host import PingCmd
 from kvmagent.dedup import Reply, ReplyCache
 from kvmagent.driver.base import HypervisorDriver
 from kvmagent.events import EventReporter, Judger, StateTracker
 from kvmagent.handlers import MODULES
-from kvmagent.metrics import Metrics
+from kvmagent.metrics import CONTENT_TYPE, UNKNOWN, Metrics
 from kvmagent.routing import ENDPOINTS, Endpoint
 from kvmagent.tasks import TaskGroup
 from kvmagent.vmops import VmOps
@@ -64,13 +65,23 @@ def _validation_error(endpoint: Endpoint, e: ValidationError) -> AgentError:
                       status=400, details={"errors": json.loads(json.dumps(errs, default=str))})
 
 
+def log_request(path: str, rid: str | None, status: int, seconds: float, body: dict[str, Any]) -> None:
+    """One structured ``key=value`` line per command: the controller logs the same ``request_id`` when it
+    sends it, so one operation can be followed across both logs (journald: ``journalctl -u
+    zstack-py-kvmagent``). The VM's uuid is added for commands about one VM."""
+    vm = body.get("vmUuid") or (body.get("uuid") if path.startswith("/vm/") else None)
+    log.log(logging.DEBUG if path in POLLED_PATHS else logging.INFO,
+            "request path=%s request_id=%s status=%d seconds=%.3f%s", path, rid or "-", status, seconds,
+            f" vm={vm}" if isinstance(vm, str) else "")
+
+
 def _endpoint_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         ctx = request.app[CTX]
         if not ctx.ready and endpoint.path not in BEFORE_READY:
             raise AgentError("AGENT.NOT_READY", f"agent not ready: {ctx.not_ready_reason}", status=503)
         try:
-            body = await request.json() if request.can_read_body else {}
+            body = await request.json() if request.body_exists else {}
         except json.JSONDecodeError as e:
             raise AgentError("AGENT.INVALID_REQUEST", f"body is not valid JSON: {e}", status=400) from e
         if not isinstance(body, dict):
@@ -88,7 +99,9 @@ def _endpoint_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[w
             return 200, reply.model_dump(mode="json")
 
         rid = request.headers.get("X-Request-Id")
+        t0 = time.perf_counter()
         status, payload = await (request.app[REPLIES].run(f"{endpoint.path} {rid}", run) if rid else run())
+        log_request(endpoint.path, rid, status, time.perf_counter() - t0, body)
         return web.json_response(payload, status=status)
 
     return handle
@@ -107,7 +120,7 @@ async def metrics_mw(request: web.Request, handler: Any) -> web.StreamResponse:
         raise
     finally:
         route = request.match_info.route.resource
-        path = route.canonical if route is not None else "(unmatched)"
+        path = route.canonical if route is not None else UNKNOWN
         request.app[CTX].metrics.observe_request(path, status, time.perf_counter() - t0)
 
 
@@ -117,10 +130,35 @@ async def auth_mw(request: web.Request, handler: Any) -> web.StreamResponse:
         token = request.app[CTX].config.token
         got = request.headers.get("Authorization", "")
         if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
-            return error_response(AgentError("AGENT.UNAUTHORIZED", "missing or wrong bearer token "
-                                             "(Authorization: Bearer <host token>)", status=401))
+            ticket = _ticket(request, got)
+            if ticket is None:
+                return error_response(AgentError("AGENT.UNAUTHORIZED", "missing or wrong bearer token "
+                                                 "(Authorization: Bearer <host token>)", status=401))
+            try:
+                if request.path == tickets.RECEIVE_PATH:
+                    tickets_of(request).check_receive(ticket, request.headers.get("X-Zs-Path", ""),
+                                                      request.headers.get("X-Zs-Size"))
+                else:
+                    try:
+                        body = await request.json()
+                    except ValueError as e:
+                        raise AgentError("AGENT.INVALID_REQUEST", f"body is not valid JSON: {e}", status=400) from e
+                    tickets_of(request).check_json(ticket, request.path, body)
+            except AgentError as e:
+                return error_response(e)
     result: web.StreamResponse = await handler(request)
     return result
+
+
+def tickets_of(request: web.Request) -> tickets.Tickets:
+    return request.app[CTX].tickets
+
+
+def _ticket(request: web.Request, auth: str) -> tickets.Ticket | None:
+    """The live transfer ticket presented as the bearer, on one of the three endpoints a ticket opens."""
+    if request.path not in tickets.TICKET_PATHS or not auth.startswith("Bearer "):
+        return None
+    return tickets_of(request).find(auth.removeprefix("Bearer ").strip())
 
 
 @web.middleware
@@ -161,7 +199,7 @@ async def metrics(request: web.Request) -> web.Response:
                 domains[str(state)] = domains.get(str(state), 0) + 1
         except AgentError:
             pass
-    return web.Response(text=ctx.metrics.render(domains), content_type="text/plain", charset="utf-8")
+    return web.Response(body=ctx.metrics.render(domains), headers={"Content-Type": CONTENT_TYPE})
 
 
 def build_context(config: AgentConfig, driver: HypervisorDriver, *, flatnet: Any = None,

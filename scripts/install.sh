@@ -34,8 +34,9 @@ PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 
       libvirt-dev pkg-config gcc python3-venv python3-dev cpio zstd curl ca-certificates procps psmisc)
 # Tests and the lab: busybox (udhcpc as a DHCP client in namespaces), cloud-init (real datasources
 # against the metadata service), isc-dhcp-client, util-linux (unshare/nsenter), tiny-image build tools
-# come from .deb files unpacked by scripts/build-tiny-image itself.
-DEV_PKGS=(busybox cloud-init isc-dhcp-client util-linux file curl)
+# come from .deb files unpacked by scripts/build-tiny-image itself. mmdebstrap + systemd-container: testbed
+# hosts that boot a real systemd (`scripts/testbed up --mode nspawn`: root tree built once, hosts under nspawn).
+DEV_PKGS=(busybox cloud-init isc-dhcp-client util-linux file curl mmdebstrap systemd-container)
 want=("${PKGS[@]}")
 [ $DEV = 1 ] && want+=("${DEV_PKGS[@]}")
 missing=()

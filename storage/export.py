@@ -53,7 +53,8 @@ async def _upload(local: Path, dest: SftpSource, size: int) -> None:
         ):
             await sftp.makedirs(str(final.parent), exist_ok=True)
             try:
-                await sftp.put(str(local), part, block_size=1 << 20, max_requests=16)
+                # OpenSSH's sftp-server drops a write larger than its 256 KiB packet limit: 128 KiB blocks
+                await sftp.put(str(local), part, block_size=1 << 17, max_requests=32)
                 got = (await sftp.stat(part)).size
                 if got != size:
                     raise TransferFailed(f"upload to {dest!r} is incomplete: {got} of {size} bytes arrived",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from storage.errors import InvalidArgument
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 MARKER = ".zstack-ps.json"
 PARTIAL_SUFFIX = ".partial"
 
@@ -34,7 +34,7 @@ class VolumeType(StrEnum):
 
 
 def check_id(field: str, value: str) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise InvalidArgument(
             f"{field} {value!r} is not a valid identifier (letters, digits and '-', at most 64)",
             details={"field": field, "value": value},

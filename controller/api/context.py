@@ -19,6 +19,8 @@ class ApiContext:
     session: SessionInfo | None = None
     #: the session uuid the caller sent, even for APIs that need none (LogOut)
     raw_session: str | None = None
+    #: the caller's address (login throttling, audit lines)
+    source: str | None = None
 
     @property
     def db(self):  # type: ignore[no-untyped-def]

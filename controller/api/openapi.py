@@ -7,7 +7,21 @@ from typing import Any
 
 from controller import __doc__ as _doc
 from controller.api.registry import API
+from controller.util import INT64_MAX, INT64_MIN
 from controller.version import VERSION
+
+
+def _bound_integers(node: Any) -> None:
+    """Every integer the API takes is a 64-bit SQLite INTEGER: say so where the model sets no bound."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            node.setdefault("minimum", INT64_MIN)
+            node.setdefault("maximum", INT64_MAX)
+        for v in node.values():
+            _bound_integers(v)
+    elif isinstance(node, list):
+        for v in node:
+            _bound_integers(v)
 
 
 @functools.cache
@@ -41,6 +55,7 @@ def openapi_document() -> dict[str, Any]:
             # 1.0's name (or spelling) of the same API: same body and replies, listed so clients find it
             paths[f"/v1/{alias}"] = {"post": {**op, "operationId": alias,
                                               "summary": f"{spec.summary or name} (1.0 name of {name})"}}
+    _bound_integers(schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "ZStack-Py API", "version": VERSION,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from controller import sealed
 from controller.core import Controller
 from controller.errors import OperationError
 
@@ -21,9 +22,9 @@ class NoUsableCopy(OperationError, LookupError):
     """The image cannot be fetched by a host: Deleted, or no Ready copy (409; still a LookupError for callers)."""
 
 
-def sftp_url(bs: Any, install_path: str) -> str:
+def sftp_url(bs: Any, install_path: str, holder: Any = None) -> str:
     """The agent-readable url of a file on an SFTP backup storage."""
-    user, pw = quote(bs["username"], safe=""), quote(bs["password"], safe="")
+    user, pw = quote(bs["username"], safe=""), quote(sealed.unseal(holder, bs["password"]) or "", safe="")
     return f"sftp://{user}:{pw}@{bs['hostname']}:{bs['sshPort']}{quote(install_path)}"
 
 
@@ -42,9 +43,12 @@ async def cache_source(core: Controller, image_row: Any, *, zone_uuid: str | Non
         if image_row["md5Sum"]:  # it was downloaded to backup storage: a legacy image never has an md5
             raise NoUsableCopy(f"image[uuid:{image_row['uuid']}] has no copy on any backup storage any more "
                                "(its backup storages were deleted)")
+        if not core.config.allow_host_local_images:
+            raise NoUsableCopy(f"image[uuid:{image_row['uuid']}] has no copy on backup storage and hosts fetch images "
+                               "only from backup storage (allow_host_local_images is off)")
         return {"url": image_row["url"], "md5": None, "size": None}
     ready = [r for r in rows if r["status"] == "Ready"]
     if not ready:
         raise NoUsableCopy(f"image[uuid:{image_row['uuid']}] has no Ready copy on any backup storage")
     r = ready[0]
-    return {"url": sftp_url(r, r["installPath"]), "md5": image_row["md5Sum"], "size": image_row["actualSize"]}
+    return {"url": sftp_url(r, r["installPath"], core), "md5": image_row["md5Sum"], "size": image_row["actualSize"]}

@@ -53,7 +53,7 @@ async def _drop(core: Controller, refs: list[dict[str, Any]], *, best_effort: bo
     for r in refs:
         try:
             if r["installPath"]:
-                await remove_tree(Endpoint.of(r), r["installPath"].rsplit("/", 1)[0])
+                await remove_tree(Endpoint.of(r, core), r["installPath"].rsplit("/", 1)[0])
         except BackupStorageError:
             if not best_effort:
                 raise

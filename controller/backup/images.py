@@ -10,8 +10,10 @@ refs and the files on every storage, and fails the API with the reason, as 1.0 d
 
 Backup storages (1.0: ``backupStorageUuids`` is mandatory and only Connected+Enabled ones are used; none
 usable → SYS.1006). Deviations, documented: when none are given and exactly one backup storage exists it is
-used; when none are given and NO backup storage exists, a ``file://`` url is recorded as a legacy image that
-hosts read directly (no download; kept so deployments without backup storage still work).
+used; when none are given and NO backup storage exists the API fails (409: hosts fetch images only from backup
+storage), unless the controller setting ``allow_host_local_images`` (labs and tests) lets a ``file://`` url be
+recorded as a legacy image that hosts read directly. ``file://`` urls must lie inside ``image_import_dirs`` and
+http(s) urls must not reach loopback/link-local/metadata addresses, also after redirects (``urlcheck``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pydantic import Field
 from controller.api.context import ApiContext
 from controller.api.messages import CreateMessage, Description, Name, Uuid
 from controller.api.registry import api
-from controller.backup import transfer
+from controller.backup import transfer, urlcheck
 from controller.backup.inspect import inspect_remote
 from controller.backup.sftp import BackupStorageError, Endpoint, connect, remove_tree
 from controller.backup.storage import refresh_capacity
@@ -79,11 +81,18 @@ def _row(msg: AddImageMsg, fmt: str, status: str) -> dict[str, Any]:
 async def add_image(ctx: ApiContext, msg: AddImageMsg) -> dict[str, Any]:
     """Add an image: downloaded to backup storage and inspected, or (no storage at all) a legacy record."""
     transfer.check_url(msg.url, local_file=False)
+    if msg.url.startswith("file:"):
+        urlcheck.check_import_path(msg.url, ctx.core.config.image_import_dirs)
+    else:
+        await urlcheck.check_http_target(msg.url, ctx.core.config.image_url_allowed_networks)
     fmt = "iso" if msg.mediaType == "ISO" else msg.format
     storages = await _storages(ctx, msg.backupStorageUuids)
     if storages:
         transfer.check_url(msg.url)
     if not storages:
+        if not ctx.core.config.allow_host_local_images:
+            raise OperationError("invalid field[backupStorageUuids]: no backup storage exists and hosts fetch images "
+                                 f"only from backup storage; add one (AddSftpBackupStorage) to add {msg.url}")
         if not msg.url.startswith("file:///"):
             raise InvalidArgument("invalid field[backupStorageUuids]: no backup storage exists; add one "
                                   f"(AddSftpBackupStorage) to download {msg.url}")
@@ -127,12 +136,12 @@ async def _download(ctx: ApiContext, uuid: str, url: str, fmt: str, storages: li
         sessions: list[tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient, str]] = []
         files = []
         for bs in storages:
-            conn = await stack.enter_async_context(connect(Endpoint.of(bs)))
+            conn = await stack.enter_async_context(connect(Endpoint.of(bs, ctx)))
             sftp = await stack.enter_async_context(conn.start_sftp_client())
             path = paths[bs["uuid"]]
             files.append(await _create_file(stack, sftp, bs, path))
             sessions.append((conn, sftp, path))
-        copied = await transfer.copy(url, files, progress)
+        copied = await transfer.copy(url, files, progress, allowed_nets=ctx.core.config.image_url_allowed_networks)
         for f in files:
             await f.close()
         found = [await inspect_remote(conn, sftp, path, url=url, declared=fmt) for conn, sftp, path in sessions]
@@ -161,7 +170,7 @@ async def _roll_back(ctx: ApiContext, uuid: str, storages: list[dict[str, Any]],
     """Delete the files on every storage and the image row (refs cascade); errors here are swallowed."""
     for bs in storages:
         try:
-            await remove_tree(Endpoint.of(bs), paths[bs["uuid"]].rsplit("/", 1)[0])
+            await remove_tree(Endpoint.of(bs, ctx), paths[bs["uuid"]].rsplit("/", 1)[0])
         except Exception:
             pass
     async with ctx.db.write() as tx:

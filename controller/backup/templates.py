@@ -114,7 +114,7 @@ async def _progress_poller(ctx: ApiContext, uuid: str, bs: dict[str, Any], path:
                            share: int) -> None:
     """Write downloadProgress from the size of the partial file on the storage until cancelled."""
     try:
-        async with connect(Endpoint.of(bs)) as conn, conn.start_sftp_client() as sftp:
+        async with connect(Endpoint.of(bs, ctx)) as conn, conn.start_sftp_client() as sftp:
             while True:
                 await asyncio.sleep(PROGRESS_INTERVAL)
                 try:
@@ -128,10 +128,10 @@ async def _progress_poller(ctx: ApiContext, uuid: str, bs: dict[str, Any], path:
         return
 
 
-async def _verify(bs: dict[str, Any], path: str, md5: str, url: str) -> int:
+async def _verify(ctx: ApiContext, bs: dict[str, Any], path: str, md5: str, url: str) -> int:
     """md5 of the uploaded file recomputed on the storage host and compared; qemu-img info checks it is a
     self-contained qcow2. Its virtual size."""
-    async with connect(Endpoint.of(bs)) as conn, conn.start_sftp_client() as sftp:
+    async with connect(Endpoint.of(bs, ctx)) as conn, conn.start_sftp_client() as sftp:
         out = await execute(conn, ["md5sum", path], timeout=3600)
         got = out.split()[0] if out.split() else ""
         if got != md5:
@@ -169,11 +169,11 @@ async def export_image(ctx: ApiContext, msg: _TemplateMsg, row: dict[str, Any], 
             try:
                 t0 = time.monotonic()
                 reply = await ctx.core.services["agents"].call(host, sc.ExportCmd(
-                    storagePath=ps["url"], installPath=source_path, url=sftp_url(bs, paths[bs["uuid"]])),
+                    storagePath=ps["url"], installPath=source_path, url=sftp_url(bs, paths[bs["uuid"]], ctx)),
                     timeout=6 * 3600)
             finally:
                 poller.cancel()
-            size = await _verify(bs, paths[bs["uuid"]], reply.md5, f"volume {source_path}")
+            size = await _verify(ctx, bs, paths[bs["uuid"]], reply.md5, f"volume {source_path}")
             done = {"md5": reply.md5, "size": reply.size, "virtual": size, "seconds": time.monotonic() - t0}
         async with ctx.db.write() as tx:
             await tx.update("Image", {"uuid": uuid}, {

@@ -17,7 +17,9 @@ from urllib.parse import unquote, urlparse
 
 import aiohttp
 import asyncssh
+from yarl import URL
 
+from controller.backup import urlcheck
 from controller.errors import InvalidArgument, OperationError
 
 CHUNK = 1 << 20
@@ -57,8 +59,8 @@ Chunks = AsyncIterator[bytes]
 
 
 @asynccontextmanager
-async def open_source(url: str) -> AsyncIterator[tuple[Chunks, int | None]]:
-    """(chunk iterator, total size or None) of the url."""
+async def open_source(url: str, allowed_nets: Sequence[str] = ()) -> AsyncIterator[tuple[Chunks, int | None]]:
+    """(chunk iterator, total size or None) of the url; http(s) hops checked by ``urlcheck``."""
     p = urlparse(url)
     if p.scheme == "file":
         path = unquote(p.path)
@@ -70,20 +72,44 @@ async def open_source(url: str) -> AsyncIterator[tuple[Chunks, int | None]]:
         return
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
-            if resp.status != 200:
-                raise DownloadFailed(f"cannot download {url}: HTTP {resp.status} {resp.reason}")
-            yield resp.content.iter_chunked(CHUNK), resp.content_length
+        connector = aiohttp.TCPConnector(resolver=urlcheck.GuardedResolver(allowed_nets))
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector, trust_env=False) as session:
+            async with _follow(session, url, allowed_nets) as resp:
+                yield resp.content.iter_chunked(CHUNK), resp.content_length
     except aiohttp.ClientError as e:
         raise DownloadFailed(f"cannot download {url}: {e}") from e
 
 
+@asynccontextmanager
+async def _follow(session: aiohttp.ClientSession, url: str,
+                  allowed_nets: Sequence[str]) -> AsyncIterator[aiohttp.ClientResponse]:
+    """GET ``url`` following at most :data:`urlcheck.MAX_REDIRECTS` redirects by hand, every hop checked
+    (scheme http/https, no forbidden address) before it is contacted."""
+    current = url
+    for _ in range(urlcheck.MAX_REDIRECTS + 1):
+        await urlcheck.check_http_target(current, allowed_nets)
+        async with session.get(current, allow_redirects=False) as resp:
+            if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                nxt = str(resp.url.join(URL(resp.headers["Location"])))
+                if urlparse(nxt).scheme not in ("http", "https"):
+                    raise InvalidArgument(f"invalid field[url]: {url!r} redirects to {nxt!r}; only http:// and "
+                                          "https:// redirects are followed")
+                current = nxt
+                continue
+            if resp.status != 200:
+                raise DownloadFailed(f"cannot download {url}: HTTP {resp.status} {resp.reason}")
+            yield resp
+            return
+    raise DownloadFailed(f"cannot download {url}: more than {urlcheck.MAX_REDIRECTS} redirects")
+
+
 async def copy(url: str, dests: Sequence[asyncssh.SFTPClientFile],
-               progress: Callable[[int, int | None], Awaitable[None]]) -> Copied:
+               progress: Callable[[int, int | None], Awaitable[None]], *,
+               allowed_nets: Sequence[str] = ()) -> Copied:
     """Stream ``url`` into every file of ``dests``; returns the byte count and md5 of what was written."""
     md5 = hashlib.md5(usedforsecurity=False)
     done = 0
-    async with open_source(url) as (chunks, total):
+    async with open_source(url, allowed_nets) as (chunks, total):
         try:
             async for data in chunks:
                 md5.update(data)

@@ -57,8 +57,8 @@ PASSWORD_APIS = frozenset(
 TAG_PARAMS = frozenset({"systemTags", "userTags"})
 
 _OP_ALTERNATION = "|".join(re.escape(op) for op, _ in OPERATORS)
-_CONDITION = re.compile(rf"^([A-Za-z_][A-Za-z0-9_.]*)({_OP_ALTERNATION})(.*)$", re.DOTALL)
-_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONDITION = re.compile(rf"([A-Za-z_][A-Za-z0-9_.]*)({_OP_ALTERNATION})(.*)", re.DOTALL)
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NEW_TAG = re.compile(r",+(?=[A-Za-z][A-Za-z0-9_.-]*::)|,+$")
 _RESERVED_TYPES = {"count": "boolean", "replyWithCount": "boolean", "limit": "integer", "start": "integer",
                    "timeout": "integer", "fields": "array", "conditions": "array"}
@@ -132,7 +132,7 @@ def _split_param(token: str) -> tuple[str, str]:
     name, eq, value = token.partition("=")
     if not eq:
         raise UsageError(f'"{token}" is not a parameter: expected name=value')
-    if not _PARAM_NAME.match(name):
+    if not _PARAM_NAME.fullmatch(name):
         raise UsageError(f'"{token}": "{name}" is not a valid parameter name')
     return name, value
 
@@ -142,7 +142,7 @@ def _split_param(token: str) -> tuple[str, str]:
 
 def parse_condition(token: str) -> dict[str, str]:
     """``name<op>value`` -> ``{"name", "op", "value"}`` as 1.0 sends it."""
-    match = _CONDITION.match(token)
+    match = _CONDITION.fullmatch(token)
     if not match:
         ops = " ".join(op for op, _ in OPERATORS)
         raise UsageError(f'"{token}" is not a query condition: expected name<op>value with op one of {ops}')

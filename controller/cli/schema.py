@@ -46,7 +46,7 @@ FALLBACK_LITERAL_PARAMS: Mapping[str, str] = {
 #: APIs that need no session (reference §1.5).
 NO_SESSION_APIS = frozenset({"LogInByAccount", "LogInByUser", "LogOut", "ValidateSession", "GetVersion"})
 
-_API_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+_API_NAME = re.compile(r"[A-Z][A-Za-z0-9]*")
 _SCALARS = ("string", "integer", "number", "boolean", "array", "object")
 CACHE_FORMAT = 1
 
@@ -82,7 +82,7 @@ class ApiSchema:
     def has_api(self, api: str) -> bool:
         """True when the API exists; with the fallback, any CamelCase name is accepted."""
         if not self.known:
-            return bool(_API_NAME.match(api))
+            return bool(_API_NAME.fullmatch(api))
         return api in self.apis
 
     def params(self, api: str) -> Mapping[str, Param] | None:
@@ -157,7 +157,7 @@ def from_openapi(doc: Mapping[str, Any]) -> ApiSchema:
     apis: dict[str, dict[str, Param]] = {}
     for path, item in doc["paths"].items():
         name = str(path).removeprefix("/v1/")
-        if not _API_NAME.match(name) or not isinstance(item, dict) or "post" not in item:
+        if not _API_NAME.fullmatch(name) or not isinstance(item, dict) or "post" not in item:
             continue
         content = ((item["post"] or {}).get("requestBody") or {}).get("content") or {}
         body = _deref((content.get("application/json") or {}).get("schema", {}), components)

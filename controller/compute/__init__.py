@@ -3,4 +3,4 @@
 Importing this package registers its APIs and start-up hooks (see ``controller/services.py``).
 """
 
-from controller.compute import agents, deletion, hosts, images, iso, ping, vms  # noqa: F401
+from controller.compute import agents, deletion, ha, hosts, images, iso, ping, vms  # noqa: F401

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from controller.core import Controller, on_start
 from controller.errors import AgentFailure, AgentUnavailable
 from controller.util import new_uuid
-from kvmagent.contract.base import AgentReply, AgentRequest
+from kvmagent.contract.base import POLLED_PATHS, AgentReply, AgentRequest
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,13 @@ class Agents:
     async def call(self, host: dict[str, Any], cmd: AgentRequest, *, timeout: float | None = None) -> Any:
         """Run ``cmd`` on ``host`` (a Host row: managementIp, agentPort, agentToken) and return its Reply."""
         url = f"http://{host['managementIp']}:{host['agentPort']}{cmd.PATH}"
-        headers = {"Authorization": f"Bearer {host['agentToken']}", "X-Request-Id": new_uuid()}
+        rid = new_uuid()
+        headers = {"Authorization": f"Bearer {host['agentToken']}", "X-Request-Id": rid}
         body = cmd.model_dump(mode="json")
+        vm = body.get("vmUuid") or (body.get("uuid") if cmd.PATH.startswith("/vm/") else None)
+        log.log(logging.DEBUG if cmd.PATH in POLLED_PATHS else logging.INFO,
+                "agent call path=%s host=%s request_id=%s%s", cmd.PATH, host.get("uuid"), rid,
+                f" vm={vm}" if isinstance(vm, str) else "")
         attempts = self.retries + 1 if cmd.IDEMPOTENT else 1
         delay = self.backoff
         last: Exception | None = None

@@ -27,12 +27,12 @@ log = logging.getLogger(__name__)
 #: Written when the agent reports that live disk snapshots work on the host (1.0's tag).
 LIVE_SNAPSHOT_TAG = "capability:liveSnapshot"
 
-_SIZE = re.compile(r"^(\d+)([KMGT]?)B?$", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+)([KMGT]?)B?", re.IGNORECASE)
 
 
 def parse_size(text: str) -> int:
     """``512M`` → bytes (K/M/G/T are powers of 1024; a bare number is bytes)."""
-    m = _SIZE.match(text.strip())
+    m = _SIZE.fullmatch(text.strip())
     if not m:
         raise ValueError(f"not a size: {text!r} (use e.g. 512M or 1G)")
     return int(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper())

@@ -2,16 +2,21 @@
 
 Steps (each idempotent, so ReconnectHost reruns them safely):
 
-1. Log in (a wrong password is a 400 naming the user and the host).
+1. Log in (a wrong password is a 400 naming the user and the host), only after the server proved it holds the
+   host key recorded at first contact (``controller.sshkeys``: trust on first use; a changed key is a 409).
 2. Install only when the host's stamp ``/var/lib/zstack-py/agent.stamp`` differs from the controller's
-   (package version + digest of the agent's sources). If ``/opt/zstack-py/venv/bin/zstack-kvmagent``
-   exists with the same package version it is reused (testbed hosts share this machine's filesystem);
-   otherwise a wheel of this package (``pip wheel --no-deps``, cached in ``agent_package_dir``) is
-   uploaded with SFTP and ``pip install``-ed into ``/opt/zstack-py/venv``.
+   (package version + digest of the agent's sources). If the host's ``/opt/zstack-py/venv`` already runs the
+   same agent sources (same digest, computed on the host over the installed modules: plain-mode testbed hosts
+   share this machine's editable install) it is reused; otherwise a wheel of this package (``pip wheel
+   --no-deps``, cached in ``agent_package_dir/<digest of the package sources>/``, so a wheel built from other
+   code with the same version is never deployed) is uploaded with SFTP and ``pip install``-ed into
+   ``/opt/zstack-py/venv`` (dependencies from the host's pip configuration: a testbed host's local wheelhouse).
 3. Write ``/etc/zstack-py/kvmagent.yaml`` (host uuid, token, controller URL reachable from the host: the
    local address of the SSH connection + the controller's port, unless ``public_url`` is configured).
-4. Start the agent: systemd unit ``zstack-py-kvmagent`` where systemd runs, else a ``setsid`` daemon with
-   a pid file; restarted when the config changed or it is not running. Then wait for ``/readyz``.
+4. Start the agent: systemd unit ``zstack-py-kvmagent`` (enabled, ``Restart=always``, logs to journald) where
+   systemd runs, else a ``setsid`` daemon with a pid file; restarted when the config changed or it is not
+   running. Then wait for ``/readyz``; if it does not answer, the unit's ``systemctl is-active`` state and its
+   last journal lines go into the error.
 """
 
 from __future__ import annotations
@@ -19,18 +24,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import shlex
+import shutil
 import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import aiohttp
 import asyncssh
 import yaml
 
+from controller import sealed, sshkeys
 from controller.core import Controller
-from controller.errors import InvalidArgument, OperationError
+from controller.errors import ApiError, InvalidArgument, OperationError
 from controller.version import VERSION
 from storage.runner import run
 
@@ -44,28 +53,76 @@ STAMP = f"{STATE}/agent.stamp"
 PIDFILE = f"{STATE}/kvmagent.pid"
 UNIT = "zstack-py-kvmagent"
 ROOT = Path(__file__).resolve().parents[2]
+# Restart=always: a killed or crashed agent comes back within RestartSec (its VMs keep running: they are
+# libvirt's, not the agent's). KillMode=process: stopping or restarting the unit must not take the flat
+# network's dnsmasq and metadata servers (forked into namespaces) down with the agent. LimitNOFILE: every
+# guest's metadata connection and every VM console is a descriptor. stdout/stderr go to journald.
 UNIT_TEXT = f"""[Unit]
 Description=ZStack-Py KVM agent
 After=network-online.target libvirtd.service
+Wants=libvirtd.service
+StartLimitIntervalSec=0
 
 [Service]
+Type=simple
 ExecStart={AGENT_BIN} --config {CONFIG}
-Restart=on-failure
+Restart=always
+RestartSec=1
+KillMode=process
+LimitNOFILE=65536
+StandardOutput=journal
+StandardError=journal
+SyslogIdentifier=zstack-py-kvmagent
+Environment=PYTHONUNBUFFERED=1
 
 [Install]
 WantedBy=multi-user.target
 """
 
 
+AGENT_PACKAGES = ("kvmagent", "storage", "flatnet")
+WHEEL_PACKAGES = ("controller", "kvmagent", "flatnet", "storage")
+# Run on the host with the venv's python: the same digest as agent_digest() over the INSTALLED modules.
+REMOTE_DIGEST = """import hashlib, importlib.util, pathlib
+h = hashlib.sha256()
+for pkg in ("kvmagent", "storage", "flatnet"):
+    spec = importlib.util.find_spec(pkg)
+    d = pathlib.Path(spec.origin).parent
+    for f in sorted(d.rglob("*.py")):
+        h.update(str(f.relative_to(d.parent)).encode())
+        h.update(f.read_bytes())
+print(h.hexdigest())
+"""
+
+
+def agent_digest(root: Path = ROOT) -> str:
+    """sha256 over the sources the agent runs (kvmagent, storage, flatnet)."""
+    h = hashlib.sha256()
+    for pkg in AGENT_PACKAGES:
+        for f in sorted((root / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 @lru_cache(maxsize=1)
 def local_stamp() -> str:
     """Package version + sha256 over the sources the agent runs (kvmagent, storage, flatnet)."""
+    return f"{VERSION}:{agent_digest()}"
+
+
+def package_digest(root: Path = ROOT) -> str:
+    """sha256 over everything a wheel of this package is built from (all packages' files and pyproject.toml):
+    the key of the wheel cache, read fresh each time (the sources may change while the controller runs)."""
     h = hashlib.sha256()
-    for pkg in ("kvmagent", "storage", "flatnet"):
-        for f in sorted((ROOT / pkg).rglob("*.py")):
-            h.update(str(f.relative_to(ROOT)).encode())
-            h.update(f.read_bytes())
-    return f"{VERSION}:{h.hexdigest()}"
+    files = [root / "pyproject.toml"]
+    for pkg in WHEEL_PACKAGES:
+        files += [f for f in (root / pkg).rglob("*")
+                  if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo")]
+    for f in sorted(files):
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 async def _sh(conn: asyncssh.SSHClientConnection, cmd: str, *, check: bool = True,
@@ -76,44 +133,91 @@ async def _sh(conn: asyncssh.SSHClientConnection, cmd: str, *, check: bool = Tru
     return str(r.stdout)
 
 
-async def _login(host: dict[str, Any]) -> asyncssh.SSHClientConnection:
+async def _login(core: Controller, host: dict[str, Any], accept: str | None = None) -> asyncssh.SSHClientConnection:
+    """Log in with the host's password, after the server proved it holds the recorded host key (``sshkeys``;
+    on first contact, or with ``accept``, the presented key is recorded)."""
     who = f"{host['username']}@{host['managementIp']}:{host['sshPort']}"
+    recorded = host.get("sshHostKey")
+    pin = await sshkeys.options(f"host {host['managementIp']}", host["managementIp"], host["sshPort"], recorded,
+                                accept)
     try:
-        return await asyncio.wait_for(asyncssh.connect(
-            host["managementIp"], port=host["sshPort"], username=host["username"], password=host["password"],
-            known_hosts=None, client_keys=None, agent_path=None), 30)
+        conn = await asyncio.wait_for(asyncssh.connect(
+            host["managementIp"], port=host["sshPort"], username=host["username"],
+            password=sealed.unseal(core, host["password"]),
+            client_keys=None, agent_path=None, **pin), 30)
+    except asyncssh.HostKeyNotVerifiable as e:
+        raise await sshkeys.changed(f"host[uuid:{host['uuid']}]", host["managementIp"], host["sshPort"],
+                                    str(recorded), "ReconnectHost") from e
     except asyncssh.PermissionDenied as e:
         raise InvalidArgument(f"SSH login as user[{host['username']}] to host[{host['managementIp']}:"
                               f"{host['sshPort']}] was refused: wrong username or password") from e
     except (OSError, asyncssh.Error, TimeoutError) as e:
         raise OperationError(f"cannot SSH to {who}: {type(e).__name__}: {e}") from e
+    try:
+        seen = sshkeys.seen_of(conn)
+        sshkeys.check_accept(f"host {host['managementIp']}:{host['sshPort']}", seen, accept)
+    except BaseException:
+        conn.close()
+        raise
+    if seen.key != recorded:
+        async with core.db.write() as tx:
+            await tx.update("Host", {"uuid": host["uuid"]}, {"sshHostKey": seen.key,
+                                                             "sshHostKeyFingerprint": seen.fingerprint})
+        log.info("recorded the SSH host key %s of host %s (%s)", seen.fingerprint, host["uuid"],
+                 "accepted" if accept else "first contact")
+    return conn
 
 
-def _find_wheel(out: Path, *, create: bool = False) -> Path | None:
-    if create:
-        out.mkdir(parents=True, exist_ok=True)
+def _find_wheel(out: Path) -> Path | None:
     wheels = sorted(out.glob(f"zstack_py-{VERSION}-*.whl")) if out.is_dir() else []
     return wheels[-1] if wheels else None
 
 
-async def build_wheel(core: Controller) -> Path:
-    """The wheel of this package in ``agent_package_dir`` (built once per version)."""
-    out = Path(core.config.agent_package_dir)
-    wheel = await asyncio.to_thread(_find_wheel, out, create=True)
-    if wheel is None:
-        await run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(ROOT)], timeout=600)
-        wheel = await asyncio.to_thread(_find_wheel, out)
-    if wheel is None:
-        raise OperationError(f"pip wheel did not produce zstack_py-{VERSION}-*.whl in {out}")
-    return wheel
+async def build_wheel(core: Controller, root: Path = ROOT) -> Path:
+    """The wheel of this package, cached in ``agent_package_dir/<package digest>/``: built once per distinct
+    source tree, never reused for other code with the same version. Built into a temporary directory and
+    renamed into place, and kept only if the sources did not change during the build."""
+    base = Path(core.config.agent_package_dir)
+    if True:  # concurrent builders each build into their own temporary dir; the first rename wins
+        for _ in range(3):
+            digest = await asyncio.to_thread(package_digest, root)
+            out = base / digest[:32]
+            wheel = await asyncio.to_thread(_find_wheel, out)
+            if wheel is not None:
+                return wheel
+            await asyncio.to_thread(base.mkdir, parents=True, exist_ok=True)
+            tmp = base / f".build-{digest[:32]}-{uuid4().hex[:8]}"
+            try:
+                await run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp), str(root)],
+                          timeout=600)
+                built = await asyncio.to_thread(_find_wheel, tmp)
+                if built is None:
+                    raise OperationError(f"pip wheel did not produce zstack_py-{VERSION}-*.whl in {tmp}")
+                if await asyncio.to_thread(package_digest, root) != digest:
+                    log.warning("the package sources changed while the agent wheel was built; building again")
+                    continue
+                await asyncio.to_thread(_publish, tmp, out)
+            finally:
+                await asyncio.to_thread(shutil.rmtree, tmp, True)
+            wheel = await asyncio.to_thread(_find_wheel, out)
+            if wheel is not None:
+                return wheel
+        raise OperationError(f"could not build a stable wheel of {root}: its sources kept changing")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if _find_wheel(out) is None:  # not a concurrent builder's identical result
+            raise
 
 
 async def _install(core: Controller, conn: asyncssh.SSHClientConnection) -> None:
-    probe = (f"test -x {AGENT_BIN} && {VENV}/bin/python -c "
-             "'import importlib.metadata as m; print(m.version(\"zstack-py\"))'")
+    probe = f"test -x {AGENT_BIN} && {VENV}/bin/python -c {shlex.quote(REMOTE_DIGEST)} 2>/dev/null"
     have = (await _sh(conn, probe, check=False)).strip()
-    if have == VERSION:
-        log.info("agent %s already installed in %s; reusing it", VERSION, VENV)
+    if have == agent_digest():
+        log.info("agent %s with these sources already installed in %s; reusing it", VERSION, VENV)
         return
     wheel = await build_wheel(core)
     await _sh(conn, f"mkdir -p {STATE}/packages")
@@ -179,14 +283,42 @@ async def wait_ready(host: dict[str, Any], timeout: float = 60.0) -> None:
                 pass
             if loop.time() > deadline:
                 raise OperationError(f"the agent on host {host['managementIp']} did not answer {url} within "
-                                     f"{timeout:.0f} s; see /var/log/zstack-py/kvmagent.out on the host")
+                                     f"{timeout:.0f} s; see `journalctl -u {UNIT}` (systemd) or "
+                                     "/var/log/zstack-py/kvmagent.out on the host")
             await asyncio.sleep(0.2)
 
 
-async def deploy(core: Controller, host: dict[str, Any], *, new: bool) -> str:
+async def agent_unit_state(core: Controller, host: dict[str, Any], *, journal_lines: int = 0,
+                           timeout: float = 20.0) -> str:
+    """What the host's init says about the agent, over SSH: ``systemctl is-active zstack-py-kvmagent`` (and the
+    unit's last journal lines) where systemd runs, else whether the daemon's pid file names a live agent.
+    Never raises: an unreachable host is described as such."""
+
+    async def probe() -> str:
+        async with await _login(core, host) as conn:
+            systemd = (await _sh(conn, "test -d /run/systemd/system && echo yes", check=False)).strip() == "yes"
+            if not systemd:
+                alive = (await _sh(conn, f"{agent_alive_sh(PIDFILE)} && echo yes", check=False)).strip()
+                text = f"no systemd; agent daemon {'running' if alive == 'yes' else 'not running'}"
+            else:
+                active = (await _sh(conn, f"systemctl is-active {UNIT}", check=False)).strip() or "unknown"
+                text = f"systemctl is-active {UNIT}: {active}"
+                if journal_lines:
+                    tail = await _sh(conn, f"journalctl -u {UNIT} -n {int(journal_lines)} --no-pager -o cat",
+                                     check=False)
+                    text += f"; last journal lines: {tail.strip()[-2000:]}"
+        return text
+
+    try:
+        return await asyncio.wait_for(probe(), timeout)
+    except (ApiError, OSError, asyncssh.Error, TimeoutError) as e:
+        return f"cannot ask the host's init over SSH: {type(e).__name__}: {getattr(e, 'details', e)}"
+
+
+async def deploy(core: Controller, host: dict[str, Any], *, new: bool, accept: str | None = None) -> str:
     """Make sure the current agent runs on ``host`` with the right config; returns the controller URL
     written into it (the connect sequence records it in ``HostAgent``)."""
-    async with await _login(host) as conn:
+    async with await _login(core, host, accept) as conn:
         local_ip = conn.get_extra_info("sockname")[0]
         peer_ip = conn.get_extra_info("peername")[0]
         url = core.config.public_url or f"http://{local_ip}:{core.config.port}"
@@ -200,6 +332,10 @@ async def deploy(core: Controller, host: dict[str, Any], *, new: bool) -> str:
         if changed:
             await _sh(conn, f"mkdir -p /etc/zstack-py && umask 077 && cat > {CONFIG}", stdin=text)
         await _start_agent(conn, restart=changed or stamp != local_stamp())
-    await wait_ready(host)
+    try:
+        await wait_ready(host)
+    except OperationError as e:
+        state = await agent_unit_state(core, host, journal_lines=15)
+        raise OperationError(f"{e.details}; on the host: {state}") from e
     log.info("agent deployed on %s (new=%s, config changed=%s)", host["managementIp"], new, changed)
     return url

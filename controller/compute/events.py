@@ -1,7 +1,8 @@
 """``POST /v1/agent/events``: VM state reports and "reconnect me" from the agents (reference §3.9).
 
 Authenticated by the host's bearer token (an unknown token → 401); the report's ``hostUuid`` must be the
-token's host. VM reports go through the tracer (stale ones are dropped there); ``reconnectMe`` schedules a
+token's host, and a VM report must be about a VM the database places on that host (``placement``; 403
+otherwise). VM reports go through the tracer (stale ones are dropped there); ``reconnectMe`` schedules a
 reconnect of the host in its queue.
 """
 
@@ -14,8 +15,8 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from controller.compute import tracer
-from controller.errors import AuthenticationFailed, InvalidArgument
+from controller.compute import placement, tracer
+from controller.errors import AuthenticationFailed, InvalidArgument, PermissionDenied
 
 log = logging.getLogger(__name__)
 
@@ -59,5 +60,8 @@ async def handle_agent_event(request: web.Request) -> web.Response:
         log.warning("host %s asks to be reconnected: %s", host["uuid"], report.reason)
         core.services["hostTracker"].schedule_reconnect(host["uuid"])
     else:
+        if not await placement.may_report(core, host["uuid"], report.vmUuid):
+            raise PermissionDenied(f"host[uuid:{host['uuid']}] may not report on vm[uuid:{report.vmUuid}]: the "
+                                   "database places that vm on another host")
         await tracer.apply_report(core, host["uuid"], report.vmUuid, report.vmState)
     return web.json_response({"success": True})

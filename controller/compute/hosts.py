@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import Field
 
+from controller import sealed, sshkeys
 from controller.api.context import ApiContext
 from controller.api.messages import (
     ApiMessage,
@@ -37,8 +38,8 @@ from controller.core import Controller
 from controller.errors import ApiError, HostReconnectFailed, InvalidArgument, OperationError
 from controller.util import new_uuid, now_iso
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
-                       r"[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                       r"[A-Za-z0-9])?)*")
 
 
 class AddKvmHostMsg(CreateMessage):
@@ -57,6 +58,7 @@ class ChangeHostStateMsg(ApiMessage):
 
 
 class UpdateHostMsg(UpdateMessage):
+    acceptHostKeyFingerprint: str | None = Field(default=None, max_length=100)
     managementIp: str | None = None
 
 
@@ -66,7 +68,7 @@ def check_management_ip(ip: str) -> None:
         return
     except ValueError:
         pass
-    if re.fullmatch(r"[\d.]+", ip) or not _HOSTNAME.match(ip):
+    if re.fullmatch(r"[\d.]+", ip) or not _HOSTNAME.fullmatch(ip):
         raise InvalidArgument(f"invalid field[managementIp]: {ip!r} is neither an IPv4 address nor a valid "
                               "hostname")
 
@@ -83,7 +85,8 @@ async def _insert_host(ctx: ApiContext, msg: AddKvmHostMsg) -> str:
         await tx.insert("Host", {
             "uuid": uuid, "name": msg.name, "description": msg.description, "zoneUuid": cluster["zoneUuid"],
             "clusterUuid": msg.clusterUuid, "managementIp": msg.managementIp, "hypervisorType": "KVM",
-            "state": "Enabled", "status": "Connecting", "username": msg.username, "password": msg.password,
+            "state": "Enabled", "status": "Connecting", "username": msg.username,
+            "password": sealed.seal(ctx, msg.password),
             "sshPort": msg.sshPort, "agentPort": 7070, "agentToken": secrets.token_hex(24),
             "createDate": now, "lastOpDate": now})
         await ctx.core.services["tags"].write_create_tags(tx, "HostVO", uuid, msg.systemTags, msg.userTags)
@@ -112,13 +115,14 @@ async def add_kvm_host(ctx: ApiContext, msg: AddKvmHostMsg) -> dict[str, Any]:
     return {"inventory": await ctx.inventory("Host", uuid)}
 
 
-async def reconnect(core: Controller, uuid: str) -> None:
-    """Deploy-if-changed (hosts added over SSH) and connect; Disconnected + HOST.1002 on failure."""
+async def reconnect(core: Controller, uuid: str, accept: str | None = None) -> None:
+    """Deploy-if-changed (hosts added over SSH) and connect; Disconnected + HOST.1002 on failure. ``accept``:
+    a new SSH host-key fingerprint the administrator verified (``sshkeys``)."""
     host = await conn.host_row(core, uuid)
     try:
         await conn.set_status(core, uuid, "Connecting")
         if host["password"]:
-            url = await deploy.deploy(core, host, new=False)
+            url = await deploy.deploy(core, host, new=False, accept=accept)
         else:
             url = conn.controller_url(core, uuid)
         await conn.connect(core, uuid, url)
@@ -132,13 +136,19 @@ async def reconnect(core: Controller, uuid: str) -> None:
                                   f"{detail}") from e
 
 
-@api("ReconnectHost", UuidMessage, job=True, queue=by_uuid)
-async def reconnect_host(ctx: ApiContext, msg: UuidMessage) -> dict[str, Any]:
+class ReconnectHostMsg(UuidMessage):
+    #: accept a changed SSH host key whose fingerprint (SHA256:...) was verified on the host's console
+    acceptHostKeyFingerprint: str | None = Field(default=None, max_length=100)
+
+
+@api("ReconnectHost", ReconnectHostMsg, job=True, queue=by_uuid)
+async def reconnect_host(ctx: ApiContext, msg: ReconnectHostMsg) -> dict[str, Any]:
     """Rerun deploy-if-changed and the connect sequence (HOST.1002 on failure)."""
+    sshkeys.validate_fingerprint(msg.acceptHostKeyFingerprint)
     host = await ctx.require("Host", msg.uuid, "uuid")
     if host["state"] in ("PreMaintenance", "Maintenance"):
         raise OperationError(f"host[uuid:{msg.uuid}] is in state {host['state']}; reconnect is not allowed")
-    await reconnect(ctx.core, msg.uuid)
+    await reconnect(ctx.core, msg.uuid, msg.acceptHostKeyFingerprint)
     return {"inventory": await ctx.inventory("Host", msg.uuid)}
 
 
@@ -160,16 +170,39 @@ async def change_host_state(ctx: ApiContext, msg: ChangeHostStateMsg) -> dict[st
 
 @api("UpdateHost", UpdateHostMsg, queue=by_uuid)
 async def update_host(ctx: ApiContext, msg: UpdateHostMsg) -> dict[str, Any]:
-    """Update name, description (and managementIp: takes effect at the next reconnect)."""
-    await ctx.require("Host", msg.uuid, "uuid")
+    """Update name, description (and managementIp: takes effect at the next reconnect). A new managementIp of a
+    host added over SSH must present the recorded SSH host key (checked now, without logging in) or the key
+    whose fingerprint ``acceptHostKeyFingerprint`` names: the stored credentials never go to an unchecked
+    address."""
+    sshkeys.validate_fingerprint(msg.acceptHostKeyFingerprint)
+    host = await ctx.require("Host", msg.uuid, "uuid")
     values = {k: v for k, v in (("name", msg.name), ("description", msg.description),
                                 ("managementIp", msg.managementIp)) if v is not None}
     if msg.managementIp is not None:
         check_management_ip(msg.managementIp)
+        if msg.managementIp != host["managementIp"] and host["password"]:
+            values.update(await _check_new_address(host, msg.managementIp, msg.acceptHostKeyFingerprint))
     async with ctx.db.write() as tx:
         if values:
             await tx.update("Host", {"uuid": msg.uuid}, {**values, "lastOpDate": now_iso()})
     return {"inventory": await ctx.inventory("Host", msg.uuid)}
+
+
+async def _check_new_address(host: Any, ip: str, accept: str | None) -> dict[str, Any]:
+    seen = await sshkeys.probe(ip, int(host["sshPort"]), None if accept else host["sshHostKey"])
+    if seen is None:
+        raise OperationError(f"invalid field[managementIp]: no SSH server answered at {ip}:{host['sshPort']}; the "
+                             "new address of a host is checked against its recorded SSH host key before it is used")
+    if accept:
+        sshkeys.check_accept(f"{ip}:{host['sshPort']}", seen, accept)
+        return {"sshHostKey": seen.key, "sshHostKeyFingerprint": seen.fingerprint}
+    if host["sshHostKey"] and seen.key != host["sshHostKey"]:
+        raise sshkeys.HostKeyChanged(
+            f"invalid field[managementIp]: {ip}:{host['sshPort']} presents SSH host key {seen.fingerprint}, not the "
+            f"key {sshkeys.fingerprint(host['sshHostKey'])} recorded for host[uuid:{host['uuid']}]; nothing was "
+            f"changed. If it is the same host reinstalled, verify the key on its console and pass "
+            f"acceptHostKeyFingerprint={seen.fingerprint}")
+    return {}
 
 
 @api("DeleteHost", UuidDeleteMessage, job=True, queue=by_uuid)

@@ -4,6 +4,9 @@
 * ``host/ping.maxFailure`` failures in a row → Disconnected, its VMs → Unknown.
 * A Disconnected host that answers again is reconnected when ``host/connection.autoReconnectOnError``.
 * A changed ``bootId`` (the agent restarted) → reconnect.
+* The first failed ping of a host added over SSH asks the host's init (``systemctl is-active
+  zstack-py-kvmagent``, in the background): logged; a unit systemd gave up on (failed) or that was stopped
+  (inactive) is brought back by a reconnect (deploy starts it) when ``host/connection.autoReconnectOnError``.
 * When ``kvm/vmSyncOnHostPing``, a successful ping of a Connected host is followed by ``/vm/vmsync``.
 Reconnects run in the host's work queue, so they never overlap a ReconnectHost API call.
 """
@@ -60,11 +63,24 @@ class HostTracker:
     async def _failed(self, host: dict[str, Any], e: Exception) -> None:
         n = self.failures.get(host["uuid"], 0) + 1
         self.failures[host["uuid"]] = n
+        if n == 1 and host.get("password"):
+            self.core.tasks.start(f"host-agent-probe:{host['uuid']}", lambda: self._probe_init(host, e),
+                                  restart=False)
         limit = self.core.services["configs"].get_int("host", "ping.maxFailure")
         if host["status"] == "Connected" and n >= limit:
             log.warning("host %s failed %d pings in a row (%s); Disconnected", host["uuid"], n, e)
             await conn.set_status(self.core, host["uuid"], "Disconnected")
             await tracer.host_disconnected(self.core, host["uuid"])
+
+    async def _probe_init(self, host: dict[str, Any], e: Exception) -> None:
+        from controller.compute.deploy import agent_unit_state
+
+        state = await agent_unit_state(self.core, host)
+        log.warning("host %s: the agent does not answer (%s); %s", host["uuid"], e, state)
+        stopped = state.endswith(": failed") or state.endswith(": inactive")
+        if stopped and self.core.services["configs"].get_bool("host", "connection.autoReconnectOnError"):
+            log.info("host %s: the agent's unit is not running; reconnecting to start it", host["uuid"])
+            self.schedule_reconnect(host["uuid"])
 
     def schedule_reconnect(self, uuid: str) -> None:
         """Reconnect in the host's queue; failures leave it Disconnected (logged)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from controller.compute import extensions
+from controller.compute import extensions, placement
 from controller.compute.capacity import move_vm
 from controller.compute.statemachine import INTERMEDIATE
 from controller.core import Controller
@@ -51,6 +51,8 @@ async def apply_report(core: Controller, host_uuid: str, vm_uuid: str, agent_sta
         new_host = host_uuid if new == "Running" else (vm["hostUuid"] if new == "Unknown" else None)
         await extensions.run_quietly("vm.state_changed", core, vm_uuid=vm_uuid, before=vm["state"], after=new,
                                      old_host=vm["hostUuid"] or vm["lastHostUuid"], new_host=new_host)
+        if sync and new == "Stopped" and vm["state"] in ("Running", "Unknown"):
+            await extensions.run_quietly("vm.lost", core, vm_uuid=vm_uuid, host_uuid=host_uuid)
     return new
 
 
@@ -85,7 +87,7 @@ async def full_sync(core: Controller, host_uuid: str, states: dict[str, str]) ->
             changed += 1
     known = {r["uuid"] for r in rows}
     for uuid, st in states.items():
-        if uuid not in known and st == "Running":
+        if uuid not in known and st == "Running" and await placement.may_report(core, host_uuid, uuid):
             if await apply_report(core, host_uuid, uuid, st, sync=True):
                 changed += 1
     return changed

@@ -7,15 +7,19 @@
   API path and no write is lost.
 * A small pool of reader connections for queries (``async with db.read() as conn``), so queries run
   concurrently with writes.
-* Numbered migrations (``controller/db/migrations/NNNN_name.sql``) applied in order at open, recorded in
-  ``schema_version``: the upgrade path.
+* Numbered migrations (``controller/db/migrations/NNNN_name.sql``, or ``NNNN_name.py`` with
+  ``async def migrate(conn)`` for changes SQL cannot compute) applied in order at open, each in one
+  transaction with its ``schema_version`` row: the upgrade path.
+* The database file and its ``-wal``/``-shm`` files are 0600 (they hold password hashes and host tokens).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib import resources
@@ -26,18 +30,30 @@ import aiosqlite
 
 log = logging.getLogger(__name__)
 
-_MIGRATION = re.compile(r"^(\d{4})_[\w-]+\.sql$")
+_MIGRATION = re.compile(r"(\d{4})_[\w-]+\.(sql|py)")
+FILE_MODE = 0o600
 
 
 def migrations() -> list[tuple[int, str, str]]:
-    """(version, file name, SQL) of every migration shipped with the package, in order."""
+    """(version, file name, SQL) of every migration shipped with the package, in order; a Python
+    migration has an empty SQL text (its module's ``migrate(conn)`` runs instead)."""
     out = []
     for f in resources.files("controller.db.migrations").iterdir():
-        m = _MIGRATION.match(f.name)
+        m = _MIGRATION.fullmatch(f.name)
         if m:
-            out.append((int(m.group(1)), f.name, f.read_text()))
+            out.append((int(m.group(1)), f.name, f.read_text() if m.group(2) == "sql" else ""))
     out.sort()
     return out
+
+
+def secure_files(path: str) -> None:
+    """Create the database file 0600 if missing; make it and its -wal/-shm files 0600."""
+    if path == ":memory:":
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    for p in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(p, FILE_MODE)
 
 
 async def _configure(conn: aiosqlite.Connection) -> None:
@@ -97,8 +113,10 @@ class Database:
             return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        secure_files(self.path)
         self._writer = await aiosqlite.connect(self.path, isolation_level=None)
         await self._writer.execute("PRAGMA journal_mode=WAL")
+        secure_files(self.path)
         await _configure(self._writer)
         await self._migrate()
         for _ in range(self._nreaders):
@@ -129,6 +147,17 @@ class Database:
             if version <= current:
                 continue
             log.info("applying schema migration %s", name)
+            if name.endswith(".py"):
+                module = importlib.import_module(f"controller.db.migrations.{name[:-3]}")
+                await w.execute("BEGIN IMMEDIATE")
+                try:
+                    await module.migrate(w)
+                    await w.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", (version, name))
+                except BaseException:
+                    await w.execute("ROLLBACK")
+                    raise
+                await w.execute("COMMIT")
+                continue
             # executescript commits first; the migration and its version row are applied together.
             await w.executescript(f"BEGIN;\n{sql}\nINSERT INTO schema_version (version, name) "
                                   f"VALUES ({version}, '{name}');\nCOMMIT;")

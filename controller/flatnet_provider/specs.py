@@ -5,6 +5,13 @@ Guarantees:
 * A NIC is served by the flat DHCP iff its L3 has the ``DHCP`` service from the ``Flat`` provider; a VM gets
   user data/metadata iff its DEFAULT L3 has the ``Userdata`` service from ``Flat``. The two are independent
   (an L3 may take DHCP from Flat and SNAT/EIP from VirtualRouter).
+* A VM with several L3s gets the same metadata on each of its other L3s with Flat DHCP and Userdata
+  (``addresses``): every such L3's DHCP reply routes 169.254.169.254 through its own DHCP server (option
+  121), and a guest uses whichever route/lease it meets first (the first NIC's, lower metric; CloudStack's
+  datasource reads any lease), so serving it on one L3 only left the guest a 404. Routing the metadata
+  address through the default L3 only would fix the EC2 path but not the CloudStack path (the DHCP server of
+  whichever lease it reads), hence metadata on every Userdata L3. Without Flat DHCP (or with anti-spoofing
+  off) the agent refuses to serve user data: the source address could not be trusted (OSSN-0074).
 * Hostname (default-L3 NIC only, as 1.0's hosts.dhcp): the VM's ``hostname::`` tag, else its name made
   DNS-safe; ``<hostname>.<dnsDomain>`` when the L3 has a dnsDomain. Every path (start, tracer, reconnect)
   builds it here, so it is never lost on reconnect or migration (1.0's defect).
@@ -23,7 +30,7 @@ from typing import Any
 from controller.compute.connect import l2_bridge
 from controller.core import Controller
 from controller.flatnet_provider.dhcpserver import ensure_dhcp_ip
-from kvmagent.contract.flatnet import FlatL3, FlatNic, FlatUserdataApplyCmd
+from kvmagent.contract.flatnet import FlatAddress, FlatL3, FlatNic, FlatUserdataApplyCmd
 
 ANTI_SPOOFING_TAG = "flatNetwork::antiSpoofing::"
 
@@ -100,12 +107,15 @@ async def vm_plan(core: Controller, vm: dict[str, Any], cache: dict[str, FlatL3]
     ``cache`` (L3 uuid → spec) is shared between the VMs of one rebuild."""
     cache = {} if cache is None else cache
     plan = VmPlan(vm)
+    also: list[FlatAddress] = []
     for n in await _nic_rows(core, vm["uuid"]):
         services = await flat_services(core, n["l3NetworkUuid"])
         default = n["l3NetworkUuid"] == vm["defaultL3NetworkUuid"]
         wants_userdata = default and "Userdata" in services
         if "DHCP" not in services and not wants_userdata:
             continue
+        if not default and {"DHCP", "Userdata"} <= services:
+            also.append(FlatAddress(l3NetworkUuid=n["l3NetworkUuid"], ip=n["ip"]))
         l3 = cache.get(n["l3NetworkUuid"]) or await l3_spec(core, n["l3NetworkUuid"])
         cache[l3.l3NetworkUuid] = plan.l3s[l3.l3NetworkUuid] = l3
         hostname = await hostname_of(core, vm, n["dnsDomain"]) if default else None
@@ -115,6 +125,8 @@ async def vm_plan(core: Controller, vm: dict[str, Any], cache: dict[str, FlatL3]
                                      isDefaultL3Network=default, tapName=n["internalName"]))
         if wants_userdata:
             plan.userdata = await userdata_cmd(core, vm, l3.l3NetworkUuid, n["ip"], hostname)
+    if plan.userdata is not None:
+        plan.userdata.addresses = also
     return plan
 
 

@@ -12,8 +12,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controller.errors import InvalidArgument
+from controller.util import check_int64
 
 Scalar = str | int | float | bool
+
+#: most rows one query returns (and the largest ``start``): bounded replies, and no integer past SQLite's 64 bits
+MAX_LIMIT = 100_000
+MAX_START = 2 ** 31 - 1
 
 # Canonical operator for every spelling accepted (1.0 wire names plus the CLI's token forms).
 OPERATORS: dict[str, str] = {
@@ -46,8 +51,8 @@ class QueryMsg(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     conditions: list[Condition]
-    limit: int = Field(default=1000, ge=0)
-    start: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=0, le=MAX_LIMIT)
+    start: int = Field(default=0, ge=0, le=MAX_START)
     count: bool = False
     replyWithCount: bool = False
     sortBy: str | None = None
@@ -61,6 +66,14 @@ class QueryMsg(BaseModel):
         """``fields="a,b"`` (as a CLI may send it) is the list ``["a", "b"]``."""
         if isinstance(v, str):
             return [f.strip() for f in v.split(",") if f.strip()]
+        return v
+
+    @field_validator("*")
+    @classmethod
+    def _int64(cls, v: Any) -> Any:
+        """No integer beyond SQLite's 64 bits reaches the query (it would fail there, as a 500)."""
+        if not isinstance(v, str | bool | None):
+            check_int64([c.value for c in v] if isinstance(v, list) and v and isinstance(v[0], Condition) else v)
         return v
 
     @field_validator("sortDirection", mode="before")

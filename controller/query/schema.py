@@ -17,7 +17,7 @@ from typing import Literal
 
 ColType = Literal["str", "int", "bool", "date"]
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -122,10 +122,10 @@ _L2_CHILDREN = (Child("attachedClusterUuids", "L2NetworkClusterRef", fk="l2Netwo
 _L2_REFS = (_ZONE,)
 
 _BS_COLS = _cols("uuid", "name", "description", "url", "type", "state", "status", "hostname",
-                 ints=("totalCapacity", "availableCapacity", "sshPort"))
+                 "sshHostKeyFingerprint", ints=("totalCapacity", "availableCapacity", "sshPort"))
 _BS_CHILDREN = (Child("attachedZoneUuids", "BackupStorageZoneRef", fk="backupStorageUuid", scalar="zoneUuid",
                       order_by=("createDate",)),)
-_BS_HIDDEN = frozenset({"username", "password"})
+_BS_HIDDEN = frozenset({"username", "password", "sshHostKey"})
 
 _TAG_COLS = _cols("uuid", "resourceUuid", "resourceType", "tag", "type")
 
@@ -136,11 +136,11 @@ _RESOURCES: tuple[Resource, ...] = (
              refs=(_ZONE,)),
     Resource("Host", "Host", "HostVO",
              _cols("uuid", "name", "description", "zoneUuid", "clusterUuid", "managementIp", "hypervisorType",
-                   "state", "status", "username",
+                   "state", "status", "username", "sshHostKeyFingerprint",
                    ints=("totalCpuCapacity", "availableCpuCapacity", "totalMemoryCapacity",
                          "availableMemoryCapacity", "cpuNum", "sshPort")),
              refs=(_ZONE, Ref("cluster", "Cluster", "clusterUuid")),
-             hidden=frozenset({"password", "agentToken", "agentBootId", "agentPort"})),
+             hidden=frozenset({"password", "agentToken", "agentBootId", "agentPort", "sshHostKey"})),
     Resource("PrimaryStorage", "PrimaryStorage", "PrimaryStorageVO",
              _cols("uuid", "name", "description", "zoneUuid", "url", "type", "state", "status", "mountPath",
                    ints=_SIZES),
@@ -278,7 +278,7 @@ def _check_identifiers() -> None:
             names += [ref.name, ref.column, ref.target_key]
         if r.base_filter:
             names.append(r.base_filter[0])
-        bad = [n for n in names if not _IDENT.match(n)]
+        bad = [n for n in names if not _IDENT.fullmatch(n)]
         if bad:
             raise ValueError(f"resource {r.name}: names {bad} are not plain SQL identifiers")
 

@@ -15,7 +15,7 @@ from controller.db.database import Tx
 from controller.errors import InvalidArgument, NotFound
 
 #: Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', ':' or blanks.
-_IFNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")
+_IFNAME = re.compile(r"[A-Za-z0-9_.\-]{1,15}")
 
 
 async def require(tx: Tx, table: str, uuid: str, field: str, *, vo: str | None = None) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def netmask(value: str, field: str = "netmask") -> int:
 
 
 def interface_name(value: str, field: str) -> str:
-    if not _IFNAME.match(value):
+    if not _IFNAME.fullmatch(value):
         raise InvalidArgument(f"{field}[{value}] is not a valid Linux interface name (1-15 characters among "
                               "letters, digits, '_', '.', '-')")
     return value

@@ -20,10 +20,20 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from controller.api.context import ApiContext
-from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid, UuidDeleteMessage
+from controller.api.messages import (
+    IPV4_SCHEMA,
+    ApiMessage,
+    CreateMessage,
+    Description,
+    IPv4,
+    Name,
+    Netmask,
+    Uuid,
+    UuidDeleteMessage,
+)
 from controller.api.registry import api, by_uuid
 from controller.db.database import Tx
 from controller.errors import InvalidArgument, OperationError
@@ -36,29 +46,35 @@ class AddIpRangeMsg(CreateMessage):
     l3NetworkUuid: Uuid
     name: Name
     description: Description | None = None
-    startIp: str
-    endIp: str
-    netmask: str
-    gateway: str
+    startIp: IPv4
+    endIp: IPv4
+    netmask: Netmask
+    gateway: IPv4
 
 
 class AddIpRangeByNetworkCidrMsg(CreateMessage):
     l3NetworkUuid: Uuid
     name: Name
     description: Description | None = None
-    networkCidr: str
+    networkCidr: str = Field(json_schema_extra={
+        "pattern": IPV4_SCHEMA["pattern"][:-1] + "/([1-9]|[12][0-9]|30)$",
+        "description": "an IPv4 network with a prefix of at most 30 (e.g. 192.168.1.0/24)"})
 
 
 class GetFreeIpMsg(ApiMessage):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": ["l3NetworkUuid"], "properties": {"l3NetworkUuid": {"type": "string"}}},
+                  {"required": ["ipRangeUuid"], "properties": {"ipRangeUuid": {"type": "string"}}}]})
+
     l3NetworkUuid: Uuid | None = None
     ipRangeUuid: Uuid | None = None
-    start: str | None = None
+    start: IPv4 | None = None
     limit: int = Field(default=100, ge=1, le=10000)
 
 
 class CheckIpAvailabilityMsg(ApiMessage):
     l3NetworkUuid: Uuid
-    ip: str
+    ip: IPv4
 
 
 def range_row(start_ip: str, end_ip: str, mask: str, gateway: str) -> dict[str, Any]:

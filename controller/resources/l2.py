@@ -39,11 +39,16 @@ class CreateL2NoVlanNetworkMsg(CreateMessage):
     name: Name
     description: Description | None = None
     zoneUuid: Uuid
-    physicalInterface: str = Field(min_length=1, max_length=15)
+    # The schema states the bridge limit too: br_<iface> is at most 15 characters.
+    physicalInterface: str = Field(min_length=1, max_length=15, json_schema_extra={
+        "maxLength": 12, "pattern": r"^[A-Za-z0-9_.\-]+$"})
 
 
 class CreateL2VlanNetworkMsg(CreateL2NoVlanNetworkMsg):
     vlan: int = Field(ge=0, le=4095)
+    # br_<iface>_<vlan> is at most 15 characters: with a 4-digit vlan, the interface has 7.
+    physicalInterface: str = Field(min_length=1, max_length=15, json_schema_extra={
+        "maxLength": 7, "pattern": r"^[A-Za-z0-9_.\-]+$"})
 
 
 class L2ClusterMsg(ApiMessage):

@@ -16,8 +16,19 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from pydantic import Field
+
 from controller.api.context import ApiContext
-from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid, UuidDeleteMessage
+from controller.api.messages import (
+    DOMAIN_SCHEMA,
+    ApiMessage,
+    CreateMessage,
+    Description,
+    IPv4,
+    Name,
+    Uuid,
+    UuidDeleteMessage,
+)
 from controller.api.registry import api, by_uuid
 from controller.db.database import Tx
 from controller.errors import InvalidArgument, OperationError
@@ -33,12 +44,12 @@ class CreateL3NetworkMsg(CreateMessage):
     l2NetworkUuid: Uuid
     type: Literal["L3BasicNetwork"] = "L3BasicNetwork"
     system: bool = False
-    dnsDomain: str | None = None
+    dnsDomain: str | None = Field(default=None, json_schema_extra=DOMAIN_SCHEMA)
 
 
 class DnsMsg(ApiMessage):
     l3NetworkUuid: Uuid
-    dns: str
+    dns: IPv4
 
 
 async def refuse_if_nics(tx: Tx, l3_select: str, params: Sequence[Any], what: str) -> None:

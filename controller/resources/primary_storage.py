@@ -29,7 +29,7 @@ PS_STATE_EVENTS = {"enable": "Enabled", "disable": "Disabled", "maintain": "Main
 
 
 class AddLocalPrimaryStorageMsg(CreateMessage):
-    url: str = Field(min_length=1, max_length=2048)
+    url: str = Field(min_length=1, max_length=2048, json_schema_extra={"pattern": "^/"})
     name: Name
     description: Description | None = None
     zoneUuid: Uuid

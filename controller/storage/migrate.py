@@ -7,8 +7,10 @@ the volume is Ready; a data volume is detached; a root volume's VM is Stopped wi
 
 Flow (guarantees): reserve capacity on the destination → the SOURCE agent streams the snapshot files, the
 volume and (for a root volume) the base image when the destination cache lacks it, to the same absolute
-paths on the DESTINATION agent (``/localstorage/copytoremote``, an XXH3-128 digest per file stream verified by both
-agents) → the copy's report checked and the files' presence on the destination confirmed (``_verify``: no
+paths on the DESTINATION agent (``/localstorage/copytoremote`` with a one-time transfer ticket of the
+destination bound to these files and sizes, never the destination's token; revoked when the copy ends), an
+XXH3-128 digest per file stream verified by both agents) → the copy's report checked and the files'
+presence on the destination confirmed (``_verify``: no
 second md5 pass over the files, unlike 1.0) → ONE transaction repoints the volume's and snapshots'
 refs to the destination, returns the source capacity and sets a root volume's VM ``lastHostUuid`` → only
 then the source files are deleted (failures logged). Any failure before the transaction deletes what was
@@ -35,6 +37,7 @@ from kvmagent.contract import storage as sc
 
 log = logging.getLogger(__name__)
 COPY_TIMEOUT = 24 * 3600
+TICKET_IDLE = 600  # seconds a transfer ticket stays valid without use (each file's transfer uses it)
 LEFTOVERS = "storage.leftovers"  # core.services key: host uuid → volume install paths to delete there
 
 
@@ -101,6 +104,25 @@ async def _base_image(core: Controller, src: dict[str, Any], ps: dict[str, Any],
     return bottom[-1] if bottom else None
 
 
+async def _ticket(core: Controller, src: dict[str, Any], dest: dict[str, Any], ps: dict[str, Any], paths: list[str],
+                  base: str | None) -> str:
+    """A one-time transfer ticket of the destination for exactly these files (sizes measured on the source;
+    the base image and its cache record only when present): the source never gets the destination's token."""
+    wanted = [*paths, *([base, base + ".json"] if base else [])]
+    bits = await core.services["agents"].call(src, sc.CheckBitsCmd(storagePath=ps["url"], paths=wanted))
+    files = [sc.TicketFileTO(path=b.path, size=int(b.size or 0)) for b in bits.bits if b.existing]
+    got = await core.services["agents"].call(dest, sc.IssueTicketCmd(storagePath=ps["url"], files=files,
+                                                                     idle=TICKET_IDLE, maxAge=COPY_TIMEOUT))
+    return str(got.ticket)
+
+
+async def _revoke(core: Controller, dest: dict[str, Any], ticket: str) -> None:
+    try:
+        await core.services["agents"].call(dest, sc.RevokeTicketCmd(ticket=ticket))
+    except ApiError as e:  # it expires by itself after TICKET_IDLE seconds unused
+        log.warning("could not revoke the transfer ticket on host %s: %s", dest["uuid"], e.details)
+
+
 async def _verify(core: Controller, dest: dict[str, Any], ps: dict[str, Any], paths: list[str],
                   copied: list[sc.CopiedTO]) -> None:
     """Every path was copied with a verified checksum, and the destination has it.
@@ -162,10 +184,14 @@ async def migrate(ctx: ApiContext, volume: dict[str, Any], ref: dict[str, Any], 
     paths = [*(s["primaryStorageInstallPath"] for s in snaps), volume["installPath"]]
     try:
         base = await _base_image(core, src, ps, volume) if volume["type"] == "Root" else None
-        reply = await core.services["agents"].call(src, sc.CopyToRemoteCmd(
-            storagePath=ps["url"], paths=paths, baseImagePath=base,
-            destAgentUrl=f"http://{dest['managementIp']}:{dest['agentPort']}", destToken=dest["agentToken"]),
-            timeout=COPY_TIMEOUT)
+        ticket = await _ticket(core, src, dest, ps, paths, base)
+        try:
+            reply = await core.services["agents"].call(src, sc.CopyToRemoteCmd(
+                storagePath=ps["url"], paths=paths, baseImagePath=base,
+                destAgentUrl=f"http://{dest['managementIp']}:{dest['agentPort']}", destToken=ticket),
+                timeout=COPY_TIMEOUT)
+        finally:
+            await _revoke(core, dest, ticket)
         await _verify(core, dest, ps, paths, reply.copied)
         await _commit(core, volume, snaps, ref, dest)
     except BaseException:

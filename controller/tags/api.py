@@ -11,7 +11,7 @@ from controller.api.messages import ApiMessage, DeleteMessage, Uuid
 from controller.api.registry import api
 from controller.core import Controller, on_start
 from controller.errors import NotFound, OperationError
-from controller.tags.service import Tags
+from controller.tags.service import RESOURCE_TYPES, Tags
 from controller.util import now_iso
 
 
@@ -25,7 +25,7 @@ def _tags(ctx: ApiContext) -> Tags:
 
 
 class CreateTagMsg(ApiMessage):
-    resourceType: str = Field(min_length=1)
+    resourceType: str = Field(min_length=1, json_schema_extra={"enum": list[Any](sorted(RESOURCE_TYPES))})
     resourceUuid: Uuid
     tag: str = Field(min_length=1)
 

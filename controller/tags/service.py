@@ -24,8 +24,8 @@ RESOURCE_TYPES: dict[str, str] = {
     "VolumeSnapshotVO": "VolumeSnapshot", "NetworkServiceProviderVO": "NetworkServiceProvider",
 }
 
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]"
-                     r"{0,61}[a-zA-Z0-9])?)*$")
+_DOMAIN = re.compile(r"(?=.{1,253}\Z)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]"
+                     r"{0,61}[a-zA-Z0-9])?)*")
 _BOOT_DEVICES = ("HardDisk", "CdRom")
 
 #: fn(event, resource_type, resource_uuid, tag) with event in created/updated/deleted
@@ -33,7 +33,7 @@ Listener = Callable[[str, str, str, str], Awaitable[None]]
 
 
 def is_domain(name: str) -> bool:
-    return bool(_DOMAIN.match(name))
+    return bool(_DOMAIN.fullmatch(name))
 
 
 class Tags:

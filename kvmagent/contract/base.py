@@ -60,3 +60,7 @@ class AgentError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": ErrorBody(code=self.code, message=self.message, details=self.details).model_dump()}
+
+
+# Paths the controller polls every few seconds (ping, state sync, capacity): both sides log them at DEBUG only.
+POLLED_PATHS = frozenset({"/host/ping", "/vm/vmsync", "/host/capacity", "/localstorage/capacity"})

@@ -17,10 +17,14 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: a Linux interface name as ebtables/ip take it (pydantic's pattern matches the whole value)
+IFNAME = r"^[A-Za-z0-9_.:-]{1,15}$"
+
+
 class FlatL3(_In):
     l3NetworkUuid: str = Field(min_length=1)
-    bridgeName: str
-    physicalInterface: str | None = None
+    bridgeName: str = Field(pattern=IFNAME)
+    physicalInterface: str | None = Field(default=None, pattern=IFNAME)
     dhcpServerIp: str
     netmask: str
     gateway: str | None = None
@@ -38,7 +42,7 @@ class FlatNic(_In):
     gateway: str | None = None
     hostname: str | None = None
     isDefaultL3Network: bool = True
-    tapName: str | None = None
+    tapName: str | None = Field(default=None, pattern=IFNAME)
 
 
 class FlatNicRef(_In):
@@ -96,8 +100,15 @@ class FlatUserdataApplyReply(AgentReply):
     pass
 
 
+class FlatAddress(_In):
+    l3NetworkUuid: str
+    ip: str
+
+
 class FlatUserdataApplyCmd(AgentRequest):
-    """Metadata/user data of one VM on its default L3 (the L3 must be prepared on this host)."""
+    """Metadata/user data of one VM on its default L3 (the L3 must be prepared on this host), also served on
+    ``addresses``: the VM's NICs on its other L3s with the Flat Userdata service. The agent serves an address
+    only where the source IP is trustworthy: the NIC is served by Flat DHCP on this host with anti-spoofing."""
 
     PATH: ClassVar[str] = "/flatnet/userdata/apply"
     Reply: ClassVar[type[AgentReply]] = FlatUserdataApplyReply
@@ -111,6 +122,7 @@ class FlatUserdataApplyCmd(AgentRequest):
     instanceId: str | None = None
     serviceOffering: str | None = None
     availabilityZone: str | None = None
+    addresses: list[FlatAddress] = []
 
 
 class FlatUserdataReleaseReply(AgentReply):

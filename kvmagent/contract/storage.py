@@ -4,8 +4,10 @@ Every request names the primary storage by ``storagePath`` (the PS url, identica
 reply carries the capacity of that storage on this host (:class:`LocalStorageReply`). Every command is
 idempotent: creating what exists identically succeeds, deleting what is missing succeeds.
 
-Host-to-host copy: the controller sends :class:`CopyToRemoteCmd` to the SOURCE agent with the destination
-agent's URL and token; the source streams each file to the destination's raw endpoint
+Host-to-host copy: the controller asks the DESTINATION agent for a one-time transfer ticket bound to the copy
+(:class:`IssueTicketCmd`: storage, files and sizes, lifetime; ``kvmagent.tickets``), then sends
+:class:`CopyToRemoteCmd` to the SOURCE agent with the destination agent's URL and that ticket (never the
+destination's host token); the source streams each file to the destination's raw endpoint
 ``POST /localstorage/receive`` (see ``storage.migrate``), which is not a JSON endpoint.
 """
 
@@ -259,6 +261,7 @@ class CopyToRemoteCmd(LocalStorageCmd):
     paths: list[str] = Field(min_length=1)
     baseImagePath: str | None = None
     destAgentUrl: str = Field(pattern=r"^https?://")
+    #: a transfer ticket of the destination (:class:`IssueTicketCmd`); its host token is also accepted there
     destToken: str = Field(min_length=1, repr=False)
 
 
@@ -277,6 +280,38 @@ class ExportCmd(LocalStorageCmd):
     Reply = ExportReply
     installPath: str = Field(min_length=2)
     url: str = Field(min_length=1, repr=False)
+
+
+class TicketFileTO(AgentRequest):
+    path: str = Field(min_length=2)
+    size: int = Field(ge=0)
+
+
+class IssueTicketReply(AgentReply):
+    ticket: str = Field(repr=False)
+
+
+class IssueTicketCmd(LocalStorageCmd):
+    """On the DESTINATION host: a one-time ticket that lets a source host send exactly ``files`` (each once,
+    with exactly its size) into this storage, check them and delete what it sent; expires after ``idle``
+    seconds without use or ``maxAge`` seconds."""
+
+    PATH = "/localstorage/ticket/issue"
+    Reply = IssueTicketReply
+    files: list[TicketFileTO] = Field(min_length=1)
+    idle: float = Field(default=600, gt=0, le=3600)
+    maxAge: float = Field(default=24 * 3600, gt=0, le=7 * 24 * 3600)
+
+
+class RevokeTicketReply(AgentReply):
+    revoked: bool
+
+
+class RevokeTicketCmd(AgentRequest):
+    PATH = "/localstorage/ticket/revoke"
+    Reply = RevokeTicketReply
+    IDEMPOTENT = True
+    ticket: str = Field(min_length=1, repr=False)
 
 
 class DeleteBitsReply(LocalStorageReply):

@@ -38,10 +38,14 @@ def state_of(libvirt_state: int) -> VmState:
 
 def event_state(event: int, detail: int) -> tuple[VmState | None, str]:
     """``(state, reason)`` for a lifecycle event; state None for events that change no run state."""
-    if event in (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_RESUMED):
-        return VmState.RUNNING, "started" if event == libvirt.VIR_DOMAIN_EVENT_STARTED else "resumed"
-    if event in (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED):
+    if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
+        return VmState.RUNNING, "wakeup" if detail == libvirt.VIR_DOMAIN_EVENT_STARTED_WAKEUP else "started"
+    if event == libvirt.VIR_DOMAIN_EVENT_RESUMED:
+        return VmState.RUNNING, "resumed"
+    if event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
         return VmState.PAUSED, "suspended"
+    if event == libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED:
+        return VmState.PAUSED, "pm-suspended"
     if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
         why = _STOPPED_DETAIL.get(detail, "stopped")
         return (VmState.CRASHED if why == "crashed" else VmState.STOPPED), why

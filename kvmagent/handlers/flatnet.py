@@ -82,7 +82,8 @@ async def userdata_apply(ctx: Any, cmd: FlatUserdataApplyCmd) -> FlatUserdataApp
     spec = _model(UserdataSpec, dict(
         vm_uuid=cmd.vmUuid, l3_uuid=cmd.l3NetworkUuid, vm_ip=cmd.vmIp, userdata=cmd.userdata,
         ssh_keys=tuple(cmd.sshKeys), root_password=cmd.rootPassword, hostname=cmd.hostname,
-        instance_id=cmd.instanceId, service_offering=cmd.serviceOffering, availability_zone=cmd.availabilityZone))
+        instance_id=cmd.instanceId, service_offering=cmd.serviceOffering, availability_zone=cmd.availabilityZone,
+        addresses=tuple(dict(l3_uuid=a.l3NetworkUuid, ip=a.ip) for a in cmd.addresses)))
     try:
         await ctx.flatnet.apply_userdata(spec)
     except FlatNetError as e:

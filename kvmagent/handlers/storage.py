@@ -68,6 +68,17 @@ def mapped(fn: Callable[[Any, Any], Awaitable[R]]) -> Callable[[Any, Any], Await
     return wrapper
 
 
+def check_storage_root(storage_path: str, roots: list[str]) -> None:
+    """``storage_path`` (real path) lies strictly inside one of the agent's configured ``storage_roots``."""
+    real = os.path.realpath(storage_path)
+    if not storage_path.startswith("/") or not any(
+            real.startswith(os.path.realpath(r).rstrip("/") + "/") for r in roots):
+        raise AgentError("AGENT.INVALID_REQUEST", f"invalid field[storagePath]: {storage_path!r} is not inside one "
+                         f"of this host's storage_roots {roots} (agent config kvmagent.yaml); add the directory "
+                         "there to use it for local primary storage", status=400,
+                         details={"field": "storagePath", "value": storage_path})
+
+
 def cap(capacity: Capacity) -> dict[str, int]:
     return {
         "totalCapacity": capacity.total,
@@ -85,6 +96,9 @@ async def _cap(ctx: HasStorage, cmd: c.LocalStorageCmd) -> dict[str, Any]:
 @handles(c.InitCmd)
 @mapped
 async def init(ctx: HasStorage, cmd: c.InitCmd) -> c.InitReply:
+    roots = getattr(getattr(ctx, "config", None), "storage_roots", None)
+    if roots is not None:
+        check_storage_root(cmd.storagePath, roots)
     return c.InitReply(**cap(await ctx.storage.init(cmd.storagePath, cmd.primaryStorageUuid, cmd.hostUuid)))
 
 
@@ -257,6 +271,20 @@ async def copy_to_remote(ctx: HasStorage, cmd: c.CopyToRemoteCmd) -> c.CopyToRem
 async def export_volume(ctx: HasStorage, cmd: c.ExportCmd) -> c.ExportReply:
     done = await ctx.storage.export_to_sftp(cmd.storagePath, cmd.installPath, cmd.url)
     return c.ExportReply(size=done.size, md5=done.md5, virtualSize=done.virtual_size, **await _cap(ctx, cmd))
+
+
+@handles(c.IssueTicketCmd)
+@mapped
+async def issue_ticket(ctx: Any, cmd: c.IssueTicketCmd) -> c.IssueTicketReply:
+    st = ctx.storage.local(cmd.storagePath)
+    files = {str(st.layout.contain(f.path, "files")): f.size for f in cmd.files}
+    return c.IssueTicketReply(ticket=ctx.tickets.issue(str(st.layout.root), files, idle=cmd.idle,
+                                                       max_age=cmd.maxAge))
+
+
+@handles(c.RevokeTicketCmd)
+async def revoke_ticket(ctx: Any, cmd: c.RevokeTicketCmd) -> c.RevokeTicketReply:
+    return c.RevokeTicketReply(revoked=ctx.tickets.revoke(cmd.ticket))
 
 
 @handles(c.DeleteBitsCmd)

@@ -60,7 +60,8 @@ async def run_agents(first: int, n: int, out: Path, controller: str, base: Path)
         sd = base / hu
         uri = write_node_xml(sd / "node.xml", cpus=16, mhz=2000, memory_bytes=64 * GiB)
         cfg = AgentConfig(host_uuid=hu, token=secrets.token_hex(16), controller_url=controller, listen_ip=ip,
-                          port=7070, libvirt_uri=uri, domain_type="qemu", state_dir=sd, log_dir=sd / "log")
+                          port=7070, libvirt_uri=uri, domain_type="qemu", state_dir=sd, log_dir=sd / "log",
+                          storage_roots=[str(base.parent)])
         app = create_app(cfg, driver=LibvirtDriver(uri, state_dir=sd, domain_type="qemu"), storage=StorageService(sd))
         r = web.AppRunner(app, access_log=None)
         await r.setup()
@@ -159,7 +160,8 @@ async def main(args: argparse.Namespace) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    app = create_app(ControllerConfig(db_path=str(work / "c.db"), log_dir=str(work / "log"), port=port))
+    app = create_app(ControllerConfig(db_path=str(work / "c.db"), log_dir=str(work / "log"), port=port,
+                                      image_import_dirs=[str(work)], allow_host_local_images=True))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -20,6 +20,8 @@ SSH_PASSWORD = "zstack-testbed"
 BRIDGE = "br_eth0"
 PHYS_BRIDGE = "br_phys"
 MAX_HOSTS = 20
+MODES = ("plain", "nspawn")
+TESTBED_SCRIPT = Path(__file__).resolve().parent.parent / "testbed"
 
 # Directory inside a host -> name of its private copy under the host's state dir (bind mounts).
 PRIVATE_DIRS = {
@@ -66,8 +68,15 @@ class Config:
     hosts: int = 2
     prefix: str = "tb"
     mgmt_net: str = "10.99.0"
+    # plain: namespaces with libvirtd/sshd as plain daemons; nspawn: each host boots systemd (tb_nspawn.py)
+    mode: str = "plain"
+    # nspawn mode: directories of this machine bind-mounted at the same path into every host (what an NFS
+    # export is to real hosts: e.g. the directory of file:// images); read-only, or read-write with ":rw"
+    shares: tuple[str, ...] = ()
 
     def validate(self) -> None:
+        if self.mode not in MODES:
+            raise TestbedError(f"mode: {self.mode!r} is invalid; allowed: {', '.join(MODES)}")
         if not 1 <= self.hosts <= MAX_HOSTS:
             raise TestbedError(f"hosts: {self.hosts} is out of range; allowed 1..{MAX_HOSTS}")
         if not re.fullmatch(r"[a-z][a-z0-9]{0,4}", self.prefix):
@@ -76,6 +85,13 @@ class Config:
         octets = self.mgmt_net.split(".")
         if len(octets) != 3 or not all(o.isdigit() and 0 <= int(o) <= 255 for o in octets):
             raise TestbedError(f"mgmt-net: {self.mgmt_net!r} is invalid; allowed three octets like 10.99.0")
+        for share in self.shares:
+            path = share.removesuffix(":rw")
+            if not os.path.isabs(path) or not os.path.isdir(path) or ":" in path:
+                raise TestbedError(f"share: {share!r} must be an existing directory's absolute path without ':' "
+                                   "(+ ':rw' for read-write)")
+        if self.shares and self.mode != "nspawn":
+            raise TestbedError("share: only --mode nspawn hosts have a file system of their own to share into")
         if not os.path.isabs(self.state_dir):
             raise TestbedError(f"state-dir: {self.state_dir!r} must be an absolute path")
 
@@ -129,7 +145,10 @@ class Config:
         return self.host_dir(host) / PRIVATE_DIRS["/run/libvirt"] / "libvirt-sock"
 
     def nsenter(self, host: str) -> list[str]:
-        """Command prefix that runs a command inside the host (its mount, network and UTS namespace)."""
+        """Command prefix that runs a command inside the host (its mount, network and UTS namespace; in nspawn
+        mode every namespace of the container, found at run time so the prefix survives a reboot)."""
+        if self.mode == "nspawn":
+            return [str(TESTBED_SCRIPT), "--state-dir", self.state_dir, "exec", host]
         return ["nsenter", f"--mount={self.mnt_handle(host)}", f"--net=/run/netns/{self.netns(host)}",
                 f"--uts={self.uts_handle(host)}"]
 
@@ -161,6 +180,7 @@ class State:
         if not p.exists():
             return None
         raw = json.loads(p.read_text())
+        raw["config"]["shares"] = tuple(raw["config"].get("shares", ()))
         raw["config"] = Config(**raw["config"])
         return cls(**raw)
 

@@ -26,7 +26,9 @@ def teardown(state: State) -> list[str]:
     net_inodes, mnt_inodes = namespace_inodes(cfg)
     for host in cfg.host_names:
         _destroy_guests(cfg, host)
+    _stop_containers(cfg)
     _kill_processes(net_inodes, mnt_inodes)
+    _unmount_containers(cfg)
     for host in cfg.host_names:
         _remove_host(cfg, host)
     if _link_exists(cfg.mgmt_link):
@@ -39,9 +41,35 @@ def teardown(state: State) -> list[str]:
     problems = [f"process {pid} still runs in a testbed namespace" for pid in
                 processes_in(net_inodes, mnt_inodes)]
     problems += [f"still mounted: {m}" for m in mount_points_under(cfg.root)]
+    problems += _container_problems(cfg)
     if not problems:
         shutil.rmtree(cfg.root, ignore_errors=True)
     return problems
+
+
+def _stop_containers(cfg: Config) -> None:
+    """nspawn mode: power every host's container off (its guests, agent and daemons go with it)."""
+    if cfg.mode == "nspawn":
+        import tb_nspawn
+
+        for host in cfg.host_names:
+            tb_nspawn.stop(cfg, host)
+
+
+def _unmount_containers(cfg: Config) -> None:
+    if cfg.mode == "nspawn":
+        import tb_nspawn
+
+        for host in cfg.host_names:
+            tb_nspawn.unmount(cfg, host)
+
+
+def _container_problems(cfg: Config) -> list[str]:
+    if cfg.mode != "nspawn":
+        return []
+    import tb_nspawn
+
+    return [p for host in cfg.host_names for p in tb_nspawn.cleanup_problems(cfg, host)]
 
 
 def namespace_inodes(cfg: Config) -> tuple[set[int], set[int]]:
@@ -71,6 +99,10 @@ def _ns_inode(path: str) -> int | None:
 
 
 def _host_alive(cfg: Config, host: str) -> bool:
+    if cfg.mode == "nspawn":
+        import tb_nspawn
+
+        return tb_nspawn.leader_pid(cfg, host) is not None
     handles = [str(cfg.mnt_handle(host)), str(cfg.uts_handle(host)), f"/run/netns/{cfg.netns(host)}"]
     return all(os.path.ismount(h) for h in handles)
 
@@ -80,12 +112,23 @@ def _inner_netns(cfg: Config, host: str) -> dict[str, int]:
     if not _host_alive(cfg, host):
         return {}
     script = "for f in /run/netns/*; do [ -e \"$f\" ] && stat -L -c '%i %n' \"$f\"; done; true"
-    cp = sh(*cfg.nsenter(host), "sh", "-c", script, check=False)
+    cp = sh(*_enter(cfg, host), "sh", "-c", script, check=False)
     found = {}
     for line in cp.stdout.splitlines():
         ino, path = line.split(" ", 1)
         found[os.path.basename(path)] = int(ino)
     return found
+
+
+def _enter(cfg: Config, host: str) -> list[str]:
+    """Command prefix into a live host (nspawn: nsenter straight to its PID 1, no testbed process between)."""
+    if cfg.mode == "nspawn":
+        import tb_nspawn
+
+        pid = tb_nspawn.leader_pid(cfg, host)
+        if pid is not None:
+            return tb_nspawn.nsenter_pid(pid)
+    return cfg.nsenter(host)
 
 
 def _destroy_guests(cfg: Config, host: str) -> None:
@@ -137,7 +180,7 @@ def _kill_processes(net_inodes: set[int], mnt_inodes: set[int]) -> None:
 def _remove_host(cfg: Config, host: str) -> None:
     if _host_alive(cfg, host):
         for name in _inner_netns(cfg, host):
-            sh(*cfg.nsenter(host), "ip", "netns", "del", name, check=False)
+            sh(*_enter(cfg, host), "ip", "netns", "del", name, check=False)
     _del_netns(cfg.netns(host))
     for handle in (cfg.mnt_handle(host), cfg.uts_handle(host)):
         if os.path.ismount(handle):

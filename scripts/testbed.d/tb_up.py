@@ -32,11 +32,25 @@ READY_TIMEOUT = 30.0
 
 def build(cfg: Config, state: State) -> None:
     """Create everything for ``cfg`` (the state is saved first by the caller)."""
+    if cfg.mode == "nspawn":
+        import tb_nspawn
+        import tb_rootfs
+
+        tb_nspawn.check_dependencies()
+        lower = tb_rootfs.ensure_rootfs()
     _prepare_root(cfg, state)
     _make_phys(cfg)
     for host in cfg.host_names:
-        _make_host(cfg, host)
+        if cfg.mode == "nspawn":
+            _make_host_net(cfg, host)
+            tb_nspawn.prepare(cfg, host, lower, (cfg.root / "ssh" / "id_ed25519.pub").read_text())
+            tb_nspawn.boot(cfg, host)
+        else:
+            _make_host(cfg, host)
     for host in cfg.host_names:
+        if cfg.mode == "nspawn":
+            took = tb_nspawn.wait_booted(cfg, host)
+            print(f"testbed up: {host} booted systemd in {took:.2f} s")
         _wait_ready(cfg, host)
     state.phase = "up"
     state.save()
@@ -79,6 +93,23 @@ def _make_phys(cfg: Config) -> None:
 
 def _make_host(cfg: Config, host: str) -> None:
     _write_host_files(cfg, host)
+    _make_host_net(cfg, host)
+    handle = cfg.mnt_handle(host)
+    handle.touch()
+    sh("unshare", f"--mount={handle}", "--propagation", "slave", "true")
+    cfg.uts_handle(host).touch()
+    sh("unshare", f"--uts={cfg.uts_handle(host)}", "hostname", cfg.hostname(host))
+    d = cfg.host_dir(host)
+    mounts = ["mount -t sysfs sysfs /sys"]
+    mounts += [f"mount --bind {shlex.quote(str(d / name))} {inner}" for inner, name in PRIVATE_DIRS.items()]
+    mounts.append(f"mount --bind {shlex.quote(str(d / 'shadow'))} /etc/shadow")
+    sh(*cfg.nsenter(host), "sh", "-ec", "; ".join(mounts))
+    sh(*cfg.nsenter(host), "/usr/sbin/libvirtd", "-d", "--listen", "--pid-file", str(d / "libvirtd.pid"))
+    sh(*cfg.nsenter(host), "/usr/sbin/sshd", "-f", str(d / "sshd_config"))
+
+
+def _make_host_net(cfg: Config, host: str) -> None:
+    """The host's network namespace: eth0 (veth into the phys bridge) enslaved to br_eth0, which has the IP."""
     ns, ip = cfg.netns(host), cfg.host_ip(host)
     sh("ip", "netns", "add", ns)
     sh("ip", "link", "add", cfg.uplink(host), "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -93,18 +124,6 @@ def _make_host(cfg: Config, host: str) -> None:
     # management network then keeps sending to the old MAC until its ARP entry expires (~30 s of timeouts).
     sh("ip", "-n", ns, "link", "set", BRIDGE, "address", _link_mac(ns, "eth0"))
     sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", BRIDGE)
-    handle = cfg.mnt_handle(host)
-    handle.touch()
-    sh("unshare", f"--mount={handle}", "--propagation", "slave", "true")
-    cfg.uts_handle(host).touch()
-    sh("unshare", f"--uts={cfg.uts_handle(host)}", "hostname", cfg.hostname(host))
-    d = cfg.host_dir(host)
-    mounts = ["mount -t sysfs sysfs /sys"]
-    mounts += [f"mount --bind {shlex.quote(str(d / name))} {inner}" for inner, name in PRIVATE_DIRS.items()]
-    mounts.append(f"mount --bind {shlex.quote(str(d / 'shadow'))} /etc/shadow")
-    sh(*cfg.nsenter(host), "sh", "-ec", "; ".join(mounts))
-    sh(*cfg.nsenter(host), "/usr/sbin/libvirtd", "-d", "--listen", "--pid-file", str(d / "libvirtd.pid"))
-    sh(*cfg.nsenter(host), "/usr/sbin/sshd", "-f", str(d / "sshd_config"))
 
 
 def _write_host_files(cfg: Config, host: str) -> None:

@@ -66,13 +66,13 @@ class Agent:
 
 @asynccontextmanager
 async def running_agent(tmp: Path, *, controller_url: str | None = None, uri: str | None = None,
-                        judger_ttl: float = 10.0) -> AsyncIterator[Agent]:
+                        judger_ttl: float = 10.0, flatnet: Any = None) -> AsyncIterator[Agent]:
     uri = uri or write_node_xml(tmp / "node.xml")
     config = AgentConfig(host_uuid=uuid.uuid4().hex, token=TOKEN, controller_url=controller_url,
                          listen_ip="127.0.0.1", port=0, libvirt_uri=uri, state_dir=tmp / "state",
                          log_dir=tmp / "log")
     app = create_app(config, driver=LibvirtDriver(uri, state_dir=config.state_dir, poll_interval=0.05),
-                     reporter_backoff=(0.05, 0.5), judger_ttl=judger_ttl)
+                     reporter_backoff=(0.05, 0.5), judger_ttl=judger_ttl, flatnet=flatnet)
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     session = ClientSession()

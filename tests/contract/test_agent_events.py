@@ -101,3 +101,21 @@ async def test_restart_reconciles_existing_domains(tmp_path: Path) -> None:
         from kvmagent.lifecycle import reconcile
         await reconcile(agent.ctx)
         assert set(agent.ctx.tracker.known) == {vm}
+
+
+async def test_suspend_and_resume_out_of_band_are_both_reported_at_once(tmp_path: Path) -> None:
+    """``virsh suspend`` then ``virsh resume``: a Paused and then a Running report, each within a second, even
+    right after the agent's own start (its expectation of Running must not swallow a resume)."""
+    async with fake_controller() as (fc, url), running_agent(tmp_path, controller_url=url) as agent:
+        vm = uuid.uuid4().hex
+        assert (await agent.call("/vm/start", start_body(vm, str(tmp_path / "r"))))[0] == 200
+        await asyncio.sleep(0.3)
+        assert fc.reports == []
+        guest = await agent.ctx.driver.host.lookup(vm)
+        await agent.ctx.driver.host.call("suspend", guest.dom.suspend)
+        await wait_for(lambda: len(fc.reports) >= 1, timeout=1.0, what="a Paused report within a second")
+        await agent.ctx.driver.host.call("resume", guest.dom.resume)
+        await wait_for(lambda: len(fc.reports) >= 2, timeout=1.0, what="a Running report within a second")
+        assert [(r["vmUuid"], r["vmState"], r["reason"]) for r in fc.reports] == [
+            (vm, "Paused", "suspended"), (vm, "Running", "resumed")]
+        assert (await agent.call("/vm/destroy", {"uuid": vm}))[0] == 200

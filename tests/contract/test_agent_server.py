@@ -133,13 +133,32 @@ async def test_not_ready_answers_503(agent: Agent) -> None:
     assert (await _get(agent, "/readyz", agent.config.token))[0] == 503
 
 
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
 async def test_metrics(agent: Agent, tmp_path: Path) -> None:
     await agent.call("/vm/start", start_body(uuid.uuid4().hex, str(tmp_path / "r")))
     status, text = await _get(agent, "/metrics", agent.config.token)
     assert status == 200
-    assert 'zstack_agent_requests_total{path="/vm/start",status="200"} 1' in text
-    assert 'zstack_agent_domains{state="Running"} 1' in text
+    samples = _samples(text)
+    assert samples[("zstack_agent_requests_total", (("path", "/vm/start"), ("status", "200")))] == 1
+    assert samples[("zstack_agent_domains", (("state", "Running"),))] == 1
     assert "zstack_agent_request_seconds_bucket" in text
+
+
+async def test_metrics_paths_are_bounded_and_escaped(agent: Agent) -> None:
+    for i in range(30):
+        await _get(agent, f"/nothing/{i}", agent.config.token)
+    await _get(agent, '/vm/x%22%7D%201%0Afake_metric%201', agent.config.token)
+    status, text = await _get(agent, "/metrics", agent.config.token)
+    assert status == 200 and not any(line.startswith("fake_metric") for line in text.splitlines())
+    paths = {dict(labels).get("path") for (_name, labels) in _samples(text)} - {None}
+    routes = {r.resource.canonical for r in agent.app.router.routes() if r.resource is not None}
+    assert "unknown" in paths and paths <= routes | {"unknown"}, paths - routes
 
 
 def test_every_vm_and_host_path_is_registered() -> None:

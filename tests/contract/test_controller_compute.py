@@ -5,6 +5,7 @@ out-of-band state changes reported by the agents, and concurrent creation withou
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 import uuid
@@ -31,6 +32,7 @@ from storage.runner import run
 from storage.service import StorageService
 
 GiB = 1 << 30
+TINY_BUILD = Path(__file__).resolve().parents[2] / "build" / "tiny"  # scripts/build-tiny-image's default
 
 
 @dataclass
@@ -47,7 +49,8 @@ async def start_agent(base: Path, ip: str, controller_url: str, *, cpus: int = 4
     sd = base / hu
     uri = write_node_xml(sd / "node.xml", cpus=cpus, mhz=2000, memory_bytes=memory)
     cfg = AgentConfig(host_uuid=hu, token=token or secrets.token_hex(16), controller_url=controller_url, listen_ip=ip,
-                      port=7070, libvirt_uri=uri, domain_type="qemu", state_dir=sd, log_dir=sd / "log")
+                      port=7070, libvirt_uri=uri, domain_type="qemu", state_dir=sd, log_dir=sd / "log",
+                      storage_roots=[str(base.parent)])
     app = agent_app(cfg, driver=LibvirtDriver(uri, state_dir=sd, domain_type="qemu"),
                     storage=StorageService(sd), reporter_backoff=(0.05, 0.5))
     runner = web.AppRunner(app, access_log=None)
@@ -103,7 +106,9 @@ async def _records(env: Env, tmp: Path) -> None:
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    cfg = ControllerConfig(db_path=str(tmp_path / "c.db"), log_dir=str(tmp_path / "log"))
+    tiny = [str(TINY_BUILD), os.environ.get("ZSTACK_TINY_DIR") or str(TINY_BUILD)]
+    cfg = ControllerConfig(db_path=str(tmp_path / "c.db"), log_dir=str(tmp_path / "log"), allow_host_local_images=True,
+                           image_import_dirs=[str(tmp_path), *tiny])
     server = TestServer(create_app(cfg), host="127.0.0.1")
     async with TestClient(server) as client:
         e = Env(client, f"http://127.0.0.1:{server.port}")
@@ -210,7 +215,9 @@ async def test_out_of_band_stop_reported_by_agent_events(env: Env) -> None:
 
 
 async def test_failed_create_leaves_nothing(env: Env, tmp_path: Path) -> None:
-    bad = await env.inv("AddImage", name="missing", url=f"file://{tmp_path}/nope.qcow2", format="qcow2")
+    (tmp_path / "gone.qcow2").write_bytes(b"QFI\xfb")
+    bad = await env.inv("AddImage", name="missing", url=f"file://{tmp_path}/gone.qcow2", format="qcow2")
+    (tmp_path / "gone.qcow2").unlink()  # the hosts' copy fails
     status, body = await env.raw("CreateVmInstance", name="bad", instanceOfferingUuid=env.ids["offering"],
                                  imageUuid=bad["uuid"], l3NetworkUuids=[env.ids["l3"]])
     assert status >= 400 and not body["success"], body

@@ -13,19 +13,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import DhcpNamespace, Guest, Testbed, TinyImage, bring_up, footprint, leftovers, tear_down, tiny_image
+from lab import REPO, DhcpNamespace, Guest, Testbed, TinyImage, bring_up, footprint, leftovers, tear_down, tiny_image
 
 E2E_STATE_DIR = Path(os.environ.get("ZSTACK_E2E_TESTBED_DIR", "/var/lib/zstack-py-testbed-e2e"))
 # Two e2e runs on one machine (developers working in parallel) need distinct names and networks too.
 E2E_PREFIX = os.environ.get("ZSTACK_E2E_PREFIX", "tb")
 E2E_MGMT_NET = os.environ.get("ZSTACK_E2E_MGMT_NET", "10.99.0")
+# plain (namespaces + plain daemons) or nspawn (each host boots systemd; see scripts/testbed)
+E2E_MODE = os.environ.get("ZSTACK_E2E_TESTBED_MODE") or os.environ.get("ZSTACK_TESTBED_MODE", "plain")
 
 
 @pytest.fixture(scope="session")
-def testbed() -> Iterator[Testbed]:
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     """A 2-host testbed (prefix tb, management 10.99.0.0/24 unless overridden), up for the whole session."""
     tear_down(E2E_STATE_DIR)  # a crashed earlier session
-    tb = bring_up(E2E_STATE_DIR, hosts=2, prefix=E2E_PREFIX, mgmt_net=E2E_MGMT_NET)
+    tb = bring_up(E2E_STATE_DIR, hosts=2, prefix=E2E_PREFIX, mgmt_net=E2E_MGMT_NET, mode=E2E_MODE,
+                  shares=e2e_shares(E2E_MODE, tmp_path_factory.getbasetemp()))
     try:
         yield tb
     finally:
@@ -33,6 +36,15 @@ def testbed() -> Iterator[Testbed]:
         tear_down(E2E_STATE_DIR)
         left = leftovers(fp)
         assert not left, f"scripts/testbed down left: {left}"
+
+
+def e2e_shares(mode: str, basetemp: Path) -> tuple[str, ...]:
+    """What nspawn hosts must see of this machine, as plain-mode hosts do: the tiny image's directory (added as
+    a file:// image), the repository (a test runs its metadata server script inside a host) and, read-write,
+    pytest's temporary directory (guests' disks, console logs and SSH keys that tests make)."""
+    if mode != "nspawn":
+        return ()
+    return (str(tiny_image().qcow2.parent), str(REPO), f"{basetemp}:rw")
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,7 @@ class LabHost:
     libvirt_socket_uri: str
     nsenter: tuple[str, ...]  # prefix that runs a command inside the host
     host_dir: Path
+    mode: str = "plain"  # plain daemons, or nspawn: the host boots systemd (the agent is a systemd unit)
 
     def cmd(self, *argv: str) -> list[str]:
         """argv prefixed so that it runs inside the host (its network + mount namespace)."""
@@ -87,9 +88,16 @@ class LabHost:
         return cp
 
 
+AGENT_UNIT = "zstack-py-kvmagent"
+
+
 def kill_agent(host: LabHost, sig: int = signal.SIGTERM) -> None:
-    """Signal the host's agent — only if the pid file still names a live agent of that host (all testbed hosts
-    share one PID namespace: a stale pid may belong to another host's agent by now)."""
+    """Signal the host's agent — only if the pid file still names a live agent of that host (all plain-mode
+    testbed hosts share one PID namespace: a stale pid may belong to another host's agent by now). On a
+    systemd host the unit's main process is signalled (systemd restarts it: Restart=always)."""
+    if host.mode == "nspawn":
+        host.run("systemctl", "kill", f"--signal={int(sig)}", "--kill-who=main", AGENT_UNIT, check=False)
+        return
     alive = agent_alive_sh(AGENT_PID)
     host.run("sh", "-c", f"{alive} && kill -{int(sig)} $(cat {AGENT_PID}) || true", check=False)
 
@@ -117,11 +125,16 @@ def reset_host(host: LabHost, *, flat: bool = False, paths: tuple[str, ...] = (P
         show = []
         if log_tail:
             show.append(f"grep -v 'GET \\|POST ' /var/log/zstack-py/kvmagent.log | tail -{int(log_tail)}")
-        if agent_out_tail:
+        if agent_out_tail and host.mode == "nspawn":
+            show.append(f"journalctl -u {AGENT_UNIT} -n {int(agent_out_tail)} --no-pager -o cat")
+        elif agent_out_tail:
             show.append(f"tail -{int(agent_out_tail)} /var/log/zstack-py/kvmagent.out")
         print(host.name, host.run("sh", "-c", "; ".join(show), check=False).stdout)
     host.run("sh", "-c", _DOMAINS_RESET, check=False)
-    kill_agent(host)
+    if host.mode == "nspawn":  # stopped (not killed: systemd would restart it); the next deploy starts it
+        host.run("systemctl", "stop", AGENT_UNIT, check=False)
+    else:
+        kill_agent(host)
     if flat:
         host.run("sh", "-c", _FLAT_RESET, check=False)
     if paths:
@@ -152,7 +165,7 @@ class Testbed:
             LabHost(name=h["name"], hostname=h["hostname"], ip=h["ip"], ssh_user=h["ssh_user"],
                     ssh_password=h["ssh_password"], bridge=h["bridge"], netns=h["netns"], libvirt_uri=h["libvirt_uri"],
                     libvirt_socket_uri=h["libvirt_socket_uri"], nsenter=tuple(h["nsenter"]),
-                    host_dir=Path(h["host_dir"]))
+                    host_dir=Path(h["host_dir"]), mode=h.get("mode", "plain"))
             for h in doc["hosts"])
         return cls(state_dir=Path(doc["state_dir"]), prefix=doc["prefix"], mgmt_link=doc["mgmt_link"],
                    mgmt_ip=doc["mgmt_ip"], phys_netns=doc["phys_netns"], ssh_key=Path(doc["ssh_key"]),
@@ -173,8 +186,11 @@ def run_testbed(state_dir: Path, *args: str, timeout: float = 300) -> subprocess
     return cp
 
 
-def bring_up(state_dir: Path, hosts: int = 2, prefix: str = "tb", mgmt_net: str = "10.99.0") -> Testbed:
-    run_testbed(state_dir, "up", str(hosts), "--prefix", prefix, "--mgmt-net", mgmt_net)
+def bring_up(state_dir: Path, hosts: int = 2, prefix: str = "tb", mgmt_net: str = "10.99.0", mode: str = "plain",
+             shares: tuple[Path | str, ...] = ()) -> Testbed:
+    """``testbed up``; ``shares`` (nspawn mode) are bind-mounted read-only into every host (file:// images)."""
+    extra = [a for d in shares for a in ("--share", str(d))]
+    run_testbed(state_dir, "up", str(hosts), "--prefix", prefix, "--mgmt-net", mgmt_net, "--mode", mode, *extra)
     return Testbed.load(state_dir)
 
 
@@ -228,8 +244,11 @@ def footprint(tb: Testbed) -> Footprint:
     for name in fp.netns_names:
         fp.net_inodes.add(os.stat(f"/run/netns/{name}").st_ino)
     for h in tb.hosts:
-        mnt = next(a.split("=", 1)[1] for a in h.nsenter if a.startswith("--mount="))
-        fp.mnt_inodes.add(os.stat(mnt).st_ino)
+        if h.mode == "nspawn":  # the container's own mount namespace (its PID 1's)
+            fp.mnt_inodes.add(int(h.run("stat", "-L", "-c", "%i", "/proc/1/ns/mnt").stdout))
+        else:
+            mnt = next(a.split("=", 1)[1] for a in h.nsenter if a.startswith("--mount="))
+            fp.mnt_inodes.add(os.stat(mnt).st_ino)
         inner = h.run("sh", "-c", "for f in /run/netns/*; do [ -e \"$f\" ] && stat -L -c %i \"$f\"; done; true")
         fp.net_inodes.update(int(x) for x in inner.stdout.split())
     for pid, start in _processes(fp.net_inodes, fp.mnt_inodes).items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -91,7 +92,9 @@ async def running_controller(name: str, tiny: TinyImage) -> AsyncIterator[Ctl]:
     """An in-process controller on a free port with a fresh database (``/tmp/zstack-e2e-<name>.db``, logs in
     ``/tmp/zstack-e2e-<name>-log``), logged in as admin, with the records of :func:`_records`."""
     port = _free_port()
-    cfg = ControllerConfig(db_path=f"/tmp/zstack-e2e-{name}.db", log_dir=f"/tmp/zstack-e2e-{name}-log", port=port)
+    cfg = ControllerConfig(db_path=f"/tmp/zstack-e2e-{name}.db", log_dir=f"/tmp/zstack-e2e-{name}-log", port=port,
+                           image_import_dirs=[str(tiny.qcow2.parent), tempfile.gettempdir()],
+                           allow_host_local_images=True)
     await asyncio.to_thread(Path(cfg.db_path).unlink, missing_ok=True)
     async with TestClient(TestServer(create_app(cfg), host="0.0.0.0", port=port)) as client:
         c = Ctl(client)

@@ -1,6 +1,7 @@
 """Event reports on the real backend (root libvirtd, TCG guests that only run SeaBIOS).
 
 * ``virsh destroy`` out of band → one Stopped report; the agent's own stop → none.
+* ``virsh suspend`` / ``virsh resume`` → Paused, Running, at once.
 * ``virsh reset`` of a VM first booted from CD → libvirt's REBOOT event → the agent restarts it from hd
   (CD-then-disk), swallowing its own events.
 """
@@ -49,6 +50,27 @@ async def test_out_of_band_destroy_is_reported_own_stop_is_not(tmp_path: Path) -
         finally:
             await agent.call("/vm/destroy", {"uuid": vm})
             await agent.call("/vm/destroy", {"uuid": vm2})
+
+
+async def test_virsh_suspend_and_resume_are_reported_at_once(tmp_path: Path) -> None:
+    """``virsh suspend`` / ``virsh resume`` right after the agent's own start: Paused, then Running, each
+    reported within a second (a resume was once swallowed as the start's expected Running)."""
+    async with fake_controller() as (fc, url), \
+            running_agent(tmp_path, controller_url=url, uri="qemu:///system") as agent:
+        vm = uuid.uuid4().hex
+        try:
+            disk = await make_disk(tmp_path / f"{vm}.qcow2")
+            assert (await agent.call("/vm/start", start_body(vm, str(disk))))[0] == 200
+            await _virsh("suspend", vm)
+            await wait_for(lambda: fc.reports, timeout=1.0, what="Paused report")
+            t0 = time.monotonic()
+            await _virsh("resume", vm)
+            await wait_for(lambda: len(fc.reports) >= 2, timeout=1.0, what="Running report")
+            print(f"\nvirsh resume started → Running report within {time.monotonic() - t0:.3f} s")
+            assert [(r["vmState"], r["reason"]) for r in fc.reports] == [("Paused", "suspended"),
+                                                                          ("Running", "resumed")]
+        finally:
+            await agent.call("/vm/destroy", {"uuid": vm})
 
 
 async def test_cd_then_disk_on_real_guest_reset(tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ async def ssh_port() -> AsyncIterator[int]:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    cfg = ControllerConfig(db_path=str(tmp_path / "controller.db"), log_dir=str(tmp_path / "log"))
+    cfg = ControllerConfig(db_path=str(tmp_path / "controller.db"), log_dir=str(tmp_path / "log"),
+                          image_import_dirs=[str(tmp_path)], image_url_allowed_networks=["127.0.0.1/32"])
     async with TestClient(TestServer(create_app(cfg))) as client:
         a = Api(client)
         await a.login()
@@ -178,7 +179,8 @@ async def test_add_image_bad_input_writes_nothing(api: Api, ssh_port: int, tmp_p
     cases: list[tuple[dict[str, Any], int, str]] = [
              ({"backupStorageUuids": ["1" * 32]}, 409, "no backup storage specified"),
              ({"url": "ftp://h/a.qcow2"}, 400, "ftp"),
-             ({"url": "file:///nope/x.qcow2"}, 400, "no such file"),
+             ({"url": "file:///nope/x.qcow2"}, 400, "not inside an image import directory"),
+             ({"url": f"file://{tmp_path}/nope.qcow2"}, 400, "no such file"),
              ({"format": "vmdk"}, 400, "format"),
              ({"format": "raw"}, 400, "declared 'raw'"),
              ({"url": f"{base}/missing.qcow2"}, 409, "HTTP 404")]

@@ -15,7 +15,8 @@ from controller.config import ControllerConfig
 
 @pytest.fixture
 def controller_config(tmp_path: Path) -> ControllerConfig:
-    return ControllerConfig(db_path=str(tmp_path / "controller.db"), log_dir=str(tmp_path / "log"))
+    return ControllerConfig(db_path=str(tmp_path / "controller.db"), log_dir=str(tmp_path / "log"),
+                            image_import_dirs=[str(tmp_path)], allow_host_local_images=True)
 
 
 @pytest.fixture

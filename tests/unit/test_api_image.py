@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from apiclient import Api
 
 
-async def test_image_record_lifecycle(api: Api) -> None:
-    img = (await api.call("AddImage", name="tiny", url="file:///var/lib/images/tiny.qcow2", format="qcow2",
+async def test_image_record_lifecycle(api: Api, tmp_path: Path) -> None:
+    (tmp_path / "tiny.qcow2").write_bytes(b"QFI\xfb")  # inside the import directory of the test config
+    img = (await api.call("AddImage", name="tiny", url=f"file://{tmp_path}/tiny.qcow2", format="qcow2",
                           systemTags=[], userTags=["tier::gold"]))["inventory"]
     assert {k: img[k] for k in ("name", "format", "mediaType", "platform", "status", "state", "system")} == {
         "name": "tiny", "format": "qcow2", "mediaType": "RootVolumeTemplate", "platform": "Linux",

@@ -39,6 +39,9 @@ def test_dnsmasq_files() -> None:
     conf = dnsmasq.render_conf(L3, dnsmasq.DnsmasqPaths(Path("/s")))
     assert "port=0\n" in conf and "dhcp-range=10.0.0.0,static,255.255.255.0,infinite\n" in conf
     assert "dhcp-hostsdir=/s/hosts\n" in conf and "dhcp-leasefile=/s/leases\n" in conf
+    assert "quiet-dhcp\n" in conf and "log-dhcp" not in conf  # no line per DHCP exchange
+    debug = dnsmasq.render_conf(L3, dnsmasq.DnsmasqPaths(Path("/s")), log_dhcp=True)
+    assert "log-dhcp\n" in debug and "quiet-dhcp" not in debug
     assert dnsmasq.host_line(NIC) == "52:54:00:aa:00:11,set:n525400aa0011,10.0.0.11,vm1,infinite\n"
     opts = dnsmasq.opts_lines(NIC, L3).splitlines()
     assert "tag:n525400aa0011,option:router,10.0.0.1" in opts

@@ -1,0 +1,128 @@
+"""``zstack-ctl backup [path]`` / ``zstack-ctl restore <path>``: the controller database, safely.
+
+* backup: SQLite's online backup API copies a consistent snapshot while the controller keeps running (one
+  read transaction, WAL readers never block the writer); the copy is a self-contained file (no -wal), made
+  0600 (it holds password hashes and host tokens), checked with ``PRAGMA integrity_check`` before it is
+  renamed into place. Default path: ``<db dir>/backups/controller-<UTC time>.db``.
+* restore: refused while the controller runs (``--stop`` stops it first); the file must pass
+  ``integrity_check`` and carry a schema this version knows (not newer; older ones migrate at the next
+  start). The current database is kept next to it as ``<db>.before-restore-<UTC time>`` (0600).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from controller.db.database import FILE_MODE, migrations
+
+
+class BackupError(Exception):
+    pass
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def _new_file(path: Path) -> None:
+    """Create ``path`` empty and 0600 (refusing an existing one)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+
+
+def _copy(src_path: Path, dst_path: Path) -> None:
+    """Online backup of ``src_path`` into the new 0600 file ``dst_path``, as one rollback-journal file."""
+    _new_file(dst_path)
+    src = sqlite3.connect(src_path, timeout=30)  # read-write open: a WAL database needs its -shm
+    try:
+        dst = sqlite3.connect(dst_path)
+        try:
+            src.backup(dst)  # all pages in one step: one consistent snapshot
+            dst.execute("PRAGMA journal_mode=DELETE")
+            dst.commit()
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def inspect(path: Path) -> int:
+    """The schema version of a database file, after checking its integrity (BackupError otherwise)."""
+    if not path.is_file():
+        raise BackupError(f"{path} is not a file")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            check = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            if check != ["ok"]:
+                raise BackupError(f"{path} fails SQLite's integrity check: {'; '.join(map(str, check[:5]))}")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            conn.execute("SELECT COUNT(*) FROM Account").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise BackupError(f"{path} is not a ZStack-Py controller database: {e}") from e
+    version = int(row[0] or 0) if row else 0
+    newest = migrations()[-1][0]
+    if version > newest:
+        raise BackupError(f"{path} has schema version {version}, newer than this controller's {newest}; "
+                          "restore it with the version that made it")
+    if version < 1:
+        raise BackupError(f"{path} has no schema version; it is not a controller database")
+    return version
+
+
+def backup(db_path: str, target: str | None) -> Path:
+    src = Path(db_path)
+    if not src.is_file():
+        raise BackupError(f"no controller database at {src}")
+    dst = Path(target) if target else src.parent / "backups" / f"controller-{_stamp()}.db"
+    if dst.is_dir():
+        dst = dst / f"controller-{_stamp()}.db"
+    if dst.exists():
+        raise BackupError(f"{dst} exists; choose another path (a backup never overwrites a file)")
+    dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.part")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        _copy(src, tmp)
+        inspect(tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return dst
+
+
+def restore(db_path: str, source: str) -> tuple[int, Path | None]:
+    """Replace the (stopped) controller's database with ``source``; returns (schema version, kept old db)."""
+    src = Path(source)
+    version = inspect(src)
+    db = Path(db_path)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db.with_name(f".{db.name}.restore")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        _copy(src, tmp)
+        inspect(tmp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    kept = None
+    if db.exists():
+        kept = db.with_name(f"{db.name}.before-restore-{_stamp()}")
+        os.replace(db, kept)
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{db}{suffix}")
+            if side.exists():
+                os.replace(side, Path(f"{kept}{suffix}"))
+        os.chmod(kept, FILE_MODE)
+    os.replace(tmp, db)
+    return version, kept
