@@ -47,9 +47,9 @@ class CapacityMsg(ApiMessage):
 
 def _either(*lists: str) -> ConfigDict:
     """The schema states the rule: ``all`` true or at least one of ``lists`` non-empty."""
-    return ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
-        {"required": ["all"], "properties": {"all": {"const": True}}},
-        *({"required": [f], "properties": {f: {"type": "array", "minItems": 1}}} for f in lists)]})
+    choices: list[Any] = [{"required": ["all"], "properties": {"all": {"const": True}}}]
+    choices += [{"required": [f], "properties": {f: {"type": "array", "minItems": 1}}} for f in lists]
+    return ConfigDict(extra="forbid", json_schema_extra={"anyOf": choices})
 
 
 class GetCpuMemoryCapacityMsg(CapacityMsg):
