@@ -58,4 +58,4 @@ def test_cli_completes_every_registered_api_and_alias() -> None:
 
     apis = from_openapi(openapi_document()).apis
     assert set(API) | set(ALIASES) <= set(apis)
-    assert {"vmInstanceUuid", "l3NetworkUuid"} <= set(apis["AttachL3NetworkToVm"].params)
+    assert {"vmInstanceUuid", "l3NetworkUuid"} <= set(apis["AttachL3NetworkToVm"])
