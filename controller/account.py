@@ -9,20 +9,20 @@
   nothing.
 * On success every other session of the account ends (a stolen session does not survive a password change);
   the caller's own session stays valid. The reply is the Account inventory (no hash, ever).
-* The stored form of a password is computed in ONE place, :func:`stored_password` (identity's ``sha512`` of a
-  clear password, as its bootstrap and login do), and compared in one, :func:`matches`: when identity moves to
-  a salted slow hash, these two calls switch to its hash/verify functions and nothing else here changes.
+* The stored form of a password is computed in ONE place, :func:`stored_password`, and compared in one,
+  :func:`matches`: ``controller.passwords`` (salted scrypt over the SHA-512 digest, as identity's bootstrap and
+  login use it), run off the event loop.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import re
 from typing import Any
 
 from pydantic import Field
 
-from controller import identity
+from controller import passwords
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Description, Name, Uuid
 from controller.api.registry import api
@@ -42,15 +42,14 @@ class UpdateAccountMsg(ApiMessage):
     description: Description | None = None
 
 
-def stored_password(password: str) -> str:
-    """The Account.passwordHash value for a clear password or a 1.0 client's SHA-512 digest (identity's hash)."""
-    digest = password.lower() if _SHA512_HEX.fullmatch(password) else identity.sha512(password)
-    return digest
+async def stored_password(password: str) -> str:
+    """The Account.passwordHash value for a clear password or a 1.0 client's SHA-512 digest."""
+    return await asyncio.to_thread(passwords.hash_password, password)
 
 
-def matches(password: str, stored: str) -> bool:
+async def matches(password: str, stored: str) -> bool:
     """Whether ``password`` (clear or digest) is the one ``stored`` (as identity's login compares them)."""
-    return hmac.compare_digest(stored_password(password), stored)
+    return await asyncio.to_thread(passwords.verify, stored, password)
 
 
 def check_password_rules(password: str, account_name: str) -> None:
@@ -81,9 +80,9 @@ async def update_account(ctx: ApiContext, msg: UpdateAccountMsg) -> dict[str, An
     values: dict[str, Any] = {}
     if msg.password is not None:
         check_password_rules(msg.password, msg.name or account["name"])
-        if matches(msg.password, account["passwordHash"]):
+        if await matches(msg.password, account["passwordHash"]):
             raise InvalidArgument("invalid field[password]: the new password is the current one; choose another")
-        values["passwordHash"] = stored_password(msg.password)
+        values["passwordHash"] = await stored_password(msg.password)
     if msg.name is not None and msg.name != account["name"]:
         values["name"] = msg.name
     if msg.description is not None:

@@ -13,8 +13,9 @@ from controller import (  # noqa: F401
     secgroup,
 )
 from controller.api import queries  # noqa: F401
+from controller.backup import templates  # noqa: F401
 from controller.backup import update as backup_update  # noqa: F401
-from controller.compute import host_update  # noqa: F401
+from controller.compute import host_update, nics, resize  # noqa: F401
 from controller.resources import (  # noqa: F401
     backup_storage,
     capacity_api,
@@ -29,7 +30,7 @@ from controller.resources import (  # noqa: F401
     types_api,
     zone,
 )
+from controller.storage import from_template, volume_apis  # noqa: F401
 from controller.storage import migrate as storage_apis  # noqa: F401
 from controller.storage import reconnect as ps_reconnect  # noqa: F401
-from controller.storage import volume_apis  # noqa: F401
 from controller.tags import api as tag_api  # noqa: F401

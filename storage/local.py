@@ -170,6 +170,28 @@ class LocalStorage:
             r.success()
         return path
 
+    async def create_from_file(self, kind: VolumeType, account_uuid: str, volume_uuid: str, source: Path) -> Path:
+        """Volume = ``source`` (a volume or snapshot file of this storage) flattened with its backing chain into
+        one self-contained qcow2 (``qemu-img convert``). Idempotent: an existing volume without backing file of
+        the source's virtual size is kept."""
+        src = self.layout.contain(source, "snapshotPath")
+        info = await qemuimg.info(src, fmt="qcow2")
+        path = self.layout.volume_path(kind, account_uuid, volume_uuid)
+        if path.exists():
+            have = await qemuimg.info(path)
+            if have.virtual_size != info.virtual_size or have.backing_filename:
+                raise Conflict(f"volume {path} exists and is not a copy of {src}",
+                               details={"field": "volumeUuid", "value": volume_uuid})
+            return path
+        async with Reverter() as r:
+            r.add(files.remove_dirs, files.make_dirs(path.parent))
+            tmp = partial_path(path)
+            r.add(files.remove_file, tmp)
+            await qemuimg.convert(src, tmp, src_fmt="qcow2", dst_fmt="qcow2")
+            os.replace(tmp, path)
+            r.success()
+        return path
+
     async def delete_volume(self, install_path: str) -> bool:
         """Delete the volume's whole directory (file and snapshots). A missing volume succeeds."""
         path = self.layout.contain(install_path, "installPath")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from storage import fetch, files, migrate, snapshots
+from storage import export, fetch, files, migrate, snapshots
 from storage.errors import InvalidArgument, NotFound
 from storage.imagecache import CachedImage, ImageCache, read_cached
 from storage.inspect import inspect_image
@@ -169,6 +169,13 @@ class StorageService:
         async with self._lock(st.layout.volume_path(kind, account_uuid, volume_uuid)):
             return await st.create_empty(kind, account_uuid, volume_uuid, size)
 
+    async def create_volume_from_file(self, storage_path: str, kind: VolumeType, account_uuid: str,
+                                      volume_uuid: str, source_path: str) -> Path:
+        st = self.local(storage_path)
+        source = st.layout.contain(source_path, "snapshotPath")
+        async with self._lock(st.layout.volume_path(kind, account_uuid, volume_uuid)), self._lock(source):
+            return await st.create_from_file(kind, account_uuid, volume_uuid, source)
+
     async def delete_volume(self, storage_path: str, install_path: str) -> bool:
         st = self.local(storage_path)
         async with self._lock(Path(install_path)):
@@ -217,6 +224,22 @@ class StorageService:
         vol = self._volume(storage_path, volume_path)
         async with self._lock(vol):
             return await snapshots.verify(vol)
+
+    async def export_to_sftp(self, storage_path: str, source_path: str, url: str) -> export.Exported:
+        """Flatten a volume or snapshot file of this storage into one qcow2 on an SFTP backup storage
+        (``url`` = ``sftp://user:password@host[:port]/path``); see :mod:`storage.export`."""
+        from storage.fetch import SftpSource, parse_source
+
+        source = self.local(storage_path).layout.contain(source_path, "installPath")
+        if not source.is_file():
+            raise NotFound(f"installPath {source} does not exist", details={"field": "installPath",
+                                                                            "value": str(source)})
+        dest = parse_source(url)
+        if not isinstance(dest, SftpSource):
+            raise InvalidArgument("url: the destination must be sftp://user:password@host[:port]/absolute/path",
+                                  details={"field": "url"})
+        async with self._lock(source):
+            return await export.export_to_sftp(source, dest)
 
     @staticmethod
     def snapshot_path(volume_path: str, snapshot_uuid: str) -> Path:

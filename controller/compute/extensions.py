@@ -12,6 +12,10 @@ called by name from the compute code, so compute does not depend on them:
                                                                              a change found by the tracer (out of band)
     register("host.connected", fn)      fn(core, host=...)                  end of the connect sequence; raising
                                                                              fails the connect (1.0: DHCP rebuild)
+    register("vm.nic_attached", fn)     fn(core, host=..., vm=..., nic=...) a NIC was added to a Running VM, before
+                                                                             the hot-plug; raising fails the attach
+    register("vm.nic_detached", fn)     fn(core, host=..., vm=..., nic=...) a NIC was unplugged from a Running VM and
+                                                                             its row removed (errors logged)
     register("vm.lost", fn)             fn(core, vm_uuid=..., host_uuid=...) a host's full state sync found a VM
                                                                              that should run there stopped (host
                                                                              reboot or crash; not an event)
@@ -30,7 +34,7 @@ log = logging.getLogger(__name__)
 Hook = Callable[..., Awaitable[None]]
 HOOKS: dict[str, list[Hook]] = {}
 NAMES = ("vm.before_start", "vm.start_failed", "vm.stopped", "vm.destroyed", "vm.state_changed", "host.connected",
-         "vm.lost")
+         "vm.nic_attached", "vm.nic_detached", "vm.lost")
 
 
 def register(name: str, fn: Hook) -> None:

@@ -92,6 +92,23 @@ async def _state_changed(core: Controller, *, vm_uuid: str, before: str, after: 
         await apply_plan(core, await host_row(core, new_host), await vm_plan(core, vm))
 
 
+async def _nic_attached(core: Controller, *, host: dict[str, Any], vm: dict[str, Any], nic: dict[str, Any]) -> None:
+    """A NIC added to a Running VM: its DHCP entry (and the L3's namespace) before the hot-plug."""
+    await apply_plan(core, host, await vm_plan(core, vm))
+
+
+async def _nic_detached(core: Controller, *, host: dict[str, Any], vm: dict[str, Any], nic: dict[str, Any]) -> None:
+    """A NIC removed from a Running VM: its DHCP entry released; the VM's user data follows its (maybe new)
+    default L3."""
+    if nic.get("l3NetworkUuid") and await flat_services(core, nic["l3NetworkUuid"]):
+        await _call(core, host, FlatDhcpReleaseCmd(nics=[FlatNicRef(l3NetworkUuid=nic["l3NetworkUuid"],
+                                                                    mac=nic["mac"])]))
+    plan = await vm_plan(core, vm)
+    if plan.userdata is None:
+        await _call(core, host, FlatUserdataReleaseCmd(vmUuid=vm["uuid"]))
+    await apply_plan(core, host, plan)
+
+
 async def cluster_uses_flat(core: Controller, cluster_uuid: str) -> bool:
     row = await core.db.fetchone(
         "SELECT 1 FROM NetworkServiceL3NetworkRef r JOIN NetworkServiceProvider p ON p.uuid = "
@@ -169,4 +186,6 @@ extensions.register("vm.start_failed", _start_failed)
 extensions.register("vm.stopped", _stopped)
 extensions.register("vm.state_changed", _state_changed)
 extensions.register("host.connected", _host_connected)
+extensions.register("vm.nic_attached", _nic_attached)
+extensions.register("vm.nic_detached", _nic_detached)
 listen_services_changed(_services_changed)

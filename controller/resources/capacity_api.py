@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ConfigDict
+
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
@@ -43,24 +45,39 @@ class CapacityMsg(ApiMessage):
                               "to true")
 
 
+def _either(*lists: str) -> ConfigDict:
+    """The schema states the rule: ``all`` true or at least one of ``lists`` non-empty."""
+    choices: list[Any] = [{"required": ["all"], "properties": {"all": {"const": True}}}]
+    choices += [{"required": [f], "properties": {f: {"type": "array", "minItems": 1}}} for f in lists]
+    return ConfigDict(extra="forbid", json_schema_extra={"anyOf": choices})
+
+
 class GetCpuMemoryCapacityMsg(CapacityMsg):
+    model_config = _either("zoneUuids", "clusterUuids", "hostUuids")
+
     zoneUuids: list[Uuid] | None = None
     clusterUuids: list[Uuid] | None = None
     hostUuids: list[Uuid] | None = None
 
 
 class GetPrimaryStorageCapacityMsg(CapacityMsg):
+    model_config = _either("zoneUuids", "clusterUuids", "primaryStorageUuids")
+
     zoneUuids: list[Uuid] | None = None
     clusterUuids: list[Uuid] | None = None
     primaryStorageUuids: list[Uuid] | None = None
 
 
 class GetBackupStorageCapacityMsg(CapacityMsg):
+    model_config = _either("zoneUuids", "backupStorageUuids")
+
     zoneUuids: list[Uuid] | None = None
     backupStorageUuids: list[Uuid] | None = None
 
 
 class GetIpAddressCapacityMsg(CapacityMsg):
+    model_config = _either("zoneUuids", "l3NetworkUuids", "ipRangeUuids")
+
     zoneUuids: list[Uuid] | None = None
     l3NetworkUuids: list[Uuid] | None = None
     ipRangeUuids: list[Uuid] | None = None

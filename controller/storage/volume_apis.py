@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import ConfigDict
+
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.queries import enrich
@@ -40,6 +42,10 @@ class ChangeVolumeStateMsg(ApiMessage):
 
 
 class GetVolumeSnapshotTreeMsg(ApiMessage):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["volumeUuid"], "properties": {"volumeUuid": {"type": "string"}}},
+        {"required": ["treeUuid"], "properties": {"treeUuid": {"type": "string"}}}]})
+
     volumeUuid: Uuid | None = None
     treeUuid: Uuid | None = None
 

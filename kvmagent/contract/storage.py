@@ -104,6 +104,17 @@ class CreateEmptyVolumeCmd(LocalStorageCmd):
     size: int = Field(gt=0)
 
 
+class CreateVolumeFromSnapshotCmd(LocalStorageCmd):
+    """A new volume holding a snapshot (or volume) file of this storage, flattened into one qcow2."""
+
+    PATH = "/localstorage/volume/createfromsnapshot"
+    Reply = VolumeReply
+    accountUuid: Uuid
+    volumeUuid: Uuid
+    volumeType: VolumeKind = "Data"
+    snapshotPath: str = Field(min_length=2)
+
+
 class DeleteVolumeReply(LocalStorageReply):
     deleted: bool
 
@@ -255,6 +266,23 @@ class CopyToRemoteCmd(LocalStorageCmd):
     destAgentUrl: str = Field(pattern=r"^https?://")
     #: a transfer ticket of the destination (:class:`IssueTicketCmd`); its host token is also accepted there
     destToken: str = Field(min_length=1, repr=False)
+
+
+class ExportReply(LocalStorageReply):
+    size: int = Field(description="bytes of the uploaded self-contained qcow2")
+    md5: str
+    virtualSize: int
+
+
+class ExportCmd(LocalStorageCmd):
+    """Flatten a volume or snapshot file (``installPath``, inside ``storagePath``) with its backing chain into
+    one qcow2 and upload it to an SFTP backup storage (``url``: ``sftp://user:password@host[:port]/path``;
+    written as ``<path>.partial`` and renamed when complete). Long-running."""
+
+    PATH = "/localstorage/export"
+    Reply = ExportReply
+    installPath: str = Field(min_length=2)
+    url: str = Field(min_length=1, repr=False)
 
 
 class TicketFileTO(AgentRequest):

@@ -170,3 +170,26 @@ class DetachVolumeCmd(AgentRequest):
     Reply: ClassVar[type[AgentReply]] = AgentReply
     uuid: Uuid = Field(pattern=UUID_PATTERN)
     volumeUuid: Uuid
+
+
+class AttachNicCmd(AgentRequest):
+    """Hot-plug a NIC into a running VM (and its definition); a stopped VM gets it in its definition.
+    Idempotent: a NIC with this MAC already there is a success."""
+
+    PATH: ClassVar[str] = "/vm/nic/attach"
+    Reply: ClassVar[type[AgentReply]] = AgentReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+    internalId: int = Field(ge=0)
+    nic: NicTO
+
+
+class DetachNicCmd(AgentRequest):
+    """Unplug the NIC with this MAC; on a running VM the reply waits until the guest released the device
+    (libvirt's device-removed event; 409 ``VM.NIC_DETACH_TIMEOUT`` when it does not within ``timeout``
+    seconds, the NIC then still being there). Absent: success."""
+
+    PATH: ClassVar[str] = "/vm/nic/detach"
+    Reply: ClassVar[type[AgentReply]] = AgentReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)
+    mac: str = Field(pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+    timeout: float = Field(default=30.0, gt=0, le=600)

@@ -26,7 +26,7 @@ import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from kvmagent.driver.spec import BootDev, DiskSpec, IsoSpec, VmSpec
+from kvmagent.driver.spec import BootDev, DiskSpec, IsoSpec, NicSpec, VmSpec
 from kvmagent.driver.xml.edit import GraphicsInfo
 
 
@@ -147,6 +147,14 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     async def detach_disk(self, vm_uuid: str, volume_uuid: str) -> None:
         """Detach the disk whose serial is ``volume_uuid``. Not attached: success."""
+
+    async def attach_nic(self, vm_uuid: str, nic: NicSpec, internal_id: int) -> None:
+        """Plug a NIC (live if running, and in the definition). A NIC with its MAC there: success."""
+        raise NotImplementedError
+
+    async def detach_nic(self, vm_uuid: str, mac: str, *, timeout: float) -> None:
+        """Unplug the NIC with ``mac``; when running, return once the guest released it. Absent: success."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     async def switch_disk_top(self, vm_uuid: str, volume_uuid: str, new_top: str) -> None:

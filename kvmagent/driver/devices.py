@@ -1,4 +1,4 @@
-"""Live device changes: CD-ROM media and data disks.
+"""Live device changes: CD-ROM media, data disks and NICs.
 
 Running domains get ``LIVE|CONFIG``; defined-but-stopped ones ``CONFIG``. A live disk detach is finished only
 when the guest released the disk (libvirt's DEVICE_REMOVED event), with the unplug repeated a few times;
@@ -21,9 +21,10 @@ from kvmagent.contract.base import AgentError
 from kvmagent.driver.errors import HypervisorError
 from kvmagent.driver.events_map import ACTIVE
 from kvmagent.driver.host import NO_SUPPORT, Guest, code_of
-from kvmagent.driver.spec import DiskSpec, IsoSpec
+from kvmagent.driver.spec import DiskSpec, IsoSpec, NicSpec
 from kvmagent.driver.xml import edit
 from kvmagent.driver.xml.disk import Cdrom, Disk
+from kvmagent.driver.xml.interface import BridgeInterface
 
 log = logging.getLogger(__name__)
 CDROM_WAIT_S = 30.0
@@ -193,3 +194,41 @@ async def _still_live(guest: Guest, volume_uuid: str) -> bool:
     if await guest.state() not in ACTIVE:
         return False
     return edit.disk_element(edit.parse(await guest.xml()), volume_uuid) is not None
+async def attach_nic(guest: Guest, nic: NicSpec, internal_id: int) -> None:
+    """Plug a bridge NIC (live when running, and in the definition) unless one with its MAC is there."""
+    dom = edit.parse(await guest.xml(inactive=True))
+    if edit.interface_element(dom, nic.mac) is not None:
+        return
+    dev_el = BridgeInterface(nic, internal_id, edit.uses_virtio_nics(dom)).element()
+    try:
+        await guest.attach_device(edit.element_string(dev_el), await _flags(guest))
+    except libvirt.libvirtError as e:
+        if code_of(e) not in NO_SUPPORT:
+            raise HypervisorError(f"attaching NIC {nic.mac} to {guest.name}", str(e), libvirt_code=code_of(e)) from e
+        await guest.host.define(edit.with_device(await guest.xml(inactive=True), dev_el))
+
+
+async def detach_nic(guest: Guest, mac: str, *, timeout: float, poll: float = 0.2) -> None:
+    """Unplug the NIC with ``mac``; on a running domain wait until the live definition no longer has it
+    (libvirt drops it when QEMU reports the guest released the device), else 409 VM.NIC_DETACH_TIMEOUT."""
+    dom = edit.parse(await guest.xml(inactive=True))
+    live = edit.parse(await guest.xml())
+    dev_el = edit.interface_element(live, mac) or edit.interface_element(dom, mac)
+    if dev_el is None:
+        return
+    flags = await _flags(guest)
+    try:
+        await guest.detach_device(edit.element_string(dev_el), flags)
+    except libvirt.libvirtError as e:
+        if code_of(e) not in NO_SUPPORT:
+            raise HypervisorError(f"detaching NIC {mac} from {guest.name}", str(e), libvirt_code=code_of(e)) from e
+        await guest.host.define(edit.interfaces_without(await guest.xml(inactive=True), mac))
+        return
+    if not flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+        return
+    deadline = time.monotonic() + timeout
+    while edit.interface_element(edit.parse(await guest.xml()), mac) is not None:
+        if time.monotonic() > deadline:
+            raise AgentError("VM.NIC_DETACH_TIMEOUT", f"the guest of {guest.name} did not release NIC {mac} within "
+                             f"{timeout:.0f} s (no device-removed event); it is still attached", status=409)
+        await asyncio.sleep(poll)

@@ -31,7 +31,7 @@ from kvmagent.driver.eventloop import bind_event_loop
 from kvmagent.driver.events_map import ACTIVE, event_state, state_of
 from kvmagent.driver.host import ABSENT, NOT_RUNNING, Guest, Host, code_of
 from kvmagent.driver.probe import caps_have_kvm, choose_domain_type, hvm_flag
-from kvmagent.driver.spec import BootDev, DiskSpec, IsoSpec, VmSpec
+from kvmagent.driver.spec import BootDev, DiskSpec, IsoSpec, NicSpec, VmSpec
 from kvmagent.driver.xml import build_domain_xml
 from kvmagent.driver.xml.edit import GraphicsInfo, boot_devs, graphics, metadata, parse, set_boot
 from storage.revert import Reverter
@@ -293,6 +293,13 @@ class LibvirtDriver(HypervisorDriver):
 
     async def detach_disk(self, vm_uuid: str, volume_uuid: str) -> None:
         await devices.detach_disk(await self._guest(vm_uuid, "detaching a disk"), volume_uuid)
+
+    async def attach_nic(self, vm_uuid: str, nic: NicSpec, internal_id: int) -> None:
+        await devices.attach_nic(await self._guest(vm_uuid, "attaching a NIC"), nic, internal_id)
+
+    async def detach_nic(self, vm_uuid: str, mac: str, *, timeout: float) -> None:
+        await devices.detach_nic(await self._guest(vm_uuid, "detaching a NIC"), mac, timeout=timeout,
+                                 poll=self._poll)
 
     async def switch_disk_top(self, vm_uuid: str, volume_uuid: str, new_top: str) -> None:
         guest = await self._guest(vm_uuid, "taking a live snapshot")

@@ -150,6 +150,14 @@ async def create_empty(ctx: HasStorage, cmd: c.CreateEmptyVolumeCmd) -> c.Volume
     return await _volume_reply(ctx, cmd, path)
 
 
+@handles(c.CreateVolumeFromSnapshotCmd)
+@mapped
+async def create_from_snapshot(ctx: HasStorage, cmd: c.CreateVolumeFromSnapshotCmd) -> c.VolumeReply:
+    path = await ctx.storage.create_volume_from_file(cmd.storagePath, VolumeType(cmd.volumeType), cmd.accountUuid,
+                                                     cmd.volumeUuid, cmd.snapshotPath)
+    return await _volume_reply(ctx, cmd, path)
+
+
 @handles(c.DeleteVolumeCmd)
 @mapped
 async def delete_volume(ctx: HasStorage, cmd: c.DeleteVolumeCmd) -> c.DeleteVolumeReply:
@@ -258,6 +266,13 @@ async def copy_to_remote(ctx: HasStorage, cmd: c.CopyToRemoteCmd) -> c.CopyToRem
         ],
         **await _cap(ctx, cmd),
     )
+
+
+@handles(c.ExportCmd)
+@mapped
+async def export_volume(ctx: HasStorage, cmd: c.ExportCmd) -> c.ExportReply:
+    done = await ctx.storage.export_to_sftp(cmd.storagePath, cmd.installPath, cmd.url)
+    return c.ExportReply(size=done.size, md5=done.md5, virtualSize=done.virtual_size, **await _cap(ctx, cmd))
 
 
 @handles(c.IssueTicketCmd)

@@ -1,4 +1,4 @@
-"""VM endpoints: start, stop, reboot, destroy, sync, state, console, ISO and data volumes."""
+"""VM endpoints: start, stop, reboot, destroy, sync, state, console, ISO, data volumes and NICs."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from kvmagent.context import AgentContext
 from kvmagent.contract.base import AgentError, AgentReply
 from kvmagent.contract.vm import (
     AttachIsoCmd,
+    AttachNicCmd,
     AttachVolumeCmd,
     CheckVmStateCmd,
     ConsoleReply,
     DestroyVmCmd,
     DetachIsoCmd,
+    DetachNicCmd,
     DetachVolumeCmd,
     GetConsoleCmd,
     RebootVmCmd,
@@ -114,4 +116,18 @@ async def attach_volume(ctx: AgentContext, cmd: AttachVolumeCmd) -> AgentReply:
 @handles(DetachVolumeCmd)
 async def detach_volume(ctx: AgentContext, cmd: DetachVolumeCmd) -> AgentReply:
     await ctx.driver.detach_disk(cmd.uuid, cmd.volumeUuid)
+    return AgentReply()
+
+
+@handles(AttachNicCmd)
+async def attach_nic(ctx: AgentContext, cmd: AttachNicCmd) -> AgentReply:
+    n = cmd.nic
+    await ctx.driver.attach_nic(cmd.uuid, NicSpec(mac=n.mac.lower(), bridge=n.bridgeName, device_id=n.deviceId),
+                                cmd.internalId)
+    return AgentReply()
+
+
+@handles(DetachNicCmd)
+async def detach_nic(ctx: AgentContext, cmd: DetachNicCmd) -> AgentReply:
+    await ctx.driver.detach_nic(cmd.uuid, cmd.mac.lower(), timeout=cmd.timeout)
     return AgentReply()

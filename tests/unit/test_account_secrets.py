@@ -58,6 +58,11 @@ async def test_1_0_sha512_rows_are_migrated(tmp_path: Path) -> None:
                                     "passwordHash": DIGEST, "createDate": "2015-01-01T00:00:00.000Z",
                                     "lastOpDate": "2015-01-01T00:00:00.000Z"})
         await tx.execute("DELETE FROM schema_version WHERE version >= 3")
+        # back to a 1.0-era schema: undo what the later migrations (0004 host keys, 0005 snapshot tree) added
+        for table in ("Host", "BackupStorage"):
+            for column in ("sshHostKey", "sshHostKeyFingerprint"):
+                await tx.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        await tx.execute("DROP VIEW IF EXISTS VolumeSnapshotTree")
     await db.close()
     config = ControllerConfig(db_path=str(path), log_dir=str(tmp_path / "log"))
     async with TestClient(TestServer(create_app(config))) as client:

@@ -49,3 +49,13 @@ async def test_openapi_lists_aliases(api: Any) -> None:
     assert {"AddKVMHost", "ReconnectSftpBackupStorage"} <= set(ALIASES)
     status, body = await api.raw("ReconnectSftpBackupStorage", uuid="4" * 32)
     assert status == 404 and body["error"]["code"] == "SYS.1003" and "4" * 32 in body["error"]["details"]
+
+
+def test_cli_completes_every_registered_api_and_alias() -> None:
+    import controller.services  # noqa: F401
+    from controller.api.openapi import openapi_document
+    from controller.cli.schema import from_openapi
+
+    apis = from_openapi(openapi_document()).apis
+    assert set(API) | set(ALIASES) <= set(apis)
+    assert {"vmInstanceUuid", "l3NetworkUuid"} <= set(apis["AttachL3NetworkToVm"])

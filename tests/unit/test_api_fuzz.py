@@ -23,8 +23,9 @@ from controller.config import ControllerConfig
 
 SEED = 18
 MAX_EXAMPLES = 12
-EXCLUDED = ("AddKvmHost", "AddSftpBackupStorage", "AddImage", "ReconnectHost", "ReconnectBackupStorage",
-            "UpdateHost", "LogOut", "UpdateGlobalConfig")
+EXCLUDED = ("AddKvmHost", "AddKVMHost", "AddSftpBackupStorage", "AddImage", "ReconnectHost", "ReconnectBackupStorage",
+            "ReconnectSftpBackupStorage", "UpdateHost", "UpdateKVMHost", "UpdateSftpBackupStorage", "ScanBackupStorage",
+            "LogOut", "UpdateGlobalConfig")
 #: Not held to "valid per the schema => accepted": their rules relate values to each other or to the
 #: inventory's fields (query conditions name inventory fields and take values of those fields' types; an IP
 #: range's addresses lie in one network; a system tag has the format of its pattern), which JSON Schema does

@@ -10,6 +10,7 @@ from typing import Any
 from sftp_server import sftp_servers
 from test_api_support import _core, cluster, zone
 
+from controller import sealed
 from controller.util import new_uuid, now_iso
 
 
@@ -53,7 +54,8 @@ async def test_update_sftp_backup_storage(api: Any, tmp_path: Path) -> None:
         assert (inv["hostname"], inv["sshPort"], inv["status"]) == (h3, p3, "Connected")
         assert "password" not in inv and "username" not in inv
         row = await _row(api, "BackupStorage", u)
-        assert (row["username"], row["password"]) == ("backup", "other-secret")
+        assert (row["username"], sealed.unseal(_core(api), row["password"])) == ("backup", "other-secret")
+        assert "other-secret" not in row["password"] and row["sshHostKeyFingerprint"].startswith("SHA256:")
         # ScanBackupStorage logs in with the stored details and re-measures
         async with _core(api).db.write() as tx:
             await tx.execute("UPDATE BackupStorage SET totalCapacity=1, status='Disconnected' WHERE uuid=?", (u,))
@@ -87,7 +89,8 @@ async def test_update_kvm_host(api: Any) -> None:
         await _refused(api, "Host", uuid, "UpdateKVMHost", 400, "SYS.1007", "wrong username or password",
                        password="still-wrong")
         await api.call("UpdateKVMHost", uuid=uuid, password="secret")
-        assert (await _row(api, "Host", uuid))["password"] == "secret"
+        stored = (await _row(api, "Host", uuid))["password"]
+        assert stored != "secret" and sealed.unseal(_core(api), stored) == "secret"     # kept sealed
         await _refused(api, "Host", uuid, "UpdateKVMHost", 400, "SYS.1007", "field[password]", "new address",
                        managementIp=h2, sshPort=p2)
         await _refused(api, "Host", uuid, "UpdateKVMHost", 400, "SYS.1007", "127.0.0.9",

@@ -116,3 +116,28 @@ def element_string(e: ET.Element) -> str:
 
 def memory_kib(dom: ET.Element) -> int:
     return int(dom.findtext("memory") or 0)
+
+
+def interface_element(dom: ET.Element, mac: str) -> ET.Element | None:
+    """The ``<interface>`` whose MAC is ``mac`` (case-insensitive)."""
+    for i in dom.findall("devices/interface"):
+        m = i.find("mac")
+        if m is not None and (m.get("address") or "").lower() == mac.lower():
+            return i
+    return None
+
+
+def uses_virtio_nics(dom: ET.Element) -> bool:
+    """The model new NICs should get: virtio when the domain's NICs (or, without NICs, its disks) are."""
+    models = [m.get("type") for m in dom.findall("devices/interface/model")]
+    return models[0] == "virtio" if models else uses_virtio_disks(dom)
+
+
+def interfaces_without(xml: str, mac: str) -> str:
+    dom = parse(xml)
+    devs = dom.find("devices")
+    assert devs is not None
+    found = interface_element(dom, mac)
+    if found is not None:
+        devs.remove(found)
+    return to_string(dom)
