@@ -4,8 +4,8 @@ The source (a volume file or a snapshot file, with its whole backing chain down 
 flattened by ``qemu-img convert`` into ONE self-contained qcow2 next to it (``<source>.export-<id>.partial``),
 its md5 computed, then uploaded over SFTP to ``<dest path>.partial`` and renamed to ``dest path`` only when
 complete, whose size is checked against the local file. The local temporary file is removed whatever
-happens; a failed upload removes the remote partial file. The SFTP password is never logged; the host key of
-the backup storage is not checked here, as in :mod:`storage.fetch` (the same place for both when it is).
+happens; a failed upload removes the remote partial file. The SFTP password is never logged; the backup
+storage's host key recorded by the controller is pinned (:func:`storage.fetch.host_key_pin`), as for downloads.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import asyncssh
 
 from storage import files, qemuimg
 from storage.errors import TransferFailed
-from storage.fetch import SftpSource
+from storage.fetch import SftpSource, host_key_pin
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ async def _upload(local: Path, dest: SftpSource, size: int) -> None:
     try:
         async with (
             asyncssh.connect(dest.hostname, port=dest.port, username=dest.username, password=dest.password,
-                             known_hosts=None, client_keys=None, agent_path=None, connect_timeout=30) as conn,
+                             client_keys=None, agent_path=None, connect_timeout=30,
+                             **host_key_pin(dest)) as conn,  # type: ignore[arg-type]
             conn.start_sftp_client() as sftp,
         ):
             await sftp.makedirs(str(final.parent), exist_ok=True)

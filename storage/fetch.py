@@ -162,11 +162,17 @@ async def _fetch_http(src: HttpSource, dest: Path, session: aiohttp.ClientSessio
     return res
 
 
+def host_key_pin(src: SftpSource) -> dict[str, object]:
+    """asyncssh.connect options that make the server prove it holds ``src.host_key`` (the key the controller
+    recorded) before the password is sent; no pin when none is known."""
+    if not src.host_key:
+        return {"known_hosts": None}
+    key = asyncssh.import_public_key(src.host_key)
+    return {"known_hosts": ([key], [], []), "server_host_key_algs": [a.decode() for a in key.sig_algorithms]}
+
+
 async def _fetch_sftp(src: SftpSource, dest: Path) -> Fetched:
-    pin: dict[str, object] = {"known_hosts": None}
-    if src.host_key:  # the server must hold the recorded key before the password is sent
-        key = asyncssh.import_public_key(src.host_key)
-        pin = {"known_hosts": ([key], [], []), "server_host_key_algs": [a.decode() for a in key.sig_algorithms]}
+    pin = host_key_pin(src)
     try:
         async with (
             asyncssh.connect(

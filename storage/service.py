@@ -225,19 +225,18 @@ class StorageService:
         async with self._lock(vol):
             return await snapshots.verify(vol)
 
-    async def export_to_sftp(self, storage_path: str, source_path: str, url: str) -> export.Exported:
+    async def export_to_sftp(self, storage_path: str, source_path: str, url: str, password: str,
+                             host_key: str | None) -> export.Exported:
         """Flatten a volume or snapshot file of this storage into one qcow2 on an SFTP backup storage
-        (``url`` = ``sftp://user:password@host[:port]/path``); see :mod:`storage.export`."""
-        from storage.fetch import SftpSource, parse_source
+        (``url`` = ``sftp://user@host[:port]/path``, the password and the pinned host key given apart); see
+        :mod:`storage.export`."""
+        from storage.fetch import sftp_source
 
         source = self.local(storage_path).layout.contain(source_path, "installPath")
         if not source.is_file():
             raise NotFound(f"installPath {source} does not exist", details={"field": "installPath",
                                                                             "value": str(source)})
-        dest = parse_source(url)
-        if not isinstance(dest, SftpSource):
-            raise InvalidArgument("url: the destination must be sftp://user:password@host[:port]/absolute/path",
-                                  details={"field": "url"})
+        dest = sftp_source(url, password, host_key)
         async with self._lock(source):
             return await export.export_to_sftp(source, dest)
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import asyncssh
 from pydantic import Field
 
+from controller import sealed
 from controller.api.context import ApiContext
 from controller.api.messages import CreateMessage, Description, Name, Uuid
 from controller.api.registry import api
@@ -169,7 +170,8 @@ async def export_image(ctx: ApiContext, msg: _TemplateMsg, row: dict[str, Any], 
             try:
                 t0 = time.monotonic()
                 reply = await ctx.core.services["agents"].call(host, sc.ExportCmd(
-                    storagePath=ps["url"], installPath=source_path, url=sftp_url(bs, paths[bs["uuid"]], ctx)),
+                    storagePath=ps["url"], installPath=source_path, url=sftp_url(bs, paths[bs["uuid"]]),
+                    sftpPassword=sealed.unseal(ctx.core, bs["password"]) or "", sftpHostKey=bs["sshHostKey"]),
                     timeout=6 * 3600)
             finally:
                 poller.cancel()

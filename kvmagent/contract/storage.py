@@ -276,13 +276,16 @@ class ExportReply(LocalStorageReply):
 
 class ExportCmd(LocalStorageCmd):
     """Flatten a volume or snapshot file (``installPath``, inside ``storagePath``) with its backing chain into
-    one qcow2 and upload it to an SFTP backup storage (``url``: ``sftp://user:password@host[:port]/path``;
-    written as ``<path>.partial`` and renamed when complete). Long-running."""
+    one qcow2 and upload it to an SFTP backup storage (``url``: ``sftp://user@host[:port]/path`` with
+    ``sftpPassword`` in this body, never in the url, and ``sftpHostKey``, the storage's SSH host key recorded by
+    the controller, which the agent pins; written as ``<path>.partial`` and renamed when complete). Long-running."""
 
     PATH = "/localstorage/export"
     Reply = ExportReply
     installPath: str = Field(min_length=2)
-    url: str = Field(min_length=1, repr=False)
+    url: str = Field(min_length=1)
+    sftpPassword: str = Field(min_length=1, repr=False)
+    sftpHostKey: str | None = None
 
 
 class TicketFileTO(AgentRequest):

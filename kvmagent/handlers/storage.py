@@ -271,7 +271,8 @@ async def copy_to_remote(ctx: HasStorage, cmd: c.CopyToRemoteCmd) -> c.CopyToRem
 @handles(c.ExportCmd)
 @mapped
 async def export_volume(ctx: HasStorage, cmd: c.ExportCmd) -> c.ExportReply:
-    done = await ctx.storage.export_to_sftp(cmd.storagePath, cmd.installPath, cmd.url)
+    done = await ctx.storage.export_to_sftp(cmd.storagePath, cmd.installPath, cmd.url, cmd.sftpPassword,
+                                           cmd.sftpHostKey)
     return c.ExportReply(size=done.size, md5=done.md5, virtualSize=done.virtual_size, **await _cap(ctx, cmd))
 
 
