@@ -224,8 +224,11 @@ async def test_controller_sigkill_during_concurrent_creates(cloud: tuple[Control
         status, body = await c.create_vm(f"chaos{i}", list(hosts)[i % 2], background=True)
         assert status == 202, body
 
-    async def some_domain() -> bool:
-        return any(await asyncio.to_thread(lambda: [d for h in hosts.values() for d in _domains(h)]))
+    def listed(h: LabHost) -> list[str]:
+        return h.run("virsh", "-c", "qemu:///system", "list", "--all", "--uuid", check=False).stdout.split()
+
+    async def some_domain() -> bool:  # as soon as one start reached its host: the others are still on the way
+        return any(await asyncio.to_thread(lambda: [d for h in hosts.values() for d in listed(h)]))
 
     await _until(some_domain, 120, "a first domain of the 6 creates")
     await c.kill()  # SIGKILL while the others are still in flight
