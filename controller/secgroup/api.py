@@ -38,11 +38,13 @@ PROTOCOLS = ("TCP", "UDP", "ICMP", "ALL")
 class SecurityGroupRuleAO(BaseModel):
     """One rule of AddSecurityGroupRule (1.0's SecurityGroupRuleAO, plus ``remoteSecurityGroupUuid``)."""
 
-    model_config = ConfigDict(extra="forbid")
-    type: str | None = None
-    protocol: str | None = None
-    startPort: int | None = None
-    endPort: int | None = None
+    # The schema states what check_rule enforces (type and protocol required, their values, the port bounds);
+    # the handler keeps 1.0's own messages for them.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"required": ["type", "protocol"]})
+    type: str | None = Field(default=None, json_schema_extra={"enum": ["Ingress", "Egress"]})
+    protocol: str | None = Field(default=None, json_schema_extra={"enum": list(PROTOCOLS)})
+    startPort: int | None = Field(default=None, json_schema_extra={"minimum": -1, "maximum": 65535})
+    endPort: int | None = Field(default=None, json_schema_extra={"minimum": -1, "maximum": 65535})
     allowedCidr: str | None = None
     remoteSecurityGroupUuid: Uuid | None = None
 
