@@ -9,7 +9,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from aiohttp.test_utils import TestClient, TestServer
 from apiclient import Api
 
