@@ -29,7 +29,9 @@ STEPS = ("hosts", "l2", "ps")
 @pytest.fixture
 async def bare(tmp_path: Path) -> AsyncIterator[Env]:
     """A controller with records only (nothing attached, no host); agents are started by the steps."""
-    cfg = ControllerConfig(db_path=str(tmp_path / "c.db"), log_dir=str(tmp_path / "log"))
+    # images are recorded from files here (no backup storage): the lab-only setting, as in test_controller_compute
+    cfg = ControllerConfig(db_path=str(tmp_path / "c.db"), log_dir=str(tmp_path / "log"), allow_host_local_images=True,
+                           image_import_dirs=[str(tmp_path)])
     server = TestServer(create_app(cfg), host="127.0.0.1")
     async with TestClient(server) as client:
         e = Env(client, f"http://127.0.0.1:{server.port}")

@@ -47,7 +47,10 @@ async def start_agent(base: Path, ip: str, controller_url: str, *, cpus: int = 4
                       host_uuid: str | None = None, token: str | None = None) -> SimAgent:
     hu = host_uuid or uuid.uuid4().hex
     sd = base / hu
-    uri = write_node_xml(sd / "node.xml", cpus=cpus, mhz=2000, memory_bytes=memory)
+    # br_eth0 for the cloud, br_eth1..3 for the extra L2s a test attaches to a cluster with connected hosts
+    # (AttachL2NetworkToCluster checks the bridge on every connected host)
+    uri = write_node_xml(sd / "node.xml", cpus=cpus, mhz=2000, memory_bytes=memory,
+                         bridges=("br_eth0", "br_eth1", "br_eth2", "br_eth3"))
     cfg = AgentConfig(host_uuid=hu, token=token or secrets.token_hex(16), controller_url=controller_url, listen_ip=ip,
                       port=7070, libvirt_uri=uri, domain_type="qemu", state_dir=sd, log_dir=sd / "log",
                       storage_roots=[str(base.parent)])

@@ -27,10 +27,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from test_controller_compute import Env, SimAgent, _capacity_exact, _domains, _records, start_agent
 
-from controller import identity
 from controller.app import create_app
 from controller.compute.hosts import add_connected_host
 from controller.config import ControllerConfig
+from controller.passwords import hash_password
 from kvmagent.server import CTX
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +65,8 @@ async def lab(tmp_path: Path) -> AsyncIterator[tuple[Env, list[SimAgent], Contro
     closed; the agents keep running and report to ``cfg.port``."""
     port = _free_port()
     cfg = ControllerConfig(db_path=str(tmp_path / "c.db"), log_dir=str(tmp_path / "log"), listen_host="127.0.0.1",
-                           port=port, public_url=f"http://127.0.0.1:{port}")
+                           port=port, public_url=f"http://127.0.0.1:{port}", allow_host_local_images=True,
+                           image_import_dirs=[str(tmp_path)])
     agents: list[SimAgent] = []
     try:
         server = TestServer(create_app(cfg), host="127.0.0.1", port=port)
@@ -231,10 +232,10 @@ async def test_check_consistency_finds_and_repairs(env: Env) -> None:
 
 
 async def test_check_consistency_is_admin_only(env: Env) -> None:
-    # no account API yet: the row a normal account has (the identity module's own password hash)
+    # no account API yet: the row a normal account has (the passwords module's own hash)
     async with env.core.db.write() as tx:
         await tx.insert("Account", {"uuid": "a" * 32, "name": "tenant", "type": "Normal",
-                                    "passwordHash": identity.sha512("pw-tenant-1"), "createDate": "2026-01-01",
+                                    "passwordHash": hash_password("pw-tenant-1"), "createDate": "2026-01-01",
                                     "lastOpDate": "2026-01-01"})
     status, body = await env.raw("LogInByAccount", session=False, accountName="tenant", password="pw-tenant-1")
     assert status == 200, body
