@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from kvmagent.appkeys import CTX, TASKS
 from kvmagent.context import AgentContext
-from kvmagent.server import CTX, TASKS
 
 log = logging.getLogger(__name__)
 

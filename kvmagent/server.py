@@ -24,6 +24,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from kvmagent import tickets
+from kvmagent.appkeys import CTX, TASKS
 from kvmagent.config import AgentConfig
 from kvmagent.context import AgentContext
 from kvmagent.contract.base import POLLED_PATHS, AgentError
@@ -32,6 +33,7 @@ from kvmagent.dedup import Reply, ReplyCache
 from kvmagent.driver.base import HypervisorDriver
 from kvmagent.events import EventReporter, Judger, StateTracker
 from kvmagent.handlers import MODULES
+from kvmagent.lifecycle import lifecycle
 from kvmagent.metrics import CONTENT_TYPE, UNKNOWN, Metrics
 from kvmagent.routing import ENDPOINTS, Endpoint
 from kvmagent.tasks import TaskGroup
@@ -39,9 +41,7 @@ from kvmagent.vmops import VmOps
 
 log = logging.getLogger(__name__)
 
-CTX = web.AppKey("agent_ctx", AgentContext)
 REPLIES = web.AppKey("agent_replies", ReplyCache)
-TASKS = web.AppKey("agent_tasks", TaskGroup)
 OPEN_PATHS = frozenset({"/healthz"})
 BEFORE_READY = frozenset({PingCmd.PATH})
 
@@ -219,8 +219,6 @@ def create_app(config: AgentConfig, *, driver: HypervisorDriver, flatnet: Any = 
                storage: Any = None, secgroup: Any = None, reporter_backoff: tuple[float, float] = (0.2, 10.0),
                judger_ttl: float = 10.0) -> web.Application:
     """The agent application. ``flatnet``/``storage`` are the data-plane services (started before ready)."""
-    from kvmagent.lifecycle import lifecycle
-
     load_handlers()
     app = web.Application(middlewares=[metrics_mw, auth_mw, errors_mw], client_max_size=4 << 20)
     app[CTX] = build_context(config, driver, flatnet=flatnet, storage=storage, secgroup=secgroup,

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from roottiers import root_tier_error
 
 import storage.runner
 
@@ -34,10 +35,9 @@ def _refuse_host_commands_in_unit_tier(request: pytest.FixtureRequest, monkeypat
     monkeypatch.setattr(storage.runner, "_spawn", refuse)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Root-only tiers fail loudly (not skip) when run without root: a skipped tier hides failures."""
-    if os.geteuid() == 0:
-        return
-    for item in items:
-        if "functional" in item.nodeid.split("/") or "e2e" in item.nodeid.split("/"):
-            item.add_marker(pytest.mark.xfail(reason="needs root", run=False, strict=True))
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Root-only tiers fail loudly (an error, not a skip or xfail) when run without root, before any of
+    their fixtures (the testbed) start: a skipped tier hides failures."""
+    error = root_tier_error(item.nodeid, os.geteuid())
+    if error is not None:
+        pytest.fail(error, pytrace=False)

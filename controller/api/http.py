@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from controller.api.appkeys import CORE
 from controller.api.context import ApiContext
 from controller.api.registry import ApiSpec, lookup
 from controller.api.validation import invalid_argument
@@ -33,7 +34,6 @@ from controller.metrics import CONTENT_TYPE, UNKNOWN
 
 log = logging.getLogger(__name__)
 
-CORE = web.AppKey("core", Controller)
 DEFAULT_JOB_WAIT = 1800.0
 #: largest API body read (bytes); 413 beyond
 MAX_BODY = 4 << 20

@@ -140,3 +140,14 @@ async def local_storages(core: Controller, cluster_uuid: str) -> list[dict[str, 
         "SELECT ps.* FROM PrimaryStorage ps JOIN PrimaryStorageClusterRef r ON r.primaryStorageUuid = ps.uuid "
         "WHERE r.clusterUuid = ? AND ps.type = 'LocalStorage' ORDER BY ps.createDate", (cluster_uuid,))
     return [dict(r) for r in rows]
+
+
+FALLBACK_STORAGE = "/var/lib/zstack-py/volumes"
+
+
+async def storage_for(core: Controller, host: dict[str, Any]) -> tuple[str, str | None]:
+    """(storagePath, primary storage uuid or None) where root disks of VMs on ``host`` live."""
+    ps = await local_storages(core, host["clusterUuid"])
+    if ps:
+        return ps[0]["url"], ps[0]["uuid"]
+    return FALLBACK_STORAGE, None

@@ -15,6 +15,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from controller.api.appkeys import CORE
 from controller.compute import placement, tracer
 from controller.errors import AuthenticationFailed, InvalidArgument, PermissionDenied
 
@@ -38,8 +39,6 @@ class ReconnectMe(BaseModel):
 
 
 async def handle_agent_event(request: web.Request) -> web.Response:
-    from controller.api.http import CORE
-
     core = request.app[CORE]
     auth = request.headers.get("Authorization", "")
     token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""

@@ -17,7 +17,7 @@ from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
 from controller.backup.cache import cache_source
 from controller.compute import statemachine as sm
-from controller.compute.vmstart import storage_for
+from controller.compute.connect import storage_for
 from controller.core import Controller
 from controller.errors import InvalidArgument, OperationError
 from controller.util import now_iso

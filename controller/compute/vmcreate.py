@@ -35,6 +35,7 @@ from controller.resources import ipam
 from controller.storage import capacity as storage_capacity
 from controller.util import new_uuid, now_iso
 from kvmagent.contract import vm as vc
+from kvmagent.contract.names import nic_tap_name
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ async def _nic(tx: Tx, vm_uuid: str, internal_id: int, device_id: int, l3: str, 
             await tx.insert("VmNic", {
                 "uuid": new_uuid(), "vmInstanceUuid": vm_uuid, "usedIpUuid": used["uuid"], "l3NetworkUuid": l3,
                 "ip": used["ip"], "mac": mac, "netmask": used["netmask"], "gateway": used["gateway"],
-                "internalName": f"vnic{internal_id}.{device_id}", "deviceId": device_id,
+                "internalName": nic_tap_name(internal_id, device_id), "deviceId": device_id,
                 "createDate": now, "lastOpDate": now})
             return
         except sqlite3.IntegrityError:

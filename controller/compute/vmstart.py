@@ -16,7 +16,8 @@ from typing import Any
 
 from controller.backup.cache import cache_source
 from controller.compute import extensions
-from controller.compute.connect import l2_bridge, local_storages
+from controller.compute.connect import l2_bridge, storage_for
+from controller.compute.iso import boot_spec
 from controller.core import Controller
 from controller.errors import OperationError
 from controller.storage import capacity
@@ -25,17 +26,6 @@ from kvmagent.contract import storage as sc
 from kvmagent.contract import vm as vc
 
 _PASSWORD_CHARS = string.ascii_letters + string.digits
-
-FALLBACK_STORAGE = "/var/lib/zstack-py/volumes"
-
-
-async def storage_for(core: Controller, host: dict[str, Any]) -> tuple[str, str | None]:
-    """(storagePath, primary storage uuid or None) where root disks of VMs on ``host`` live."""
-    ps = await local_storages(core, host["clusterUuid"])
-    if ps:
-        return ps[0]["url"], ps[0]["uuid"]
-    return FALLBACK_STORAGE, None
-
 
 async def prepare_root(core: Controller, host: dict[str, Any], vm: dict[str, Any], volume: dict[str, Any],
                        account_uuid: str) -> str:
@@ -121,8 +111,6 @@ async def nic_tos(core: Controller, vm_uuid: str) -> list[vc.NicTO]:
 
 async def start_cmd(core: Controller, host: dict[str, Any], vm: dict[str, Any], root_path: str,
                     root: dict[str, Any], *, new_create: bool = False) -> vc.StartVmCmd:
-    from controller.compute.iso import boot_spec
-
     configs = core.services["configs"]
     boot = await boot_spec(core, host, vm, new_create=new_create)
     return vc.StartVmCmd(

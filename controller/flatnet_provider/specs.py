@@ -16,7 +16,7 @@ Guarantees:
   DNS-safe; ``<hostname>.<dnsDomain>`` when the L3 has a dnsDomain. Every path (start, tracer, reconnect)
   builds it here, so it is never lost on reconnect or migration (1.0's defect).
 * ``tapName`` is the NIC's ``internalName`` (``vnic<internalId>.<deviceId>``), which is also the agent's
-  ``<target dev>`` (``kvmagent.driver.names.nic_device_name``).
+  ``<target dev>`` (``kvmagent.contract.names.nic_tap_name``).
 * Anti-spoofing: global config ``flatNetwork/antiSpoofing`` (default true), overridden per L3 by the system tag
   ``flatNetwork::antiSpoofing::true|false`` on the L3 network.
 """

@@ -4,7 +4,7 @@ This package is the only part of ``kvmagent`` the controller may import. Each re
 endpoint path (``PATH``) and its reply model (``Reply``), so a call site reads
 ``reply = await agent.call(host, StartVmCmd(...))`` and gets a ``StartVmReply`` back.
 
-Modules: ``base`` (envelope and errors), ``host``, ``vm``, ``flatnet``, ``storage``.
+Modules: ``base`` (envelope and errors), ``host``, ``vm``, ``flatnet``, ``storage``, ``names`` (the tap name).
 """
 
 from kvmagent.contract.base import AgentError, AgentReply, AgentRequest, ErrorBody

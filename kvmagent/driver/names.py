@@ -5,16 +5,12 @@ Names are derived, never parsed back: to find a VM's NIC, look it up by MAC in t
 
 from __future__ import annotations
 
+from kvmagent.contract.names import nic_tap_name as nic_device_name
+
+__all__ = ["CDROM_TARGET", "DISK_LETTERS", "disk_target", "nic_device_name"]
+
 #: Target letters by device id; ``c`` is skipped because ``hdc`` is the CD-ROM (ZStack 1.0's table).
 DISK_LETTERS = "abdefghijklmnopqrstuvwxyz"
-
-
-def nic_device_name(internal_id: int, device_id: int) -> str:
-    """Host-side tap name of a VM NIC: ``vnic<internalId>.<deviceId>`` (at most 15 characters)."""
-    name = f"vnic{internal_id}.{device_id}"
-    if len(name) > 15:
-        raise ValueError(f"NIC name {name!r} longer than 15 characters: internalId {internal_id} too large")
-    return name
 
 
 def disk_target(device_id: int, paravirtual: bool) -> tuple[str, str]:

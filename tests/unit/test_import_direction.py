@@ -55,3 +55,40 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     f.write_text("from kvmagent.driver import libvirt_driver\nimport kvmagent.contract.vm\n")
     mods = _imports(f)
     assert mods == ["kvmagent.driver", "kvmagent.contract.vm"]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _all_imports(path: Path, known: set[str]) -> set[str]:
+    """Every module of ours ``path`` imports, at the top or inside a function (an import hidden in a function
+    is still a cycle), except under ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {id(n) for block in ast.walk(tree)
+                   if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                   for n in ast.walk(block)}
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out & known
+
+
+def _mutual_imports() -> list[tuple[str, str]]:
+    paths = {_module_name(p): p for pkg in RULES for p in (ROOT / pkg).rglob("*.py")}
+    graph = {m: _all_imports(p, set(paths)) for m, p in paths.items()}
+    return sorted((a, b) for a in graph for b in graph[a]
+                  if a < b and a in graph[b] and not (b.startswith(a + ".") or a.startswith(b + ".")))
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """Issue #18: ``api/http`` ↔ ``compute/events``, ``compute/iso`` ↔ ``compute/vmstart`` and
+    ``kvmagent/lifecycle`` ↔ ``kvmagent/server`` were real cycles (one side importing inside a function)."""
+    assert _mutual_imports() == []
