@@ -125,6 +125,13 @@ async def test_every_page_renders(client: TestClient, lang: str) -> None:
         assert f'lang="{lang.replace("_", "-")}"' in text
     r = await client.get("/ui/r/zones")
     assert "zone-1" in await r.text()
+    # the security-group pages in the page's language, with the rule and the translated actions
+    sg_words = {"en": ("Security groups", "Add rule"), "zh_CN": ("安全组", "添加规则"),
+                "zh_TW": ("安全群組", "新增規則")}[lang]
+    text = await (await client.get("/ui/r/security-groups")).text()
+    assert "sg-1" in text and sg_words[0] in text
+    text = await (await client.get(f"/ui/r/security-groups/{ids['sg']}")).text()
+    assert sg_words[1] in text and "10.0.0.0/8" in text
     r = await client.get("/ui/r/zones/nope")
     assert r.status == 404
 
