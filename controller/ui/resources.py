@@ -34,7 +34,7 @@ class Action:
     params: Callable[[Inv], dict[str, Any]]
     when: Callable[[Inv], bool] = lambda inv: True
     destructive: bool = False
-    #: extra user input: (field name, label, input type) — sent as API parameters
+    #: extra user input: (field name, label, input type or ``select:A,B,...``) — sent as API parameters
     inputs: tuple[tuple[str, str, str], ...] = ()
     #: inputs that may be left empty (the others are required)
     optional: tuple[str, ...] = ()
@@ -152,8 +152,8 @@ SG_ACTIONS: tuple[Action, ...] = (
            optional=("name", "description")),
     *_state_actions("ChangeSecurityGroupState"),
     Action("add-rule", N_("Add rule"), "AddSecurityGroupRule", _sg,
-           inputs=(("type", N_("Rule type (Ingress or Egress)"), "text"),
-                   ("protocol", N_("Protocol (TCP, UDP, ICMP or ALL)"), "text"),
+           inputs=(("type", N_("Rule type (Ingress or Egress)"), "select:Ingress,Egress"),
+                   ("protocol", N_("Protocol (TCP, UDP, ICMP or ALL)"), "select:TCP,UDP,ICMP,ALL"),
                    ("startPort", N_("Start port"), "text"), ("endPort", N_("End port"), "text"),
                    ("allowedCidr", N_("Allowed CIDR"), "text"),
                    ("remoteSecurityGroupUuid", N_("Remote security group UUID"), "text")),
