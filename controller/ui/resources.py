@@ -7,6 +7,7 @@ them and whether they are destructive). VM actions take their allowed states fro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +34,12 @@ class Action:
     params: Callable[[Inv], dict[str, Any]]
     when: Callable[[Inv], bool] = lambda inv: True
     destructive: bool = False
-    #: extra user input: (field name, label, input type) — sent as API parameters
+    #: extra user input: (field name, label, input type or ``select:A,B,...``) — sent as API parameters
     inputs: tuple[tuple[str, str, str], ...] = ()
+    #: inputs that may be left empty (the others are required)
+    optional: tuple[str, ...] = ()
+    #: turns the body (params plus the inputs given) into the API's parameters, when they are not flat
+    build: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,56 @@ VM_ACTIONS: tuple[Action, ...] = (
            lambda inv: {"vmInstanceUuid": inv["uuid"]}, when=_vm("DetachIsoFromVmInstance")),
 )
 
+def _rule_body(body: dict[str, Any]) -> dict[str, Any]:
+    """AddSecurityGroupRule takes a list of rules: the form's fields make one (ports as numbers when they are;
+    anything else goes to the API as given, which names the field and the value it refuses)."""
+    rule: dict[str, Any] = {}
+    for name in ("type", "protocol", "startPort", "endPort", "allowedCidr", "remoteSecurityGroupUuid"):
+        if name in body:
+            value = body.pop(name)
+            if name.endswith("Port") and re.fullmatch(r"-?[0-9]{1,6}", value):
+                value = int(value)
+            rule[name] = value
+    return {**body, "rules": [rule]}
+
+
+def _list_of(name: str, to: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def build(body: dict[str, Any]) -> dict[str, Any]:
+        if name in body:
+            body[to] = [body.pop(name)]
+        return body
+    return build
+
+
+def _sg(inv: Inv) -> dict[str, Any]:
+    return {"securityGroupUuid": inv["uuid"]}
+
+
+SG_ACTIONS: tuple[Action, ...] = (
+    Action("update", N_("Update"), "UpdateSecurityGroup", _uuid,
+           inputs=(("name", N_("Name"), "text"), ("description", N_("Description"), "text")),
+           optional=("name", "description")),
+    *_state_actions("ChangeSecurityGroupState"),
+    Action("add-rule", N_("Add rule"), "AddSecurityGroupRule", _sg,
+           inputs=(("type", N_("Rule type (Ingress or Egress)"), "select:Ingress,Egress"),
+                   ("protocol", N_("Protocol (TCP, UDP, ICMP or ALL)"), "select:TCP,UDP,ICMP,ALL"),
+                   ("startPort", N_("Start port"), "text"), ("endPort", N_("End port"), "text"),
+                   ("allowedCidr", N_("Allowed CIDR"), "text"),
+                   ("remoteSecurityGroupUuid", N_("Remote security group UUID"), "text")),
+           optional=("startPort", "endPort", "allowedCidr", "remoteSecurityGroupUuid"), build=_rule_body),
+    Action("delete-rule", N_("Delete rule"), "DeleteSecurityGroupRule", lambda inv: {},
+           inputs=(("ruleUuid", N_("Rule UUID"), "text"),), build=_list_of("ruleUuid", "ruleUuids")),
+    Action("attach-l3", N_("Attach L3 network"), "AttachSecurityGroupToL3Network", _sg,
+           inputs=(("l3NetworkUuid", N_("L3 network UUID"), "text"),)),
+    Action("detach-l3", N_("Detach L3 network"), "DetachSecurityGroupFromL3Network", _sg,
+           inputs=(("l3NetworkUuid", N_("L3 network UUID"), "text"),)),
+    Action("add-nic", N_("Add VM NIC"), "AddVmNicToSecurityGroup", _sg,
+           inputs=(("vmNicUuid", N_("VM NIC UUID"), "text"),), build=_list_of("vmNicUuid", "vmNicUuids")),
+    Action("remove-nic", N_("Remove VM NIC"), "DeleteVmNicFromSecurityGroup", _sg,
+           inputs=(("vmNicUuid", N_("VM NIC UUID"), "text"),), build=_list_of("vmNicUuid", "vmNicUuids")),
+    _delete("DeleteSecurityGroup"),
+)
+
 RESOURCES: tuple[Res, ...] = (
     Res("zones", N_("Zones"), "QueryZone", (NAME, STATE, UUID, CREATED), states=EN_DIS,
         actions=(*_state_actions("ChangeZoneState"), _delete("DeleteZone")), group=N_("Infrastructure")),
@@ -182,6 +237,9 @@ RESOURCES: tuple[Res, ...] = (
         (NAME, Col("startIp", N_("Start IP")), Col("endIp", N_("End IP")), Col("netmask", N_("Netmask")),
          Col("gateway", N_("Gateway")), Col("l3NetworkUuid", N_("L3 network"), "uuid"), CREATED),
         state_field=None, actions=(_delete("DeleteIpRange"),), group=N_("Network")),
+    Res("security-groups", N_("Security groups"), "QuerySecurityGroup",
+        (NAME, STATE, Col("description", N_("Description")), UUID, CREATED), states=EN_DIS,
+        actions=SG_ACTIONS, group=N_("Network")),
     Res("vms", N_("VM instances"), "QueryVmInstance",
         (NAME, STATE, Col("cpuNum", N_("CPUs"), "number"), Col("memorySize", N_("Memory"), "size"),
          Col("hostUuid", N_("Host"), "uuid"), UUID, CREATED),

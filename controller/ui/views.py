@@ -237,9 +237,16 @@ async def detail_page(request: web.Request, *, result: dict[str, Any] | None = N
     actions = [a for a in res.actions if a.when(inv)]
     scalars = [(k, v) for k, v in inv.items() if not isinstance(v, list | dict)]
     nested = [(k, v) for k, v in inv.items() if isinstance(v, list) and v]
+    members: list[dict[str, Any]] = []
+    candidates: list[dict[str, Any]] = []
+    if res.slug == "security-groups":
+        from controller.ui.secgroup import nics
+
+        members, candidates = await nics(request, inv["uuid"])
     return render(request, "detail.html", {**nav(), "res": res, "inv": inv, "key": key, "actions": actions,
                                            "scalars": scalars, "nested": nested, "call": out,
-                                           "result": result, "confirm": None}, status=status)
+                                           "result": result, "confirm": None, "members": members,
+                                           "candidates": candidates}, status=status)
 
 
 async def action_post(request: web.Request) -> web.Response:
@@ -258,6 +265,8 @@ async def action_post(request: web.Request) -> web.Response:
         value = str(form.get(name, "")).strip()
         if value:
             body[name] = value
+    if action.build is not None:
+        body = action.build(body)
     if action.destructive and form.get("confirmed") != "yes":
         from controller.ui.cli import cli_line
 

@@ -53,7 +53,11 @@ async def seed(client: TestClient) -> dict[str, str]:
     l3 = await a.inv("CreateL3Network", name="l3-1", l2NetworkUuid=l2["uuid"])
     await a.inv("AddIpRange", l3NetworkUuid=l3["uuid"], name="r1", startIp="10.0.0.10", endIp="10.0.0.200",
                 netmask="255.255.255.0", gateway="10.0.0.1")
-    return {"zone": zone["uuid"], "cluster": cluster["uuid"], "l3": l3["uuid"]}
+    sg = await a.inv("CreateSecurityGroup", name="sg-1")
+    await a.inv("AddSecurityGroupRule", securityGroupUuid=sg["uuid"],
+                rules=[{"type": "Ingress", "protocol": "TCP", "startPort": 22, "endPort": 22,
+                        "allowedCidr": "10.0.0.0/8"}])
+    return {"zone": zone["uuid"], "cluster": cluster["uuid"], "l3": l3["uuid"], "sg": sg["uuid"]}
 
 
 async def test_root_redirects_and_pages_need_a_session(client: TestClient) -> None:
@@ -111,7 +115,8 @@ async def test_every_page_renders(client: TestClient, lang: str) -> None:
         if res.states:
             pages.append(f"/ui/r/{res.slug}?state={res.states[0]}")
     pages += [f"/ui/r/zones/{ids['zone']}", f"/ui/r/clusters/{ids['cluster']}", f"/ui/r/l3-networks/{ids['l3']}",
-              "/ui/r/global-configs/identity:session.timeout", "/ui/r/zones?zone=" + ids["zone"]]
+              "/ui/r/global-configs/identity:session.timeout", "/ui/r/zones?zone=" + ids["zone"],
+              f"/ui/r/security-groups/{ids['sg']}", "/ui/security-groups/new"]
     for path in pages:
         r = await client.get(path)
         text = await r.text()
@@ -120,6 +125,14 @@ async def test_every_page_renders(client: TestClient, lang: str) -> None:
         assert f'lang="{lang.replace("_", "-")}"' in text
     r = await client.get("/ui/r/zones")
     assert "zone-1" in await r.text()
+    # the security-group pages in the page's language, with the rule and the translated actions
+    sg_words = {"en": ("Security groups", "Add rule"), "zh_CN": ("安全组", "添加规则"),
+                "zh_TW": ("安全群組", "新增規則")}[lang]
+    text = await (await client.get("/ui/r/security-groups")).text()
+    assert "sg-1" in text and sg_words[0] in text
+    text = await (await client.get(f"/ui/r/security-groups/{ids['sg']}")).text()
+    assert sg_words[1] in text and "10.0.0.0/8" in text
+    assert '<select name="protocol" required><option>TCP</option><option>UDP</option><option>ICMP</option>' in text
     r = await client.get("/ui/r/zones/nope")
     assert r.status == 404
 
@@ -165,6 +178,48 @@ async def test_actions_go_through_the_api_with_confirmation(client: TestClient) 
     assert r.status == 404 or "zstack-cli DeleteZone" in await r.text()
     r = await client.get(f"/ui/r/zones/{ids['zone']}")
     assert r.status == 404
+
+
+async def test_security_group_created_and_rule_added_through_the_forms(client: TestClient) -> None:
+    ids = await seed(client)
+    csrf = await sign_in(client)
+    a = Api(client)
+    await a.login()
+    # without the CSRF token nothing is created
+    r = await client.post("/ui/security-groups/new", data={"name": "web"}, allow_redirects=False)
+    assert r.status == 403
+    assert [g["name"] for g in await a.query("QuerySecurityGroup")] == ["sg-1"]
+    r = await client.post("/ui/security-groups/new", data={"csrf": csrf, "name": ""})
+    assert r.status == 400 and "Name: enter a name." in await r.text()
+    r = await client.post("/ui/security-groups/new", data={"csrf": csrf, "name": "web", "description": "http"})
+    text = await r.text()
+    assert r.status == 200 and "zstack-cli CreateSecurityGroup" in text, text[:3000]
+    sg = next(g for g in await a.query("QuerySecurityGroup") if g["name"] == "web")
+    assert sg["description"] == "http" and sg["rules"] == []
+    base = f"/ui/r/security-groups/{sg['uuid']}/act"
+    rule = {"type": "Ingress", "protocol": "TCP", "startPort": "443", "endPort": "80", "allowedCidr": "0.0.0.0/0"}
+    r = await client.post(f"{base}/add-rule", data=rule)
+    assert r.status == 403
+    r = await client.post(f"{base}/add-rule", data={"csrf": csrf, **rule})
+    text = await r.text()
+    assert r.status == 200 and "zstack-cli AddSecurityGroupRule" in text, text[:3000]
+    rules = (await a.query("QuerySecurityGroup", ("uuid", "=", sg["uuid"])))[0]["rules"]
+    assert [(x["type"], x["protocol"], x["startPort"], x["endPort"], x["allowedCidr"]) for x in rules] == \
+        [("Ingress", "TCP", 80, 443, "0.0.0.0/0")]
+    r = await client.get(f"/ui/r/security-groups/{sg['uuid']}")
+    assert rules[0]["uuid"] in await r.text()
+    # a bad port: the API's error names the field and value, nothing added
+    r = await client.post(f"{base}/add-rule", data={"csrf": csrf, **rule, "startPort": "70000"})
+    assert r.status == 400 and "70000" in await r.text()
+    # attach an L3 (needs the SecurityGroup service: refused with the reason), delete the rule
+    r = await client.post(f"{base}/attach-l3", data={"csrf": csrf, "l3NetworkUuid": ids["l3"]})
+    text = await r.text()
+    assert r.status >= 400 and "SecurityGroup" in text and ids["l3"] in text, text[-3000:]
+    assert (await a.query("QuerySecurityGroup", ("uuid", "=", sg["uuid"])))[0]["attachedL3NetworkUuids"] == []
+    r = await client.post(f"{base}/delete-rule", data={"csrf": csrf, "ruleUuid": rules[0]["uuid"]})
+    assert r.status == 200 and "zstack-cli DeleteSecurityGroupRule" in await r.text()
+    sg = (await a.query("QuerySecurityGroup", ("uuid", "=", sg["uuid"])))[0]
+    assert sg["rules"] == []
 
 
 async def test_api_errors_keep_code_and_english_details_with_translated_summary(client: TestClient) -> None:
