@@ -10,7 +10,7 @@ from aiohttp import web
 
 from controller.api.http import CORE
 from controller.ui import i18n
-from controller.ui.resources import BY_SLUG, GROUPS, RESOURCES, Res
+from controller.ui.resources import BY_SLUG, GROUPS, RESOURCES, Col, Res
 from controller.ui.web import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -26,6 +26,8 @@ from controller.util import new_uuid
 
 PAGE_SIZES = (20, 50, 100)
 PAGE_SIZE_COOKIE = "zs_page_size"
+#: the chosen columns of a list, one cookie per resource: ``zs_cols_<slug>`` = field names joined by "."
+COLS_COOKIE = "zs_cols_"
 
 
 def nav() -> dict[str, Any]:
@@ -196,8 +198,23 @@ def list_body(res: Res, q: Any, size: int) -> tuple[dict[str, Any], dict[str, An
                   "size": size}
 
 
+def chosen_columns(res: Res, query: Any, cookie: str | None) -> tuple[list[Col], bool]:
+    """The columns to show: the chooser's ``cols`` (when its form ``colsform`` was sent), else the remembered
+    cookie, else all. Unknown fields are ignored; the first column (the link to the detail page) always shows.
+    Returns the columns and whether the choice came from the query (to remember it)."""
+    if query.get("colsform"):
+        wanted, from_query = set(query.getall("cols", [])), True
+    elif cookie:
+        wanted, from_query = set(cookie.split(".")), False
+    else:
+        return list(res.columns), False
+    cols = [c for i, c in enumerate(res.columns) if i == 0 or c.field in wanted]
+    return cols, from_query
+
+
 async def list_page(request: web.Request) -> web.Response:
     res = _res(request)
+    cols, remember = chosen_columns(res, request.query, request.cookies.get(COLS_COOKIE + res.slug))
     size = _int(request.query.get("size") or request.cookies.get(PAGE_SIZE_COOKIE), 20, 1, 100)
     if size not in PAGE_SIZES:
         size = 20
@@ -210,12 +227,16 @@ async def list_page(request: web.Request) -> web.Response:
         zo = await api(request, "QueryZone", {"conditions": [], "limit": 100, "fields": ["uuid", "name"]})
         zones = zo.reply.get("inventories", []) if zo.ok else []
     ctx = {**nav(), "res": res, "rows": rows, "total": total, "f": f, "zones": zones, "call": out,
-           "error": out.error(page(request)), "pages": max(1, -(-total // size)), "sizes": PAGE_SIZES}
+           "error": out.error(page(request)), "pages": max(1, -(-total // size)), "sizes": PAGE_SIZES,
+           "cols": cols, "shown": {c.field for c in cols}}
     template = "_table.html" if request.headers.get("HX-Request") and request.headers.get("HX-Target") == \
         "list" else "list.html"
     resp = render(request, template, ctx)
     if request.query.get("size"):
         resp.set_cookie(PAGE_SIZE_COOKIE, str(size), max_age=365 * 86400, path="/ui/", samesite="Strict")
+    if remember:
+        resp.set_cookie(COLS_COOKIE + res.slug, ".".join(c.field for c in cols), max_age=365 * 86400,
+                        path="/ui/", samesite="Strict", httponly=True, secure=request.secure)
     return resp
 
 
