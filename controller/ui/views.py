@@ -187,6 +187,9 @@ def list_body(res: Res, q: Any, size: int) -> tuple[dict[str, Any], dict[str, An
     tag = q.get("tag", "").strip()
     if res.taggable and tag:
         conds.append({"name": "__userTag__", "op": "=", "value": tag})
+    stag = q.get("stag", "").strip()
+    if res.taggable and stag:
+        conds.append({"name": "__systemTag__", "op": "=", "value": stag})
     sortable = {c.field for c in res.columns if c.sortable} | {res.default_sort}
     sort = q.get("sort", "") if q.get("sort", "") in sortable else res.default_sort
     direction = q.get("dir", "desc" if sort == "createDate" else "asc")
@@ -194,8 +197,8 @@ def list_body(res: Res, q: Any, size: int) -> tuple[dict[str, Any], dict[str, An
     pg = _int(q.get("page"), 1, 1, 1_000_000)
     body = {"conditions": conds, "start": (pg - 1) * size, "limit": size, "replyWithCount": True,
             "sortBy": sort, "sortDirection": direction}
-    return body, {"state": state, "zone": zone, "name": name, "tag": tag, "sort": sort, "dir": direction, "page": pg,
-                  "size": size}
+    return body, {"state": state, "zone": zone, "name": name, "tag": tag, "stag": stag, "sort": sort,
+                  "dir": direction, "page": pg, "size": size}
 
 
 def chosen_columns(res: Res, query: Any, cookie: str | None) -> tuple[list[Col], bool]:
