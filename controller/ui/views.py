@@ -261,9 +261,14 @@ async def detail_page(request: web.Request, *, result: dict[str, Any] | None = N
     actions = [a for a in res.actions if a.when(inv)]
     scalars = [(k, v) for k, v in inv.items() if not isinstance(v, list | dict)]
     nested = [(k, v) for k, v in inv.items() if isinstance(v, list) and v]
+    vm = None
+    if res.slug == "vms":
+        from controller.ui.vmextra import vm_sections
+
+        vm = await vm_sections(request, inv)
     return render(request, "detail.html", {**nav(), "res": res, "inv": inv, "key": key, "actions": actions,
                                            "scalars": scalars, "nested": nested, "call": out,
-                                           "result": result, "confirm": None}, status=status)
+                                           "result": result, "confirm": None, "vm": vm}, status=status)
 
 
 async def action_post(request: web.Request) -> web.Response:
