@@ -1,5 +1,7 @@
-"""Extra sections of a VM's detail page: the boot order (``GetVmBootOrder``/``SetVmBootOrder`` through the API
-dispatcher under the user's session)."""
+"""Extra sections of a VM's detail page: the boot order (``GetVmBootOrder``/``SetVmBootOrder``) and the
+snapshots of the VM's volumes (``QueryVolume``/``QueryVolumeSnapshot``; taking, reverting and deleting go to the
+volume and snapshot actions of :mod:`controller.ui.resources`, with their confirmation), all through the API
+dispatcher under the user's session."""
 
 from __future__ import annotations
 
@@ -22,7 +24,18 @@ BOOT_ORDERS: dict[str, list[str]] = {
 async def vm_sections(request: web.Request, inv: dict[str, Any]) -> dict[str, Any]:
     out = await api(request, "GetVmBootOrder", {"uuid": inv["uuid"]})
     order = ",".join(out.reply.get("order") or []) if out.ok else ""
-    return {"boot_order": order, "boot_orders": list(BOOT_ORDERS)}
+    vq = await api(request, "QueryVolume", {"conditions": [{"name": "vmInstanceUuid", "op": "=", "value": inv["uuid"]}],
+                                            "limit": 100, "sortBy": "deviceId"})
+    volumes = list(vq.reply.get("inventories", [])) if vq.ok else []
+    snapshots: list[dict[str, Any]] = []
+    if volumes:
+        sq = await api(request, "QueryVolumeSnapshot", {
+            "conditions": [{"name": "volumeUuid", "op": "in", "value": [v["uuid"] for v in volumes]}],
+            "limit": 500, "sortBy": "createDate", "sortDirection": "desc"})
+        snapshots = list(sq.reply.get("inventories", [])) if sq.ok else []
+    names = {v["uuid"]: v.get("name") or v["uuid"] for v in volumes}
+    return {"boot_order": order, "boot_orders": list(BOOT_ORDERS), "volumes": volumes, "snapshots": snapshots,
+            "volume_names": names}
 
 
 async def boot_order_post(request: web.Request) -> web.Response:

@@ -70,3 +70,33 @@ async def test_vv_of_a_stopped_vm_is_refused(client: TestClient) -> None:
     text = await r.text()
     assert r.status >= 400 and "Content-Disposition" not in r.headers
     assert "Stopped" in text and "[virt-viewer]" not in text
+
+
+SNAP_TITLE = {"en": "Volume snapshots", "zh_CN": "云盘快照", "zh_TW": "磁碟區快照"}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+async def test_vm_page_lists_its_volume_snapshots(client: TestClient, lang: str) -> None:
+    vm = await stopped_vm(client)
+    vol, snap, other = new_uuid(), new_uuid(), new_uuid()
+    now = now_iso()
+    async with client.app[CORE].db.write() as tx:
+        await tx.insert("Volume", {"uuid": vol, "name": "root-of-boot-vm", "vmInstanceUuid": vm, "type": "Root",
+                                   "deviceId": 0, "status": "Ready", "createDate": now, "lastOpDate": now})
+        await tx.insert("Volume", {"uuid": other, "name": "someone-else", "type": "Data", "status": "Ready",
+                                   "createDate": now, "lastOpDate": now})
+        await tx.insert("VolumeSnapshot", {"uuid": snap, "name": "before-upgrade", "volumeUuid": vol,
+                                           "status": "Ready", "createDate": now, "lastOpDate": now})
+        await tx.insert("VolumeSnapshot", {"uuid": new_uuid(), "name": "not-this-vm", "volumeUuid": other,
+                                           "status": "Ready", "createDate": now, "lastOpDate": now})
+    csrf = await sign_in(client, lang)
+    text = await (await client.get(f"/ui/r/vms/{vm}")).text()
+    assert f'<h2 id="snap-h">{SNAP_TITLE[lang]}</h2>' in text
+    assert f'<a href="/ui/r/snapshots/{snap}">before-upgrade</a>' in text and "not-this-vm" not in text
+    assert f'action="/ui/r/snapshots/{snap}/act/revert"' in text
+    assert f'action="/ui/r/snapshots/{snap}/act/delete"' in text
+    assert f'action="/ui/r/volumes/{vol}/act/snapshot"' in text
+    # revert is destructive: the form leads to the confirmation page with the CLI line, nothing is run yet
+    r = await client.post(f"/ui/r/snapshots/{snap}/act/revert", data={"csrf": csrf})
+    text = await r.text()
+    assert r.status == 200 and f"zstack-cli RevertVolumeFromSnapshot uuid={snap}" in text
