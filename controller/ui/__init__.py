@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from controller.ui import console, live, secgroup, views
+from controller.ui import console, live, secgroup, spice, views, vmextra
 from controller.ui.web import SECRET, setup_envs, ui_middleware
 
 STATIC = Path(__file__).parent / "static"
@@ -38,6 +38,8 @@ def setup_ui(app: web.Application) -> None:
     r.add_get("/ui/security-groups/new", secgroup.sg_new_get)
     r.add_post("/ui/security-groups/new", secgroup.sg_new_post)
     r.add_get("/ui/vms/{uuid}/console", console.console_page)
+    r.add_get("/ui/vms/{uuid}/console.vv", spice.vv_download)
+    r.add_post("/ui/vms/{uuid}/boot-order", vmextra.boot_order_post)
     r.add_get("/ui/console/ws", console.console_ws)
     r.add_get("/ui/r/{slug}", views.list_page)
     r.add_get("/ui/r/{slug}/{key}", views.detail_page)

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from controller.ui.views import DETAIL_SECTIONS, nav
 from controller.ui.web import Outcome, api, page, render
 
 
@@ -20,15 +21,11 @@ async def nics(request: web.Request, sg_uuid: str) -> tuple[list[dict[str, Any]]
 
 
 async def sg_new_get(request: web.Request) -> web.Response:
-    from controller.ui.views import nav
-
     return render(request, "sg_new.html", {**nav(), "form": {}, "call": None, "errors": [],
                                             "call_error": None})
 
 
 async def sg_new_post(request: web.Request) -> web.Response:
-    from controller.ui.views import nav
-
     p = page(request)
     form = await request.post()
     name = str(form.get("name", "")).strip()
@@ -46,3 +43,11 @@ async def sg_new_post(request: web.Request) -> web.Response:
     return render(request, "sg_new.html", {**nav(), "form": form, "call": call, "errors": errors,
                                             "call_error": call.error(p) if call is not None else None},
                   status=status)
+
+
+async def _sections(request: web.Request, inv: dict[str, Any]) -> dict[str, Any]:
+    members, candidates = await nics(request, inv["uuid"])
+    return {"members": members, "candidates": candidates}
+
+
+DETAIL_SECTIONS["security-groups"] = _sections

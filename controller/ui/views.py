@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from controller.api.http import CORE
 from controller.ui import i18n
-from controller.ui.resources import BY_SLUG, GROUPS, RESOURCES, Res
+from controller.ui.resources import BY_SLUG, GROUPS, RESOURCES, Col, Res
 from controller.ui.web import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -26,6 +27,8 @@ from controller.util import new_uuid
 
 PAGE_SIZES = (20, 50, 100)
 PAGE_SIZE_COOKIE = "zs_page_size"
+#: the chosen columns of a list, one cookie per resource: ``zs_cols_<slug>`` = field names joined by "."
+COLS_COOKIE = "zs_cols_"
 
 
 def nav() -> dict[str, Any]:
@@ -185,6 +188,9 @@ def list_body(res: Res, q: Any, size: int) -> tuple[dict[str, Any], dict[str, An
     tag = q.get("tag", "").strip()
     if res.taggable and tag:
         conds.append({"name": "__userTag__", "op": "=", "value": tag})
+    stag = q.get("stag", "").strip()
+    if res.taggable and stag:
+        conds.append({"name": "__systemTag__", "op": "=", "value": stag})
     sortable = {c.field for c in res.columns if c.sortable} | {res.default_sort}
     sort = q.get("sort", "") if q.get("sort", "") in sortable else res.default_sort
     direction = q.get("dir", "desc" if sort == "createDate" else "asc")
@@ -192,12 +198,27 @@ def list_body(res: Res, q: Any, size: int) -> tuple[dict[str, Any], dict[str, An
     pg = _int(q.get("page"), 1, 1, 1_000_000)
     body = {"conditions": conds, "start": (pg - 1) * size, "limit": size, "replyWithCount": True,
             "sortBy": sort, "sortDirection": direction}
-    return body, {"state": state, "zone": zone, "name": name, "tag": tag, "sort": sort, "dir": direction, "page": pg,
-                  "size": size}
+    return body, {"state": state, "zone": zone, "name": name, "tag": tag, "stag": stag, "sort": sort,
+                  "dir": direction, "page": pg, "size": size}
+
+
+def chosen_columns(res: Res, query: Any, cookie: str | None) -> tuple[list[Col], bool]:
+    """The columns to show: the chooser's ``cols`` (when its form ``colsform`` was sent), else the remembered
+    cookie, else all. Unknown fields are ignored; the first column (the link to the detail page) always shows.
+    Returns the columns and whether the choice came from the query (to remember it)."""
+    if query.get("colsform"):
+        wanted, from_query = set(query.getall("cols", [])), True
+    elif cookie:
+        wanted, from_query = set(cookie.split(".")), False
+    else:
+        return list(res.columns), False
+    cols = [c for i, c in enumerate(res.columns) if i == 0 or c.field in wanted]
+    return cols, from_query
 
 
 async def list_page(request: web.Request) -> web.Response:
     res = _res(request)
+    cols, remember = chosen_columns(res, request.query, request.cookies.get(COLS_COOKIE + res.slug))
     size = _int(request.query.get("size") or request.cookies.get(PAGE_SIZE_COOKIE), 20, 1, 100)
     if size not in PAGE_SIZES:
         size = 20
@@ -210,12 +231,16 @@ async def list_page(request: web.Request) -> web.Response:
         zo = await api(request, "QueryZone", {"conditions": [], "limit": 100, "fields": ["uuid", "name"]})
         zones = zo.reply.get("inventories", []) if zo.ok else []
     ctx = {**nav(), "res": res, "rows": rows, "total": total, "f": f, "zones": zones, "call": out,
-           "error": out.error(page(request)), "pages": max(1, -(-total // size)), "sizes": PAGE_SIZES}
+           "error": out.error(page(request)), "pages": max(1, -(-total // size)), "sizes": PAGE_SIZES,
+           "cols": cols, "shown": {c.field for c in cols}}
     template = "_table.html" if request.headers.get("HX-Request") and request.headers.get("HX-Target") == \
         "list" else "list.html"
     resp = render(request, template, ctx)
     if request.query.get("size"):
         resp.set_cookie(PAGE_SIZE_COOKIE, str(size), max_age=365 * 86400, path="/ui/", samesite="Strict")
+    if remember:
+        resp.set_cookie(COLS_COOKIE + res.slug, ".".join(c.field for c in cols), max_age=365 * 86400,
+                        path="/ui/", samesite="Strict", httponly=True, secure=request.secure)
     return resp
 
 
@@ -223,6 +248,11 @@ async def _load(request: web.Request, res: Res, key: str) -> tuple[dict[str, Any
     out = await api(request, res.query, {"conditions": res.key_conditions(key), "limit": 1})
     invs = out.reply.get("inventories", []) if out.ok else []
     return (invs[0] if invs else None), out
+
+
+#: extra template context of a resource's detail page, by slug (registered by the modules that serve them:
+#: ``secgroup`` member/candidate NICs, ``vmextra`` boot order and snapshots), so this module imports neither
+DETAIL_SECTIONS: dict[str, Callable[[web.Request, dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
 
 
 async def detail_page(request: web.Request, *, result: dict[str, Any] | None = None,
@@ -237,16 +267,12 @@ async def detail_page(request: web.Request, *, result: dict[str, Any] | None = N
     actions = [a for a in res.actions if a.when(inv)]
     scalars = [(k, v) for k, v in inv.items() if not isinstance(v, list | dict)]
     nested = [(k, v) for k, v in inv.items() if isinstance(v, list) and v]
-    members: list[dict[str, Any]] = []
-    candidates: list[dict[str, Any]] = []
-    if res.slug == "security-groups":
-        from controller.ui.secgroup import nics
-
-        members, candidates = await nics(request, inv["uuid"])
-    return render(request, "detail.html", {**nav(), "res": res, "inv": inv, "key": key, "actions": actions,
-                                           "scalars": scalars, "nested": nested, "call": out,
-                                           "result": result, "confirm": None, "members": members,
-                                           "candidates": candidates}, status=status)
+    extra = DETAIL_SECTIONS.get(res.slug)
+    sections = await extra(request, inv) if extra is not None else {}
+    return render(request, "detail.html", {"members": [], "candidates": [], "vm": None, **nav(), "res": res,
+                                           "inv": inv, "key": key, "actions": actions, "scalars": scalars,
+                                           "nested": nested, "call": out, "result": result, "confirm": None,
+                                           **sections}, status=status)
 
 
 async def action_post(request: web.Request) -> web.Response:
