@@ -11,9 +11,11 @@ this project's CI) ``start`` runs it as a background daemon with a pid file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -102,16 +104,34 @@ def stop(cfg: ControllerConfig) -> int:
     return 0
 
 
+def versions(cfg: ControllerConfig) -> dict[str, Any]:
+    """The release, the schema version this code ships, the schema version of the database file (None when it
+    does not exist yet or cannot be read) and the agent protocol level."""
+    from controller.db.database import migrations
+    from controller.version import PROTOCOL_LEVEL, VERSION
+
+    db_version = None
+    if Path(cfg.db_path).is_file():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{cfg.db_path}?mode=ro", uri=True)) as c:
+                db_version = c.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        except sqlite3.Error:
+            db_version = None
+    return {"version": VERSION, "schemaVersion": migrations()[-1][0], "databaseSchemaVersion": db_version,
+            "agentProtocol": PROTOCOL_LEVEL}
+
+
 def status(cfg: ControllerConfig, as_json: bool) -> int:
     up = _healthy(cfg)
     info = {"running": up, "url": _url(cfg), "pid": _pid(), "database": cfg.db_path,
             "logs": str(Path(cfg.log_dir) / "controller.log"),
-            "manager": "systemd" if has_systemd() else "daemon"}
+            "manager": "systemd" if has_systemd() else "daemon", **versions(cfg)}
     if as_json:
         print(json.dumps(info, indent=2))
     else:
         print(f"controller: {'running' if up else 'NOT running'} ({info['manager']})")
-        for k in ("url", "pid", "database", "logs"):
+        for k in ("url", "pid", "database", "logs", "version", "schemaVersion", "databaseSchemaVersion",
+                  "agentProtocol"):
             print(f"  {k}: {info[k]}")
     return 0 if up else 3
 

@@ -29,7 +29,7 @@ from controller.globalconfig import ConfigDef, register_config
 from controller.passwords import hash_password, verify
 from controller.tasks import every
 from controller.util import iso_in, new_uuid, now_iso
-from controller.version import VERSION
+from controller.version import PROTOCOL_LEVEL, VERSION
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("zstack.audit")
@@ -240,5 +240,6 @@ async def validate_session(ctx: ApiContext, msg: ValidateSessionMsg) -> dict[str
 
 @api("GetVersion", GetVersionMsg, session=False)
 async def get_version(ctx: ApiContext, msg: GetVersionMsg) -> dict[str, Any]:
-    """The controller's version."""
-    return {"version": VERSION}
+    """The controller's release (``version``), its database schema version (the newest migration it ships,
+    ``schemaVersion``) and the agent protocol level it speaks (``agentProtocol``)."""
+    return {"version": VERSION, "schemaVersion": ctx.core.db.schema_version, "agentProtocol": PROTOCOL_LEVEL}

@@ -16,9 +16,10 @@ from typing import Any
 from controller.compute import extensions, tracer
 from controller.compute.capacity import recompute
 from controller.core import Controller
-from controller.errors import AgentFailure
+from controller.errors import AgentFailure, OperationError
 from controller.storage.capacity import record_host
 from controller.util import now_iso
+from controller.version import PROTOCOL_LEVEL
 from kvmagent.contract import host as hc
 from kvmagent.contract import storage as sc
 from kvmagent.contract import vm as vc
@@ -66,13 +67,18 @@ async def connect(core: Controller, host_uuid: str, controller_url: str) -> None
     agents.controller_urls[host_uuid] = controller_url
     host = await host_row(core, host_uuid)
     facts = await agents.call(host, hc.ConnectCmd(hostUuid=host_uuid, controllerUrl=controller_url))
+    upgrade_needed = check_protocol(host, facts)
     cap = await agents.call(host, hc.CapacityCmd())
     configs = core.services["configs"]
     reserved = parse_size(configs.get("kvm", "reservedMemory"))
     async with core.db.write() as tx:
         await _write_facts(core, tx, host_uuid, facts)
         await recompute(tx, host_uuid, cap.cpuNum * cap.cpuSpeed, cap.totalMemory, reserved)
-        await tx.update("Host", {"uuid": host_uuid}, {"cpuNum": cap.cpuNum, "agentBootId": facts.bootId})
+        await tx.update("Host", {"uuid": host_uuid}, {"cpuNum": cap.cpuNum, "agentBootId": facts.bootId,
+                                                      "agentVersion": facts.agentVersion,
+                                                      "agentProtocol": facts.agentProtocol or 0,
+                                                      "agentDigest": facts.agentDigest,
+                                                      "agentUpgradeNeeded": int(upgrade_needed)})
     for bridge in await cluster_bridges(core, host["clusterUuid"]):
         try:
             await agents.call(host, hc.CheckBridgeCmd(bridgeName=bridge))
@@ -92,6 +98,28 @@ async def connect(core: Controller, host_uuid: str, controller_url: str) -> None
         if await core.db.fetchone("SELECT 1 FROM LocalStorageHostRef WHERE primaryStorageUuid=? AND hostUuid=?",
                                   (ps["uuid"], host_uuid)) is None:
             await init_local_storage(core, host, ps)
+
+
+def check_protocol(host: dict[str, Any], facts: Any) -> bool:
+    """The agent's protocol level against the controller's: True when it is one level behind (accepted,
+    needs upgrading); OperationError when it is two or more behind or newer than the controller."""
+    level = facts.agentProtocol or 0
+    where = f"host[uuid:{host['uuid']}, managementIp:{host['managementIp']}]"
+    if level == PROTOCOL_LEVEL:
+        return False
+    if level == PROTOCOL_LEVEL - 1:
+        log.warning("%s: agent %s speaks protocol level %d, one behind the controller's %d: accepted; upgrade "
+                    "the agent (ReconnectHost on a host added over SSH redeploys it)", where,
+                    facts.agentVersion or "(unknown release)", level, PROTOCOL_LEVEL)
+        return True
+    if level < PROTOCOL_LEVEL:
+        raise OperationError(f"{where}: the agent speaks protocol level {level} (release "
+                             f"{facts.agentVersion or 'unknown'}), the controller level {PROTOCOL_LEVEL}; "
+                             f"only levels {PROTOCOL_LEVEL - 1}..{PROTOCOL_LEVEL} are accepted: upgrade the "
+                             "agent on that host")
+    raise OperationError(f"{where}: the agent speaks protocol level {level} (release "
+                         f"{facts.agentVersion or 'unknown'}), newer than the controller's level "
+                         f"{PROTOCOL_LEVEL}: upgrade the controller first")
 
 
 async def init_local_storage(core: Controller, host: dict[str, Any], ps: dict[str, Any]) -> None:

@@ -34,6 +34,16 @@ _MIGRATION = re.compile(r"(\d{4})_[\w-]+\.(sql|py)")
 FILE_MODE = 0o600
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer release (its schema version is above the newest migration here)."""
+
+
+def _release() -> str:
+    from controller.version import VERSION
+
+    return VERSION
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """(version, file name, SQL) of every migration shipped with the package, in order; a Python
     migration has an empty SQL text (its module's ``migrate(conn)`` runs instead)."""
@@ -143,7 +153,13 @@ class Database:
         async with w.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cur:
             row = await cur.fetchone()
         current = row[0] if row else 0
-        for version, name, sql in migrations():
+        shipped = migrations()
+        newest = shipped[-1][0] if shipped else 0
+        if current > newest:
+            raise SchemaTooNew(f"database {self.path} has schema version {current}, newer than this code's "
+                               f"{newest} (release {_release()}): run the release that wrote it, or restore a "
+                               "backup taken before the upgrade (zstack-ctl restore)")
+        for version, name, sql in shipped:
             if version <= current:
                 continue
             log.info("applying schema migration %s", name)

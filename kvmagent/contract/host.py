@@ -20,6 +20,10 @@ class HostFactsReply(AgentReply):
     domainType: str = Field(description="kvm or qemu (TCG)")
     hypervisor: str
     liveSnapshot: bool = Field(False, description="live disk snapshots work here (tag capability:liveSnapshot)")
+    # Optional (agents before 0.2.0 do not send them): the agent's release, protocol level and source digest.
+    agentVersion: str | None = Field(None, description="the agent's release (kvmagent.contract.version.RELEASE)")
+    agentProtocol: int | None = Field(None, description="the agent's protocol level; absent means 0")
+    agentDigest: str | None = Field(None, description="sha256 of the installed agent sources")
 
 
 class ConnectReply(HostFactsReply):

@@ -16,6 +16,8 @@ from kvmagent.contract.host import (
     PingCmd,
     PingReply,
 )
+from kvmagent.contract.version import PROTOCOL_LEVEL, RELEASE
+from kvmagent.digest import installed_digest
 from kvmagent.routing import handles
 
 
@@ -24,7 +26,8 @@ async def _facts(ctx: AgentContext) -> dict[str, object]:
     return {"cpuNum": f.cpu_num, "cpuSpeed": f.cpu_mhz, "cpuModel": f.cpu_model,
             "totalMemory": f.memory_bytes,
             "libvirtVersion": f.libvirt_version, "qemuVersion": f.qemu_version, "hvmCpuFlag": f.hvm_flag,
-            "domainType": f.domain_type, "hypervisor": f.hypervisor, "liveSnapshot": f.live_snapshot}
+            "domainType": f.domain_type, "hypervisor": f.hypervisor, "liveSnapshot": f.live_snapshot,
+            "agentVersion": RELEASE, "agentProtocol": PROTOCOL_LEVEL, "agentDigest": installed_digest()}
 
 
 @handles(ConnectCmd)

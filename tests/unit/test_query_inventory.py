@@ -154,7 +154,9 @@ async def test_l3_inventory_nested_children(vms: aiosqlite.Connection) -> None:
 async def test_host_inventory_hides_secrets(vms: aiosqlite.Connection) -> None:
     host = await get_inventory(vms, "Host", "h1")
     assert host is not None
-    assert HOST_FIELDS <= set(host) and set(host) - HOST_FIELDS == {"cpuNum", "sshPort", "sshHostKeyFingerprint"}
+    assert HOST_FIELDS <= set(host) and set(host) - HOST_FIELDS == {"cpuNum", "sshPort", "sshHostKeyFingerprint",
+                                                                 "agentVersion", "agentProtocol", "agentDigest",
+                                                                 "agentUpgradeNeeded"}
     assert not {"password", "agentToken", "agentBootId", "sshHostKey"} & set(host)
     assert host["username"] == "root" and host["availableCpuCapacity"] == 4000
 
