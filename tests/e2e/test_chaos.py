@@ -43,12 +43,15 @@ def _free_port() -> int:
 class Controller:
     """A controller process on a fresh database; ``api`` calls it as admin."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, image_dir: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cfg_file = tmp / "controller.json"
+        # the tiny image is recorded from its file (no backup storage): the lab-only setting, as in test_compute
         self.cfg_file.write_text(json.dumps({"db_path": str(tmp / "controller.db"), "log_dir": str(tmp / "log"),
-                                             "listen_host": "0.0.0.0", "port": self.port}))
+                                             "listen_host": "0.0.0.0", "port": self.port,
+                                             "allow_host_local_images": True,
+                                             "image_import_dirs": [str(image_dir)]}))
         self.log = tmp / "controller.out"
         self.proc: asyncio.subprocess.Process | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -170,7 +173,7 @@ async def quick_start(c: Controller, hosts: list[LabHost], tiny: TinyImage) -> d
 
 @pytest.fixture
 async def cloud(testbed: Testbed, tiny: TinyImage, tmp_path: Path) -> AsyncIterator[tuple[Controller, dict]]:
-    c = Controller(tmp_path)
+    c = Controller(tmp_path, tiny.qcow2.parent)
     try:
         await c.start()
         hosts = await quick_start(c, testbed.hosts[:2], tiny)
