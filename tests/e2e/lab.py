@@ -189,9 +189,10 @@ def run_testbed(state_dir: Path, *args: str, timeout: float = 300) -> subprocess
 
 
 def testbed_mode() -> str:
-    """The e2e testbeds' mode: $ZSTACK_E2E_TESTBED_MODE, else $ZSTACK_TESTBED_MODE, else nspawn: every
-    simulated host boots a real systemd and the agent runs as its unit (plain daemons only when asked)."""
-    return os.environ.get("ZSTACK_E2E_TESTBED_MODE") or os.environ.get("ZSTACK_TESTBED_MODE") or "nspawn"
+    """The e2e testbeds' mode: $ZSTACK_E2E_TESTBED_MODE, else $ZSTACK_TESTBED_MODE (scripts/testbed's own
+    default), else plain. ``nspawn`` (hosts boot a real systemd) passes the tier except for intermittent guest DHCP
+    timeouts under load not yet understood; tests/e2e/test_systemd_hosts.py always runs its own nspawn hosts."""
+    return os.environ.get("ZSTACK_E2E_TESTBED_MODE") or os.environ.get("ZSTACK_TESTBED_MODE") or "plain"
 
 
 def host_shares(mode: str, *, ro: tuple[Path, ...] = (), rw: tuple[Path, ...] = ()) -> tuple[str, ...]:
