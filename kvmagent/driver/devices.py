@@ -82,7 +82,29 @@ async def _update_cdrom(guest: Guest, dev: str, flags: int) -> None:
             if "tray" not in str(e).lower() or "not open" not in str(e) or time.monotonic() > deadline:
                 raise
             log.info("CD-ROM tray of %s did not open in time (%s); retrying", guest.name, e)
+            await _resync_tray(guest)
             await asyncio.sleep(1)
+
+
+async def _resync_tray(guest: Guest) -> None:
+    """Bring libvirt's record of the tray back in line with QEMU's.
+
+    libvirt (9.0 here) keeps the tray state from QEMU's DEVICE_TRAY_MOVED events and skips opening a tray it
+    records as open. Right after a medium change it can be left recording ``tray='open'`` while QEMU's tray is
+    closed (seen about one change in four under TCG: the live XML says open, ``info block`` says closed);
+    every later change then fails at ``blockdev-remove-medium`` until libvirtd restarts. Opening the tray in
+    QEMU makes the two agree again, and libvirt's change goes through (it closes the tray after inserting).
+    """
+    cdrom = edit.cdrom_element(edit.parse(await guest.xml()))
+    if cdrom is None:
+        return
+    target, alias = cdrom.find("target"), cdrom.find("alias")
+    if target is None or target.get("tray") != "open" or alias is None or not alias.get("name"):
+        return
+    try:
+        await guest.open_tray(alias.get("name", ""))
+    except libvirt.libvirtError as e:
+        log.warning("could not resynchronise the CD-ROM tray of %s: %s", guest.name, e)
 
 
 async def attach_disk(guest: Guest, disk: DiskSpec) -> None:

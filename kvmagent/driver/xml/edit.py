@@ -62,11 +62,16 @@ def graphics(dom: ET.Element) -> GraphicsInfo | None:
     return None
 
 
+def cdrom_element(dom: ET.Element) -> ET.Element | None:
+    return dom.find("devices/disk[@device='cdrom']")
+
+
 def cdrom_source(dom: ET.Element) -> str | None:
-    for d in dom.findall("devices/disk[@device='cdrom']"):
-        src = d.find("source")
-        return src.get("file") if src is not None else None
-    return None
+    d = cdrom_element(dom)
+    if d is None:
+        return None
+    src = d.find("source")
+    return src.get("file") if src is not None else None
 
 
 def replace_cdrom(xml: str, cdrom: ET.Element) -> str:
