@@ -26,6 +26,11 @@ from controller.util import iso_in
 log = logging.getLogger(__name__)
 
 POLL = 0.25
+#: What one look reads; both searches go through indexes (migration 0008; tests/unit/test_query_plan.py).
+VM_CHANGES = "SELECT uuid, state, lastOpDate FROM VmInstance WHERE lastOpDate >= ?"
+JOB_CHANGES = ("SELECT uuid, apiName, state, resourceUuid, createDate FROM Job WHERE createDate >= ? "
+               "UNION SELECT uuid, apiName, state, resourceUuid, createDate FROM Job WHERE state != "
+               "'Processing' AND finishedDate >= ?")
 QUEUE_MAX = 500
 
 
@@ -67,13 +72,9 @@ class Feed:
         """Publish the changes since ``since``; returns the next ``since`` (a little overlap, deduplicated)."""
         now = iso_in(-1)
         async with self.core.db.read() as conn:
-            async with conn.execute("SELECT uuid, state, lastOpDate FROM VmInstance WHERE lastOpDate >= ?",
-                                    (since,)) as cur:
+            async with conn.execute(VM_CHANGES, (since,)) as cur:
                 vms = [dict(r) for r in await cur.fetchall()]
-            async with conn.execute(
-                    "SELECT uuid, apiName, state, resourceUuid, createDate FROM Job WHERE createDate >= ? "
-                    "UNION SELECT uuid, apiName, state, resourceUuid, createDate FROM Job WHERE state != "
-                    "'Processing' AND finishedDate >= ?", (since, since)) as cur:
+            async with conn.execute(JOB_CHANGES, (since, since)) as cur:
                 jobs = [dict(r) for r in await cur.fetchall()]
         for vm in vms:
             if self._vm_seen.get(vm["uuid"]) != vm["state"]:

@@ -182,3 +182,13 @@ async def test_count_over_100k(big: aiosqlite.Connection) -> None:
         "total": N_VMS // 2,
         "inventories": [{"uuid": vm_uuid(0)}, {"uuid": vm_uuid(2)}],
     }
+
+
+async def test_live_feed_looks_go_through_indexes(big: aiosqlite.Connection) -> None:
+    """The web console's live feed reads these several times a second: no table scan over 100k VMs."""
+    from controller.ui.live import JOB_CHANGES, VM_CHANGES
+
+    vm_plan = await plan(big, VM_CHANGES, [NOW])
+    assert vm_plan == ["SEARCH VmInstance USING INDEX VmInstance_lastOp (lastOpDate>?)"], vm_plan
+    job_plan = " | ".join(await plan(big, JOB_CHANGES, [NOW, NOW]))
+    assert "SCAN Job" not in job_plan and "Job_created" in job_plan and "Job_finished" in job_plan, job_plan
