@@ -176,7 +176,17 @@ def _find_wheel(out: Path) -> Path | None:
 async def build_wheel(core: Controller, root: Path = ROOT) -> Path:
     """The wheel of this package, cached in ``agent_package_dir/<package digest>/``: built once per distinct
     source tree, never reused for other code with the same version. Built into a temporary directory and
-    renamed into place, and kept only if the sources did not change during the build."""
+    renamed into place, and kept only if the sources did not change during the build. A controller installed
+    as a release serves the wheel it was installed from."""
+    if not (root / "pyproject.toml").is_file():
+        # A release install (controller.release): no source tree, the wheel this release was installed from.
+        from controller.release import shipped_wheel
+
+        shipped = shipped_wheel(VERSION)
+        if shipped is None:
+            raise OperationError(f"no agent package: {root} is not a source tree and no wheel of release "
+                                 f"{VERSION} was installed with this controller (<release>/wheel/)")
+        return shipped
     base = Path(core.config.agent_package_dir)
     if True:  # concurrent builders each build into their own temporary dir; the first rename wins
         for _ in range(3):
