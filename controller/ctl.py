@@ -75,10 +75,14 @@ def start(cfg: ControllerConfig, config_path: str | None, wait: float, python: s
     elif _pid() is None:
         Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
         PID_FILE.parent.mkdir(parents=True, exist_ok=True)
-        argv = [python or sys.executable, "-m", "controller.server"]
+        # -P: the installed code, never a ``controller`` package in the working directory
+        argv = [python or sys.executable, "-P", "-m", "controller.server"]
         argv += ["--config", config_path] if config_path else []
         with open(Path(cfg.log_dir) / "controller.out", "ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            env = None
+            if python:  # a release's interpreter runs the release's code only
+                env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                                     start_new_session=True, close_fds=True)
         PID_FILE.write_text(str(proc.pid))
     deadline = time.monotonic() + wait

@@ -35,7 +35,8 @@ DEFAULT_PREFIX = "/opt/zstack-py"
 BASE_PYTHON = "/usr/bin/python3"
 _WHEEL = re.compile(r"zstack_py-([0-9][0-9A-Za-z.+!]*)-py3-none-any\.whl")
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+!]*")
-# Run by the release's own python: what it is (the code inside the venv says, not the wheel's name).
+# Run by the release's own python (``-P``: never the working directory's code): what it is (the code inside
+# the venv says, not the wheel's name).
 _DESCRIBE = ("import json; from controller.version import VERSION, PROTOCOL_LEVEL; "
              "from controller.db.database import migrations; "
              "print(json.dumps({'version': VERSION, 'schemaVersion': migrations()[-1][0], "
@@ -101,9 +102,14 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def clean_env() -> dict[str, str]:
+    """The environment for a release's python: no PYTHONPATH/PYTHONHOME (they would put other code first)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def _run(argv: list[str], what: str, timeout: float = 1200) -> str:
     try:
-        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=clean_env())
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ReleaseError(f"{what} failed: {e}") from e
     if cp.returncode != 0:
@@ -164,7 +170,8 @@ def install(wheel: Path, p: Path, *, pip_args: list[str] | None = None, base_pyt
              f"pip install {wheel.name}")
         (target / "wheel").mkdir()
         shutil.copy2(wheel, target / "wheel" / wheel.name)
-        described = json.loads(_run([str(python(target)), "-c", _DESCRIBE], "reading the release's versions"))
+        described = json.loads(_run([str(python(target)), "-P", "-c", _DESCRIBE],
+                                    "reading the release's versions"))
         if described["version"] != version:
             raise ReleaseError(f"{wheel.name} says release {described['version']} inside, not {version}")
         data = {**described, "wheel": wheel.name, "wheelSha256": digest,

@@ -39,13 +39,16 @@ from controller.config import ControllerConfig
 from controller.db.database import FILE_MODE
 
 Out = Callable[[str], None]
-# Run by the NEW release's python: Database.open applies the pending migrations, each in one transaction.
+# Run by the NEW release's python (``-P``: not the working directory's code): Database.open applies the
+# pending migrations, each in one transaction.
 _MIGRATE = ("import asyncio, sys\n"
             "from controller.db.database import Database\n"
             "async def main():\n"
             "    db = Database(sys.argv[1], readers=0)\n"
-            "    await db.open()\n"
-            "    await db.close()\n"
+            "    try:\n"
+            "        await db.open()\n"
+            "    finally:\n"  # a connection left open keeps its thread, and the process, alive
+            "        await db.close()\n"
             "    print(db.schema_version)\n"
             "asyncio.run(main())\n")
 
@@ -152,8 +155,8 @@ def restore_exact(db_path: str, backup: Path, keep_as: str = "failed-upgrade") -
 def migrate(rel: Path, db_path: str, timeout: float = 1800) -> int:
     """Migrate the database with ``rel``'s code; returns the schema version (UpgradeFailed otherwise)."""
     try:
-        cp = subprocess.run([str(release.python(rel)), "-c", _MIGRATE, db_path], capture_output=True, text=True,
-                            timeout=timeout, check=False)
+        cp = subprocess.run([str(release.python(rel)), "-P", "-c", _MIGRATE, db_path], capture_output=True, text=True,
+                            timeout=timeout, check=False, env=release.clean_env())
     except (OSError, subprocess.TimeoutExpired) as e:
         raise UpgradeFailed(f"the schema migration did not run: {e}") from e
     if cp.returncode != 0:

@@ -332,15 +332,24 @@ async def agent_unit_state(core: Controller, host: dict[str, Any], *, journal_li
         return f"cannot ask the host's init over SSH: {type(e).__name__}: {getattr(e, 'details', e)}"
 
 
-async def deploy(core: Controller, host: dict[str, Any], *, new: bool, accept: str | None = None) -> str:
+def local_digest() -> str:
+    """The digest of the agent sources this controller deploys (what an up-to-date agent reports)."""
+    return local_stamp().split(":", 1)[1]
+
+
+async def deploy(core: Controller, host: dict[str, Any], *, new: bool, accept: str | None = None,
+                 force: bool = False) -> str:
     """Make sure the current agent runs on ``host`` with the right config; returns the controller URL
-    written into it (the connect sequence records it in ``HostAgent``)."""
+    written into it (the connect sequence records it in ``HostAgent``). ``force``: the running agent reported
+    another release or digest than this controller's: install (unless the installed sources already are
+    this controller's) and restart it whatever the host's stamp says."""
     async with await _login(core, host, accept) as conn:
         local_ip = conn.get_extra_info("sockname")[0]
         peer_ip = conn.get_extra_info("peername")[0]
         url = core.config.public_url or f"http://{local_ip}:{core.config.port}"
         stamp = (await _sh(conn, f"cat {STAMP}", check=False)).strip()
-        if stamp != local_stamp():
+        outdated = force or stamp != local_stamp()
+        if outdated:
             await _install(core, conn)
             await _sh(conn, f"mkdir -p {STATE} && cat > {STAMP}", stdin=local_stamp() + "\n")
         text = agent_config(host, url, peer_ip)
@@ -348,7 +357,7 @@ async def deploy(core: Controller, host: dict[str, Any], *, new: bool, accept: s
         changed = old != text
         if changed:
             await _sh(conn, f"mkdir -p /etc/zstack-py && umask 077 && cat > {CONFIG}", stdin=text)
-        await _start_agent(conn, restart=changed or stamp != local_stamp())
+        await _start_agent(conn, restart=changed or outdated)
     try:
         await wait_ready(host)
     except OperationError as e:
