@@ -241,7 +241,17 @@ async def _install(core: Controller, conn: asyncssh.SSHClientConnection) -> None
     async with conn.start_sftp_client() as sftp:
         await sftp.put(str(wheel), f"{STATE}/packages/{wheel.name}")
     await _sh(conn, f"test -x {VENV}/bin/pip || python3 -m venv {VENV}")
-    await _sh(conn, f"{VENV}/bin/pip install --upgrade {STATE}/packages/{shlex.quote(wheel.name)}")
+    remote = f"{STATE}/packages/{shlex.quote(wheel.name)}"
+    await _sh(conn, f"{VENV}/bin/pip install --upgrade {remote}")
+    have = (await _sh(conn, probe, check=False)).strip()
+    if have != agent_digest():
+        # The same version was installed from other sources (pip keeps it): replace the package itself.
+        log.info("the host's agent sources differ from release %s's (same version); reinstalling it", VERSION)
+        await _sh(conn, f"{VENV}/bin/pip install --force-reinstall --no-deps {remote}")
+        have = (await _sh(conn, probe, check=False)).strip()
+        if have != agent_digest():
+            raise OperationError(f"after installing {wheel.name} in {VENV} on the host its agent sources have digest "
+                                 f"{have[:12] or 'unknown'}, not {agent_digest()[:12]}")
 
 
 def agent_config(host: dict[str, Any], controller_url: str, listen_ip: str) -> str:
