@@ -205,6 +205,16 @@ def _get(url: str, session: str) -> dict[str, Any]:
         return dict(json.loads(r.read()))
 
 
+def api_version(cfg: ControllerConfig) -> str | None:
+    """The release the running controller reports (GetVersion), None when it does not answer."""
+    try:
+        reply = _post(_url(cfg) + "/v1/GetVersion", {}, timeout=10)
+    except (OSError, ValueError):
+        return None
+    v = reply.get("version")
+    return str(v) if v else None
+
+
 def check(cfg: ControllerConfig, repair: bool, as_json: bool, url: str | None = None) -> int:
     base = url or _url(cfg)
     password = os.environ.get("ZSTACK_ADMIN_PASSWORD") or cfg.admin_password
@@ -272,9 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         def out(line: str) -> None:
             print(line, flush=True)
 
+        controls = upgrade.Controls(start=start, stop=stop, healthy=_healthy, pid=_pid, version=api_version)
         if args.cmd == "rollback":
-            return upgrade.rollback(cfg, args.config, wait=args.wait, out=out)
-        return upgrade.upgrade(cfg, args.config, args.source, wait=args.wait, out=out,
+            return upgrade.rollback(controls, cfg, args.config, wait=args.wait, out=out)
+        return upgrade.upgrade(controls, cfg, args.config, args.source, wait=args.wait, out=out,
                                pip_args=["--index-url", args.index_url] if args.index_url else None)
     if args.cmd == "start":
         return start(cfg, args.config, args.wait)

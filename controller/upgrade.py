@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller import ctl, release
+from controller import release
 from controller.config import ControllerConfig
 from controller.db.database import FILE_MODE
 
@@ -55,6 +55,18 @@ _MIGRATE = ("import asyncio, sys\n"
 
 class UpgradeFailed(Exception):
     pass
+
+
+@dataclass
+class Controls:
+    """How the controller process is managed and probed (``zstack-ctl``'s start/stop/readiness, passed in by
+    ``controller.ctl``): start(cfg, config path, wait, python) and stop(cfg) return an exit status."""
+
+    start: Callable[[ControllerConfig, str | None, float, str | None], int]
+    stop: Callable[[ControllerConfig], int]
+    healthy: Callable[[ControllerConfig], bool]
+    pid: Callable[[], int | None]
+    version: Callable[[ControllerConfig], str | None]
 
 
 @dataclass
@@ -165,28 +177,20 @@ def migrate(rel: Path, db_path: str, timeout: float = 1800) -> int:
     return int(cp.stdout.strip().splitlines()[-1])
 
 
-def api_version(cfg: ControllerConfig) -> str | None:
-    try:
-        reply = ctl._post(ctl._url(cfg) + "/v1/GetVersion", {}, timeout=10)
-    except (OSError, ValueError):
-        return None
-    v = reply.get("version")
-    return str(v) if v else None
-
-
-def start_release(cfg: ControllerConfig, config_path: str | None, rel: Path, version: str, wait: float) -> None:
+def start_release(c: Controls, cfg: ControllerConfig, config_path: str | None, rel: Path, version: str,
+                  wait: float) -> None:
     """Start ``rel`` (``current`` already points at it) and check it answers as ``version``."""
-    if ctl.start(cfg, config_path, wait, python=str(release.python(rel))) != 0:
+    if c.start(cfg, config_path, wait, str(release.python(rel))) != 0:
         raise UpgradeFailed(f"release {version} did not become ready within {wait:.0f} s "
                             f"(see {cfg.log_dir}/controller.log)")
-    got = api_version(cfg)
+    got = c.version(cfg)
     if got != version:
         raise UpgradeFailed(f"GetVersion answers {got!r}, expected {version!r}")
 
 
-def _stop(cfg: ControllerConfig) -> None:
-    ctl.stop(cfg)
-    if ctl._healthy(cfg) or ctl._pid() is not None:
+def _stop(c: Controls, cfg: ControllerConfig) -> None:
+    c.stop(cfg)
+    if c.healthy(cfg) or c.pid() is not None:
         raise UpgradeFailed("the controller did not stop")
 
 
@@ -224,7 +228,7 @@ def print_preflight(pf: Preflight, out: Out) -> None:
         out(f"  FAILED: {e}")
 
 
-def upgrade(cfg: ControllerConfig, config_path: str | None, source: str, *, p: Path | None = None,
+def upgrade(c: Controls, cfg: ControllerConfig, config_path: str | None, source: str, *, p: Path | None = None,
             pip_args: list[str] | None = None, wait: float = 90.0, out: Out = print) -> int:
     p = p or release.prefix()
     old = release.current(p)
@@ -247,7 +251,7 @@ def upgrade(cfg: ControllerConfig, config_path: str | None, source: str, *, p: P
     frm, to = str(old_info["version"]), str(new_info["version"])
     out(f"upgrading {frm} (schema {old_info['schemaVersion']}) -> {to} (schema {new_info['schemaVersion']}, "
         f"agent protocol {new_info['agentProtocol']})")
-    running = ctl._healthy(cfg)
+    running = c.healthy(cfg)
     pf = preflight(cfg.db_path, running=running, target_schema=int(new_info["schemaVersion"]))
     print_preflight(pf, out)
     if pf.errors:
@@ -265,17 +269,17 @@ def upgrade(cfg: ControllerConfig, config_path: str | None, source: str, *, p: P
     step = "stopping the controller"
     down = time.monotonic()
     try:
-        _stop(cfg)
+        _stop(c, cfg)
         step = f"switching {p / 'current'} to {new}"
         release.switch(p, new)
         step = "migrating the schema"
         version = migrate(new, cfg.db_path)
         out(f"schema migrated to version {version}")
         step = f"starting release {to}"
-        start_release(cfg, config_path, new, to, wait)
+        start_release(c, cfg, config_path, new, to, wait)
     except (UpgradeFailed, release.ReleaseError, OSError) as e:
         out(f"upgrade FAILED while {step}: {e}")
-        return _roll_back(cfg, config_path, p, old, frm, prev, bk, wait, out)
+        return _roll_back(c, cfg, config_path, p, old, frm, prev, bk, wait, out)
     up = time.monotonic()
     _record(p, {"state": "upgraded", "from": frm, "to": to, "fromDir": str(old), "toDir": str(new),
                 "backup": str(bk), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -284,13 +288,13 @@ def upgrade(cfg: ControllerConfig, config_path: str | None, source: str, *, p: P
     return 0
 
 
-def _roll_back(cfg: ControllerConfig, config_path: str | None, p: Path, old: Path, frm: str, prev: Path | None,
-               bk: Path, wait: float, out: Out) -> int:
+def _roll_back(c: Controls, cfg: ControllerConfig, config_path: str | None, p: Path, old: Path, frm: str,
+               prev: Path | None, bk: Path, wait: float, out: Out) -> int:
     try:
-        _stop(cfg)
+        _stop(c, cfg)
         kept = restore_exact(cfg.db_path, bk)
         _restore_links(p, old, prev)
-        start_release(cfg, config_path, old, frm, wait)
+        start_release(c, cfg, config_path, old, frm, wait)
     except (UpgradeFailed, release.ReleaseError, OSError) as e:
         out(f"ROLLBACK FAILED too: {e}; the backup is {bk}, the previous release {old}: restore by hand with "
             f"`zstack-ctl restore {bk}`")
@@ -300,8 +304,8 @@ def _roll_back(cfg: ControllerConfig, config_path: str | None, p: Path, old: Pat
     return 1
 
 
-def rollback(cfg: ControllerConfig, config_path: str | None, *, p: Path | None = None, wait: float = 90.0,
-             out: Out = print) -> int:
+def rollback(c: Controls, cfg: ControllerConfig, config_path: str | None, *, p: Path | None = None,
+             wait: float = 90.0, out: Out = print) -> int:
     p = p or release.prefix()
     rec = last_upgrade(p)
     cur = release.current(p)
@@ -323,10 +327,10 @@ def rollback(cfg: ControllerConfig, config_path: str | None, *, p: Path | None =
     out(f"rolling back {rec['to']} -> {rec['from']} with the database backed up at {rec['date']} ({bk}); "
         "changes made since then are not in it")
     try:
-        _stop(cfg)
+        _stop(c, cfg)
         kept = restore_exact(cfg.db_path, bk, keep_as="before-rollback")
         release.switch(p, old)
-        start_release(cfg, config_path, old, str(rec["from"]), wait)
+        start_release(c, cfg, config_path, old, str(rec["from"]), wait)
     except (UpgradeFailed, release.ReleaseError, OSError) as e:
         out(f"rollback FAILED: {e}")
         return 2

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from controller import ctl, release, upgrade
+from controller import release, upgrade
 from controller.config import ControllerConfig
 from controller.db.database import Database, migrations
 
@@ -105,19 +105,16 @@ class Machine:
         self.steps: list[str] = []
         self.running: str | None = "1.0"
         self.p, self.fail_at = p, fail_at
-        monkeypatch.setattr(ctl, "_healthy", lambda cfg, timeout=1.0: self.running is not None)
-        monkeypatch.setattr(ctl, "_pid", lambda: None)
-        monkeypatch.setattr(ctl, "stop", self.stop)
-        monkeypatch.setattr(ctl, "start", self.start)
         monkeypatch.setattr(upgrade, "migrate", self.migrate)
-        monkeypatch.setattr(upgrade, "api_version", lambda cfg: self.running)
+        self.controls = upgrade.Controls(start=self.start, stop=self.stop, healthy=lambda cfg: self.running is not None,
+                                         pid=lambda: None, version=lambda cfg: self.running)
 
     def stop(self, cfg: Any) -> int:
         self.steps.append("stop")
         self.running = None
         return 0
 
-    def start(self, cfg: Any, config_path: Any, wait: float, python: str | None = None) -> int:
+    def start(self, cfg: Any, config_path: Any, wait: float, python: str | None) -> int:
         version = Path(str(python)).parents[2].name
         self.steps.append(f"start {version}")
         assert release.current(self.p) == self.p / "releases" / version  # the unit runs `current`
@@ -161,7 +158,7 @@ async def test_failed_migration_restores_the_backup_and_starts_the_old_release(
     before = _dump(cfg.db_path)
     m = Machine(monkeypatch, p, fail_at="migrate")
     lines: list[str] = []
-    assert upgrade.upgrade(cfg, None, str(b), p=p, out=lines.append) == 1
+    assert upgrade.upgrade(m.controls, cfg, None, str(b), p=p, out=lines.append) == 1
     assert m.steps == ["stop", "migrate 1.1", "stop", "start 1.0"]
     assert release.current(p) == a and release.previous(p) is None and m.running == "1.0"
     assert _dump(cfg.db_path) == before  # no Migrated table: the backup is back
@@ -177,7 +174,7 @@ async def test_new_release_not_answering_is_rolled_back(tmp_path: Path, monkeypa
     cfg, p, a, b = await _setup(tmp_path)
     m = Machine(monkeypatch, p, fail_at="start 1.1")
     lines: list[str] = []
-    assert upgrade.upgrade(cfg, None, str(b), p=p, out=lines.append) == 1
+    assert upgrade.upgrade(m.controls, cfg, None, str(b), p=p, out=lines.append) == 1
     assert m.steps == ["stop", "migrate 1.1", "start 1.1", "stop", "start 1.0"]
     assert release.current(p) == a and "while starting release 1.1" in "\n".join(lines)
 
@@ -187,7 +184,7 @@ async def test_preflight_failure_changes_nothing(tmp_path: Path, monkeypatch: py
     _job(Path(cfg.db_path))
     m = Machine(monkeypatch, p)
     lines: list[str] = []
-    assert upgrade.upgrade(cfg, None, str(b), p=p, out=lines.append) == 1
+    assert upgrade.upgrade(m.controls, cfg, None, str(b), p=p, out=lines.append) == 1
     assert m.steps == [] and release.current(p) == a
     assert "pre-flight failed; nothing changed" in lines[-1]
     assert not (Path(cfg.db_path).parent / "backups").exists()
@@ -198,24 +195,25 @@ async def test_upgrade_then_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyP
     before = _dump(cfg.db_path)
     m = Machine(monkeypatch, p)
     lines: list[str] = []
-    assert upgrade.upgrade(cfg, None, str(b), p=p, out=lines.append) == 0, lines
+    assert upgrade.upgrade(m.controls, cfg, None, str(b), p=p, out=lines.append) == 0, lines
     assert m.steps == ["stop", "migrate 1.1", "start 1.1"]
     assert release.current(p) == b and release.previous(p) == a
     rec = upgrade.last_upgrade(p)
     assert rec is not None and rec["state"] == "upgraded" and rec["from"] == "1.0" and rec["to"] == "1.1"
     assert "Migrated" in "\n".join(_dump(cfg.db_path))
     m.steps.clear()
-    assert upgrade.rollback(cfg, None, p=p, out=lines.append) == 0, lines
+    assert upgrade.rollback(m.controls, cfg, None, p=p, out=lines.append) == 0, lines
     assert m.steps == ["stop", "start 1.0"] and release.current(p) == a
     assert _dump(cfg.db_path) == before
     rec = upgrade.last_upgrade(p)
     assert rec is not None and rec["state"] == "rolled back" and rec["keptDatabase"] in _dump_names(cfg.db_path)
-    assert upgrade.rollback(cfg, None, p=p, out=lines.append) == 1  # only once
+    assert upgrade.rollback(m.controls, cfg, None, p=p, out=lines.append) == 1  # only once
     assert "no upgrade to roll back" in lines[-1]
 
 
-async def test_upgrade_needs_a_release_install(tmp_path: Path) -> None:
+async def test_upgrade_needs_a_release_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = ControllerConfig(db_path=str(await _db(tmp_path / "c.db")), log_dir=str(tmp_path))
+    m = Machine(monkeypatch, tmp_path / "empty")
     lines: list[str] = []
-    assert upgrade.upgrade(cfg, None, str(tmp_path), p=tmp_path / "empty", out=lines.append) == 2
+    assert upgrade.upgrade(m.controls, cfg, None, str(tmp_path), p=tmp_path / "empty", out=lines.append) == 2
     assert "no release is installed" in lines[0]
