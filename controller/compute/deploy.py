@@ -245,7 +245,13 @@ async def _install(core: Controller, conn: asyncssh.SSHClientConnection) -> None
     await _sh(conn, f"{VENV}/bin/pip install --upgrade {remote}")
     have = (await _sh(conn, probe, check=False)).strip()
     if have != agent_digest():
-        # The same version was installed from other sources (pip keeps it): replace the package itself.
+        # The same version was installed from other sources (pip keeps it): replace the package itself, unless
+        # it is a development (editable) install, which is someone's checkout, not ours to replace.
+        editable = f"ls {VENV}/lib/python3*/site-packages/__editable__*zstack_py* >/dev/null 2>&1 && echo yes"
+        if (await _sh(conn, editable, check=False)).strip() == "yes":
+            raise OperationError(f"the host's {VENV} is a development (editable) install of other agent sources "
+                                 f"(digest {have[:12] or 'unknown'}, the controller's {agent_digest()[:12]}); "
+                                 "it is not replaced: update that checkout or remove the venv")
         log.info("the host's agent sources differ from release %s's (same version); reinstalling it", VERSION)
         await _sh(conn, f"{VENV}/bin/pip install --force-reinstall --no-deps {remote}")
         have = (await _sh(conn, probe, check=False)).strip()
