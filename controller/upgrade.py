@@ -277,8 +277,8 @@ def upgrade(c: Controls, cfg: ControllerConfig, config_path: str | None, source:
         out(f"schema migrated to version {version}")
         step = f"starting release {to}"
         start_release(c, cfg, config_path, new, to, wait)
-    except (UpgradeFailed, release.ReleaseError, OSError) as e:
-        out(f"upgrade FAILED while {step}: {e}")
+    except Exception as e:  # any failure after the backup: everything goes back
+        out(f"upgrade FAILED while {step}: {e if isinstance(e, UpgradeFailed) else f'{type(e).__name__}: {e}'}")
         return _roll_back(c, cfg, config_path, p, old, frm, prev, bk, wait, out)
     up = time.monotonic()
     _record(p, {"state": "upgraded", "from": frm, "to": to, "fromDir": str(old), "toDir": str(new),
@@ -295,7 +295,7 @@ def _roll_back(c: Controls, cfg: ControllerConfig, config_path: str | None, p: P
         kept = restore_exact(cfg.db_path, bk)
         _restore_links(p, old, prev)
         start_release(c, cfg, config_path, old, frm, wait)
-    except (UpgradeFailed, release.ReleaseError, OSError) as e:
+    except Exception as e:
         out(f"ROLLBACK FAILED too: {e}; the backup is {bk}, the previous release {old}: restore by hand with "
             f"`zstack-ctl restore {bk}`")
         return 2
@@ -331,8 +331,8 @@ def rollback(c: Controls, cfg: ControllerConfig, config_path: str | None, *, p: 
         kept = restore_exact(cfg.db_path, bk, keep_as="before-rollback")
         release.switch(p, old)
         start_release(c, cfg, config_path, old, str(rec["from"]), wait)
-    except (UpgradeFailed, release.ReleaseError, OSError) as e:
-        out(f"rollback FAILED: {e}")
+    except Exception as e:
+        out(f"rollback FAILED: {type(e).__name__}: {e}")
         return 2
     _record(p, {**rec, "state": "rolled back", "rolledBack": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "keptDatabase": str(kept) if kept else None})
