@@ -52,6 +52,26 @@ async def test_preflight_refuses_little_disk_running_jobs_and_downgrades(tmp_pat
     assert pf.errors == [] and "left Processing" in pf.warnings[0]
 
 
+async def test_preflight_lists_the_hosts_and_their_agents(tmp_path: Path) -> None:
+    db = await _db(tmp_path / "c.db")
+    with sqlite3.connect(db) as c:
+        c.execute("INSERT INTO Zone (uuid, name, createDate, lastOpDate) VALUES ('z', 'z', 'now', 'now')")
+        c.execute("INSERT INTO Cluster (uuid, name, hypervisorType, zoneUuid, createDate, lastOpDate) "
+                  "VALUES ('c', 'c', 'KVM', 'z', 'now', 'now')")
+        for uuid, ip, status, agent in (("h1", "10.0.0.1", "Connected", "0.2.0"), ("h2", "10.0.0.2", "Disconnected",
+                                                                                    None)):
+            c.execute("INSERT INTO Host (uuid, name, zoneUuid, clusterUuid, managementIp, status, agentVersion, "
+                      "createDate, lastOpDate) VALUES (?, ?, 'z', 'c', ?, ?, ?, 'now', 'now')",
+                      (uuid, f"host-{uuid}", ip, status, agent))
+    pf = upgrade.preflight(str(db), running=False)
+    assert pf.errors == [] and [(h["name"], h["managementIp"], h["status"], h["agentVersion"]) for h in pf.hosts] \
+        == [("host-h1", "10.0.0.1", "Connected", "0.2.0"), ("host-h2", "10.0.0.2", "Disconnected", None)]
+    lines: list[str] = []
+    upgrade.print_preflight(pf, lines.append)
+    assert "  host host-h1 10.0.0.1 [h1]: Connected, agent 0.2.0" in lines
+    assert "  host host-h2 10.0.0.2 [h2]: Disconnected, agent unknown" in lines
+
+
 def test_preflight_refuses_a_missing_or_damaged_database(tmp_path: Path) -> None:
     assert "no controller database" in upgrade.preflight(str(tmp_path / "none.db"), running=False).errors[0]
     bad = tmp_path / "bad.db"
