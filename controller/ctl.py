@@ -1,4 +1,5 @@
-"""``zstack-ctl start|stop|status|backup|restore|check``: manage the controller process and its database.
+"""``zstack-ctl start|stop|status|backup|restore|check|upgrade|rollback``: manage the controller process and its
+database (``upgrade``/``rollback``: :mod:`controller.upgrade`).
 
 ``check [--repair] [--json]`` runs the ``CheckConsistency`` API of the running controller as admin (password:
 ``$ZSTACK_ADMIN_PASSWORD``, else the config's ``admin_password``) and prints each difference between the
@@ -31,6 +32,10 @@ PID_FILE = Path(os.environ.get("ZSTACK_CTL_PIDFILE", "/run/zstack-py/controller.
 
 
 def has_systemd() -> bool:
+    """Whether the controller runs as the systemd unit (``ZSTACK_CTL_MANAGER=daemon`` forces the pid-file
+    daemon: a controller on a temporary prefix, as the upgrade tests run, must never touch the unit)."""
+    if os.environ.get("ZSTACK_CTL_MANAGER") == "daemon":
+        return False
     return Path("/run/systemd/system").is_dir()
 
 
@@ -59,7 +64,9 @@ def _pid() -> int | None:
     return pid if b"controller.server" in cmd else None
 
 
-def start(cfg: ControllerConfig, config_path: str | None, wait: float) -> int:
+def start(cfg: ControllerConfig, config_path: str | None, wait: float, python: str | None = None) -> int:
+    """Start the controller (``python``: the interpreter of the release to run, default this one's; the
+    systemd unit runs ``<prefix>/current``)."""
     if _healthy(cfg):
         print(f"controller already running at {_url(cfg)}")
         return 0
@@ -68,9 +75,14 @@ def start(cfg: ControllerConfig, config_path: str | None, wait: float) -> int:
     elif _pid() is None:
         Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
         PID_FILE.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "controller.server"] + (["--config", config_path] if config_path else [])
+        # -P: the installed code, never a ``controller`` package in the working directory
+        argv = [python or sys.executable, "-P", "-m", "controller.server"]
+        argv += ["--config", config_path] if config_path else []
         with open(Path(cfg.log_dir) / "controller.out", "ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            env = None
+            if python:  # a release's interpreter runs the release's code only
+                env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                                     start_new_session=True, close_fds=True)
         PID_FILE.write_text(str(proc.pid))
     deadline = time.monotonic() + wait
@@ -193,6 +205,16 @@ def _get(url: str, session: str) -> dict[str, Any]:
         return dict(json.loads(r.read()))
 
 
+def api_version(cfg: ControllerConfig) -> str | None:
+    """The release the running controller reports (GetVersion), None when it does not answer."""
+    try:
+        reply = _post(_url(cfg) + "/v1/GetVersion", {}, timeout=10)
+    except (OSError, ValueError):
+        return None
+    v = reply.get("version")
+    return str(v) if v else None
+
+
 def check(cfg: ControllerConfig, repair: bool, as_json: bool, url: str | None = None) -> int:
     base = url or _url(cfg)
     password = os.environ.get("ZSTACK_ADMIN_PASSWORD") or cfg.admin_password
@@ -245,8 +267,26 @@ def main(argv: list[str] | None = None) -> int:
     ck.add_argument("--repair", action="store_true", help="fix the safe differences")
     ck.add_argument("--json", action="store_true")
     ck.add_argument("--url", default=None, help="controller URL (default: from the config)")
+    u = sub.add_parser("upgrade", help="upgrade to a release (a wheel, or an installed release directory): "
+                                       "pre-flight, backup, migrate, start; rolled back on any failure")
+    u.add_argument("source")
+    u.add_argument("--index-url", default=None, help="PyPI mirror for the new release's dependencies")
+    u.add_argument("--wait", type=float, default=90.0)
+    rb = sub.add_parser("rollback", help="return to the release before the last upgrade, with its database backup")
+    rb.add_argument("--wait", type=float, default=90.0)
     args = p.parse_args(argv)
     cfg = ControllerConfig.load(args.config)
+    if args.cmd in ("upgrade", "rollback"):
+        from controller import upgrade
+
+        def out(line: str) -> None:
+            print(line, flush=True)
+
+        controls = upgrade.Controls(start=start, stop=stop, healthy=_healthy, pid=_pid, version=api_version)
+        if args.cmd == "rollback":
+            return upgrade.rollback(controls, cfg, args.config, wait=args.wait, out=out)
+        return upgrade.upgrade(controls, cfg, args.config, args.source, wait=args.wait, out=out,
+                               pip_args=["--index-url", args.index_url] if args.index_url else None)
     if args.cmd == "start":
         return start(cfg, args.config, args.wait)
     if args.cmd == "stop":

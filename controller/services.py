@@ -15,7 +15,7 @@ from controller import (  # noqa: F401
 from controller.api import queries  # noqa: F401
 from controller.backup import templates  # noqa: F401
 from controller.backup import update as backup_update  # noqa: F401
-from controller.compute import host_update, nics, resize  # noqa: F401
+from controller.compute import agent_upgrade, host_update, nics, resize  # noqa: F401
 from controller.resources import (  # noqa: F401
     backup_storage,
     capacity_api,

@@ -19,7 +19,7 @@ from controller.core import Controller
 from controller.errors import AgentFailure, OperationError
 from controller.storage.capacity import record_host
 from controller.util import now_iso
-from controller.version import PROTOCOL_LEVEL
+from controller.version import PROTOCOL_LEVEL, VERSION
 from kvmagent.contract import host as hc
 from kvmagent.contract import storage as sc
 from kvmagent.contract import vm as vc
@@ -61,12 +61,28 @@ async def set_status(core: Controller, uuid: str, status: str) -> None:
         await tx.update("Host", {"uuid": uuid}, {"status": status, "lastOpDate": now_iso()})
 
 
-async def connect(core: Controller, host_uuid: str, controller_url: str) -> None:
-    """Run the whole sequence against the host's agent and mark the host Connected."""
+class AgentOutdated(OperationError):
+    """The agent reports another release or source digest than the controller deploys."""
+
+
+def agent_difference(facts: Any, digest: str) -> str | None:
+    """How the agent's reported release/digest differ from this controller's (None: the same)."""
+    if facts.agentVersion == VERSION and facts.agentDigest == digest:
+        return None
+    return (f"the agent reports release {facts.agentVersion or 'unknown'} (sources "
+            f"{(facts.agentDigest or 'unknown')[:12]}), the controller deploys {VERSION} ({digest[:12]})")
+
+
+async def connect(core: Controller, host_uuid: str, controller_url: str, *, current_agent: str | None = None) -> None:
+    """Run the whole sequence against the host's agent and mark the host Connected. ``current_agent``: the
+    digest of the agent sources this controller deploys; an agent reporting another release or digest raises
+    :class:`AgentOutdated` before anything is recorded (the caller redeploys it)."""
     agents = core.services["agents"]
     agents.controller_urls[host_uuid] = controller_url
     host = await host_row(core, host_uuid)
     facts = await agents.call(host, hc.ConnectCmd(hostUuid=host_uuid, controllerUrl=controller_url))
+    if current_agent is not None and (diff := agent_difference(facts, current_agent)):
+        raise AgentOutdated(f"host[uuid:{host_uuid}, managementIp:{host['managementIp']}]: {diff}")
     upgrade_needed = check_protocol(host, facts)
     cap = await agents.call(host, hc.CapacityCmd())
     configs = core.services["configs"]

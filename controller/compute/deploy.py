@@ -176,7 +176,17 @@ def _find_wheel(out: Path) -> Path | None:
 async def build_wheel(core: Controller, root: Path = ROOT) -> Path:
     """The wheel of this package, cached in ``agent_package_dir/<package digest>/``: built once per distinct
     source tree, never reused for other code with the same version. Built into a temporary directory and
-    renamed into place, and kept only if the sources did not change during the build."""
+    renamed into place, and kept only if the sources did not change during the build. A controller installed
+    as a release serves the wheel it was installed from."""
+    if not (root / "pyproject.toml").is_file():
+        # A release install (controller.release): no source tree, the wheel this release was installed from.
+        from controller.release import shipped_wheel
+
+        shipped = shipped_wheel(VERSION)
+        if shipped is None:
+            raise OperationError(f"no agent package: {root} is not a source tree and no wheel of release "
+                                 f"{VERSION} was installed with this controller (<release>/wheel/)")
+        return shipped
     base = Path(core.config.agent_package_dir)
     if True:  # concurrent builders each build into their own temporary dir; the first rename wins
         for _ in range(3):
@@ -231,7 +241,23 @@ async def _install(core: Controller, conn: asyncssh.SSHClientConnection) -> None
     async with conn.start_sftp_client() as sftp:
         await sftp.put(str(wheel), f"{STATE}/packages/{wheel.name}")
     await _sh(conn, f"test -x {VENV}/bin/pip || python3 -m venv {VENV}")
-    await _sh(conn, f"{VENV}/bin/pip install --upgrade {STATE}/packages/{shlex.quote(wheel.name)}")
+    remote = f"{STATE}/packages/{shlex.quote(wheel.name)}"
+    await _sh(conn, f"{VENV}/bin/pip install --upgrade {remote}")
+    have = (await _sh(conn, probe, check=False)).strip()
+    if have != agent_digest():
+        # The same version was installed from other sources (pip keeps it): replace the package itself, unless
+        # it is a development (editable) install, which is someone's checkout, not ours to replace.
+        editable = f"ls {VENV}/lib/python3*/site-packages/__editable__*zstack_py* >/dev/null 2>&1 && echo yes"
+        if (await _sh(conn, editable, check=False)).strip() == "yes":
+            raise OperationError(f"the host's {VENV} is a development (editable) install of other agent sources "
+                                 f"(digest {have[:12] or 'unknown'}, the controller's {agent_digest()[:12]}); "
+                                 "it is not replaced: update that checkout or remove the venv")
+        log.info("the host's agent sources differ from release %s's (same version); reinstalling it", VERSION)
+        await _sh(conn, f"{VENV}/bin/pip install --force-reinstall --no-deps {remote}")
+        have = (await _sh(conn, probe, check=False)).strip()
+        if have != agent_digest():
+            raise OperationError(f"after installing {wheel.name} in {VENV} on the host its agent sources have digest "
+                                 f"{have[:12] or 'unknown'}, not {agent_digest()[:12]}")
 
 
 def agent_config(host: dict[str, Any], controller_url: str, listen_ip: str) -> str:
@@ -322,15 +348,24 @@ async def agent_unit_state(core: Controller, host: dict[str, Any], *, journal_li
         return f"cannot ask the host's init over SSH: {type(e).__name__}: {getattr(e, 'details', e)}"
 
 
-async def deploy(core: Controller, host: dict[str, Any], *, new: bool, accept: str | None = None) -> str:
+def local_digest() -> str:
+    """The digest of the agent sources this controller deploys (what an up-to-date agent reports)."""
+    return local_stamp().split(":", 1)[1]
+
+
+async def deploy(core: Controller, host: dict[str, Any], *, new: bool, accept: str | None = None,
+                 force: bool = False) -> str:
     """Make sure the current agent runs on ``host`` with the right config; returns the controller URL
-    written into it (the connect sequence records it in ``HostAgent``)."""
+    written into it (the connect sequence records it in ``HostAgent``). ``force``: the running agent reported
+    another release or digest than this controller's: install (unless the installed sources already are
+    this controller's) and restart it whatever the host's stamp says."""
     async with await _login(core, host, accept) as conn:
         local_ip = conn.get_extra_info("sockname")[0]
         peer_ip = conn.get_extra_info("peername")[0]
         url = core.config.public_url or f"http://{local_ip}:{core.config.port}"
         stamp = (await _sh(conn, f"cat {STAMP}", check=False)).strip()
-        if stamp != local_stamp():
+        outdated = force or stamp != local_stamp()
+        if outdated:
             await _install(core, conn)
             await _sh(conn, f"mkdir -p {STATE} && cat > {STAMP}", stdin=local_stamp() + "\n")
         text = agent_config(host, url, peer_ip)
@@ -338,7 +373,7 @@ async def deploy(core: Controller, host: dict[str, Any], *, new: bool, accept: s
         changed = old != text
         if changed:
             await _sh(conn, f"mkdir -p /etc/zstack-py && umask 077 && cat > {CONFIG}", stdin=text)
-        await _start_agent(conn, restart=changed or stamp != local_stamp())
+        await _start_agent(conn, restart=changed or outdated)
     try:
         await wait_ready(host)
     except OperationError as e:

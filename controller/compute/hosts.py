@@ -13,6 +13,7 @@ Guarantees:
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import secrets
 from typing import Any
@@ -37,7 +38,9 @@ from controller.compute import deploy
 from controller.core import Controller
 from controller.errors import ApiError, HostReconnectFailed, InvalidArgument, OperationError
 from controller.util import new_uuid, now_iso
+from controller.version import VERSION
 
+log = logging.getLogger(__name__)
 _HOSTNAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
                        r"[A-Za-z0-9])?)*")
 
@@ -106,8 +109,8 @@ async def add_kvm_host(ctx: ApiContext, msg: AddKvmHostMsg) -> dict[str, Any]:
     uuid = await _insert_host(ctx, msg)
 
     async def deploy_and_connect() -> None:
-        url = await deploy.deploy(ctx.core, await conn.host_row(ctx.core, uuid), new=True)
-        await conn.connect(ctx.core, uuid, url)
+        host = await conn.host_row(ctx.core, uuid)
+        await connect_current_agent(ctx.core, host, await deploy.deploy(ctx.core, host, new=True))
 
     try:  # in the host's queue too: a reconnect the new agent asks for waits until the add is done
         await ctx.core.queues.run(uuid, deploy_and_connect)
@@ -127,9 +130,10 @@ async def reconnect(core: Controller, uuid: str, accept: str | None = None) -> N
         await conn.set_status(core, uuid, "Connecting")
         if host["password"]:
             url = await deploy.deploy(core, host, new=False, accept=accept)
+            await connect_current_agent(core, host, url)
         else:
             url = conn.controller_url(core, uuid)
-        await conn.connect(core, uuid, url)
+            await conn.connect(core, uuid, url)
     except Exception as e:
         await conn.set_status(core, uuid, "Disconnected")
         from controller.compute.tracer import host_disconnected
@@ -138,6 +142,24 @@ async def reconnect(core: Controller, uuid: str, accept: str | None = None) -> N
         detail = e.details if isinstance(e, ApiError) else f"{type(e).__name__}: {e}"
         raise HostReconnectFailed(f"failed to reconnect host[uuid:{uuid}, managementIp:{host['managementIp']}]: "
                                   f"{detail}") from e
+
+
+async def connect_current_agent(core: Controller, host: dict[str, Any], url: str) -> None:
+    """Connect a host added over SSH; when its running agent reports another release or source digest than
+    this controller deploys (after a controller upgrade), redeploy it (install + restart: its VMs are
+    libvirt's and keep running) and connect again, which must then see the controller's agent."""
+    digest = deploy.local_digest()
+    try:
+        await conn.connect(core, host["uuid"], url, current_agent=digest)
+        return
+    except conn.AgentOutdated as e:
+        log.info("%s; redeploying the agent", e.details)
+    url = await deploy.deploy(core, host, new=False, force=True)
+    try:
+        await conn.connect(core, host["uuid"], url, current_agent=digest)
+    except conn.AgentOutdated as e:
+        raise OperationError(f"{e.details} even after redeploying it") from e
+    log.info("host %s: agent upgraded to %s", host["uuid"], VERSION)
 
 
 class ReconnectHostMsg(UuidMessage):

@@ -284,3 +284,36 @@ async def test_host_reboot_ha_lite_starts_the_lost_vm_again(sd: tuple[Ctl, LabHo
           "reboot began")
     assert seen is not None, f"lost VM {cur['state']} / domain {_domstate(h, lost['uuid'])}"
     assert (await c.vm(kept["uuid"]))["state"] == "Stopped" and _domstate(h, kept["uuid"]) != "running"
+
+
+AGENT_UPGRADE_BOUND = 180.0  # restart + ping + reconnect + a forced pip reinstall in the host + restart, 2 busy cores
+
+
+async def test_outdated_agent_upgraded_on_reconnect_vm_keeps_running(sd: tuple[Ctl, LabHost, dict]) -> None:
+    """The host's agent runs another build (a changed source file in its venv, restarted: it reports another
+    digest): the controller's reconnect redeploys the controller's wheel over SSH and restarts the agent, which
+    comes back reporting the controller's digest; the VM's QEMU process is never restarted."""
+    from controller.compute.deploy import agent_digest
+
+    c, h, inv = sd
+    vm = await _create_vm(c, "agent-upgrade")
+    qemu = _qemu_pid(h, vm["uuid"])
+    assert qemu is not None
+    init = h.run("/opt/zstack-py/venv/bin/python", "-c", "import kvmagent; print(kvmagent.__file__)").stdout.strip()
+    assert init.startswith("/opt/zstack-py/venv/lib/python3"), init
+    h.run("sh", "-c", f"echo '# an older build of the agent' >> {init}")
+    t0 = time.monotonic()
+    h.run("systemctl", "restart", UNIT)
+    seen, row = None, {}
+    while time.monotonic() - t0 < AGENT_UPGRADE_BOUND:
+        row = await _host_row(c, inv["uuid"])
+        if row["status"] == "Connected" and row["agentDigest"] == agent_digest() \
+                and "older build" not in h.run("cat", init).stdout:
+            seen = time.monotonic() - t0
+            break
+        await asyncio.sleep(0.5)
+    print(f"\nan outdated agent redeployed and reconnected after {seen if seen is None else round(seen, 2)} s "
+          f"(bound {AGENT_UPGRADE_BOUND:.0f} s)")
+    assert seen is not None, f"host {row.get('status')}, agent digest {row.get('agentDigest')}"
+    assert (await c.vm(vm["uuid"]))["state"] == "Running" and _domstate(h, vm["uuid"]) == "running"
+    assert _qemu_pid(h, vm["uuid"]) == qemu, "the VM's QEMU process was restarted with the agent"
