@@ -1,0 +1,121 @@
+"""Issue 15 end to end on the 2-host testbed: live migration of a running tiny TCG guest whose root and data
+volumes are on local primary storage, with the flat network (DHCP, user data, anti-spoofing).
+
+MigrateVm to the other host: the guest keeps running (same boot id, uptime keeps growing, a background counter
+started before the migration still counts, read over SSH from the new host's flat namespace), the data volume's
+content is intact, its IP answers, its lease is renewed by the NEW host's dnsmasq and its user data served
+there, the source has no domain, no volume file and no flat entry left; the DB shows the new host, the
+lastHost, the local-storage refs on the new host, and the CPU/memory and local-storage capacity moved. Then
+MigrateVm without a host (the only candidate: back to the first host), same checks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_compute as tc
+from lab import PS_URL, Testbed, TinyImage
+from test_flatnet import Flat, flat_lab
+
+MiB = 1 << 20
+BOOT = "cat /proc/sys/kernel/random/boot_id; cut -d' ' -f1 /proc/uptime"
+
+
+@pytest.fixture
+async def lab(testbed: Testbed, tiny: TinyImage, tmp_path: Path) -> AsyncIterator[Flat]:
+    async with flat_lab("migration", testbed, tiny, tmp_path, services=True,
+                        paths=(PS_URL, "/var/lib/zstack-py/console"), log_tail=40, agent_out_tail=30) as lab:
+        yield lab
+
+
+async def _hosts(lab: Flat) -> dict[str, dict[str, Any]]:
+    return {h["uuid"]: h for h in (await lab.ctl.inv("QueryHost", conditions=[]))["inventories"]}
+
+
+async def _ls(lab: Flat) -> tuple[dict[str, int], dict[str, str]]:
+    """(host uuid → available local storage, volume uuid → host uuid of its LocalStorageResourceRef)."""
+    ps = (await lab.ctl.inv("QueryPrimaryStorage", conditions=[]))["inventories"][0]["uuid"]
+    caps = (await lab.ctl.inv("GetLocalStorageHostDiskCapacity", primaryStorageUuid=ps))["inventories"]
+    refs = (await lab.ctl.inv("QueryLocalStorageResourceRef", conditions=[]))["inventories"]
+    return {c["hostUuid"]: c["availableCapacity"] for c in caps}, {r["resourceUuid"]: r["hostUuid"] for r in refs}
+
+
+def _flat_has(status: Any, vm: dict[str, Any]) -> bool:
+    mac = vm["vmNics"][0]["mac"].lower()
+    return any(vm["uuid"] in st.userdataVms or any(e.mac.lower() == mac for e in st.entries) for st in status)
+
+
+async def _guest(lab: Flat, vm: dict[str, Any]) -> tuple[str, float, int]:
+    """(boot id, uptime, the background counter) read over SSH."""
+    out = (await lab.ssh_ok(vm, BOOT + "; cat /tmp/counter", timeout=180)).split()
+    return out[0], float(out[1]), int(out[2])
+
+
+async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    ctl = lab.ctl
+    src = vm["hostUuid"]
+    boot, up, count = await _guest(lab, vm)
+    hosts, (caps, _) = await _hosts(lab), await _ls(lab)
+    cands = (await ctl.inv("GetVmMigrationCandidateHosts", vmInstanceUuid=vm["uuid"]))["inventories"]
+    assert [h["uuid"] for h in cands] == [h for h in hosts if h != src], cands
+    t0 = time.monotonic()
+    params = {"hostUuid": dest} if dest else {}
+    moved = await ctl.inv("MigrateVm", vmInstanceUuid=vm["uuid"], **params)
+    print(f"\nMigrateVm {src[:8]} -> {moved['hostUuid'][:8]}: {time.monotonic() - t0:.1f} s")
+    dest = dest or next(h for h in hosts if h != src)
+    assert (moved["state"], moved["hostUuid"], moved["lastHostUuid"]) == ("Running", dest, src), moved
+    assert tc._domstate(lab.hosts[dest], vm["uuid"]) == "running"
+    assert tc._domstate(lab.hosts[src], vm["uuid"]) == "absent"
+    # CPU/memory moved exactly once; local storage of the volumes moved with their refs
+    after, (caps2, refs2) = await _hosts(lab), await _ls(lab)
+    cpu, mem = vm["cpuNum"] * vm["cpuSpeed"], vm["memorySize"]
+    assert after[src]["availableCpuCapacity"] == hosts[src]["availableCpuCapacity"] + cpu
+    assert after[dest]["availableCpuCapacity"] == hosts[dest]["availableCpuCapacity"] - cpu
+    assert after[src]["availableMemoryCapacity"] == hosts[src]["availableMemoryCapacity"] + mem
+    assert after[dest]["availableMemoryCapacity"] == hosts[dest]["availableMemoryCapacity"] - mem
+    size = sum(v["size"] for v in volumes)
+    assert all(refs2[v["uuid"]] == dest for v in volumes), refs2
+    assert caps2[src] - caps[src] == caps[dest] - caps2[dest] > 0, (caps, caps2, size)
+    for v in volumes:
+        assert lab.hosts[src].run("test", "-e", v["installPath"], check=False).returncode != 0, v["installPath"]
+        assert lab.hosts[dest].run("test", "-f", v["installPath"], check=False).returncode == 0, v["installPath"]
+    # the same guest, still running, reached through the new host's flat namespace
+    vm = await ctl.vm(vm["uuid"])
+    boot2, up2, count2 = await _guest(lab, vm)
+    assert boot2 == boot and up2 > up and count2 > count, (boot, up, count, boot2, up2, count2)
+    assert _flat_has(await lab.status(dest), vm) and not _flat_has(await lab.status(src), vm)
+    renew = await lab.ssh(vm, "busybox timeout 40 udhcpc -i eth0 -n -q -t 5 -T 2 -s /bin/true")
+    assert renew.returncode == 0, f"no lease from the new host's dnsmasq: {renew.stdout} {renew.stderr}"
+    ud = await lab.ssh_ok(vm, "wget -q -O - http://169.254.169.254/latest/user-data")
+    assert lab.pub.split()[1] in ud, ud
+    assert (await lab.ssh_ok(vm, "dd if=/dev/vdb bs=512 count=1 iflag=direct 2>/dev/null | head -c 9")) == "migrated!"
+    return vm
+
+
+async def test_live_migration_with_local_storage(lab: Flat) -> None:
+    ctl = lab.ctl
+    ha, _hb = list(lab.hosts)
+    off = await ctl.inv("CreateDiskOffering", name="d", diskSize=64 * MiB)
+    vm = await ctl.inv("CreateVmInstance", name="mig", instanceOfferingUuid=ctl.ids["offering"],
+                       imageUuid=ctl.ids["image"], l3NetworkUuids=[ctl.ids["l3"]], hostUuid=ha,
+                       dataDiskOfferingUuids=[off["uuid"]], systemTags=[f"sshkey::{lab.pub}"])
+    await lab.wait_console(vm, r"tiny: LEASE eth0", timeout=300)
+    # a counter inside the guest that must keep counting across both migrations
+    await lab.ssh_ok(vm, "echo 0 > /tmp/counter; (while true; do echo $(( $(cat /tmp/counter) + 1 )) > "
+                         "/tmp/counter.n && mv /tmp/counter.n /tmp/counter; sleep 1; done) </dev/null >/dev/null "
+                         "2>&1 & printf migrated! | dd of=/dev/vdb bs=512 conv=fsync 2>/dev/null && sync",
+                     timeout=240)
+    await asyncio.sleep(2)
+    vols = (await ctl.inv("QueryVolume", conditions=[{"name": "vmInstanceUuid", "op": "=", "value": vm["uuid"]}])
+            )["inventories"]
+    root = next(v for v in vols if v["type"] == "Root")
+    data = next(v for v in vols if v["type"] == "Data")
+    assert data["status"] == "Ready", data
+    vm = await ctl.vm(vm["uuid"])
+    vm = await _migrate(lab, vm, _hb, [root, data])
+    vm = await _migrate(lab, vm, None, [root, data])  # automatic choice: the only other host
+    assert vm["hostUuid"] == ha
