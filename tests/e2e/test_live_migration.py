@@ -6,7 +6,12 @@ started before the migration still counts, read over SSH from the new host's fla
 content is intact, its IP answers, its lease is renewed by the NEW host's dnsmasq and its user data served
 there, the source has no domain, no volume file and no flat entry left; the DB shows the new host, the
 lastHost, the local-storage refs on the new host, and the CPU/memory and local-storage capacity moved. Then
-MigrateVm without a host (the only candidate: back to the first host), same checks."""
+MigrateVm without a host through zstack-cli (the only candidate: back to the first host), same checks.
+
+First, a migration that fails half-way: the destination's libvirtd refuses the source's connection (an iptables
+REJECT on its TCP 16509 inside the destination host), after the base image, the disk files, the DHCP entry and the
+user data were set up there: MigrateVm fails with HOST.1009, the guest still runs on the source (same boot id),
+and the destination has no domain, no disk file and no flat entry of the VM; capacities are as before."""
 
 from __future__ import annotations
 
@@ -19,16 +24,19 @@ from typing import Any
 import pytest
 import test_compute as tc
 from lab import PS_URL, Testbed, TinyImage
-from test_flatnet import Flat, flat_lab
+from test_flatnet import Flat, _cli, flat_lab
 
 MiB = 1 << 20
 BOOT = "cat /proc/sys/kernel/random/boot_id; cut -d' ' -f1 /proc/uptime"
 
 
 @pytest.fixture
-async def lab(testbed: Testbed, tiny: TinyImage, tmp_path: Path) -> AsyncIterator[Flat]:
+async def lab(testbed: Testbed, tiny: TinyImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+              ) -> AsyncIterator[Flat]:
     async with flat_lab("migration", testbed, tiny, tmp_path, services=True,
                         paths=(PS_URL, "/var/lib/zstack-py/console"), log_tail=40, agent_out_tail=30) as lab:
+        monkeypatch.setenv("ZSTACK_URL", lab.ctl.url)
+        monkeypatch.setenv("ZSTACK_CLI_HOME", str(tmp_path / "cli"))
         yield lab
 
 
@@ -55,16 +63,23 @@ async def _guest(lab: Flat, vm: dict[str, Any]) -> tuple[str, float, int]:
     return out[0], float(out[1]), int(out[2])
 
 
-async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: list[dict[str, Any]]) -> dict[str, Any]:
+async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: list[dict[str, Any]],
+                   capsys: pytest.CaptureFixture[str] | None = None) -> dict[str, Any]:
+    """MigrateVm to ``dest`` (None: through zstack-cli without a host) and every check of the module docstring."""
     ctl = lab.ctl
     src = vm["hostUuid"]
     boot, up, count = await _guest(lab, vm)
     hosts, (caps, _) = await _hosts(lab), await _ls(lab)
-    cands = (await ctl.inv("GetVmMigrationCandidateHosts", vmInstanceUuid=vm["uuid"]))["inventories"]
+    if capsys is not None:
+        cands = (await _cli(f"GetVmMigrationCandidateHosts vmInstanceUuid={vm['uuid']}", capsys))["inventories"]
+    else:
+        cands = (await ctl.inv("GetVmMigrationCandidateHosts", vmInstanceUuid=vm["uuid"]))["inventories"]
     assert [h["uuid"] for h in cands] == [h for h in hosts if h != src], cands
     t0 = time.monotonic()
-    params = {"hostUuid": dest} if dest else {}
-    moved = await ctl.inv("MigrateVm", vmInstanceUuid=vm["uuid"], **params)
+    if capsys is not None:
+        moved = (await _cli(f"MigrateVm vmInstanceUuid={vm['uuid']}", capsys))["inventory"]
+    else:
+        moved = await ctl.inv("MigrateVm", vmInstanceUuid=vm["uuid"], hostUuid=dest)
     print(f"\nMigrateVm {src[:8]} -> {moved['hostUuid'][:8]}: {time.monotonic() - t0:.1f} s")
     dest = dest or next(h for h in hosts if h != src)
     assert (moved["state"], moved["hostUuid"], moved["lastHostUuid"]) == ("Running", dest, src), moved
@@ -96,9 +111,32 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: lis
     return vm
 
 
-async def test_live_migration_with_local_storage(lab: Flat) -> None:
+async def _fails_half_way(lab: Flat, vm: dict[str, Any], dest: str, volumes: list[dict[str, Any]]) -> None:
+    ctl, src = lab.ctl, vm["hostUuid"]
+    boot, _, _ = await _guest(lab, vm)
+    before = (await _hosts(lab), await _ls(lab))
+    block = ["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "16509", "-j", "REJECT"]
+    lab.hosts[dest].run(*block)
+    try:
+        status, body = await ctl.raw("MigrateVm", vmInstanceUuid=vm["uuid"], hostUuid=dest)
+    finally:
+        lab.hosts[dest].run("iptables", "-D", *block[2:])
+    assert status >= 400 and body["error"]["code"] == "HOST.1009", body
+    assert "still runs on the source host" in body["error"]["details"], body
+    now = await ctl.vm(vm["uuid"])
+    assert (now["state"], now["hostUuid"]) == ("Running", src), now
+    assert (await _hosts(lab), await _ls(lab)) == before
+    assert tc._domstate(lab.hosts[dest], vm["uuid"]) == "absent"
+    assert tc._domstate(lab.hosts[src], vm["uuid"]) == "running"
+    for v in volumes:
+        assert lab.hosts[dest].run("test", "-e", v["installPath"], check=False).returncode != 0, v["installPath"]
+    assert not _flat_has(await lab.status(dest), vm) and _flat_has(await lab.status(src), vm)
+    assert (await _guest(lab, now))[0] == boot
+
+
+async def test_live_migration_with_local_storage(lab: Flat, capsys: pytest.CaptureFixture[str]) -> None:
     ctl = lab.ctl
-    ha, _hb = list(lab.hosts)
+    ha, hb = list(lab.hosts)
     off = await ctl.inv("CreateDiskOffering", name="d", diskSize=64 * MiB)
     vm = await ctl.inv("CreateVmInstance", name="mig", instanceOfferingUuid=ctl.ids["offering"],
                        imageUuid=ctl.ids["image"], l3NetworkUuids=[ctl.ids["l3"]], hostUuid=ha,
@@ -116,6 +154,8 @@ async def test_live_migration_with_local_storage(lab: Flat) -> None:
     data = next(v for v in vols if v["type"] == "Data")
     assert data["status"] == "Ready", data
     vm = await ctl.vm(vm["uuid"])
-    vm = await _migrate(lab, vm, _hb, [root, data])
-    vm = await _migrate(lab, vm, None, [root, data])  # automatic choice: the only other host
+    await _fails_half_way(lab, vm, hb, [root, data])
+    vm = await _migrate(lab, vm, hb, [root, data])
+    await _cli("LogInByAccount accountName=admin password=password", capsys)
+    vm = await _migrate(lab, vm, None, [root, data], capsys)  # automatic choice: the only other host
     assert vm["hostUuid"] == ha
