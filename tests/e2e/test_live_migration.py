@@ -44,6 +44,10 @@ async def _hosts(lab: Flat) -> dict[str, dict[str, Any]]:
     return {h["uuid"]: h for h in (await lab.ctl.inv("QueryHost", conditions=[]))["inventories"]}
 
 
+async def _capacity(lab: Flat) -> dict[str, tuple[int, int]]:
+    return {u: (h["availableCpuCapacity"], h["availableMemoryCapacity"]) for u, h in (await _hosts(lab)).items()}
+
+
 async def _ls(lab: Flat) -> tuple[dict[str, int], dict[str, str]]:
     """(host uuid → available local storage, volume uuid → host uuid of its LocalStorageResourceRef)."""
     ps = (await lab.ctl.inv("QueryPrimaryStorage", conditions=[]))["inventories"][0]["uuid"]
@@ -103,7 +107,7 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: lis
     boot2, up2, count2 = await _guest(lab, vm)
     assert boot2 == boot and up2 > up and count2 > count, (boot, up, count, boot2, up2, count2)
     assert _flat_has(await lab.status(dest), vm) and not _flat_has(await lab.status(src), vm)
-    renew = await lab.ssh(vm, "busybox timeout 40 udhcpc -i eth0 -n -q -t 5 -T 2 -s /bin/true")
+    renew = await lab.ssh(vm, "busybox timeout 20 udhcpc -i eth0 -n -q -t 5 -T 2 -s /bin/true")
     assert renew.returncode == 0, f"no lease from the new host's dnsmasq: {renew.stdout} {renew.stderr}"
     ud = await lab.ssh_ok(vm, "wget -q -O - http://169.254.169.254/latest/user-data")
     assert lab.pub.split()[1] in ud, ud
@@ -114,7 +118,7 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: lis
 async def _fails_half_way(lab: Flat, vm: dict[str, Any], dest: str, volumes: list[dict[str, Any]]) -> None:
     ctl, src = lab.ctl, vm["hostUuid"]
     boot, _, _ = await _guest(lab, vm)
-    before = (await _hosts(lab), await _ls(lab))
+    before = (await _capacity(lab), await _ls(lab))
     block = ["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "16509", "-j", "REJECT"]
     lab.hosts[dest].run(*block)
     try:
@@ -125,7 +129,7 @@ async def _fails_half_way(lab: Flat, vm: dict[str, Any], dest: str, volumes: lis
     assert "still runs on the source host" in body["error"]["details"], body
     now = await ctl.vm(vm["uuid"])
     assert (now["state"], now["hostUuid"]) == ("Running", src), now
-    assert (await _hosts(lab), await _ls(lab)) == before
+    assert (await _capacity(lab), await _ls(lab)) == before
     assert tc._domstate(lab.hosts[dest], vm["uuid"]) == "absent"
     assert tc._domstate(lab.hosts[src], vm["uuid"]) == "running"
     for v in volumes:
