@@ -5,7 +5,8 @@ MigrateVm to the other host: the guest keeps running (same boot id, uptime keeps
 started before the migration still counts, read over SSH from the new host's flat namespace), the data volume's
 content is intact, its IP answers, its lease is renewed by the NEW host's dnsmasq and its user data served
 there, the source has no domain, no volume file and no flat entry left; the DB shows the new host, the
-lastHost, the local-storage refs on the new host, and the CPU/memory and local-storage capacity moved. Then
+lastHost, the local-storage refs on the new host, and the CPU/memory and local-storage capacity moved; polled
+while it moves, the VM is only ever Running or Migrating. Then
 MigrateVm without a host through zstack-cli (the only candidate: back to the first host), same checks.
 
 First, a migration that fails half-way: the destination's libvirtd refuses the source's connection (an iptables
@@ -79,11 +80,23 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: lis
     else:
         cands = (await ctl.inv("GetVmMigrationCandidateHosts", vmInstanceUuid=vm["uuid"]))["inventories"]
     assert [h["uuid"] for h in cands] == [h for h in hosts if h != src], cands
+    seen: set[str] = set()
+
+    async def watch() -> None:  # what an API client sees while the VM moves: never Stopped or Unknown
+        while True:
+            seen.add((await ctl.vm(vm["uuid"]))["state"])
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
     t0 = time.monotonic()
-    if capsys is not None:
-        moved = (await _cli(f"MigrateVm vmInstanceUuid={vm['uuid']}", capsys))["inventory"]
-    else:
-        moved = await ctl.inv("MigrateVm", vmInstanceUuid=vm["uuid"], hostUuid=dest)
+    try:
+        if capsys is not None:
+            moved = (await _cli(f"MigrateVm vmInstanceUuid={vm['uuid']}", capsys))["inventory"]
+        else:
+            moved = await ctl.inv("MigrateVm", vmInstanceUuid=vm["uuid"], hostUuid=dest)
+    finally:
+        watcher.cancel()
+    assert seen <= {"Running", "Migrating"}, seen
     print(f"\nMigrateVm {src[:8]} -> {moved['hostUuid'][:8]}: {time.monotonic() - t0:.1f} s")
     dest = dest or next(h for h in hosts if h != src)
     assert (moved["state"], moved["hostUuid"], moved["lastHostUuid"]) == ("Running", dest, src), moved
@@ -163,3 +176,7 @@ async def test_live_migration_with_local_storage(lab: Flat, capsys: pytest.Captu
     await _cli("LogInByAccount accountName=admin password=password", capsys)
     vm = await _migrate(lab, vm, None, [root, data], capsys)  # automatic choice: the only other host
     assert vm["hostUuid"] == ha
+    await asyncio.sleep(12)  # past the agents' judger window: no late event moved or stopped the VM
+    vm = await ctl.vm(vm["uuid"])
+    assert (vm["state"], vm["hostUuid"]) == ("Running", ha), vm
+    assert tc._domstate(lab.hosts[ha], vm["uuid"]) == "running" and tc._domstate(lab.hosts[hb], vm["uuid"]) == "absent"
