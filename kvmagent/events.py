@@ -67,6 +67,14 @@ class Judger:
             e.running = max(0, e.running - 1)
             e.until = self.clock() + self.ttl
 
+    def expect_for(self, vm_uuid: str, states: set[VmState], seconds: float) -> None:
+        """Expect ``states`` for the next ``seconds`` without an operation running here (a domain that another
+        host's agent is migrating to this one)."""
+        self.expect(vm_uuid, states)
+        e = self._exp[vm_uuid]
+        e.running = max(0, e.running - 1)
+        e.until = max(e.until, self.clock() + seconds)
+
     def swallows(self, vm_uuid: str, state: VmState) -> bool:
         e = self._exp.get(vm_uuid)
         if e is None:

@@ -3,4 +3,16 @@
 Importing this package registers its APIs and start-up hooks (see ``controller/services.py``).
 """
 
-from controller.compute import agents, attach, deletion, ha, hosts, images, iso, ping, recovery, vms  # noqa: F401
+from controller.compute import (  # noqa: F401
+    agents,
+    attach,
+    deletion,
+    ha,
+    hosts,
+    images,
+    iso,
+    migrate,
+    ping,
+    recovery,
+    vms,
+)

@@ -180,15 +180,15 @@ async def reconnect_host(ctx: ApiContext, msg: ReconnectHostMsg) -> dict[str, An
 
 @api("ChangeHostState", ChangeHostStateMsg, queue=by_uuid)
 async def change_host_state(ctx: ApiContext, msg: ChangeHostStateMsg) -> dict[str, Any]:
-    """enable → Enabled, disable → Disabled, maintain → Maintenance (records only; VM migration off the
-    host comes with live migration)."""
+    """enable → Enabled, disable → Disabled, maintain → Maintenance (refused while VMs are on the host: migrating
+    them away automatically is not built yet; MigrateVm moves them one by one)."""
     await ctx.require("Host", msg.uuid, "uuid")
     state = {"enable": "Enabled", "disable": "Disabled", "maintain": "Maintenance"}[msg.stateEvent]
     if state == "Maintenance":
         running = await ctx.db.fetchone("SELECT COUNT(*) FROM VmInstance WHERE hostUuid=?", (msg.uuid,))
         if running and running[0]:
-            raise OperationError(f"host[uuid:{msg.uuid}] still has {running[0]} VM(s) on it; stop or migrate "
-                                 "them before maintenance (live migration is not implemented yet)")
+            raise OperationError(f"host[uuid:{msg.uuid}] still has {running[0]} VM(s) on it; stop them or move "
+                                 "them with MigrateVm before maintenance")
     async with ctx.db.write() as tx:
         await tx.update("Host", {"uuid": msg.uuid}, {"state": state, "lastOpDate": now_iso()})
     return {"inventory": await ctx.inventory("Host", msg.uuid)}

@@ -41,6 +41,8 @@ ALLOWED: dict[str, list[str]] = {
     "ChangeInstanceOffering": ["Running", "Stopped"],
     "AttachL3NetworkToVm": ["Running", "Stopped"],
     "DetachL3NetworkFromVm": ["Running", "Stopped"],
+    "MigrateVm": ["Running"],
+    "GetVmMigrationCandidateHosts": ["Running"],
 }
 
 

@@ -156,6 +156,16 @@ class HypervisorDriver(abc.ABC):
         """Unplug the NIC with ``mac``; when running, return once the guest released it. Absent: success."""
         raise NotImplementedError
 
+    async def migrate_vm(self, vm_uuid: str, dest_ip: str, *, copy_storage: bool,
+                         timeout: float) -> tuple[float, int | None]:
+        """Live-migrate the running VM to the host at ``dest_ip`` (its definition moves too); returns (seconds,
+        bytes transferred or None). Failure or timeout: the VM still runs here. Backend without it:
+        ``VM.MIGRATION_UNSUPPORTED`` (501)."""
+        from kvmagent.driver.errors import AgentError
+
+        raise AgentError("VM.MIGRATION_UNSUPPORTED", f"this hypervisor backend cannot live-migrate VM {vm_uuid}",
+                         status=501)
+
     @abc.abstractmethod
     async def switch_disk_top(self, vm_uuid: str, volume_uuid: str, new_top: str) -> None:
         """Live snapshot, hypervisor side: the running VM's disk whose serial is ``volume_uuid`` gets the

@@ -16,7 +16,7 @@ from typing import Any
 
 import libvirt
 
-from kvmagent.driver import devices, facts, livesnap
+from kvmagent.driver import devices, facts, livesnap, migration
 from kvmagent.driver.base import (
     Capacity,
     DomainEvent,
@@ -300,6 +300,13 @@ class LibvirtDriver(HypervisorDriver):
     async def detach_nic(self, vm_uuid: str, mac: str, *, timeout: float) -> None:
         await devices.detach_nic(await self._guest(vm_uuid, "detaching a NIC"), mac, timeout=timeout,
                                  poll=self._poll)
+
+    async def migrate_vm(self, vm_uuid: str, dest_ip: str, *, copy_storage: bool,
+                         timeout: float) -> tuple[float, int | None]:
+        if self.uri.startswith("test:"):
+            return await super().migrate_vm(vm_uuid, dest_ip, copy_storage=copy_storage, timeout=timeout)
+        guest = await self._guest(vm_uuid, "migrating")
+        return await migration.migrate(guest, dest_ip, copy_storage=copy_storage, timeout=timeout)
 
     async def switch_disk_top(self, vm_uuid: str, volume_uuid: str, new_top: str) -> None:
         guest = await self._guest(vm_uuid, "taking a live snapshot")
