@@ -442,3 +442,59 @@ class Migration:
             except ApiError as e:
                 log.error("vm %s migrated to host %s but the file %s on host %s was not deleted: %s",
                           self.vm["uuid"], self.dest["uuid"], d.volume["installPath"], self.src["uuid"], e.details)
+
+
+async def find_migrated(core: Controller, vm: dict[str, Any]) -> dict[str, Any] | None:
+    """The Connected host (other than the VM's) whose domain of ``vm`` runs, for a VM left ``Migrating`` by a
+    controller that died during the migration and no longer running on its source (crash recovery)."""
+    rows = await core.db.fetchall("SELECT * FROM Host WHERE status='Connected' AND uuid != ? AND zoneUuid = ?",
+                                  (vm["hostUuid"], vm["zoneUuid"]))
+    for row in rows:
+        host = dict(row)
+        try:
+            reply = await core.services["agents"].call(host, vc.CheckVmStateCmd(vmUuids=[vm["uuid"]]), timeout=30)
+        except ApiError as e:
+            log.warning("recovery: host %s did not say whether vm %s runs there: %s", host["uuid"], vm["uuid"],
+                        e.details)
+            continue
+        if reply.states.get(vm["uuid"]) == "Running":
+            return host
+    return None
+
+
+async def adopt_migrated(core: Controller, vm: dict[str, Any], dest: dict[str, Any]) -> None:
+    """Commit a migration whose controller died after libvirt moved the VM: the VM on ``dest`` (capacity moved
+    once, cluster/zone, local-storage refs and capacity of both hosts), the source's flat entries and disk files
+    removed. The destination's flat entries were set up before the migration started."""
+    uuid, src = vm["uuid"], vm["hostUuid"]
+    async with core.db.write() as tx:
+        if not await move_vm(tx, uuid, expect_host=src, host=dest["uuid"],
+                             state=sm.next_state("Migrating", "migrated"), force=True):
+            raise OperationError(f"vm[uuid:{uuid}] left host[uuid:{src}] while its migration was being recovered")
+        await tx.update("VmInstance", {"uuid": uuid}, {"clusterUuid": dest["clusterUuid"],
+                                                        "zoneUuid": dest["zoneUuid"]})
+        files = [dict(r) for r in await tx.fetchall(
+            "SELECT v.installPath, r.primaryStorageUuid, r.size, p.url FROM Volume v JOIN LocalStorageResourceRef r "
+            "ON r.resourceUuid = v.uuid JOIN PrimaryStorage p ON p.uuid = r.primaryStorageUuid "
+            "WHERE v.vmInstanceUuid = ? AND r.hostUuid = ?", (uuid, src))]
+        await tx.execute("UPDATE LocalStorageResourceRef SET hostUuid=?, lastOpDate=? WHERE hostUuid=? AND "
+                         "resourceUuid IN (SELECT uuid FROM Volume WHERE vmInstanceUuid=?)",
+                         (dest["uuid"], now_iso(), src, uuid))
+        for ps in {f["primaryStorageUuid"] for f in files}:
+            for host_uuid, sign in ((src, 1), (dest["uuid"], -1)):
+                need = sum(int(f["size"] or 0) for f in files if f["primaryStorageUuid"] == ps)
+                await tx.execute("UPDATE LocalStorageHostRef SET availableCapacity = availableCapacity + ?, "
+                                 "lastOpDate=? WHERE primaryStorageUuid=? AND hostUuid=?",
+                                 (sign * need, now_iso(), ps, host_uuid))
+            await scap.sync_ps(tx, ps)
+    await extensions.run_quietly("vm.stopped", core, host_uuid=src, vm=vm)
+    src_host = await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (src,))
+    for f in files:
+        try:
+            if src_host is None:
+                raise OperationError(f"host[uuid:{src}] is gone")
+            await core.services["agents"].call(dict(src_host), sc.DeleteVolumeCmd(storagePath=f["url"],
+                                                                                   installPath=f["installPath"]))
+        except ApiError as e:
+            log.error("recovery: vm %s runs on host %s but the file %s left on host %s was not deleted: %s", uuid,
+                      dest["uuid"], f["installPath"], src, e.details)

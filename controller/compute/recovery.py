@@ -23,7 +23,10 @@ Starting/Created   Running (the start had succeeded)      a create (never ran an
                                                           Stopped, capacity returned
 Stopping           Running                                Stopped, capacity returned
 Rebooting          Running                                Stopped, capacity returned
-Migrating          Running                                Stopped, capacity returned
+Migrating          Running (the migration had not moved it)  running on another Connected host of its zone
+                                                          (libvirt had moved it): the migration is committed
+                                                          there (``migrate.adopt_migrated``); nowhere: Stopped,
+                                                          capacity returned
 Destroying         the destroy is finished (DestroyVmInstance's own path: domain, capacity, IPs, policy)
 =================  ====================================  ===========================================
 
@@ -45,7 +48,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from controller.api.context import ApiContext
-from controller.compute import extensions
+from controller.compute import extensions, migrate
 from controller.compute.capacity import move_vm
 from controller.compute.connect import parse_size
 from controller.core import Controller, on_start
@@ -179,6 +182,9 @@ async def reconcile_vm(core: Controller, host: dict[str, Any], uuid: str, domain
     elif state in ("Starting", "Created") and vm["lastHostUuid"] is None:
         await _rollback_create(core, host, vm, domain)
         what = "rolled back (an interrupted create; no running domain)"
+    elif state == "Migrating" and (dest := await migrate.find_migrated(core, vm)) is not None:
+        await migrate.adopt_migrated(core, vm, dest)
+        what = f"Running on host {dest['uuid']} (the interrupted migration had moved it: committed there)"
     else:
         if domain is not None:  # defined but not running (Paused, Stopped...): make it go away like a stop
             await core.services["agents"].call(host, vc.StopVmCmd(uuid=uuid, timeout=0, force=True), timeout=60)

@@ -124,3 +124,46 @@ async def test_failed_migration_leaves_the_vm_running_on_its_host(env: Env) -> N
     assert await tcc._domains(tcc._agent(e, vm["hostUuid"])) == {vm["uuid"]: "Running"}
     assert await tcc._domains(tcc._agent(e, other)) == {}
     await tcc._capacity_exact(e)
+
+
+async def test_migration_interrupted_by_a_controller_crash_is_committed_where_the_vm_runs(env: Env) -> None:
+    """The controller died after libvirt had moved the VM (it runs on the destination, the row still says
+    Migrating on the source): crash recovery finds it on the destination and commits the migration there."""
+    from controller.compute import recovery
+
+    e = env
+    status, body = await e.create_vm("vm3")
+    assert status == 200, body
+    vm = body["inventory"]
+    src, dest = vm["hostUuid"], next(h["uuid"] for h in await e.hosts() if h["uuid"] != vm["hostUuid"])
+    root = (await e.call("QueryVolume", conditions=[{"name": "uuid", "op": "=", "value": vm["rootVolumeUuid"]}])
+            )["inventories"][0]
+    # what libvirt leaves after a finished migration: the domain defined and running on the destination only
+    a, b = tcc._agent(e, src).app[CTX].driver, tcc._agent(e, dest).app[CTX].driver
+    xml = await (await a._guest(vm["uuid"], "reading")).xml(inactive=True)
+    await (await b.host.define(xml)).create()
+    await a.destroy_vm(vm["uuid"], undefine=True)
+    for _ in range(100):  # the source agent's stop report (a real migration mutes it; this one does not)
+        if (await e.vm(vm["uuid"]))["state"] == "Stopped":
+            break
+        await asyncio.sleep(0.1)
+    # the row as the dead controller left it, and the capacity repair every controller start makes
+    async with e.core.db.write() as tx:
+        await tx.execute("UPDATE VmInstance SET state='Migrating', hostUuid=?, lastHostUuid=NULL WHERE uuid=?",
+                         (src, vm["uuid"]))
+    await recovery.release_leaks(e.core)
+    src_host = dict(await e.core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (src,)))
+    done = await recovery.reconcile_host(e.core, src_host, await recovery.vm_states(e.core, src_host))
+    assert "committed there" in done[vm["uuid"]], done
+    now = await e.vm(vm["uuid"])
+    assert (now["state"], now["hostUuid"], now["lastHostUuid"]) == ("Running", dest, src)
+    refs = await e.core.db.fetchall("SELECT hostUuid FROM LocalStorageResourceRef WHERE resourceUuid=?",
+                                    (vm["rootVolumeUuid"],))
+    assert [r["hostUuid"] for r in refs] == [dest]
+    await tcc._capacity_exact(e)
+    ls = {r["hostUuid"]: dict(r) for r in await e.core.db.fetchall("SELECT * FROM LocalStorageHostRef")}
+    for h, row in ls.items():
+        used = await e.core.db.fetchone("SELECT COALESCE(SUM(size), 0) FROM LocalStorageResourceRef WHERE hostUuid=?",
+                                        (h,))
+        assert row["availableCapacity"] == row["totalCapacity"] - used[0], (h, row)
+    assert not await asyncio.to_thread(os.path.isfile, root["installPath"])  # the source's copy is deleted
