@@ -125,14 +125,14 @@ def dnsmasq_files(state: dict[str, Any], ifnames: dict[str, str]) -> dict[str, s
         conf.append("port=0")
     hosts, opts, names = [], [], []
     ranges: set[tuple[str, str]] = set()
-    for i, e in enumerate(sorted(dhcp, key=lambda e: str(e.get("mac")))):
+    for i, e in enumerate(sorted(dhcp, key=lambda e: str(e.get("mac")).lower())):
         ip = _ip(e.get("ip"), f"dhcp[{i}].ip")
         prefix = e.get("prefix")
         if not isinstance(prefix, int) or not 0 < prefix <= 32:
             raise StateError(f"dhcp[{i}].prefix: {prefix!r} is not an integer in 1..32")
         net = ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False)
         ranges.add((str(net.network_address), str(net.netmask)))
-        tag = str(e.get("mac")).replace(":", "")
+        tag = str(e.get("mac")).lower().replace(":", "")
         hostname = e.get("hostname") or ip.replace(".", "-")
         hosts.append(f"{str(e.get('mac')).lower()},set:{tag},{ip},{hostname},infinite")
         if e.get("gateway"):

@@ -109,6 +109,9 @@ _VM_COLS = _cols("uuid", "name", "description", "zoneUuid", "clusterUuid", "imag
                  "lastHostUuid", "instanceOfferingUuid", "rootVolumeUuid", "platform", "defaultL3NetworkUuid",
                  "type", "hypervisorType", "allocatorStrategy", "state",
                  ints=("memorySize", "cpuNum", "cpuSpeed", "internalId"))
+#: ApplianceVm / VirtualRouterVm: a VM plus the appliance fields (controller/vrouter_provider)
+_APPLIANCE_COLS = {**_VM_COLS, **_cols("applianceVmType", "managementNetworkUuid", "defaultRouteL3NetworkUuid",
+                                       "publicNetworkUuid", "status", dates=False)}
 _VM_CHILDREN = (
     Child("vmNics", "VmNic", fk="vmInstanceUuid", resource="VmNic", order_by=("deviceId",)),
     Child("allVolumes", "Volume", fk="vmInstanceUuid", resource="Volume", order_by=("deviceId",)),
@@ -252,10 +255,17 @@ _RESOURCES: tuple[Resource, ...] = (
                             "networkServiceProviderUuid")),
              key=("l3NetworkUuid", "networkServiceType")),
     Resource("VmInstance", "VmInstance", "VmInstanceVO", _VM_COLS, children=_VM_CHILDREN, refs=_VM_REFS),
-    Resource("ApplianceVm", "VmInstance", "VmInstanceVO", _VM_COLS, children=_VM_CHILDREN, refs=_VM_REFS,
-             base_filter=("type", "ApplianceVm")),
-    Resource("VirtualRouterVm", "VmInstance", "VmInstanceVO", _VM_COLS, children=_VM_CHILDREN, refs=_VM_REFS,
-             base_filter=("type", "ApplianceVm")),
+    Resource("ApplianceVm", "ApplianceVmView", "VmInstanceVO", _APPLIANCE_COLS, children=_VM_CHILDREN,
+             refs=_VM_REFS, base_filter=("type", "ApplianceVm")),
+    Resource("VirtualRouterVm", "ApplianceVmView", "VmInstanceVO", _APPLIANCE_COLS, children=_VM_CHILDREN,
+             refs=_VM_REFS, base_filter=("type", "ApplianceVm")),
+    Resource("VirtualRouterOffering", "VirtualRouterOfferingView", "InstanceOfferingVO",
+             _cols("uuid", "name", "description", "type", "allocatorStrategy", "state", "zoneUuid",
+                   "managementNetworkUuid", "publicNetworkUuid", "imageUuid",
+                   ints=("cpuNum", "cpuSpeed", "memorySize", "sortKey"), bools=("isDefault",)),
+             refs=(_ZONE, Ref("image", "Image", "imageUuid"),
+                   Ref("managementL3Network", "L3Network", "managementNetworkUuid"),
+                   Ref("publicL3Network", "L3Network", "publicNetworkUuid"))),
     Resource("VmNic", "VmNic", None, _NIC_COLS, refs=_NIC_REFS,
              children=(Child("securityGroup", "VmNicSecurityGroupView", fk="vmNicUuid",
                              resource="VmNicSecurityGroup", embed=False),)),

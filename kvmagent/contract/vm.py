@@ -73,6 +73,8 @@ class StartVmCmd(AgentRequest):
     platform: Literal["Linux", "Windows", "WindowsVirtio", "Paravirtualization", "Other"] = "Linux"
     hostManagementIp: str
     timeout: float = Field(300, gt=0)
+    applianceChannel: bool = Field(False, description="a virtual router: add its virtio-serial control channel "
+                                   "(kvmagent.driver.xml.channel)")
 
 
 class StopVmCmd(AgentRequest):

@@ -6,4 +6,5 @@ MODULES = [
     "kvmagent.handlers.flatnet",
     "kvmagent.handlers.storage",
     "kvmagent.handlers.secgroup",
+    "kvmagent.handlers.vrouter",
 ]

@@ -1,0 +1,142 @@
+"""Issue 12 end to end on the testbed (one host): the VirtualRouter provider with a real router VM.
+
+The guest L3 (10.100.0.0/24) takes DHCP + Userdata from Flat and SNAT from VirtualRouter; the router's
+offering uses a "public" L3 (192.168.77.0/24) on the same L2, whose gateway 192.168.77.1 is an "internet"
+namespace this test creates on the host's bridge (no real uplink). A tiny VM's start creates the router
+(image from scripts/build-vr-image), which owns the guest gateway; the VM fetches a page from the internet
+namespace's HTTP server, whose log must show the router's public IP as the client (SNAT)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lab import REPO, LabHost, Testbed, TinyImage
+from test_flatnet import Flat, flat_lab
+
+MiB = 1 << 20
+NS, VETH = "zsvrinet", "zsvrinet0"
+INTERNET = "192.168.77.1"
+
+
+def vr_image() -> Path:
+    """The router image, built (cached) by scripts/build-vr-image into build/vrouter."""
+    cp = subprocess.run([str(REPO / "scripts" / "build-vr-image")], capture_output=True, text=True, timeout=900,
+                        cwd=REPO)
+    assert cp.returncode == 0, f"build-vr-image failed rc={cp.returncode}:\n{cp.stdout}{cp.stderr}"
+    return Path(cp.stdout.split()[0])
+
+
+class Internet:
+    """A namespace on the host's bridge holding the public L3's gateway address, serving HTTP on 8080 and
+    logging each client's address."""
+
+    def __init__(self, host: LabHost, log: Path) -> None:
+        self.host, self.log = host, log
+        self.cleanup()
+        for argv in (("ip", "netns", "add", NS),
+                     ("ip", "link", "add", VETH, "type", "veth", "peer", "name", "zsvrinet1"),
+                     ("ip", "link", "set", "zsvrinet1", "netns", NS),
+                     ("ip", "link", "set", VETH, "master", host.bridge, "up"),
+                     ("ip", "netns", "exec", NS, "ip", "addr", "add", f"{INTERNET}/24", "dev", "zsvrinet1"),
+                     ("ip", "netns", "exec", NS, "ip", "link", "set", "zsvrinet1", "up"),
+                     ("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")):
+            host.run(*argv)
+        self.out = log.open("w")
+        self.server = subprocess.Popen(host.cmd("ip", "netns", "exec", NS, "python3", "-u", "-m", "http.server",
+                                                "8080", "--bind", INTERNET, "--directory", "/nonexistent-dir"),
+                                       stdout=self.out, stderr=subprocess.STDOUT)
+
+    def clients(self) -> str:
+        return self.log.read_text()
+
+    def cleanup(self) -> None:
+        self.host.run("ip", "link", "del", VETH, check=False)
+        self.host.run("ip", "netns", "del", NS, check=False)
+
+    def close(self) -> None:
+        self.server.kill()
+        self.server.wait()
+        self.out.close()
+        self.cleanup()
+
+
+@pytest.fixture
+def internet(testbed: Testbed, tmp_path: Path) -> Iterator[Internet]:
+    net = Internet(testbed.hosts[0], tmp_path / "internet.log")
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+async def _one(lab: Flat, api: str, **cond: str) -> list[dict[str, Any]]:
+    conditions = [{"name": k, "op": "=", "value": v} for k, v in cond.items()]
+    status, body = await lab.ctl.raw(api, conditions=conditions)
+    assert status == 200, body
+    return list(body["inventories"])
+
+
+async def test_vm_reaches_the_internet_through_the_router_snat(testbed: Testbed, tiny: TinyImage, tmp_path: Path,
+                                                               internet: Internet) -> None:
+    image_file = tmp_path / "vrouter.qcow2"
+    shutil.copyfile(await asyncio.to_thread(vr_image), image_file)
+    async with flat_lab("vrouter", testbed, tiny, tmp_path, hosts=1, services=True, log_tail=25,
+                        agent_out_tail=30) as lab:
+        ctl = lab.ctl
+        guest_l3 = (await _one(lab, "QueryL3Network", uuid=ctl.ids["l3"]))[0]
+        public = await ctl.inv("CreateL3Network", name="public", l2NetworkUuid=guest_l3["l2NetworkUuid"])
+        await ctl.inv("AddIpRange", l3NetworkUuid=public["uuid"], name="pub", startIp="192.168.77.10",
+                      endIp="192.168.77.100", netmask="255.255.255.0", gateway=INTERNET)
+        image = await ctl.inv("AddImage", name="vrouter", url=f"file://{image_file}", format="qcow2", system=True)
+        offering = await ctl.inv("CreateVirtualRouterOffering", name="vr", cpuNum=1, cpuSpeed=1000,
+                                 memorySize=256 * MiB, zoneUuid=guest_l3["zoneUuid"],
+                                 managementNetworkUuid=public["uuid"], imageUuid=image["uuid"])
+        assert offering["isDefault"] is True and offering["publicNetworkUuid"] == public["uuid"], offering
+        assert offering["type"] == "VirtualRouter", offering
+        vr_provider = (await _one(lab, "QueryNetworkServiceProvider", type="VirtualRouter"))[0]["uuid"]
+        await ctl.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=guest_l3["uuid"],
+                      networkServices={vr_provider: ["SNAT"]})
+        host_uuid = next(iter(lab.hosts))
+        t0 = time.monotonic()
+        vm = await ctl.inv("CreateVmInstance", name="behind-snat", instanceOfferingUuid=ctl.ids["offering"],
+                           imageUuid=ctl.ids["image"], l3NetworkUuids=[guest_l3["uuid"]], hostUuid=host_uuid,
+                           systemTags=[f"sshkey::{lab.pub}"])
+        print(f"\nfirst VM on a new VR L3 -> Running (router created, agent ready, SNAT pushed): "
+              f"{time.monotonic() - t0:.1f} s")
+        (vr,) = await _one(lab, "QueryVirtualRouterVm")
+        assert (await _one(lab, "QueryApplianceVm"))[0]["uuid"] == vr["uuid"]
+        assert vr["name"] == f"virtualRouter.l3.{guest_l3['uuid']}" and vr["type"] == "ApplianceVm", vr
+        assert vr["applianceVmType"] == "VirtualRouter" and vr["state"] == "Running", vr
+        assert vr["status"] == "Connected", vr
+        assert vr["managementNetworkUuid"] == vr["publicNetworkUuid"] == public["uuid"], vr
+        assert vr["defaultRouteL3NetworkUuid"] == public["uuid"], vr
+        assert "agentToken" not in vr and "token" not in str(vr).lower(), vr
+        nics = {n["l3NetworkUuid"]: n for n in vr["vmNics"]}
+        assert nics[public["uuid"]]["metaData"] == "3" and nics[public["uuid"]]["deviceId"] == 0, vr
+        assert nics[guest_l3["uuid"]]["metaData"] == "4" and nics[guest_l3["uuid"]]["ip"] == "10.100.0.1", vr
+        public_ip = nics[public["uuid"]]["ip"]
+        assert (await _one(lab, "QueryVmInstance", uuid=vm["uuid"]))[0]["state"] == "Running"
+
+        m = await lab.wait_console(vm, r"tiny: LEASE eth0 (\S+)/", timeout=240)
+        assert m.group(1) == vm["vmNics"][0]["ip"]
+        deadline = time.monotonic() + 180
+        while True:  # under load the first SSH/HTTP attempts may time out; the result must come
+            out = await lab.ssh_ok(vm, f"wget -q -T 10 -O - http://{INTERNET}:8080/vr-probe 2>&1; ip route",
+                                   timeout=180)
+            if "GET /vr-probe" in internet.clients() or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(2)
+        assert "default via 10.100.0.1" in out, out
+        log = internet.clients()
+        hits = [line for line in log.splitlines() if "GET /vr-probe" in line]
+        assert hits, f"the internet namespace saw no request from the guest:\n{log}\nguest: {out}"
+        # SNAT: the request comes from the router's public address, not the guest's private one
+        assert all(line.startswith(f"{public_ip} ") for line in hits), (public_ip, hits)
+        assert vm["vmNics"][0]["ip"] not in log
