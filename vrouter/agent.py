@@ -79,7 +79,7 @@ class Router:
         ruleset = render.nft_ruleset(state, names)
         files = render.dnsmasq_files(state, names)
         for nic in plan:
-            self._address(nic["ifname"], nic["address"])
+            self._addresses(nic["ifname"], nic["addresses"])
         for nic in plan:
             if nic["gateway"]:
                 run("ip", "route", "replace", "default", "via", nic["gateway"], "dev", nic["ifname"])
@@ -91,16 +91,16 @@ class Router:
         return {"generation": gen}
 
     @staticmethod
-    def _address(ifname: str, address: str) -> None:
+    def _addresses(ifname: str, addresses: list[str]) -> None:
         run("ip", "link", "set", ifname, "up")
         have = [line.split()[3] for line in run("ip", "-o", "-4", "addr", "show", "dev", ifname).splitlines()
                 if len(line.split()) > 3]
-        if have != [address]:
-            run("ip", "-4", "addr", "flush", "dev", ifname)
-            run("ip", "addr", "add", address, "dev", ifname)
+        for gone in (a for a in have if a not in addresses):
+            run("ip", "addr", "del", gone, "dev", ifname)
+        for new in (a for a in addresses if a not in have):
+            run("ip", "addr", "add", new, "dev", ifname)
             # tell the L2 about the (maybe moved) address; busybox arping, best effort
-            subprocess.run(["arping", "-U", "-c", "1", "-I", ifname, address.split("/")[0]],
-                           capture_output=True)
+            subprocess.run(["arping", "-U", "-c", "1", "-I", ifname, new.split("/")[0]], capture_output=True)
 
     @staticmethod
     def _dnsmasq(files: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ push the router runs)::
      "dhcp": [{"nicMac": <router NIC serving it>, "mac": .., "ip": .., "prefix": 24, "gateway": ..,
                "dns": [..], "hostname": ..}],
      "dns": {"nicMacs": [..], "upstreams": [..]},
+     "vips": [{"ip": .., "prefix": 24, "nicMac": <router NIC on the VIP's L3>}],
      "eips": [{"vipIp": .., "guestIp": .., "publicNicMac": .., "privateNicMac": ..}]}
 
 ``ifnames`` maps each router NIC's MAC to its interface name inside the router.
@@ -53,17 +54,32 @@ def _q(name: str) -> str:
     return '"' + name + '"'
 
 
+def _prefix(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 32:
+        raise StateError(f"{field}: {value!r} is not an integer in 1..32")
+    return value
+
+
 def nic_plan(state: dict[str, Any], ifnames: dict[str, str]) -> list[dict[str, Any]]:
-    """Per NIC: interface name, address/prefix, and the default gateway (only on the default-route NIC)."""
+    """Per NIC: interface name, its addresses (its own first, then the VIPs it holds), and the default gateway
+    (only on the default-route NIC)."""
     plan = []
+    by_mac: dict[str, dict[str, Any]] = {}
     for i, nic in enumerate(state.get("nics", [])):
-        prefix = nic.get("prefix")
-        if not isinstance(prefix, int) or not 0 < prefix <= 32:
-            raise StateError(f"nics[{i}].prefix: {prefix!r} is not an integer in 1..32")
+        prefix = _prefix(nic.get("prefix"), f"nics[{i}].prefix")
         gw = nic.get("gateway")
-        plan.append({"ifname": _ifname(ifnames, nic.get("mac"), f"nics[{i}].mac"),
-                     "address": f"{_ip(nic.get('ip'), f'nics[{i}].ip')}/{prefix}",
-                     "gateway": _ip(gw, f"nics[{i}].gateway") if nic.get("defaultRoute") and gw else None})
+        entry = {"ifname": _ifname(ifnames, nic.get("mac"), f"nics[{i}].mac"),
+                 "addresses": [f"{_ip(nic.get('ip'), f'nics[{i}].ip')}/{prefix}"],
+                 "gateway": _ip(gw, f"nics[{i}].gateway") if nic.get("defaultRoute") and gw else None}
+        plan.append(entry)
+        by_mac[str(nic.get("mac")).lower()] = entry
+    for i, vip in enumerate(state.get("vips", [])):
+        holder = by_mac.get(str(vip.get("nicMac")).lower())
+        if holder is None:
+            raise StateError(f"vips[{i}].nicMac: {vip.get('nicMac')!r} is not the MAC of a NIC in nics")
+        address = f"{_ip(vip.get('ip'), f'vips[{i}].ip')}/{_prefix(vip.get('prefix'), f'vips[{i}].prefix')}"
+        if address not in holder["addresses"]:
+            holder["addresses"].append(address)
     return plan
 
 
@@ -127,9 +143,7 @@ def dnsmasq_files(state: dict[str, Any], ifnames: dict[str, str]) -> dict[str, s
     ranges: set[tuple[str, str]] = set()
     for i, e in enumerate(sorted(dhcp, key=lambda e: str(e.get("mac")).lower())):
         ip = _ip(e.get("ip"), f"dhcp[{i}].ip")
-        prefix = e.get("prefix")
-        if not isinstance(prefix, int) or not 0 < prefix <= 32:
-            raise StateError(f"dhcp[{i}].prefix: {prefix!r} is not an integer in 1..32")
+        prefix = _prefix(e.get("prefix"), f"dhcp[{i}].prefix")
         net = ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False)
         ranges.add((str(net.network_address), str(net.netmask)))
         tag = str(e.get("mac")).lower().replace(":", "")

@@ -187,6 +187,21 @@ async def desired_state(core: Controller, vr: dict[str, Any], generation: int) -
     if "SNAT" in services and public is not None and public is not guest:
         state["snat"] = [{"privateNicMac": guest["mac"], "publicNicMac": public["mac"], "publicIp": public["ip"],
                           "guestCidr": cidr}]
+    rows = await db.fetchall(
+        "SELECT v.ip AS vipIp, v.netmask AS vipNetmask, v.l3NetworkUuid AS vipL3, n.ip AS guestIp "
+        "FROM Eip e JOIN Vip v ON v.uuid = e.vipUuid JOIN VmNic n ON n.uuid = e.vmNicUuid "
+        "JOIN VmInstance vm ON vm.uuid = n.vmInstanceUuid WHERE n.l3NetworkUuid=? AND e.state='Enabled' "
+        "AND v.state='Enabled' AND vm.state IN ('Starting', 'Running', 'Rebooting') ORDER BY v.ip", (guest_l3,))
+    for r in rows:
+        holder = by_l3.get(r["vipL3"])
+        if holder is None:   # the router has no NIC on the VIP's L3 (another offering's public network)
+            log.warning("router %s has no NIC on the L3 %s of vip %s: eip not applied", vr["uuid"], r["vipL3"],
+                        r["vipIp"])
+            continue
+        state.setdefault("vips", []).append({"ip": r["vipIp"], "prefix": _prefix(r["vipNetmask"]),
+                                             "nicMac": holder["mac"]})
+        state.setdefault("eips", []).append({"vipIp": r["vipIp"], "guestIp": r["guestIp"],
+                                             "publicNicMac": holder["mac"], "privateNicMac": guest["mac"]})
     if "DHCP" in services:
         dns = [r[0] for r in await db.fetchall("SELECT dns FROM L3NetworkDns WHERE l3NetworkUuid=? ORDER BY position",
                                                (guest_l3,))]

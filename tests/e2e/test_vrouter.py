@@ -83,8 +83,8 @@ async def _one(lab: Flat, api: str, **cond: str) -> list[dict[str, Any]]:
     return list(body["inventories"])
 
 
-async def test_vm_reaches_the_internet_through_the_router_snat(testbed: Testbed, tiny: TinyImage, tmp_path: Path,
-                                                               internet: Internet) -> None:
+async def test_vm_behind_the_router_snat_then_eip(testbed: Testbed, tiny: TinyImage, tmp_path: Path,
+                                                  internet: Internet) -> None:
     image_file = tmp_path / "vrouter.qcow2"
     shutil.copyfile(await asyncio.to_thread(vr_image), image_file)
     async with flat_lab("vrouter", testbed, tiny, tmp_path, hosts=1, services=True, log_tail=25,
@@ -102,7 +102,7 @@ async def test_vm_reaches_the_internet_through_the_router_snat(testbed: Testbed,
         assert offering["type"] == "VirtualRouter", offering
         vr_provider = (await _one(lab, "QueryNetworkServiceProvider", type="VirtualRouter"))[0]["uuid"]
         await ctl.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=guest_l3["uuid"],
-                      networkServices={vr_provider: ["SNAT"]})
+                      networkServices={vr_provider: ["SNAT", "Eip"]})
         host_uuid = next(iter(lab.hosts))
         t0 = time.monotonic()
         vm = await ctl.inv("CreateVmInstance", name="behind-snat", instanceOfferingUuid=ctl.ids["offering"],
@@ -142,3 +142,47 @@ async def test_vm_reaches_the_internet_through_the_router_snat(testbed: Testbed,
         # SNAT: the request comes from the router's public address, not the guest's private one
         assert all(line.startswith(f"{public_ip} ") for line in hits), (public_ip, hits)
         assert vm["vmNics"][0]["ip"] not in log
+        await _eip(lab, vm, public["uuid"], public_ip, internet)
+
+
+async def _probe(lab: Flat, vm: dict[str, Any], internet: Internet, tag: str) -> list[str]:
+    """The internet namespace's log lines of the guest's request ``/<tag>`` (retried until seen, 180 s)."""
+    probe = f"GET /{tag} "
+    deadline = time.monotonic() + 180
+    while probe not in internet.clients() and time.monotonic() < deadline:
+        await lab.ssh_ok(vm, f"busybox timeout 20 wget -q -O - http://{INTERNET}:8080/{tag} 2>&1; true",
+                         timeout=180)
+        await asyncio.sleep(1)
+    return [line for line in internet.clients().splitlines() if probe in line]
+
+
+async def _from_internet(lab: Flat, vip: str, *, tries: int) -> subprocess.CompletedProcess[str]:
+    """``hostname`` over SSH from the internet namespace to ``vip`` (retried ``tries`` times)."""
+    h = next(iter(lab.hosts.values()))
+    argv = ["ip", "netns", "exec", NS, "ssh", "-i", str(lab.key), "-o", "BatchMode=yes", "-o",
+            "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o",
+            "ConnectTimeout=8", f"root@{vip}", "hostname"]
+    for _ in range(tries):
+        cp = await asyncio.to_thread(h.run, *argv, check=False, timeout=40)
+        if cp.returncode == 0:
+            break
+        await asyncio.sleep(2)
+    return cp
+
+
+async def _eip(lab: Flat, vm: dict[str, Any], public_l3: str, public_ip: str, internet: Internet) -> None:
+    """An EIP on the guest's NIC: the internet reaches the guest at the VIP (SSH), the guest's traffic leaves
+    from the VIP; detached: the VIP answers no more and the guest is SNAT'd by the router again."""
+    ctl = lab.ctl
+    vip = await ctl.inv("CreateVip", name="vip", l3NetworkUuid=public_l3)
+    eip = await ctl.inv("CreateEip", name="eip", vipUuid=vip["uuid"], vmNicUuid=vm["vmNics"][0]["uuid"])
+    assert eip["vipIp"] == vip["ip"] and eip["guestIp"] == vm["vmNics"][0]["ip"], eip
+    cp = await _from_internet(lab, vip["ip"], tries=20)
+    assert cp.returncode == 0 and cp.stdout.strip() == vm["name"], cp
+    hits = await _probe(lab, vm, internet, f"eip-{vm['uuid']}")
+    assert hits and all(line.startswith(f"{vip['ip']} ") for line in hits), (vip["ip"], hits)
+    await ctl.inv("DetachEip", uuid=eip["uuid"])
+    cp = await _from_internet(lab, vip["ip"], tries=1)
+    assert cp.returncode != 0, cp
+    hits = await _probe(lab, vm, internet, f"detached-{vm['uuid']}")
+    assert hits and all(line.startswith(f"{public_ip} ") for line in hits), (public_ip, hits)

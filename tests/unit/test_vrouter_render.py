@@ -28,6 +28,7 @@ FULL: dict[str, Any] = {
              {"nicMac": GUEST, "mac": "FA:00:00:00:00:01", "ip": "10.100.0.11", "prefix": 24,
               "gateway": "10.100.0.1", "dns": ["10.100.0.1"]}],
     "dns": {"nicMacs": [GUEST], "upstreams": ["192.168.77.1"]},
+    "vips": [{"ip": "192.168.77.50", "prefix": 24, "nicMac": PUB}],
     "eips": [{"vipIp": "192.168.77.50", "guestIp": "10.100.0.12", "publicNicMac": PUB, "privateNicMac": GUEST}],
 }
 CASES: dict[str, dict[str, Any]] = {
@@ -49,8 +50,14 @@ def test_golden(name: str) -> None:
 
 def test_nic_plan_sets_the_gateway_only_on_the_default_route_nic() -> None:
     assert render.nic_plan({"nics": NICS}, IFNAMES) == [
-        {"ifname": "eth0", "address": "192.168.77.20/24", "gateway": "192.168.77.1"},
-        {"ifname": "eth1", "address": "10.100.0.1/24", "gateway": None}]
+        {"ifname": "eth0", "addresses": ["192.168.77.20/24"], "gateway": "192.168.77.1"},
+        {"ifname": "eth1", "addresses": ["10.100.0.1/24"], "gateway": None}]
+
+
+def test_vips_are_extra_addresses_of_their_nic() -> None:
+    plan = render.nic_plan(FULL, IFNAMES)
+    assert plan[0]["addresses"] == ["192.168.77.20/24", "192.168.77.50/24"]
+    assert plan[1]["addresses"] == ["10.100.0.1/24"]
 
 
 def test_snat_only_needs_no_dnsmasq() -> None:
@@ -64,6 +71,8 @@ def test_snat_only_needs_no_dnsmasq() -> None:
     ({"snat": [{**SNAT[0], "guestCidr": "10.0.0.0/40"}]}, "snat[0].guestCidr", "10.0.0.0/40"),
     ({"snat": [{**SNAT[0], "publicIp": "x"}]}, "snat[0].publicIp", "x"),
     ({"eips": [{**FULL["eips"][0], "guestIp": "1.2.3"}]}, "eips[0].guestIp", "1.2.3"),
+    ({"nics": NICS, "vips": [{"ip": "192.168.77.50", "prefix": 24, "nicMac": "aa:bb:cc:dd:ee:ff"}]},
+     "vips[0].nicMac", "aa:bb:cc:dd:ee:ff"),
 ])
 def test_bad_state_names_the_field_and_value(state: dict[str, Any], field: str, value: str) -> None:
     with pytest.raises(render.StateError) as e:

@@ -33,3 +33,23 @@ CREATE VIEW ApplianceVmView AS
     SELECT v.*, a.applianceVmType, a.managementNetworkUuid, a.defaultRouteL3NetworkUuid, a.publicNetworkUuid,
            a.status
     FROM VmInstance v LEFT JOIN ApplianceVm a ON a.uuid = v.uuid;
+
+-- VIP and EIP (reference virtual-router.md §2): a VIP holds an address of its L3 (a UsedIp); useFor locks it to
+-- one service, peerL3NetworkUuid to one guest L3. An EIP maps a VIP to a VM NIC (vmNicUuid NULL: detached).
+CREATE TABLE Vip (
+    uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT,
+    l3NetworkUuid TEXT NOT NULL REFERENCES L3Network(uuid) ON DELETE CASCADE,
+    ipRangeUuid TEXT, usedIpUuid TEXT REFERENCES UsedIp(uuid) ON DELETE SET NULL,
+    ip TEXT NOT NULL, gateway TEXT, netmask TEXT,
+    state TEXT NOT NULL DEFAULT 'Enabled', serviceProvider TEXT, peerL3NetworkUuid TEXT, useFor TEXT,
+    createDate TEXT NOT NULL, lastOpDate TEXT NOT NULL
+);
+CREATE INDEX Vip_l3 ON Vip(l3NetworkUuid);
+CREATE TABLE Eip (
+    uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT,
+    vipUuid TEXT NOT NULL REFERENCES Vip(uuid) ON DELETE CASCADE,
+    vmNicUuid TEXT UNIQUE REFERENCES VmNic(uuid) ON DELETE SET NULL,
+    state TEXT NOT NULL DEFAULT 'Enabled', vipIp TEXT NOT NULL, guestIp TEXT,
+    createDate TEXT NOT NULL, lastOpDate TEXT NOT NULL
+);
+CREATE INDEX Eip_vip ON Eip(vipUuid);
