@@ -140,7 +140,7 @@ async def _create(core: Controller, l3_uuid: str) -> dict[str, Any]:
                              (now_iso(), vm["uuid"]))
         vr = await router_of(core.db, l3_uuid)
         assert vr is not None
-        reply = await _call(core, vr, "/init", {"uuid": vr["uuid"], "token": token}, timeout=AGENT_READY_TIMEOUT,
+        reply = await call_router(core, vr, "/init", {"uuid": vr["uuid"], "token": token}, timeout=AGENT_READY_TIMEOUT,
                             wait=True)
         async with core.db.write() as tx:
             await tx.update("ApplianceVm", {"uuid": vr["uuid"]}, {"agentVersion": reply.get("version")})
@@ -154,7 +154,7 @@ async def _create(core: Controller, l3_uuid: str) -> dict[str, Any]:
         raise
 
 
-async def _call(core: Controller, vr: dict[str, Any], path: str, body: dict[str, Any], *, timeout: float,
+async def call_router(core: Controller, vr: dict[str, Any], path: str, body: dict[str, Any], *, timeout: float,
                 wait: bool = False) -> dict[str, Any]:
     host = await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (vr["hostUuid"],))
     if host is None:
@@ -227,7 +227,7 @@ async def push_state(core: Controller, vr: dict[str, Any]) -> int:
         raise OperationError(f"virtual router[uuid:{vr['uuid']}] no longer exists")
     gen = int(row[0])
     try:
-        reply = await _call(core, vr, "/apply", await desired_state(core, vr, gen), timeout=PUSH_TIMEOUT)
+        reply = await call_router(core, vr, "/apply", await desired_state(core, vr, gen), timeout=PUSH_TIMEOUT)
     except ApiError:
         async with core.db.write() as tx:
             await tx.execute("UPDATE ApplianceVm SET status='Disconnected' WHERE uuid=?", (vr["uuid"],))

@@ -143,6 +143,8 @@ async def test_vm_behind_the_router_snat_then_eip(testbed: Testbed, tiny: TinyIm
         assert all(line.startswith(f"{public_ip} ") for line in hits), (public_ip, hits)
         assert vm["vmNics"][0]["ip"] not in log
         await _eip(lab, vm, public["uuid"], public_ip, internet)
+        again = await ctl.inv("ReconnectVirtualRouter", vmInstanceUuid=vr["uuid"])
+        assert again["uuid"] == vr["uuid"] and again["status"] == "Connected", again
 
 
 async def _probe(lab: Flat, vm: dict[str, Any], internet: Internet, tag: str) -> list[str]:

@@ -75,6 +75,8 @@ async def test_bad_input_names_the_field_and_changes_nothing(api: Api, tmp_path:
     assert await api.query("QueryInstanceOffering") == []
     s, body = await api.raw("UpdateVirtualRouterOffering", uuid="2" * 32, name="x")
     assert s == 404 and "VirtualRouterOfferingVO" in body["error"]["details"]
+    s, body = await api.raw("ReconnectVirtualRouter", vmInstanceUuid="4" * 32)
+    assert s == 404 and "vmInstanceUuid" in body["error"]["details"]
 
 
 async def test_snat_l3_cannot_be_management_or_public(api: Api, tmp_path: Path) -> None:
