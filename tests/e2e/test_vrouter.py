@@ -83,6 +83,32 @@ async def _one(lab: Flat, api: str, **cond: str) -> list[dict[str, Any]]:
     return list(body["inventories"])
 
 
+async def _setup(lab: Flat, image_file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The public L3 (gateway = the internet namespace), the router image, the zone's first (default) router
+    offering, and VirtualRouter SNAT + Eip on the guest L3 (which has Flat DHCP + Userdata)."""
+    ctl = lab.ctl
+    guest_l3 = (await _one(lab, "QueryL3Network", uuid=ctl.ids["l3"]))[0]
+    public = await ctl.inv("CreateL3Network", name="public", l2NetworkUuid=guest_l3["l2NetworkUuid"])
+    await ctl.inv("AddIpRange", l3NetworkUuid=public["uuid"], name="pub", startIp="192.168.77.10",
+                  endIp="192.168.77.100", netmask="255.255.255.0", gateway=INTERNET)
+    image = await ctl.inv("AddImage", name="vrouter", url=f"file://{image_file}", format="qcow2", system=True)
+    offering = await ctl.inv("CreateVirtualRouterOffering", name="vr", cpuNum=1, cpuSpeed=1000,
+                             memorySize=256 * MiB, zoneUuid=guest_l3["zoneUuid"],
+                             managementNetworkUuid=public["uuid"], imageUuid=image["uuid"])
+    assert offering["isDefault"] is True and offering["publicNetworkUuid"] == public["uuid"], offering
+    assert offering["type"] == "VirtualRouter", offering
+    vr_provider = (await _one(lab, "QueryNetworkServiceProvider", type="VirtualRouter"))[0]["uuid"]
+    await ctl.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=guest_l3["uuid"],
+                  networkServices={vr_provider: ["SNAT", "Eip"]})
+    return guest_l3, public
+
+
+async def _guest(lab: Flat, name: str, l3_uuid: str) -> dict[str, Any]:
+    return await lab.ctl.inv("CreateVmInstance", name=name, instanceOfferingUuid=lab.ctl.ids["offering"],
+                             imageUuid=lab.ctl.ids["image"], l3NetworkUuids=[l3_uuid],
+                             hostUuid=next(iter(lab.hosts)), systemTags=[f"sshkey::{lab.pub}"])
+
+
 async def test_vm_behind_the_router_snat_then_eip(testbed: Testbed, tiny: TinyImage, tmp_path: Path,
                                                   internet: Internet) -> None:
     image_file = tmp_path / "vrouter.qcow2"
@@ -90,24 +116,9 @@ async def test_vm_behind_the_router_snat_then_eip(testbed: Testbed, tiny: TinyIm
     async with flat_lab("vrouter", testbed, tiny, tmp_path, hosts=1, services=True, log_tail=25,
                         agent_out_tail=30) as lab:
         ctl = lab.ctl
-        guest_l3 = (await _one(lab, "QueryL3Network", uuid=ctl.ids["l3"]))[0]
-        public = await ctl.inv("CreateL3Network", name="public", l2NetworkUuid=guest_l3["l2NetworkUuid"])
-        await ctl.inv("AddIpRange", l3NetworkUuid=public["uuid"], name="pub", startIp="192.168.77.10",
-                      endIp="192.168.77.100", netmask="255.255.255.0", gateway=INTERNET)
-        image = await ctl.inv("AddImage", name="vrouter", url=f"file://{image_file}", format="qcow2", system=True)
-        offering = await ctl.inv("CreateVirtualRouterOffering", name="vr", cpuNum=1, cpuSpeed=1000,
-                                 memorySize=256 * MiB, zoneUuid=guest_l3["zoneUuid"],
-                                 managementNetworkUuid=public["uuid"], imageUuid=image["uuid"])
-        assert offering["isDefault"] is True and offering["publicNetworkUuid"] == public["uuid"], offering
-        assert offering["type"] == "VirtualRouter", offering
-        vr_provider = (await _one(lab, "QueryNetworkServiceProvider", type="VirtualRouter"))[0]["uuid"]
-        await ctl.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=guest_l3["uuid"],
-                      networkServices={vr_provider: ["SNAT", "Eip"]})
-        host_uuid = next(iter(lab.hosts))
+        guest_l3, public = await _setup(lab, image_file)
         t0 = time.monotonic()
-        vm = await ctl.inv("CreateVmInstance", name="behind-snat", instanceOfferingUuid=ctl.ids["offering"],
-                           imageUuid=ctl.ids["image"], l3NetworkUuids=[guest_l3["uuid"]], hostUuid=host_uuid,
-                           systemTags=[f"sshkey::{lab.pub}"])
+        vm = await _guest(lab, "behind-snat", guest_l3["uuid"])
         print(f"\nfirst VM on a new VR L3 -> Running (router created, agent ready, SNAT pushed): "
               f"{time.monotonic() - t0:.1f} s")
         (vr,) = await _one(lab, "QueryVirtualRouterVm")
@@ -188,3 +199,31 @@ async def _eip(lab: Flat, vm: dict[str, Any], public_l3: str, public_ip: str, in
     assert cp.returncode != 0, cp
     hits = await _probe(lab, vm, internet, f"detached-{vm['uuid']}")
     assert hits and all(line.startswith(f"{public_ip} ") for line in hits), (public_ip, hits)
+
+
+async def test_a_killed_router_is_recreated_by_the_next_vm_start(testbed: Testbed, tiny: TinyImage,
+                                                                  tmp_path: Path, internet: Internet) -> None:
+    """Better than 1.0 (which failed the VM start: "We don't have HA feature now"): the router's QEMU is killed
+    out of band; the next VM start on the L3 re-creates the router (it is stateless), and both VMs reach the
+    internet through the new one."""
+    image_file = tmp_path / "vrouter.qcow2"
+    shutil.copyfile(await asyncio.to_thread(vr_image), image_file)
+    async with flat_lab("vrouter2", testbed, tiny, tmp_path, hosts=1, services=True, log_tail=25,
+                        agent_out_tail=30) as lab:
+        guest_l3, public = await _setup(lab, image_file)
+        first = await _guest(lab, "vm-one", guest_l3["uuid"])
+        (old,) = await _one(lab, "QueryVirtualRouterVm")
+        await lab.wait_console(first, r"tiny: LEASE eth0 ", timeout=240)
+        host = lab.hosts[old["hostUuid"]]
+        host.run("virsh", "-c", "qemu:///system", "destroy", old["uuid"])   # the router's QEMU dies
+        second = await _guest(lab, "vm-two", guest_l3["uuid"])
+        assert (await _one(lab, "QueryVmInstance", uuid=second["uuid"]))[0]["state"] == "Running"
+        (new,) = await _one(lab, "QueryVirtualRouterVm")
+        assert new["uuid"] != old["uuid"] and new["state"] == "Running" and new["status"] == "Connected", new
+        nics = {n["l3NetworkUuid"]: n for n in new["vmNics"]}
+        assert nics[guest_l3["uuid"]]["ip"] == "10.100.0.1", new
+        public_ip = nics[public["uuid"]]["ip"]
+        await lab.wait_console(second, r"tiny: LEASE eth0 ", timeout=240)
+        for vm in (second, first):
+            hits = await _probe(lab, vm, internet, f"after-{vm['uuid']}")
+            assert hits and all(line.startswith(f"{public_ip} ") for line in hits), (vm["name"], public_ip, hits)
