@@ -7,6 +7,8 @@
   ``Eip``); the NIC must not have an EIP, must not be on the VIP's L3, and its L3 must take the Eip service from
   the VirtualRouter provider whose router's public network is the VIP's L3. ``AttachEip eipUuid, vmNicUuid`` /
   ``DetachEip uuid`` / ``DeleteEip uuid`` (unknown uuid: success); ``QueryEip`` is generic.
+* ``UpdateVip`` / ``UpdateEip`` (name, description), ``ChangeVipState`` / ``ChangeEipState`` (a Disabled one is
+  not applied on the router), ``GetEipAttachableVmNics eipUuid | vipUuid``.
 * Every change is pushed at once to the router of the NIC's L3 when it runs (the whole state: the VIP as an
   extra address of the router's public NIC, DNAT VIP -> guest, SNAT guest -> VIP); a push failure fails the
   API after the records changed: the next push (VM start, any EIP change) brings the router in line.
@@ -17,11 +19,20 @@ from __future__ import annotations
 from typing import Any
 
 from controller.api.context import ApiContext
-from controller.api.messages import ApiMessage, CreateMessage, Description, Name, Uuid, UuidDeleteMessage, UuidMessage
+from controller.api.messages import (
+    ApiMessage,
+    ChangeStateMessage,
+    CreateMessage,
+    Description,
+    Name,
+    Uuid,
+    UuidDeleteMessage,
+    UuidMessage,
+)
 from controller.api.registry import api, by_uuid
 from controller.errors import InvalidArgument, NotFound, OperationError
 from controller.resources import ipam
-from controller.resources.common import create_row
+from controller.resources.common import STATE_EVENTS, create_row, update_api, update_fields
 from controller.util import now_iso
 from controller.vrouter_provider.router import push_state, router_of, vr_services
 
@@ -192,3 +203,54 @@ async def delete_eip(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
                                                           "serviceProvider": None, "lastOpDate": now_iso()})
     await _push(ctx, l3s)
     return {}
+
+
+update_api("Vip", "Change a VIP's name or description.")
+update_api("Eip", "Change an EIP's name or description.")
+
+
+async def _change_state(ctx: ApiContext, table: str, msg: ChangeStateMessage) -> dict[str, Any]:
+    """Enable or disable; the routers of the affected guest L3s get the new state at once (a Disabled EIP or an
+    EIP on a Disabled VIP is not applied)."""
+    await update_fields(ctx, table, msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]})
+    vip_uuid = msg.uuid if table == "Vip" else (await ctx.require("Eip", msg.uuid, "uuid"))["vipUuid"]
+    await _push(ctx, await _guest_l3s_of_vip(ctx, vip_uuid))
+    return {"inventory": await ctx.inventory(table, msg.uuid)}
+
+
+@api("ChangeVipState", ChangeStateMessage, queue=by_uuid)
+async def change_vip_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
+    """Enable or disable a VIP (its EIPs are applied only while it is Enabled)."""
+    return await _change_state(ctx, "Vip", msg)
+
+
+@api("ChangeEipState", ChangeStateMessage, queue=by_uuid)
+async def change_eip_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str, Any]:
+    """Enable or disable an EIP (a Disabled EIP is removed from its router, its binding kept)."""
+    return await _change_state(ctx, "Eip", msg)
+
+
+class GetEipAttachableVmNicsMsg(ApiMessage):
+    eipUuid: Uuid | None = None
+    vipUuid: Uuid | None = None
+
+
+@api("GetEipAttachableVmNics", GetEipAttachableVmNicsMsg)
+async def get_eip_attachable_vm_nics(ctx: ApiContext, msg: GetEipAttachableVmNicsMsg) -> dict[str, Any]:
+    """NICs an EIP (or a VIP's new EIP) may be attached to: NICs of Running or Stopped user VMs in the VIP's zone,
+    on L3s with the VirtualRouter Eip service other than the VIP's, without an EIP (1.0's rules)."""
+    if not msg.eipUuid and not msg.vipUuid:
+        raise InvalidArgument("invalid field[eipUuid, vipUuid]: one of them is required")
+    vip_uuid = msg.vipUuid or (await ctx.require("Eip", msg.eipUuid or "", "eipUuid"))["vipUuid"]
+    vip = await ctx.require("Vip", vip_uuid, "vipUuid")
+    rows = await ctx.db.fetchall(
+        "SELECT n.uuid FROM VmNic n JOIN VmInstance v ON v.uuid = n.vmInstanceUuid "
+        "JOIN L3Network l3 ON l3.uuid = n.l3NetworkUuid "
+        "WHERE v.type='UserVm' AND v.state IN ('Running', 'Stopped') AND l3.system=0 "
+        "AND l3.zoneUuid = (SELECT zoneUuid FROM L3Network WHERE uuid=?) AND n.l3NetworkUuid<>? "
+        "AND NOT EXISTS (SELECT 1 FROM Eip e WHERE e.vmNicUuid = n.uuid) "
+        "AND EXISTS (SELECT 1 FROM NetworkServiceL3NetworkRef r JOIN NetworkServiceProvider p "
+        "ON p.uuid = r.networkServiceProviderUuid WHERE r.l3NetworkUuid = n.l3NetworkUuid "
+        "AND r.networkServiceType='Eip' AND p.type='VirtualRouter') ORDER BY n.createDate, n.uuid",
+        (vip["l3NetworkUuid"], vip["l3NetworkUuid"]))
+    return {"inventories": [await ctx.inventory("VmNic", r[0]) for r in rows]}

@@ -76,7 +76,21 @@ async def test_vip_and_eip_lifecycle_and_rules(api: Api) -> None:
     assert detached["vmNicUuid"] is None and detached["guestIp"] is None
     s, body = await api.raw("DetachEip", uuid=eip["uuid"])
     assert s == 409 and "has not attached to any vm nic" in body["error"]["details"]
+    attachable = await api.call("GetEipAttachableVmNics", eipUuid=eip["uuid"])
+    assert {n["uuid"] for n in attachable["inventories"]} == {guest_nic, other_nic}
+    s, body = await api.raw("GetEipAttachableVmNics")
+    assert s == 400 and "eipUuid" in body["error"]["details"]
     assert (await api.inv("AttachEip", eipUuid=eip["uuid"], vmNicUuid=other_nic))["guestIp"] == "10.100.0.13"
+    assert [n["uuid"] for n in (await api.call("GetEipAttachableVmNics", vipUuid=vip2["uuid"]))["inventories"]] \
+        == [guest_nic]   # not the NIC with the EIP, not the VIP's L3, not an L3 without the Eip service
+    assert (await api.inv("UpdateEip", uuid=eip["uuid"], name="renamed"))["name"] == "renamed"
+    assert (await api.inv("UpdateVip", uuid=vip["uuid"], description="d"))["description"] == "d"
+    assert (await api.inv("ChangeEipState", uuid=eip["uuid"], stateEvent="disable"))["state"] == "Disabled"
+    s, body = await api.raw("AttachEip", eipUuid=eip["uuid"], vmNicUuid=guest_nic)
+    assert s == 409 and "has attached to another vm nic" in body["error"]["details"]
+    assert (await api.inv("ChangeVipState", uuid=vip2["uuid"], stateEvent="disable"))["state"] == "Disabled"
+    s, body = await api.raw("CreateEip", name="e3", vipUuid=vip2["uuid"])
+    assert s == 409 and "is Disabled, not Enabled" in body["error"]["details"]
     await api.call("DeleteEip", uuid=eip["uuid"])
     await api.call("DeleteEip", uuid=eip["uuid"])  # unknown uuid: success (1.0)
     [v] = await api.query("QueryVip", ("uuid", "=", vip["uuid"]))
