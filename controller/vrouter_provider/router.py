@@ -10,7 +10,8 @@
   gateway of the L3's first IP range, not an address of the pool). Name ``virtualRouter.l3.<l3>``, type
   ApplianceVm, cpu/memory/image from the offering; started through compute's ordinary start with the router's
   control channel; then its agent is initialised over the channel (a fresh 48-hex-digit bearer token per
-  router, stored only in ApplianceVm.agentToken) and the whole desired state is pushed. Any failure destroys
+  router, stored only sealed in ApplianceVm.agentToken, see controller/sealed.py) and the whole desired state
+  is pushed. Any failure destroys
   the half-made router (domain, volume, rows, IPs).
 * State pushes carry a generation number (ApplianceVm.generation); the router reports the one it runs.
 """
@@ -22,6 +23,7 @@ import logging
 import secrets
 from typing import Any
 
+from controller import sealed
 from controller.api.context import ApiContext
 from controller.compute.vmcreate import CreateVmInstanceMsg, insert_vm, remove_vm, rollback_on_host
 from controller.compute.vmstart import start_on_host
@@ -132,7 +134,7 @@ async def _create(core: Controller, l3_uuid: str) -> dict[str, Any]:
             await tx.insert("ApplianceVm", {
                 "uuid": vm["uuid"], "applianceVmType": "VirtualRouter", "managementNetworkUuid": mgmt,
                 "defaultRouteL3NetworkUuid": public, "publicNetworkUuid": public, "guestL3NetworkUuid": l3_uuid,
-                "status": "Connecting", "agentToken": token, "generation": 0})
+                "status": "Connecting", "agentToken": sealed.seal(core, token), "generation": 0})
         host = dict(await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (vm["hostUuid"],)) or {})
         await start_on_host(core, host, vm, ADMIN_UUID, new_create=True)
         async with core.db.write() as tx:
@@ -160,7 +162,8 @@ async def call_router(core: Controller, vr: dict[str, Any], path: str, body: dic
     if host is None:
         raise OperationError(f"virtual router[uuid:{vr['uuid']}] has no host")
     reply = await core.services["agents"].call(dict(host), VRouterCallCmd(
-        vmUuid=vr["uuid"], path=path, body=body, token=vr["agentToken"], timeout=timeout, waitReady=wait),
+        vmUuid=vr["uuid"], path=path, body=body, token=sealed.unseal(core, vr["agentToken"]) or "", timeout=timeout,
+        waitReady=wait),
         timeout=timeout + 30)
     if reply.status != 200:
         raise OperationError(f"virtual router[uuid:{vr['uuid']}] refused {path}: HTTP {reply.status} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller import sealed
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
@@ -35,7 +36,8 @@ async def reconnect_virtual_router(ctx: ApiContext, msg: ReconnectVirtualRouterM
         async with ctx.db.write() as tx:
             await tx.execute("UPDATE ApplianceVm SET status='Connecting' WHERE uuid=?", (vr["uuid"],))
         try:
-            reply = await call_router(ctx.core, vr, "/init", {"uuid": vr["uuid"], "token": vr["agentToken"]},
+            token = sealed.unseal(ctx.core, vr["agentToken"]) or ""
+            reply = await call_router(ctx.core, vr, "/init", {"uuid": vr["uuid"], "token": token},
                                       timeout=AGENT_READY_TIMEOUT, wait=True)
             async with ctx.db.write() as tx:
                 await tx.execute("UPDATE ApplianceVm SET agentVersion=? WHERE uuid=?", (reply.get("version"),
