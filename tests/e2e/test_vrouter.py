@@ -129,6 +129,8 @@ async def test_vm_behind_the_router_snat_then_eip(testbed: Testbed, tiny: TinyIm
         assert vr["managementNetworkUuid"] == vr["publicNetworkUuid"] == public["uuid"], vr
         assert vr["defaultRouteL3NetworkUuid"] == public["uuid"], vr
         assert "agentToken" not in vr and "token" not in str(vr).lower(), vr
+        row = await lab.core.db.fetchone("SELECT agentToken FROM ApplianceVm WHERE uuid=?", (vr["uuid"],))
+        assert row[0].startswith("sealed:v1:"), "the router's agent token is stored in clear"
         nics = {n["l3NetworkUuid"]: n for n in vr["vmNics"]}
         assert nics[public["uuid"]]["metaData"] == "3" and nics[public["uuid"]]["deviceId"] == 0, vr
         assert nics[guest_l3["uuid"]]["metaData"] == "4" and nics[guest_l3["uuid"]]["ip"] == "10.100.0.1", vr
