@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ConfigDict
+
 from controller.api.context import ApiContext
 from controller.api.messages import (
     ApiMessage,
@@ -231,6 +233,8 @@ async def change_eip_state(ctx: ApiContext, msg: ChangeStateMessage) -> dict[str
 
 
 class GetEipAttachableVmNicsMsg(ApiMessage):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": [f], "properties": {f: {"type": "string"}}} for f in ("eipUuid", "vipUuid")]})
     eipUuid: Uuid | None = None
     vipUuid: Uuid | None = None
 
