@@ -122,7 +122,7 @@ async def start_cmd(core: Controller, host: dict[str, Any], vm: dict[str, Any], 
         consolePassword=console_password(),
         cpuMode=configs.get("kvm", "vm.cpuMode"), platform=vm["platform"] or "Linux",
         hostManagementIp=host["managementIp"], bootDev=boot["bootDev"], bootIso=boot["bootIso"],
-        firstBootFromCd=boot["firstBootFromCd"], timeout=300)
+        firstBootFromCd=boot["firstBootFromCd"], timeout=300, applianceChannel=vm.get("type") == "ApplianceVm")
 
 
 def console_password() -> str:

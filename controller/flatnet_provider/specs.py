@@ -107,6 +107,8 @@ async def vm_plan(core: Controller, vm: dict[str, Any], cache: dict[str, FlatL3]
     ``cache`` (L3 uuid → spec) is shared between the VMs of one rebuild."""
     cache = {} if cache is None else cache
     plan = VmPlan(vm)
+    if vm.get("type") == "ApplianceVm":  # a virtual router configures itself and forwards others' addresses:
+        return plan                       # no lease, no user data, no anti-spoofing on its taps
     also: list[FlatAddress] = []
     for n in await _nic_rows(core, vm["uuid"]):
         services = await flat_services(core, n["l3NetworkUuid"])

@@ -72,6 +72,8 @@ PATTERNS: list[TagPattern] = [
     TagPattern("capability:liveSnapshot", HOST, inherent=True),
     TagPattern("reservedCpu::{capacity}", HOST),
     TagPattern("reservedMemory::{capacity}", HOST),
+    # a virtual router offering meant for one guest L3 (reference virtual-router.md §1.1)
+    TagPattern("guestL3Network::{guestL3NetworkUuid}", ("InstanceOfferingVO",)),
 ]
 
 

@@ -22,7 +22,7 @@ RESOURCE_TYPES: dict[str, str] = {
     "L2NetworkVO": "L2Network", "L2VlanNetworkVO": "L2Network", "L3NetworkVO": "L3Network",
     "IpRangeVO": "IpRange", "VmInstanceVO": "VmInstance", "VolumeVO": "Volume",
     "VolumeSnapshotVO": "VolumeSnapshot", "NetworkServiceProviderVO": "NetworkServiceProvider",
-    "SecurityGroupVO": "SecurityGroup",
+    "SecurityGroupVO": "SecurityGroup", "VipVO": "Vip", "EipVO": "Eip",
 }
 
 _DOMAIN = re.compile(r"(?=.{1,253}\Z)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from kvmagent.contract.base import AgentReply, AgentRequest
 
@@ -73,6 +73,16 @@ class StartVmCmd(AgentRequest):
     platform: Literal["Linux", "Windows", "WindowsVirtio", "Paravirtualization", "Other"] = "Linux"
     hostManagementIp: str
     timeout: float = Field(300, gt=0)
+    applianceChannel: bool = Field(False, description="a virtual router: add its virtio-serial control channel "
+                                   "(kvmagent.driver.xml.channel); sent only when true, so agents one protocol "
+                                   "level behind (which forbid unknown fields) still start ordinary VMs")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_channel(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not self.applianceChannel:
+            data.pop("applianceChannel", None)
+        return data
 
 
 class StopVmCmd(AgentRequest):

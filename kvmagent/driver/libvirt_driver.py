@@ -77,6 +77,7 @@ class LibvirtDriver(HypervisorDriver):
             await self.host.disconnect()
             raise
         await asyncio.to_thread((self.state_dir / "console").mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread((self.state_dir / "vrouter").mkdir, mode=0o700, parents=True, exist_ok=True)
         log.info("connected to %s, domain type %s (hvm flag %s)", self.uri, self.domain_type, self.hvm_flag)
 
     def _subscribe_blocking(self, conn: libvirt.virConnect) -> None:

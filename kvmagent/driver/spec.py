@@ -71,6 +71,7 @@ class VmSpec:
     platform: Platform = "Linux"
     first_boot_from_cd: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    appliance_channel: bool = False
 
     @property
     def paravirtual(self) -> bool:
@@ -81,5 +82,7 @@ class VmSpec:
         console password is left out: it changes at every start and is not part of the VM's configuration."""
         fields = asdict(self)
         fields.pop("console_password", None)
+        if not fields.get("appliance_channel"):  # absent before routers existed: keep older fingerprints
+            fields.pop("appliance_channel", None)
         blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:32]

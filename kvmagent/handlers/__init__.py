@@ -7,4 +7,5 @@ MODULES = [
     "kvmagent.handlers.storage",
     "kvmagent.handlers.secgroup",
     "kvmagent.handlers.migrate",
+    "kvmagent.handlers.vrouter",
 ]

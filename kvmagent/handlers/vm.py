@@ -43,7 +43,7 @@ def vm_spec(cmd: StartVmCmd) -> VmSpec:
         boot_devs=tuple(cmd.bootDev),
         iso=IsoSpec(cmd.bootIso.path, cmd.bootIso.imageUuid) if cmd.bootIso else None,
         console_mode=cmd.consoleMode, console_password=cmd.consolePassword, cpu_mode=cmd.cpuMode, platform=cmd.platform,
-        first_boot_from_cd=cmd.firstBootFromCd)
+        first_boot_from_cd=cmd.firstBootFromCd, appliance_channel=cmd.applianceChannel)
 
 
 async def _state(ctx: AgentContext, uuid: str) -> VmStateReply:

@@ -10,6 +10,7 @@ from pathlib import Path
 from kvmagent.driver.errors import InvalidSpec
 from kvmagent.driver.spec import BootDev, VmSpec
 from kvmagent.driver.xml.base import Device, el, to_string
+from kvmagent.driver.xml.channel import RouterChannel, channel_socket
 from kvmagent.driver.xml.cpu import Cpu
 from kvmagent.driver.xml.disk import Cdrom, Disk
 from kvmagent.driver.xml.graphics import Graphics
@@ -50,6 +51,8 @@ def devices(spec: VmSpec, console_log: Path) -> list[Device]:
     devs += [BridgeInterface(n, spec.internal_id, pv) for n in sorted(spec.nics, key=lambda n: n.device_id)]
     devs.append(Graphics(spec.console_mode, spec.management_ip, spec.console_password))
     devs.append(SerialConsole(str(console_log)))
+    if spec.appliance_channel:  # console_log is <state_dir>/console/<uuid>.log
+        devs.append(RouterChannel(str(channel_socket(console_log.parent.parent, spec.uuid))))
     return devs
 
 

@@ -1,0 +1,32 @@
+"""``/vrouter/call``: the host agent relays one call of the controller to a virtual router's agent over the
+router domain's virtio-serial channel (the unix socket QEMU binds at ``<state_dir>/vrouter/<vmUuid>.sock``),
+so the controller needs no route to the router's management NIC (DESIGN.md "Virtual router")."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from kvmagent.contract.base import AgentReply, AgentRequest
+from kvmagent.contract.vm import UUID_PATTERN, Uuid
+
+
+class VRouterCallReply(AgentReply):
+    status: int = Field(description="the router agent's HTTP status")
+    body: dict[str, Any] = {}
+
+
+class VRouterCallCmd(AgentRequest):
+    """POST ``body`` to ``path`` on the router agent of VM ``vmUuid``, with the router's bearer token.
+    503 VROUTER.UNREACHABLE when the channel does not answer within ``timeout``."""
+
+    PATH: ClassVar[str] = "/vrouter/call"
+    Reply: ClassVar[type[AgentReply]] = VRouterCallReply
+    vmUuid: Uuid = Field(pattern=UUID_PATTERN)
+    path: str = Field(pattern=r"^/(init|ping|apply)$")
+    body: dict[str, Any] = {}
+    token: str = Field(min_length=32, max_length=128, repr=False)
+    timeout: float = Field(30, gt=0, le=600)
+    #: ``/init`` only: retry until the agent answers (it is booting), up to ``timeout``
+    waitReady: bool = False

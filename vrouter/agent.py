@@ -1,0 +1,232 @@
+"""The router agent: HTTP/1.1 with a bearer token, served on the virtio-serial port ``CHANNEL_NAME`` (the
+host's agent relays the controller's calls through the domain's unix socket, so the controller needs no route
+to the router), one request at a time.
+
+Endpoints (JSON bodies):
+* ``POST /init {uuid, token}`` -- trust on first use: the first init over the channel (which only root on the
+  host can open) sets the router's uuid and token; later inits must carry the same token.
+* ``POST /ping`` -> ``{uuid, version, generation}``.
+* ``POST /apply <state>`` -> ``{generation}``: the whole desired state (see vrouter.render); NIC addresses,
+  the nftables table (one atomic transaction) and dnsmasq's files; idempotent.
+Every call but the first init needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vrouter import CHANNEL_NAME, VERSION, render
+
+RUN = Path(render.RUN_DIR)
+
+
+def log(msg: str) -> None:
+    print(f"vrouter: {msg}", file=sys.stderr, flush=True)
+
+
+def run(*argv: str, stdin: str | None = None) -> str:
+    r = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)!r} failed (exit {r.returncode}): {r.stderr.strip()}")
+    return r.stdout
+
+
+def ifnames() -> dict[str, str]:
+    out = {}
+    for d in Path("/sys/class/net").iterdir():
+        if d.name != "lo":
+            out[(d / "address").read_text().strip().lower()] = d.name
+    return out
+
+
+class Router:
+    def __init__(self) -> None:
+        self.uuid: str | None = None
+        self.token: str | None = None
+        self.generation = 0
+
+    def init(self, body: dict[str, Any], auth: str | None) -> dict[str, Any]:
+        token, uuid = body.get("token"), body.get("uuid")
+        if not isinstance(token, str) or len(token) < 32 or not isinstance(uuid, str) or not uuid:
+            raise ValueError("init needs uuid (a string) and token (a string of at least 32 characters)")
+        if self.token is not None and not self.authorized(auth):
+            raise PermissionError("already initialised: init again with the router's token")
+        self.uuid, self.token = uuid, token
+        return self.ping()
+
+    def authorized(self, auth: str | None) -> bool:
+        return (self.token is not None and auth is not None and
+                hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()))
+
+    def ping(self) -> dict[str, Any]:
+        return {"uuid": self.uuid, "version": VERSION, "generation": self.generation}
+
+    def apply(self, state: dict[str, Any]) -> dict[str, Any]:
+        gen = state.get("generation")
+        if not isinstance(gen, int) or gen < 0:
+            raise render.StateError(f"generation: {gen!r} is not a non-negative integer")
+        names = ifnames()
+        plan = render.nic_plan(state, names)
+        ruleset = render.nft_ruleset(state, names)
+        files = render.dnsmasq_files(state, names)
+        for nic in plan:
+            self._addresses(nic["ifname"], nic["addresses"])
+        for nic in plan:
+            if nic["gateway"]:
+                run("ip", "route", "replace", "default", "via", nic["gateway"], "dev", nic["ifname"])
+        RUN.mkdir(parents=True, exist_ok=True)
+        (RUN / "ruleset.nft").write_text(ruleset)
+        run("nft", "-f", str(RUN / "ruleset.nft"))
+        self._dnsmasq(files)
+        self.generation = gen
+        return {"generation": gen}
+
+    @staticmethod
+    def _addresses(ifname: str, addresses: list[str]) -> None:
+        run("ip", "link", "set", ifname, "up")
+        have = [line.split()[3] for line in run("ip", "-o", "-4", "addr", "show", "dev", ifname).splitlines()
+                if len(line.split()) > 3]
+        for gone in (a for a in have if a not in addresses):
+            run("ip", "addr", "del", gone, "dev", ifname)
+        for new in (a for a in addresses if a not in have):
+            run("ip", "addr", "add", new, "dev", ifname)
+            # tell the L2 about the (maybe moved) address; busybox arping, best effort
+            subprocess.run(["arping", "-U", "-c", "1", "-I", ifname, new.split("/")[0]], capture_output=True)
+
+    @staticmethod
+    def _dnsmasq(files: dict[str, str]) -> None:
+        pidfile = RUN / "dnsmasq.pid"
+        pid = None
+        try:
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            pid = None
+        if not files:
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+            return
+        old_conf = (RUN / "dnsmasq.conf").read_text() if (RUN / "dnsmasq.conf").exists() else None
+        for name, text in files.items():
+            tmp = RUN / f".{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, RUN / name)
+        if pid and old_conf == files["dnsmasq.conf"]:
+            os.kill(pid, signal.SIGHUP)     # re-reads the hosts and options files
+            return
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                try:
+                    os.kill(pid, 0)
+                except OSError:
+                    break
+                time.sleep(0.05)
+        run("dnsmasq", f"--conf-file={RUN}/dnsmasq.conf")
+
+
+ROUTER = Router()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = f"zstack-vrouter/{VERSION}"
+
+    def setup(self) -> None:   # the stream is the serial port, not a socket
+        self.rfile, self.wfile = self.server.rfile, self.server.wfile  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        try:
+            self.wfile.flush()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log(format % args)
+
+    def reply(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def do_POST(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+        except ValueError as e:
+            return self.reply(400, {"error": f"bad request body: {e}"})
+        auth = self.headers.get("Authorization")
+        try:
+            if self.path == "/init":
+                return self.reply(200, ROUTER.init(body, auth))
+            if not ROUTER.authorized(auth):
+                return self.reply(401, {"error": "missing or wrong bearer token"})
+            if self.path == "/ping":
+                return self.reply(200, ROUTER.ping())
+            if self.path == "/apply":
+                return self.reply(200, ROUTER.apply(body))
+            return self.reply(404, {"error": f"no such endpoint {self.path}"})
+        except PermissionError as e:
+            return self.reply(403, {"error": str(e)})
+        except (ValueError, render.StateError) as e:
+            return self.reply(400, {"error": str(e)})
+        except Exception as e:
+            log(f"{self.path} failed: {e}")
+            return self.reply(500, {"error": str(e)})
+
+
+class _Channel:
+    """What the handler needs from a server: the port's streams."""
+
+    def __init__(self, dev: str) -> None:
+        fd = os.open(dev, os.O_RDWR)
+        self.rfile = os.fdopen(fd, "rb", buffering=65536)
+        self.wfile = os.fdopen(os.dup(fd), "wb", buffering=0)
+
+
+def find_port(name: str = CHANNEL_NAME, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d in sorted(Path("/sys/class/virtio-ports").glob("*")):
+            try:
+                if (d / "name").read_text().strip() == name:
+                    return f"/dev/{d.name}"
+            except OSError:
+                pass
+        time.sleep(0.2)
+    raise SystemExit(f"vrouter: no virtio-serial port named {name}")
+
+
+def serve(dev: str) -> None:
+    chan = _Channel(dev)
+    while True:
+        # returns at EOF: the host side is not connected; the port reads EOF until someone connects
+        Handler(None, ("channel", 0), chan)  # type: ignore[arg-type]
+        time.sleep(0.1)
+
+
+def main() -> None:
+    dev = find_port()
+    RUN.mkdir(parents=True, exist_ok=True)
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+    print(f"vrouter: agent {VERSION} ready on {dev}", file=open("/dev/console", "w"), flush=True)
+    serve(dev)
+
+
+if __name__ == "__main__":
+    main()
