@@ -9,7 +9,8 @@
 * ``vm.state_changed`` (tracer, out of band): the old and the new host.
 * ``host.connected``: the full set with ``force`` (1.0's refreshrulesonhost): rules exactly for the NICs
   the host runs, stale ones removed, whatever the agent kept. A host that was never pushed and runs no
-  filtered NIC is left alone.
+  filtered NIC is left alone unless its agent still enforces a set of its own (pushed by another
+  controller, or before the host was deleted and added again): that set is replaced by the empty one.
 * Network services of an L3 changed (SecurityGroup service attached/detached): hosts with NICs on it.
 * Global configs ``securityGroup/ingress.defaultPolicy``/``egress.defaultPolicy`` changed: every host
   with a filtered NIC.
@@ -18,6 +19,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from controller.api.context import ApiContext
@@ -28,6 +31,9 @@ from controller.resources.network_service import listen_services_changed
 from controller.secgroup import rules as R
 from controller.secgroup.push import Pusher
 from controller.tasks import every
+from kvmagent.contract.secgroup import SecurityGroupStatusCmd
+
+log = logging.getLogger(__name__)
 
 CONFIGS = (
     ConfigDef("securityGroup", "ingress.defaultPolicy", "deny", valid=("accept", "deny"), description=(
@@ -74,11 +80,26 @@ async def _state_changed(core: Controller, *, vm_uuid: str, before: str, after: 
 
 async def _host_connected(core: Controller, *, host: dict[str, Any]) -> None:
     known = await core.db.fetchone("SELECT 1 FROM SecurityGroupHostState WHERE hostUuid=?", (host["uuid"],))
-    if known is None and not await R.host_nics(core, host["uuid"]):
+    if known is None and not await R.host_nics(core, host["uuid"]) and not await _agent_keeps_a_set(core, host):
         return  # never told anything and nothing to filter: no push (hosts without the applier stay quiet)
     p = pusher(core)
     await p.bump([host["uuid"]])
     await p.push(host["uuid"], force=True)
+
+
+async def _agent_keeps_a_set(core: Controller, host: dict[str, Any]) -> bool:
+    """Whether the agent enforces a set this controller never pushed (another controller, or a database
+    that lost the host's row: a host deleted and added again). Its agent would otherwise keep re-applying
+    those rules to whatever NICs get the same tap names. An agent without the applier (or unreachable) says
+    no: nothing to clear."""
+    try:
+        st = await core.services["agents"].call(host, SecurityGroupStatusCmd(), timeout=30)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        log.info("security groups: no status from host %s (%s); nothing to clear", host["uuid"], e)
+        return False
+    return st.generation is not None
 
 
 async def _services_changed(ctx: ApiContext, l3_uuid: str) -> None:

@@ -36,16 +36,20 @@ SUITE = "bookworm"
 # Pinned to this machine's version (the guests must behave the same inside and outside a host).
 PINNED = ["libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-daemon-system", "libvirt-clients", "libvirt0",
           "qemu-system-x86", "qemu-utils", "qemu-system-common", "qemu-system-data", "qemu-block-extra",
-          "dnsmasq-base", "ebtables", "openssh-server", "openssh-client", "python3"]
+          "dnsmasq-base", "ebtables", "nftables", "openssh-server", "openssh-client", "python3"]
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "libpam-systemd", "openssh-server", "openssh-client", "iproute2",
             "iptables", "ebtables", "libvirt-daemon-system", "libvirt-daemon-driver-qemu", "libvirt-clients",
             "qemu-system-x86", "qemu-utils", "dnsmasq-base", "python3", "python3-venv", "procps", "psmisc",
-            "kmod", "ca-certificates", "busybox"]  # busybox: tests ping/wget/udhcpc from a host
-# Units a container host does not need (consoles, timers, services that wait for hardware).
+            "kmod", "ca-certificates", "busybox",  # busybox: tests ping/wget/udhcpc from a host
+            "nftables"]  # the agent's security-group applier loads its rule sets with nft
+# Units a container host does not need (consoles, timers, services that wait for hardware). Not
+# virtlockd.socket/virtlockd-admin.socket: libvirtd.service Requires= virtlockd.socket, and with it masked
+# systemd refuses every `systemctl restart libvirtd` ("Unit virtlockd.socket is masked", exit 1), although the
+# boot's socket-activated start went through. The socket only listens; qemu.conf uses no lock manager.
 MASKED = ["console-getty.service", "getty@tty1.service", "apt-daily.timer", "apt-daily-upgrade.timer",
           "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer", "man-db.timer", "logrotate.timer",
           "systemd-tmpfiles-clean.timer", "systemd-networkd-wait-online.service", "libvirt-guests.service",
-          "virtlockd.socket", "virtlockd-admin.socket", "systemd-timesyncd.service", "ssh.socket"]
+          "systemd-timesyncd.service", "ssh.socket"]
 BUILDER_VERSION = "3"
 
 
@@ -144,6 +148,7 @@ def ensure_rootfs(log: object = print) -> Path:
     key = rootfs_key(packages, reqs, mirrors)
     tree = ROOTFS_CACHE / f"rootfs-{key}"
     if (tree / ".zstack-testbed-complete").exists():
+        os.utime(tree / ".zstack-testbed-complete")  # last used: see _prune
         return tree
     for tool, pkg in (("mmdebstrap", "mmdebstrap"), ("systemd-nspawn", "systemd-container")):
         if shutil.which(tool) is None:
@@ -168,12 +173,23 @@ def ensure_rootfs(log: object = print) -> Path:
     return tree
 
 
+PRUNE_AFTER = 2 * 86400  # seconds a tree of another package set may stay unused before it is removed
+
+
 def _prune(keep: Path) -> None:
-    """Remove the trees of older package sets that no running host uses (no overlay has them as lower dir)."""
+    """Remove the trees of other package sets that no running host uses (no overlay has them as lower dir)
+    and that nobody used for PRUNE_AFTER: checkouts of different versions on one machine (worktrees, CI
+    branches) each keep their tree instead of rebuilding it in turn."""
     with open("/proc/self/mountinfo") as f:
         mounts = f.read()
     for old in ROOTFS_CACHE.glob("rootfs-*"):
-        if old != keep and f"lowerdir={old}" not in mounts:
+        if old == keep or f"lowerdir={old}" in mounts:
+            continue
+        try:
+            idle = time.time() - (old / ".zstack-testbed-complete").stat().st_mtime
+        except FileNotFoundError:
+            idle = PRUNE_AFTER  # never completed
+        if idle >= PRUNE_AFTER:
             shutil.rmtree(old, ignore_errors=True)
 
 

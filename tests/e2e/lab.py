@@ -110,6 +110,9 @@ _FLAT_RESET = ("for n in $(ip netns list | awk '/^zsfn-/{print $1}'); do "
                "ip netns pids $n | xargs -r kill -9; ip netns del $n; done; "
                "ip -o link | awk -F': ' '/ zfo/{print $2}' | cut -d@ -f1 | xargs -r -n1 ip link del; "
                "ebtables -F; ebtables -X; ebtables -t nat -F; ebtables -t nat -X; rm -rf /var/lib/zstack-py/flatnet")
+# security groups: the agent's kept set and the kernel tables (nft may be absent on an older host tree)
+_SECGROUP_RESET = ("rm -f /var/lib/zstack-py/secgroup.json; nft delete table inet zstack_sg 2>/dev/null; "
+                   "nft delete table bridge zstack_sg 2>/dev/null; true")
 _DOMAINS_RESET = ("for d in $(virsh -c qemu:///system list --all --name); do "
                   "virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; done")
 
@@ -121,8 +124,8 @@ def reset_host(host: LabHost, *, flat: bool = False, paths: tuple[str, ...] = (P
     In order: print the last ``log_tail`` non-request lines of the agent's log and the last ``agent_out_tail``
     lines of its stdout/stderr file (a failing run's account; nothing printed when both are 0); destroy and
     undefine every domain; stop the agent (only a live agent of this host, see :func:`kill_agent`); with
-    ``flat``, remove the flat provider's namespaces, veths, ebtables chains and state; remove ``paths``
-    (by default the e2e local primary storage)."""
+    ``flat``, remove the flat provider's namespaces, veths, ebtables chains and state; remove the security-group
+    tables and the agent's kept set; remove ``paths`` (by default the e2e local primary storage)."""
     if log_tail or agent_out_tail:
         show = []
         if log_tail:
@@ -139,6 +142,7 @@ def reset_host(host: LabHost, *, flat: bool = False, paths: tuple[str, ...] = (P
         kill_agent(host)
     if flat:
         host.run("sh", "-c", _FLAT_RESET, check=False)
+    host.run("sh", "-c", _SECGROUP_RESET, check=False)
     if paths:
         host.run("rm", "-rf", *paths, check=False)
 

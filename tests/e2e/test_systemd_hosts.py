@@ -317,3 +317,31 @@ async def test_outdated_agent_upgraded_on_reconnect_vm_keeps_running(sd: tuple[C
     assert seen is not None, f"host {row.get('status')}, agent digest {row.get('agentDigest')}"
     assert (await c.vm(vm["uuid"]))["state"] == "Running" and _domstate(h, vm["uuid"]) == "running"
     assert _qemu_pid(h, vm["uuid"]) == qemu, "the VM's QEMU process was restarted with the agent"
+
+
+async def test_security_group_rules_reach_the_kernel_of_an_nspawn_host(sd: tuple[Ctl, LabHost, dict]) -> None:
+    """A security-group push works on a host under systemd: the host's tree has nftables, the agent loads
+    the VM NIC's rule set and the controller records the host as current; removing the NIC from the group
+    removes the tables."""
+    c, h, inv = sd
+    core = c.client.app[CORE]
+    l3 = c.ids["l3"]
+    [provider] = (await c.raw("QueryNetworkServiceProvider", conditions=[
+        {"name": "type", "op": "=", "value": "SecurityGroup"}]))[1]["inventories"]
+    await c.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=l3, networkServices={provider["uuid"]:
+                                                                                       ["SecurityGroup"]})
+    vm = await _create_vm(c, "secgroup")
+    nic = vm["vmNics"][0]
+    sg = await c.inv("CreateSecurityGroup", name="web")
+    await c.inv("AttachSecurityGroupToL3Network", securityGroupUuid=sg["uuid"], l3NetworkUuid=l3)
+    await c.inv("AddSecurityGroupRule", securityGroupUuid=sg["uuid"], rules=[
+        {"type": "Ingress", "protocol": "TCP", "startPort": 22, "endPort": 22, "allowedCidr": "10.0.0.0/8"}])
+    await c.inv("AddVmNicToSecurityGroup", securityGroupUuid=sg["uuid"], vmNicUuids=[nic["uuid"]])
+    st = dict(await core.db.fetchone("SELECT * FROM SecurityGroupHostState WHERE hostUuid=?", (inv["uuid"],)))
+    assert st["lastError"] is None and st["appliedGeneration"] == st["wantedGeneration"] >= 1, st
+    table = h.run("nft", "list", "table", "inet", "zstack_sg").stdout
+    chain = "in_" + nic["internalName"].replace(".", "_").replace("-", "_")
+    assert f"chain {chain} " in table and "tcp dport 22" in table and "10.0.0.0/8" in table, table
+    assert f'"{nic["internalName"]}"' in h.run("nft", "list", "table", "bridge", "zstack_sg").stdout
+    await c.inv("DeleteVmNicFromSecurityGroup", securityGroupUuid=sg["uuid"], vmNicUuids=[nic["uuid"]])
+    assert h.run("nft", "list", "table", "inet", "zstack_sg", check=False).returncode != 0

@@ -11,6 +11,7 @@ from secgroup_lab import running_lab
 from test_secgroup_enforce import A_IP, B_IP, servers, tcp_ok
 
 from controller.secgroup import hooks
+from flatnet.secgroup import SgNic
 
 
 async def test_api_changes_are_enforced_on_the_affected_host_and_retried(env: Env, tmp_path: Path) -> None:
@@ -77,3 +78,26 @@ async def test_api_changes_are_enforced_on_the_affected_host_and_retried(env: En
             assert not await tcp_ok(a, B_IP, 2222) and await tcp_ok(a, B_IP, 22)
             assert host.secgroup.generation == (await lab.state(host.host_uuid))["appliedGeneration"]
         await asyncio.sleep(0)
+
+
+async def test_a_host_added_to_a_new_controller_loses_the_set_its_agent_kept(env: Env, tmp_path: Path) -> None:
+    """A host deleted and added again (or moved to another controller) whose agent still enforces an old set:
+    the connect clears it, although this controller never pushed the host and has nothing to filter there.
+    Otherwise the agent re-applies those rules to whatever NICs later get the same tap names."""
+    a, b = await env.add_vm("a"), await env.add_vm("b")
+    await env.set_addr(a, A_IP)
+    await env.set_addr(b, B_IP)
+    async with running_lab(tmp_path) as lab:
+        host = await lab.agent(env.host, index=0)
+        with servers(b) as srv:
+            srv.tcp(22)
+            assert await tcp_ok(a, B_IP, 22)
+            # what an earlier controller left: B filtered with nothing allowed
+            await host.secgroup.apply(7, [SgNic(tap=b.tap, mac=b.mac, ips=(B_IP,))])
+            assert not await tcp_ok(a, B_IP, 22)
+            row = await lab.core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (host.host_uuid,))
+            await hooks._host_connected(lab.core, host=dict(row))
+            assert await tcp_ok(a, B_IP, 22)
+            assert host.secgroup.nics == [] and await host.secgroup.in_sync()
+            st = await lab.state(host.host_uuid)
+            assert st["appliedGeneration"] == st["wantedGeneration"] == host.secgroup.generation
