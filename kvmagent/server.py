@@ -36,8 +36,8 @@ from kvmagent.handlers import MODULES
 from kvmagent.lifecycle import lifecycle
 from kvmagent.metrics import CONTENT_TYPE, UNKNOWN, Metrics
 from kvmagent.routing import ENDPOINTS, Endpoint
-from kvmagent.tasks import TaskGroup
 from kvmagent.vmops import VmOps
+from zsutil.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 

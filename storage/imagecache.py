@@ -25,7 +25,7 @@ from storage import fetch, files, qemuimg
 from storage.errors import ChecksumMismatch, Conflict, InvalidArgument
 from storage.inspect import USER_FORMATS, inspect_image
 from storage.layout import LocalLayout, partial_path
-from storage.revert import Reverter
+from zsutil.revert import Reverter
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Typed wrappers over ``qemu-img``; every call goes through :func:`storage.runner.run`.
+"""Typed wrappers over ``qemu-img``; every call goes through :func:`zsutil.runner.run`.
 
 Conventions: paths are absolute (so qemu never parses a ``proto:`` prefix out of them); ``info`` always
 uses ``--output=json`` under :data:`QEMU_IMG_INFO_LIMITS`; ``-U`` (force share) is used for reads of
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.errors import StorageError
-from storage.runner import QEMU_IMG_INFO_LIMITS, ProcessError, run
+from zsutil.runner import QEMU_IMG_INFO_LIMITS, ProcessError, run
 
 QEMU_IMG = "qemu-img"
 INFO_TIMEOUT = 60.0

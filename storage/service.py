@@ -27,7 +27,7 @@ from storage.layout import PARTIAL_SUFFIX, LocalLayout, VolumeType, check_id, sn
 from storage.local import Capacity, LocalStorage, VolumeInfo
 from storage.qemuimg import ImageInfo
 from storage.rawrecv import RawBody
-from storage.revert import Reverter
+from zsutil.revert import Reverter
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,8 @@ from kvmagent.contract.flatnet import (
     FlatL3,
     FlatNicRef,
     FlatUserdataReleaseCmd,
-    decode_minified,
-    userdata_warnings,
 )
+from zsutil.userdata import decode_minified, userdata_warnings
 
 log = logging.getLogger(__name__)
 

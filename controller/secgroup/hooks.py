@@ -27,7 +27,7 @@ from controller.globalconfig import ConfigDef, register_config
 from controller.resources.network_service import listen_services_changed
 from controller.secgroup import rules as R
 from controller.secgroup.push import Pusher
-from controller.tasks import every
+from zsutil.tasks import every
 
 CONFIGS = (
     ConfigDef("securityGroup", "ingress.defaultPolicy", "deny", valid=("accept", "deny"), description=(

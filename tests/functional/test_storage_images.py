@@ -15,8 +15,8 @@ from sftp_server import sftp_servers
 from storage import qemuimg
 from storage.errors import ChecksumMismatch, TransferFailed, UnsafeImage
 from storage.inspect import inspect_image
-from storage.runner import run
 from storage.service import StorageService
+from zsutil.runner import run
 
 MiB = 1 << 20
 
