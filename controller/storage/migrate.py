@@ -27,7 +27,6 @@ from typing import Any
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
-from controller.compute import extensions
 from controller.core import Controller
 from controller.errors import ApiError, InvalidArgument, OperationError
 from controller.storage import capacity
@@ -235,7 +234,7 @@ async def migratable_hosts(ctx: ApiContext, msg: MigratableHostsMsg) -> dict[str
     return {"inventories": out}
 
 
-async def _retry_leftovers(core: Controller, host: dict[str, Any]) -> None:
+async def retry_leftovers(core: Controller, host: dict[str, Any]) -> None:
     """At a host's connect: delete copies a failed migration could not delete then (errors logged)."""
     pending = core.services.get(LEFTOVERS, {}).get(host["uuid"], set())
     for url, path in sorted(pending):
@@ -251,8 +250,6 @@ async def _retry_leftovers(core: Controller, host: dict[str, Any]) -> None:
         except ApiError as e:
             log.warning("leftover copy %s on host %s still not deleted: %s", path, host["uuid"], e.details)
 
-
-extensions.register("host.connected", _retry_leftovers)
 
 
 class HostDiskCapacityMsg(ApiMessage):
