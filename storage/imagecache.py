@@ -23,8 +23,9 @@ import aiohttp
 
 from storage import fetch, files, qemuimg
 from storage.errors import ChecksumMismatch, Conflict, InvalidArgument
-from storage.inspect import USER_FORMATS, inspect_image
+from storage.inspect import inspect_image
 from storage.layout import LocalLayout, partial_path
+from zsutil.imagecheck import USER_FORMATS
 from zsutil.revert import Reverter
 
 
