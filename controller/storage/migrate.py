@@ -49,13 +49,6 @@ class MigratableHostsMsg(ApiMessage):
     volumeUuid: Uuid
 
 
-async def ps_hosts(core: Controller, ps_uuid: str) -> list[dict[str, Any]]:
-    rows = await core.db.fetchall(
-        "SELECT h.* FROM Host h JOIN PrimaryStorageClusterRef r ON r.clusterUuid = h.clusterUuid "
-        "WHERE r.primaryStorageUuid=? ORDER BY h.createDate", (ps_uuid,))
-    return [dict(r) for r in rows]
-
-
 async def _check_root(ctx: ApiContext, volume: dict[str, Any]) -> None:
     vm = await ctx.db.fetchone("SELECT * FROM VmInstance WHERE uuid=?", (volume["vmInstanceUuid"],))
     if vm is None:
@@ -80,7 +73,7 @@ async def check(ctx: ApiContext, msg: MigrateVolumeMsg) -> tuple[dict[str, Any],
                               "have been deleted or not instantiated yet")
     if ref["hostUuid"] == dest["uuid"]:
         raise InvalidArgument(f"the volume[uuid:{volume['uuid']}] is already on the host[uuid:{dest['uuid']}]")
-    if dest["uuid"] not in {h["uuid"] for h in await ps_hosts(ctx.core, ref["primaryStorageUuid"])}:
+    if dest["uuid"] not in {h["uuid"] for h in await capacity.ps_hosts(ctx.db, ref["primaryStorageUuid"])}:
         raise InvalidArgument(f"the dest host[uuid:{dest['uuid']}] doesn't belong to the local primary storage"
                               f"[uuid:{ref['primaryStorageUuid']}] where the volume[uuid:{volume['uuid']}] locates")
     if volume["status"] != "Ready":
@@ -226,7 +219,7 @@ async def migratable_hosts(ctx: ApiContext, msg: MigratableHostsMsg) -> dict[str
                                 (volume["uuid"], volume["uuid"]))
     need = int(row[0]) if row else 0
     out = []
-    for h in await ps_hosts(ctx.core, ref["primaryStorageUuid"]):
+    for h in await capacity.ps_hosts(ctx.db, ref["primaryStorageUuid"]):
         cap = await ctx.db.fetchone("SELECT availableCapacity FROM LocalStorageHostRef WHERE primaryStorageUuid=? "
                                     "AND hostUuid=?", (ref["primaryStorageUuid"], h["uuid"]))
         if h["uuid"] != ref["hostUuid"] and h["status"] == "Connected" and cap and cap[0] >= need:
