@@ -16,7 +16,7 @@ from controller.db import Database
 from controller.jobs import Jobs
 from controller.metrics import Metrics
 from controller.queues import WorkQueues
-from controller.tasks import Supervisor
+from zsutil.tasks import Supervisor
 
 log = logging.getLogger(__name__)
 

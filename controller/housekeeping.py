@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from controller.core import Controller, on_start
 from controller.globalconfig import ConfigDef, register_config
-from controller.tasks import every
+from zsutil.tasks import every
 
 register_config(ConfigDef("api", "job.retention", "86400", int, min=60,
                           description="Seconds a finished job (GET /v1/jobs/{uuid}) is kept."))

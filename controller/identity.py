@@ -27,9 +27,9 @@ from controller.core import Controller, on_start
 from controller.errors import AuthenticationFailed, InvalidSession, PermissionDenied, TooManyLoginFailures
 from controller.globalconfig import ConfigDef, register_config
 from controller.passwords import hash_password, verify
-from controller.tasks import every
 from controller.util import iso_in, new_uuid, now_iso
 from controller.version import PROTOCOL_LEVEL, VERSION
+from zsutil.tasks import every
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("zstack.audit")

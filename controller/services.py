@@ -1,5 +1,10 @@
 """Imports every module that registers APIs or start-up hooks, in one visible list."""
 
+# First: storage's extension hooks run before the others, as when controller.storage registered them itself.
+from controller import storage_hooks  # noqa: F401
+
+# isort: split
+
 from controller import (  # noqa: F401
     account,
     backup,

@@ -20,6 +20,7 @@ fingerprint and by ``UpdateHost managementIp`` to check a new address before it 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,3 +113,19 @@ def validate_fingerprint(value: str | None) -> None:
     if value is not None and not (value.startswith("SHA256:") and 40 <= len(value) <= 60):
         raise InvalidArgument(f"invalid field[acceptHostKeyFingerprint]: {value!r} must be an OpenSSH SHA256 "
                               "fingerprint such as SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8")
+
+
+def credential_changes(msg: Any, row: Mapping[str, Any], address: str,
+                       check_address: Callable[[str], None]) -> dict[str, Any]:
+    """The SSH connection fields an ``Update*`` message changes (``address`` — ``managementIp`` of a host,
+    ``hostname`` of a backup storage —, ``username``, ``password``, ``sshPort``), to be verified by logging in
+    before they are stored. A new address must pass ``check_address`` and come with the password: the stored
+    password is never sent to a new address."""
+    changes = {k: getattr(msg, k) for k in (address, "username", "password", "sshPort") if getattr(msg, k) is not None}
+    new_address = getattr(msg, address)
+    if new_address is not None and new_address != row[address]:
+        check_address(new_address)
+        if msg.password is None:
+            raise InvalidArgument(f"invalid field[password]: changing {address} needs the password in the same "
+                                  "call (the stored password is not sent to a new address)")
+    return changes

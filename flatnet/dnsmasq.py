@@ -19,7 +19,7 @@ from pathlib import Path
 
 from flatnet.model import L3Spec, NicSpec
 from flatnet.names import METADATA_IP, l3_names, nic_tag
-from storage.runner import run
+from zsutil.runner import run
 
 Route = tuple[str, str]  # (destination CIDR, router)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from flatnet.model import L3Spec, NicSpec
 from flatnet.names import METADATA_IP, NIC_MAC_PREFIX, nic_chain, nic_mac_chain, uplink_chain
-from storage.runner import run
+from zsutil.runner import run
 
 #: The built-in chains flatnet jumps from, per table.
 BASE_CHAINS = {"filter": ("INPUT", "FORWARD", "OUTPUT"), "nat": ("PREROUTING",)}

@@ -1,16 +1,15 @@
-"""flatnet's errors; the agent maps them to AgentError (code and HTTP status) in its handlers."""
+"""flatnet's errors, coded errors (``zsutil.errors``): the agent's server answers them with their code and
+HTTP status like any agent error."""
 
 from __future__ import annotations
 
+from zsutil.errors import CodedError
 
-class FlatNetError(Exception):
+
+class FlatNetError(CodedError):
     """A flatnet operation failed. ``code`` is stable (``NET.*``); ``status`` the HTTP status to report."""
 
-    def __init__(self, code: str, message: str, *, status: int = 500) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+    code = "NET.INTERNAL"
 
 
 class NotPrepared(FlatNetError):

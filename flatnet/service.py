@@ -24,8 +24,8 @@ from flatnet.metadata import MetadataServer
 from flatnet.model import DesiredState, L3Spec, NicSpec, UserdataSpec
 from flatnet.names import METADATA_IP, l3_names, nic_tag
 from flatnet.state import StateStore
-from storage.revert import Reverter
-from storage.runner import ProcessError
+from zsutil.revert import Reverter
+from zsutil.runner import ProcessError
 
 log = logging.getLogger(__name__)
 

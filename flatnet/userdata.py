@@ -1,10 +1,9 @@
-"""User data rendering and diagnosis (pure functions; reference §3.3 and the seed's section 2).
+"""User data rendering (pure functions; reference §3.3 and the seed's section 2). How user data is decoded and
+judged (:func:`~zsutil.userdata.decode_minified`, :func:`~zsutil.userdata.userdata_warnings`) lives in
+``zsutil.userdata``, shared with the controller.
 
-* :func:`decode_minified` turns the seed's ``\\n``-minified form (``sed ':a;N;$!ba;s/\\n/\\\\n/g'``) back into
-  real newlines. Text that already has real newlines is left alone (it was never minified).
 * :func:`render_userdata`: a ``userdata::`` value wins (decoded as above); otherwise ``sshkey::`` and
   ``rootPassword::`` become a ``#cloud-config``; otherwise there is no user data (``None``).
-* :func:`userdata_warnings` explains why cloud-init would not apply a given user data, for the API reply.
 """
 
 from __future__ import annotations
@@ -13,16 +12,7 @@ from collections.abc import Sequence
 
 import yaml
 
-#: Headers cloud-init recognises as user-data part types (cloudinit/handlers, cloudinit/user_data.py).
-KNOWN_HEADERS = ("#cloud-config", "#!", "#include", "#include-once", "#cloud-boothook", "#part-handler",
-                 "#upstart-job", "#cloud-config-archive", "#cloud-config-jsonp", "## template: jinja")
-
-
-def decode_minified(text: str) -> str:
-    """Decode literal ``\\n`` sequences to newlines iff the text has no real newline (the seed's form)."""
-    if "\n" in text or "\\n" not in text:
-        return text
-    return text.replace("\\n", "\n")
+from zsutil.userdata import decode_minified
 
 
 def render_userdata(userdata: str | None, ssh_keys: Sequence[str] = (),
@@ -54,34 +44,3 @@ def _literal_line(password: str, quoted: str) -> str:
     if "\n" in password or "\r" in password:
         raise ValueError(f"rootPassword must be a single line, got {quoted}")
     return f"root:{password}"
-
-
-def userdata_warnings(text: str | None) -> list[str]:
-    """Reasons cloud-init would not apply ``text`` as intended (empty list: no objection)."""
-    if text is None or not text.strip():
-        return []
-    first = text.lstrip("\ufeff").splitlines()[0].rstrip() if text.splitlines() else ""
-    if first.startswith("#cloud-config"):
-        return _cloud_config_warnings(text)
-    if any(first.startswith(h) for h in KNOWN_HEADERS):
-        return []
-    return [f"user data starts with {first[:60]!r}, not a header cloud-init knows (#cloud-config, #!, "
-            "#include, #cloud-boothook, ...): cloud-init will store it but not apply it; "
-            "add '#cloud-config' as the first line for a cloud-config document"]
-
-
-def _cloud_config_warnings(text: str) -> list[str]:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        return [f"#cloud-config is not valid YAML{where}: {problem}; cloud-init will ignore it "
-                "(check the indentation of nested lists and mappings)"]
-    if doc is None:
-        return ["#cloud-config has no content"]
-    if not isinstance(doc, dict):
-        return [f"#cloud-config top level is a {type(doc).__name__}, not a mapping of module keys "
-                "(users:, ssh_authorized_keys:, ...); cloud-init will ignore it"]
-    return []

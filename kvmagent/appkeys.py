@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from kvmagent.context import AgentContext
-from kvmagent.tasks import TaskGroup
+from zsutil.tasks import TaskGroup
 
 CTX = web.AppKey("agent_ctx", AgentContext)
 TASKS = web.AppKey("agent_tasks", TaskGroup)

@@ -1,5 +1,5 @@
 """The digest of the agent sources installed here: the same sha256 as ``controller.compute.deploy``'s
-``agent_digest()`` / ``REMOTE_DIGEST`` (kvmagent, storage, flatnet: relative path + bytes of every ``*.py``),
+``agent_digest()`` / ``REMOTE_DIGEST`` (kvmagent, storage, flatnet, zsutil: relative path + bytes of every ``*.py``),
 reported at connect so the controller can show which build a host runs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-AGENT_PACKAGES = ("kvmagent", "storage", "flatnet")
+AGENT_PACKAGES = ("kvmagent", "storage", "flatnet", "zsutil")
 
 
 @lru_cache(maxsize=1)

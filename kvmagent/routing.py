@@ -17,7 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from kvmagent.contract.base import AgentReply, AgentRequest
+from zsutil.errors import CodedError
 
 Handler = Callable[[Any, Any], Awaitable[AgentReply]]
 
@@ -47,3 +50,9 @@ def handles(request: type[AgentRequest]) -> Callable[[Handler], Handler]:
         return fn
 
     return deco
+
+
+def error_response(e: CodedError) -> web.Response:
+    """The one mapping of an error to HTTP: every coded error (the agent's, ``storage``'s, ``flatnet``'s)
+    is answered with its ``status`` and ``{"error": {code, message, details}}``."""
+    return web.json_response(e.body(), status=e.status)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flatnet.secgroup import TABLE, Rendered, SgNic, SgRule, parse_generation, render
-from storage.runner import ProcessError, run
+from zsutil.runner import ProcessError, run
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@
 * every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>`` (401 otherwise);
 * bodies are validated with the endpoint's request model (400 naming each bad field);
 * a repeated ``X-Request-Id`` returns the first reply; a duplicate in flight waits for the first;
-* :class:`AgentError` → its status and ErrorBody; anything else → 500 with the traceback logged;
+* a coded error (``AgentError``, ``StorageError``, ``FlatNetError``) → its status and ErrorBody; anything
+  else → 500 with the traceback logged;
 * commands answer 503 ``AGENT.NOT_READY`` until start-up reconcile is done (``/host/ping`` always works);
 * ``/readyz`` is 503 until then, ``/metrics`` serves Prometheus text.
 """
@@ -35,9 +36,10 @@ from kvmagent.events import EventReporter, Judger, StateTracker
 from kvmagent.handlers import MODULES
 from kvmagent.lifecycle import lifecycle
 from kvmagent.metrics import CONTENT_TYPE, UNKNOWN, Metrics
-from kvmagent.routing import ENDPOINTS, Endpoint
-from kvmagent.tasks import TaskGroup
+from kvmagent.routing import ENDPOINTS, Endpoint, error_response
 from kvmagent.vmops import VmOps
+from zsutil.errors import CodedError
+from zsutil.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,6 @@ def load_handlers() -> None:
     """Import every handler module (each registers its endpoints with ``kvmagent.routing``)."""
     for name in MODULES:
         importlib.import_module(name)
-
-
-def error_response(e: AgentError) -> web.Response:
-    return web.json_response(e.body(), status=e.status)
 
 
 def _validation_error(endpoint: Endpoint, e: ValidationError) -> AgentError:
@@ -94,7 +92,7 @@ def _endpoint_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[w
         async def run() -> Reply:
             try:
                 reply = await endpoint.handler(ctx, cmd)
-            except AgentError as e:
+            except CodedError as e:
                 return e.status, e.body()
             return 200, reply.model_dump(mode="json")
 
@@ -166,7 +164,7 @@ async def errors_mw(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         result: web.StreamResponse = await handler(request)
         return result
-    except AgentError as e:
+    except CodedError as e:
         return error_response(e)
     except web.HTTPException as e:
         if e.status < 400:

@@ -1,29 +1,28 @@
 """The storage data plane's error hierarchy.
 
-``storage`` imports neither ``kvmagent`` nor ``controller``, so it has its own errors; the agent's storage
-handlers map every :class:`StorageError` to an ``AgentError`` with the same ``code``, ``status`` and
-``details``. Messages name the field, the value and what is allowed.
+:class:`StorageError` is a :class:`~zsutil.errors.CodedError`: the agent's server answers it with its
+``code``, ``status`` and ``details`` like any agent error. Messages name the field, the value and what is
+allowed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from zsutil.errors import CodedError
 
-class StorageError(Exception):
+
+class StorageError(CodedError):
     """Base: ``code`` is stable (``STORAGE.*``), ``status`` the HTTP status the agent should answer with."""
 
     status = 500
     code = "STORAGE.INTERNAL"
+    details: dict[str, Any]
 
     def __init__(
         self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.details = details or {}
+        super().__init__(code, message, details=details or {})
 
 
 class InvalidArgument(StorageError):

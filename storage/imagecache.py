@@ -23,9 +23,10 @@ import aiohttp
 
 from storage import fetch, files, qemuimg
 from storage.errors import ChecksumMismatch, Conflict, InvalidArgument
-from storage.inspect import USER_FORMATS, inspect_image
+from storage.inspect import inspect_image
 from storage.layout import LocalLayout, partial_path
-from storage.revert import Reverter
+from zsutil.imagecheck import USER_FORMATS
+from zsutil.revert import Reverter
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from storage import files, qemuimg
 from storage.errors import Conflict, InvalidArgument, NotFound
 from storage.layout import LocalLayout, VolumeType, partial_path
-from storage.revert import Reverter
+from zsutil.revert import Reverter
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Typed wrappers over ``qemu-img``; every call goes through :func:`storage.runner.run`.
+"""Typed wrappers over ``qemu-img``; every call goes through :func:`zsutil.runner.run`.
 
 Conventions: paths are absolute (so qemu never parses a ``proto:`` prefix out of them); ``info`` always
 uses ``--output=json`` under :data:`QEMU_IMG_INFO_LIMITS`; ``-U`` (force share) is used for reads of
@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from storage.errors import StorageError
-from storage.runner import QEMU_IMG_INFO_LIMITS, ProcessError, run
+from zsutil.imagecheck import ImageInfo
+from zsutil.runner import QEMU_IMG_INFO_LIMITS, ProcessError, run
 
 QEMU_IMG = "qemu-img"
 INFO_TIMEOUT = 60.0
@@ -25,38 +26,6 @@ LONG_TIMEOUT = 6 * 3600.0
 
 class QemuImgError(StorageError):
     code = "STORAGE.QEMU_IMG_FAILED"
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """The fields of ``qemu-img info --output=json`` the data plane relies on."""
-
-    filename: str
-    format: str
-    virtual_size: int
-    actual_size: int
-    backing_filename: str | None = None
-    full_backing_filename: str | None = None
-    backing_format: str | None = None
-    data_file: str | None = None
-    corrupt: bool = False
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ImageInfo:
-        spec = (d.get("format-specific") or {}).get("data") or {}
-        return cls(
-            filename=str(d.get("filename", "")),
-            format=str(d.get("format", "")),
-            virtual_size=int(d.get("virtual-size", 0)),
-            actual_size=int(d.get("actual-size", 0)),
-            backing_filename=d.get("backing-filename"),
-            full_backing_filename=d.get("full-backing-filename"),
-            backing_format=d.get("backing-filename-format"),
-            data_file=spec.get("data-file"),
-            corrupt=bool(spec.get("corrupt", False)),
-            raw=d,
-        )
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from storage.imagecache import CachedImage, ImageCache, read_cached
 from storage.inspect import inspect_image
 from storage.layout import PARTIAL_SUFFIX, LocalLayout, VolumeType, check_id, snapshot_path
 from storage.local import Capacity, LocalStorage, VolumeInfo
-from storage.qemuimg import ImageInfo
 from storage.rawrecv import RawBody
-from storage.revert import Reverter
+from zsutil.imagecheck import ImageInfo
+from zsutil.revert import Reverter
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from storage import files, qemuimg
 from storage.errors import NotFound, StorageError
 from storage.layout import check_id, partial_path, snapshot_dir, snapshot_path
-from storage.revert import Reverter
+from zsutil.revert import Reverter
 
 #: The hypervisor step of a live snapshot: make the image at the given path the running disk's active
 #: layer, the current one its backing (kvmagent's ``HypervisorDriver.switch_disk_top``).

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from roottiers import root_tier_error
 
-import storage.runner
+import zsutil.runner
 
 TESTS = Path(__file__).parent
 
@@ -32,7 +32,7 @@ def _refuse_host_commands_in_unit_tier(request: pytest.FixtureRequest, monkeypat
     async def refuse(argv, **kw):  # type: ignore[no-untyped-def]
         raise AssertionError(f"unit test tried to run a host command: {list(argv)!r}")
 
-    monkeypatch.setattr(storage.runner, "_spawn", refuse)
+    monkeypatch.setattr(zsutil.runner, "_spawn", refuse)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -4,6 +4,8 @@ Standard library only: the same code renders configuration in unit tests and on 
 appliance under the image's pruned Python. ``VERSION`` is stamped into the image (/etc/vrouter-release).
 """
 
+from vrouter.contract import CHANNEL_NAME
+
 VERSION = "0.1.0"
-#: the virtio-serial port name the agent listens on (libvirt ``<target type='virtio' name=...>``)
-CHANNEL_NAME = "org.zstack.vrouter.0"
+
+__all__ = ["CHANNEL_NAME", "VERSION"]

@@ -198,6 +198,15 @@ async def _snapshot_source(ctx: ApiContext, snap: dict[str, Any]) -> str:
     return str(snap["primaryStorageInstallPath"])
 
 
+def _root_template_row(msg: CreateRootVolumeTemplateFromRootVolumeMsg | CreateRootVolumeTemplateFromVolumeSnapshotMsg,
+                       vm: Any) -> dict[str, Any]:
+    """The Image row of a RootVolumeTemplate made from a VM's disk (``vm`` a VmInstance row or None): the
+    platform is the message's, else the VM's, else Linux."""
+    return {"name": msg.name, "description": msg.description, "mediaType": "RootVolumeTemplate",
+            "platform": msg.platform or (vm["platform"] if vm and vm["platform"] else "Linux"),
+            "guestOsType": msg.guestOsType, "system": int(msg.system)}
+
+
 @api("CreateRootVolumeTemplateFromRootVolume", CreateRootVolumeTemplateFromRootVolumeMsg, job=True,
      queue=lambda m: m.rootVolumeUuid)
 async def create_template_from_root_volume(ctx: ApiContext,
@@ -222,9 +231,7 @@ async def create_template_from_root_volume(ctx: ApiContext,
             volumeUuid=volume["uuid"], name=f"for image {uuid}",
             description=f"taken live by CreateRootVolumeTemplateFromRootVolume for image {uuid}")))["inventory"]
         source = await _snapshot_source(ctx, snap)
-    row = {"name": msg.name, "description": msg.description, "mediaType": "RootVolumeTemplate",
-           "platform": msg.platform or (vm["platform"] if vm and vm.get("platform") else "Linux"),
-           "guestOsType": msg.guestOsType, "system": int(msg.system)}
+    row = _root_template_row(msg, vm)
     return await export_image(ctx, msg, row, host=host, ps=ps, source_path=source, virtual_size=int(info.size))
 
 
@@ -240,9 +247,7 @@ async def create_template_from_snapshot(ctx: ApiContext,
     info = await ctx.core.services["agents"].call(host, sc.VolumeInfoCmd(storagePath=ps["url"],
                                                                          installPath=volume["installPath"]))
     vm = await ctx.db.fetchone("SELECT platform FROM VmInstance WHERE uuid=?", (volume["vmInstanceUuid"],))
-    row = {"name": msg.name, "description": msg.description, "mediaType": "RootVolumeTemplate",
-           "platform": msg.platform or (vm["platform"] if vm and vm["platform"] else "Linux"),
-           "guestOsType": msg.guestOsType, "system": int(msg.system)}
+    row = _root_template_row(msg, vm)
     return await export_image(ctx, msg, row, host=host, ps=ps, source_path=source, virtual_size=int(info.size))
 
 

@@ -58,13 +58,8 @@ async def update_sftp_backup_storage(ctx: ApiContext, msg: UpdateSftpBackupStora
                               "SftpBackupStorage")
     values: dict[str, Any] = {k: v for k, v in (("name", msg.name), ("description", msg.description))
                               if v is not None}
-    conn = {k: v for k, v in (("hostname", msg.hostname), ("username", msg.username), ("password", msg.password),
-                              ("sshPort", msg.sshPort)) if v is not None}
+    conn = sshkeys.credential_changes(msg, row, "hostname", check_hostname)
     if msg.hostname is not None and msg.hostname != row["hostname"]:
-        check_hostname(msg.hostname)
-        if msg.password is None:
-            raise InvalidArgument("invalid field[password]: changing hostname needs the password in the same call "
-                                  "(the stored password is not sent to a new address)")
         dup = await ctx.db.fetchone("SELECT uuid FROM BackupStorage WHERE hostname=? AND uuid<>?",
                                     (msg.hostname, msg.uuid))
         if dup is not None:

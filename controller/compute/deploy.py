@@ -41,7 +41,7 @@ from controller import sealed, sshkeys
 from controller.core import Controller
 from controller.errors import ApiError, InvalidArgument, OperationError
 from controller.version import VERSION
-from storage.runner import run
+from zsutil.runner import run
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,12 @@ WantedBy=multi-user.target
 """
 
 
-AGENT_PACKAGES = ("kvmagent", "storage", "flatnet")
-WHEEL_PACKAGES = ("controller", "kvmagent", "flatnet", "storage")
+AGENT_PACKAGES = ("kvmagent", "storage", "flatnet", "zsutil")
+WHEEL_PACKAGES = ("controller", "kvmagent", "flatnet", "storage", "zsutil")
 # Run on the host with the venv's python: the same digest as agent_digest() over the INSTALLED modules.
 REMOTE_DIGEST = """import hashlib, importlib.util, pathlib
 h = hashlib.sha256()
-for pkg in ("kvmagent", "storage", "flatnet"):
+for pkg in ("kvmagent", "storage", "flatnet", "zsutil"):
     spec = importlib.util.find_spec(pkg)
     d = pathlib.Path(spec.origin).parent
     for f in sorted(d.rglob("*.py")):
@@ -96,7 +96,7 @@ print(h.hexdigest())
 
 
 def agent_digest(root: Path = ROOT) -> str:
-    """sha256 over the sources the agent runs (kvmagent, storage, flatnet)."""
+    """sha256 over the sources the agent runs (kvmagent, storage, flatnet, zsutil)."""
     h = hashlib.sha256()
     for pkg in AGENT_PACKAGES:
         for f in sorted((root / pkg).rglob("*.py")):
@@ -107,7 +107,7 @@ def agent_digest(root: Path = ROOT) -> str:
 
 @lru_cache(maxsize=1)
 def local_stamp() -> str:
-    """Package version + sha256 over the sources the agent runs (kvmagent, storage, flatnet)."""
+    """Package version + sha256 over the sources the agent runs (kvmagent, storage, flatnet, zsutil)."""
     return f"{VERSION}:{agent_digest()}"
 
 

@@ -44,6 +44,14 @@ def register(name: str, fn: Hook) -> None:
         HOOKS[name].append(fn)
 
 
+def register_many(**hooks: Hook) -> None:
+    """Register one hook per extension point, in keyword order; a keyword is the point's name with its dot
+    written ``_`` (``vm_before_start=fn`` is ``register("vm.before_start", fn)``). A network service (flat
+    DHCP/user data, security groups) follows the VM lifecycle with one such call."""
+    for key, fn in hooks.items():
+        register(key.replace("_", ".", 1), fn)
+
+
 async def run(name: str, core: Any, **kw: Any) -> None:
     """Run every hook of ``name``; the first exception propagates (the operation fails)."""
     for fn in HOOKS.get(name, []):

@@ -56,13 +56,8 @@ async def update_kvm_host(ctx: ApiContext, msg: UpdateKVMHostMsg) -> dict[str, A
                               "not KVM")
     values: dict[str, Any] = {k: v for k, v in (("name", msg.name), ("description", msg.description))
                               if v is not None}
-    ssh = {k: v for k, v in (("managementIp", msg.managementIp), ("username", msg.username),
-                             ("password", msg.password), ("sshPort", msg.sshPort)) if v is not None}
+    ssh = sshkeys.credential_changes(msg, row, "managementIp", check_management_ip)
     if msg.managementIp is not None and msg.managementIp != row["managementIp"]:
-        check_management_ip(msg.managementIp)
-        if msg.password is None:
-            raise InvalidArgument("invalid field[password]: changing managementIp needs the password in the same "
-                                  "call (the stored password is not sent to a new address)")
         if await ctx.db.fetchone("SELECT 1 FROM Host WHERE managementIp=? AND uuid<>?", (msg.managementIp, msg.uuid)):
             raise InvalidArgument(f"invalid field[managementIp]: there has been a host having managementIp"
                                   f"[{msg.managementIp}]")

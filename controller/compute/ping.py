@@ -22,9 +22,9 @@ from controller.compute import connect as conn
 from controller.compute import recovery, tracer
 from controller.core import Controller, on_start
 from controller.errors import ApiError
-from controller.tasks import every
 from kvmagent.contract import host as hc
 from kvmagent.contract import vm as vc
+from zsutil.tasks import every
 
 log = logging.getLogger(__name__)
 

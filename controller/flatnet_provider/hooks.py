@@ -34,9 +34,8 @@ from kvmagent.contract.flatnet import (
     FlatL3,
     FlatNicRef,
     FlatUserdataReleaseCmd,
-    decode_minified,
-    userdata_warnings,
 )
+from zsutil.userdata import decode_minified, userdata_warnings
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +180,7 @@ async def _bootstrap(core: Controller) -> None:
 
 
 settings.register()
-extensions.register("vm.before_start", _before_start)
-extensions.register("vm.start_failed", _start_failed)
-extensions.register("vm.stopped", _stopped)
-extensions.register("vm.state_changed", _state_changed)
-extensions.register("host.connected", _host_connected)
-extensions.register("vm.nic_attached", _nic_attached)
-extensions.register("vm.nic_detached", _nic_detached)
+extensions.register_many(vm_before_start=_before_start, vm_start_failed=_start_failed, vm_stopped=_stopped,
+                         vm_state_changed=_state_changed, host_connected=_host_connected,
+                         vm_nic_attached=_nic_attached, vm_nic_detached=_nic_detached)
 listen_services_changed(_services_changed)

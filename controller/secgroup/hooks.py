@@ -30,8 +30,8 @@ from controller.globalconfig import ConfigDef, register_config
 from controller.resources.network_service import listen_services_changed
 from controller.secgroup import rules as R
 from controller.secgroup.push import Pusher
-from controller.tasks import every
 from kvmagent.contract.secgroup import SecurityGroupStatusCmd
+from zsutil.tasks import every
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,6 @@ async def _bootstrap(core: Controller) -> None:
 
 for _c in CONFIGS:
     register_config(_c)
-extensions.register("vm.before_start", _before_start)
-extensions.register("vm.start_failed", _start_failed)
-extensions.register("vm.stopped", _stopped)
-extensions.register("vm.destroyed", _destroyed)
-extensions.register("vm.state_changed", _state_changed)
-extensions.register("host.connected", _host_connected)
+extensions.register_many(vm_before_start=_before_start, vm_start_failed=_start_failed, vm_stopped=_stopped,
+                         vm_destroyed=_destroyed, vm_state_changed=_state_changed, host_connected=_host_connected)
 listen_services_changed(_services_changed)

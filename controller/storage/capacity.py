@@ -11,9 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.db.database import Tx
+from controller.db.database import Database, Tx
 from controller.errors import OperationError
 from controller.util import now_iso
+
+
+async def ps_hosts(db: Database | Tx, ps_uuid: str, *, connected_only: bool = False) -> list[dict[str, Any]]:
+    """The hosts of the clusters the primary storage is attached to (oldest first); only the Connected ones
+    with ``connected_only``."""
+    rows = await db.fetchall(
+        "SELECT h.* FROM Host h JOIN PrimaryStorageClusterRef r ON r.clusterUuid = h.clusterUuid "
+        "WHERE r.primaryStorageUuid=?" + (" AND h.status = 'Connected'" if connected_only else "")
+        + " ORDER BY h.createDate", (ps_uuid,))
+    return [dict(r) for r in rows]
 
 
 async def record_host(tx: Tx, ps_uuid: str, host_uuid: str, reply: Any) -> None:

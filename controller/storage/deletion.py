@@ -29,7 +29,6 @@ from typing import Any
 from controller.api.context import ApiContext
 from controller.api.messages import UuidDeleteMessage, UuidMessage
 from controller.api.registry import api, by_uuid
-from controller.compute import extensions
 from controller.core import Controller, on_start
 from controller.errors import ApiError, InvalidArgument, NotFound, OperationError
 from controller.storage import expunge_task
@@ -95,7 +94,7 @@ async def _mark_deleted(core: Controller, uuid: str) -> None:
         await tx.update("Volume", {"uuid": uuid}, {"status": "Deleted", "lastOpDate": now_iso()})
 
 
-async def _on_vm_destroyed(core: Controller, vm: dict[str, Any]) -> None:
+async def on_vm_destroyed(core: Controller, vm: dict[str, Any]) -> None:
     """Detach the destroyed VM's data volumes (one transaction); delete them if deleteOnVmDestroy."""
     async with core.db.write() as tx:
         rows = await tx.fetchall("SELECT uuid FROM Volume WHERE vmInstanceUuid=? AND type='Data'", (vm["uuid"],))
@@ -119,8 +118,6 @@ async def _delete_on_vm_destroy(core: Controller, uuid: str) -> None:
                     "task", uuid, e.details)
         await _mark_deleted(core, uuid)
 
-
-extensions.register("vm.destroyed", _on_vm_destroyed)
 
 
 @api("RecoverDataVolume", UuidMessage, queue=by_uuid)

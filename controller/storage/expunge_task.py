@@ -12,8 +12,8 @@ import functools
 from collections.abc import Awaitable, Callable
 
 from controller.core import Controller
-from controller.tasks import every
 from controller.util import iso_in
+from zsutil.tasks import every
 
 NAMES = ("expungeInterval", "expungePeriod", "deletionPolicy")
 

@@ -22,6 +22,7 @@ CreateDataVolumeFromVolumeTemplate:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller.api.context import ApiContext
@@ -34,6 +35,27 @@ from controller.storage import capacity
 from controller.storage.common import connected_host
 from controller.util import now_iso
 from kvmagent.contract import storage as sc
+
+
+async def _instantiate(ctx: ApiContext, row: dict[str, Any], ps: dict[str, Any], host: dict[str, Any],
+                       make: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+    """Run ``make`` (the agent calls that create the bits of the NotInstantiated volume ``row``): on any failure
+    the row goes and its capacity is returned; on success the volume is Ready with the reply's path and sizes,
+    the capacity corrected to the real size."""
+    try:
+        reply = await make()
+    except BaseException:
+        async with ctx.db.write() as tx:
+            await capacity.remove_resource(tx, row["uuid"])
+            await tx.execute("DELETE FROM Volume WHERE uuid=?", (row["uuid"],))
+        raise
+    async with ctx.db.write() as tx:
+        await tx.update("Volume", {"uuid": row["uuid"]}, {
+            "installPath": reply.installPath, "size": reply.size, "actualSize": reply.actualSize,
+            "status": "Ready", "lastOpDate": now_iso()})
+        await capacity.resize_resource(tx, row["uuid"], int(reply.size))
+        await capacity.record_host(tx, ps["uuid"], host["uuid"], reply)
+    return {"inventory": await ctx.inventory("Volume", row["uuid"])}
 
 
 class CreateDataVolumeFromVolumeTemplateMsg(CreateMessage):
@@ -82,26 +104,17 @@ async def create_data_volume_from_template(ctx: ApiContext,
         "format": "qcow2", "size": size, "rootImageUuid": image["uuid"], "status": "NotInstantiated",
         "state": "Enabled"}, after=take)
     agents = ctx.core.services["agents"]
-    try:
+
+    async def make() -> Any:
         src = await cache_source(ctx.core, image, zone_uuid=host["zoneUuid"])
         await agents.call(host, sc.DownloadImageCmd(storagePath=ps["url"], imageUuid=image["uuid"],
                                                     format=image["format"], **src), timeout=1800)
         account = ctx.session.accountUuid if ctx.session else row["uuid"]
-        reply = await agents.call(host, sc.CreateVolumeFromCacheCmd(
+        return await agents.call(host, sc.CreateVolumeFromCacheCmd(
             storagePath=ps["url"], accountUuid=account, volumeUuid=row["uuid"], volumeType="Data",
             imageUuid=image["uuid"]), timeout=600)
-    except BaseException:
-        async with ctx.db.write() as tx:
-            await capacity.remove_resource(tx, row["uuid"])
-            await tx.execute("DELETE FROM Volume WHERE uuid=?", (row["uuid"],))
-        raise
-    async with ctx.db.write() as tx:
-        await tx.update("Volume", {"uuid": row["uuid"]}, {
-            "installPath": reply.installPath, "actualSize": reply.actualSize, "status": "Ready",
-            "lastOpDate": now_iso()})
-        await capacity.resize_resource(tx, row["uuid"], int(reply.size))
-        await capacity.record_host(tx, ps["uuid"], host["uuid"], reply)
-    return {"inventory": await ctx.inventory("Volume", row["uuid"])}
+
+    return await _instantiate(ctx, row, ps, host, make)
 
 
 class CreateDataVolumeFromVolumeSnapshotMsg(CreateMessage):
@@ -139,20 +152,11 @@ async def create_data_volume_from_snapshot(ctx: ApiContext,
     row = await create_row(ctx, "Volume", "VolumeVO", msg, {
         "name": msg.name, "description": msg.description, "primaryStorageUuid": ps["uuid"], "type": "Data",
         "format": "qcow2", "size": size, "status": "NotInstantiated", "state": "Enabled"}, after=take)
-    try:
+
+    async def make() -> Any:
         account = ctx.session.accountUuid if ctx.session else row["uuid"]
-        reply = await ctx.core.services["agents"].call(host, sc.CreateVolumeFromSnapshotCmd(
+        return await ctx.core.services["agents"].call(host, sc.CreateVolumeFromSnapshotCmd(
             storagePath=ps["url"], accountUuid=account, volumeUuid=row["uuid"], volumeType="Data",
             snapshotPath=snap["primaryStorageInstallPath"]), timeout=3600)
-    except BaseException:
-        async with ctx.db.write() as tx:
-            await capacity.remove_resource(tx, row["uuid"])
-            await tx.execute("DELETE FROM Volume WHERE uuid=?", (row["uuid"],))
-        raise
-    async with ctx.db.write() as tx:
-        await tx.update("Volume", {"uuid": row["uuid"]}, {
-            "installPath": reply.installPath, "size": reply.size, "actualSize": reply.actualSize,
-            "status": "Ready", "lastOpDate": now_iso()})
-        await capacity.resize_resource(tx, row["uuid"], int(reply.size))
-        await capacity.record_host(tx, ps["uuid"], host["uuid"], reply)
-    return {"inventory": await ctx.inventory("Volume", row["uuid"])}
+
+    return await _instantiate(ctx, row, ps, host, make)

@@ -27,7 +27,6 @@ from typing import Any
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
-from controller.compute import extensions
 from controller.core import Controller
 from controller.errors import ApiError, InvalidArgument, OperationError
 from controller.storage import capacity
@@ -48,13 +47,6 @@ class MigrateVolumeMsg(ApiMessage):
 
 class MigratableHostsMsg(ApiMessage):
     volumeUuid: Uuid
-
-
-async def ps_hosts(core: Controller, ps_uuid: str) -> list[dict[str, Any]]:
-    rows = await core.db.fetchall(
-        "SELECT h.* FROM Host h JOIN PrimaryStorageClusterRef r ON r.clusterUuid = h.clusterUuid "
-        "WHERE r.primaryStorageUuid=? ORDER BY h.createDate", (ps_uuid,))
-    return [dict(r) for r in rows]
 
 
 async def _check_root(ctx: ApiContext, volume: dict[str, Any]) -> None:
@@ -81,7 +73,7 @@ async def check(ctx: ApiContext, msg: MigrateVolumeMsg) -> tuple[dict[str, Any],
                               "have been deleted or not instantiated yet")
     if ref["hostUuid"] == dest["uuid"]:
         raise InvalidArgument(f"the volume[uuid:{volume['uuid']}] is already on the host[uuid:{dest['uuid']}]")
-    if dest["uuid"] not in {h["uuid"] for h in await ps_hosts(ctx.core, ref["primaryStorageUuid"])}:
+    if dest["uuid"] not in {h["uuid"] for h in await capacity.ps_hosts(ctx.db, ref["primaryStorageUuid"])}:
         raise InvalidArgument(f"the dest host[uuid:{dest['uuid']}] doesn't belong to the local primary storage"
                               f"[uuid:{ref['primaryStorageUuid']}] where the volume[uuid:{volume['uuid']}] locates")
     if volume["status"] != "Ready":
@@ -227,7 +219,7 @@ async def migratable_hosts(ctx: ApiContext, msg: MigratableHostsMsg) -> dict[str
                                 (volume["uuid"], volume["uuid"]))
     need = int(row[0]) if row else 0
     out = []
-    for h in await ps_hosts(ctx.core, ref["primaryStorageUuid"]):
+    for h in await capacity.ps_hosts(ctx.db, ref["primaryStorageUuid"]):
         cap = await ctx.db.fetchone("SELECT availableCapacity FROM LocalStorageHostRef WHERE primaryStorageUuid=? "
                                     "AND hostUuid=?", (ref["primaryStorageUuid"], h["uuid"]))
         if h["uuid"] != ref["hostUuid"] and h["status"] == "Connected" and cap and cap[0] >= need:
@@ -235,7 +227,7 @@ async def migratable_hosts(ctx: ApiContext, msg: MigratableHostsMsg) -> dict[str
     return {"inventories": out}
 
 
-async def _retry_leftovers(core: Controller, host: dict[str, Any]) -> None:
+async def retry_leftovers(core: Controller, host: dict[str, Any]) -> None:
     """At a host's connect: delete copies a failed migration could not delete then (errors logged)."""
     pending = core.services.get(LEFTOVERS, {}).get(host["uuid"], set())
     for url, path in sorted(pending):
@@ -251,8 +243,6 @@ async def _retry_leftovers(core: Controller, host: dict[str, Any]) -> None:
         except ApiError as e:
             log.warning("leftover copy %s on host %s still not deleted: %s", path, host["uuid"], e.details)
 
-
-extensions.register("host.connected", _retry_leftovers)
 
 
 class HostDiskCapacityMsg(ApiMessage):

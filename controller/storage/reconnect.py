@@ -30,13 +30,6 @@ class SyncPrimaryStorageCapacityMsg(ApiMessage):
     primaryStorageUuid: Uuid
 
 
-async def _hosts(ctx: ApiContext, ps_uuid: str) -> list[dict[str, Any]]:
-    rows = await ctx.db.fetchall(
-        "SELECT h.* FROM Host h JOIN PrimaryStorageClusterRef r ON r.clusterUuid = h.clusterUuid "
-        "WHERE r.primaryStorageUuid = ? AND h.status = 'Connected' ORDER BY h.createDate", (ps_uuid,))
-    return [dict(r) for r in rows]
-
-
 async def _local(ctx: ApiContext, uuid: str, field: str) -> dict[str, Any]:
     ps = await ctx.require("PrimaryStorage", uuid, field)
     if ps["type"] != "LocalStorage":
@@ -49,7 +42,7 @@ async def _each_host(ctx: ApiContext, ps: dict[str, Any], make: Any) -> list[str
     """Send ``make(host)`` to every Connected host of the storage concurrently, record each reply; the
     failures as "host ip: reason" texts."""
     agents = ctx.core.services["agents"]
-    hosts = await _hosts(ctx, ps["uuid"])
+    hosts = await capacity.ps_hosts(ctx.db, ps["uuid"], connected_only=True)
 
     async def one(host: dict[str, Any]) -> str | None:
         try:

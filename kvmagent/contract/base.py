@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from zsutil.errors import CodedError
+
 
 class AgentReply(BaseModel):
     """Base of every reply. Replies may grow fields; the controller ignores unknown ones."""
@@ -40,26 +42,18 @@ class ErrorBody(BaseModel):
     details: dict[str, Any] | None = None
 
 
-class AgentError(Exception):
-    """An error an agent handler raises on purpose; the server maps it to ``status`` and an ErrorBody.
+class AgentError(CodedError):
+    """An error an agent handler raises on purpose; the server maps it (like every
+    :class:`~zsutil.errors.CodedError`, e.g. ``storage``'s and ``flatnet``'s errors) to ``status`` and an
+    ErrorBody.
 
     ``code`` is a stable machine-readable string such as ``VM.NOT_FOUND``, ``STORAGE.NO_SPACE``,
     ``NET.DNSMASQ_FAILED``; the controller maps agent errors to ZStack error codes.
     """
 
-    status = 500
-
     def __init__(self, code: str, message: str, *, status: int | None = None,
                  details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        if status is not None:
-            self.status = status
-        self.details = details
-
-    def body(self) -> dict[str, Any]:
-        return {"error": ErrorBody(code=self.code, message=self.message, details=self.details).model_dump()}
+        super().__init__(code, message, status=status, details=details)
 
 
 # Paths the controller polls every few seconds (ping, state sync, capacity): both sides log them at DEBUG only.

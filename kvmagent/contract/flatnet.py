@@ -7,9 +7,6 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Part of the contract: the controller warns about the user data the agent will serve, so both must agree
-# on how it is decoded and judged (the controller may import only kvmagent.contract).
-from flatnet.userdata import decode_minified, userdata_warnings  # noqa: F401
 from kvmagent.contract.base import AgentReply, AgentRequest
 
 

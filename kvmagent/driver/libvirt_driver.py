@@ -34,7 +34,7 @@ from kvmagent.driver.probe import caps_have_kvm, choose_domain_type, hvm_flag
 from kvmagent.driver.spec import BootDev, DiskSpec, IsoSpec, NicSpec, VmSpec
 from kvmagent.driver.xml import build_domain_xml
 from kvmagent.driver.xml.edit import GraphicsInfo, boot_devs, graphics, metadata, parse, set_boot
-from storage.revert import Reverter
+from zsutil.revert import Reverter
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Agent handlers of ``/flatnet/*``: map wire models to flatnet models and call ``ctx.flatnet``."""
+"""Agent handlers of ``/flatnet/*``: map wire models to flatnet models and call ``ctx.flatnet`` (whose
+errors are coded errors the server answers with their code and status)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flatnet.errors import FlatNetError
 from flatnet.model import L3Spec, NicSpec, UserdataSpec
 from kvmagent.contract.base import AgentError
 from kvmagent.contract.flatnet import (
@@ -50,25 +50,15 @@ def _model(cls: Any, data: dict[str, Any]) -> Any:
         raise AgentError("NET.INVALID_ARGUMENT", msgs, status=400) from None
 
 
-def _agent_error(e: FlatNetError) -> AgentError:
-    return AgentError(e.code, e.message, status=e.status)
-
-
 @handles(FlatDhcpPrepareCmd)
 async def prepare(ctx: Any, cmd: FlatDhcpPrepareCmd) -> FlatDhcpPrepareReply:
-    try:
-        await ctx.flatnet.prepare([_l3(x) for x in cmd.l3s])
-    except FlatNetError as e:
-        raise _agent_error(e) from e
+    await ctx.flatnet.prepare([_l3(x) for x in cmd.l3s])
     return FlatDhcpPrepareReply()
 
 
 @handles(FlatDhcpApplyCmd)
 async def apply(ctx: Any, cmd: FlatDhcpApplyCmd) -> FlatDhcpApplyReply:
-    try:
-        await ctx.flatnet.apply_dhcp([_l3(x) for x in cmd.l3s], [_nic(x) for x in cmd.nics], rebuild=cmd.rebuild)
-    except FlatNetError as e:
-        raise _agent_error(e) from e
+    await ctx.flatnet.apply_dhcp([_l3(x) for x in cmd.l3s], [_nic(x) for x in cmd.nics], rebuild=cmd.rebuild)
     return FlatDhcpApplyReply()
 
 
@@ -85,10 +75,7 @@ async def userdata_apply(ctx: Any, cmd: FlatUserdataApplyCmd) -> FlatUserdataApp
         ssh_keys=tuple(cmd.sshKeys), root_password=cmd.rootPassword, hostname=cmd.hostname,
         instance_id=cmd.instanceId, service_offering=cmd.serviceOffering, availability_zone=cmd.availabilityZone,
         addresses=tuple(dict(l3_uuid=a.l3NetworkUuid, ip=a.ip) for a in cmd.addresses)))
-    try:
-        await ctx.flatnet.apply_userdata(spec)
-    except FlatNetError as e:
-        raise _agent_error(e) from e
+    await ctx.flatnet.apply_userdata(spec)
     return FlatUserdataApplyReply()
 
 

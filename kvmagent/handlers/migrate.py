@@ -17,12 +17,11 @@ from kvmagent.contract.migrate import (
     PrepareMigrationReply,
 )
 from kvmagent.driver.base import VmState
-from kvmagent.handlers.storage import agent_error
 from kvmagent.routing import handles
 from storage import files, qemuimg
-from storage.errors import Conflict, NotFound, StorageError
+from storage.errors import Conflict, NotFound
 from storage.layout import partial_path
-from storage.revert import Reverter
+from zsutil.revert import Reverter
 
 #: Every state a migrating domain passes through (paused for the switch-over, stopped when it left, running again
 #: when a failed migration resumes it): the agent's own doing on both hosts while the migration runs.
@@ -67,10 +66,7 @@ async def prepare_migration(ctx: AgentContext, cmd: PrepareMigrationCmd) -> Prep
         if not cmd.storagePath:
             raise AgentError("VM.INVALID_SPEC", "storagePath is required with disks", status=400,
                              details={"field": "storagePath", "value": None})
-        try:
-            created = await _create_disks(ctx, cmd.storagePath, cmd.disks)
-        except StorageError as e:
-            raise agent_error(e) from e
+        created = await _create_disks(ctx, cmd.storagePath, cmd.disks)  # a StorageError: the server maps it
     ctx.judger.expect_for(cmd.uuid, MIGRATION_STATES, cmd.expectSeconds)
     return PrepareMigrationReply(created=created)
 

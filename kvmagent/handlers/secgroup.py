@@ -15,7 +15,7 @@ from kvmagent.contract.secgroup import (
     SecurityGroupStatusReply,
 )
 from kvmagent.routing import handles
-from storage.runner import ProcessError
+from zsutil.runner import ProcessError
 
 
 def to_nic(x: SecurityGroupNicTO) -> SgNic:

@@ -1,7 +1,7 @@
 """Local-storage endpoints of the agent: thin adapters from the wire contract to ``StorageService``.
 
-Every handler maps :class:`storage.errors.StorageError` to :class:`AgentError` (same code, status and
-details) and attaches the storage's capacity to its reply. :func:`raw_routes` returns the one non-JSON
+A :class:`storage.errors.StorageError` is a coded error the server answers with its code, status and
+details; every handler attaches the storage's capacity to its reply. :func:`raw_routes` returns the one non-JSON
 endpoint, ``POST /localstorage/receive`` (destination side of a host-to-host copy).
 """
 
@@ -17,14 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from kvmagent.contract import storage as c
-from kvmagent.contract.base import AgentError, AgentReply
+from kvmagent.contract.base import AgentError
 from kvmagent.driver.base import HypervisorDriver, VmState
-from kvmagent.routing import handles
+from kvmagent.routing import error_response, handles
 from storage import fetch
 from storage.errors import InvalidArgument, StorageError
 from storage.layout import VolumeType
@@ -50,23 +50,6 @@ LIVE_STATES = frozenset({VmState.RUNNING, VmState.PAUSED})
 STORAGE_KEY = web.AppKey("zstack.storage", StorageService)
 #: Seconds an early error reply of the receive endpoint waits for the sender to stop sending.
 LINGER = 10
-
-R = TypeVar("R", bound=AgentReply)
-
-
-def agent_error(e: StorageError) -> AgentError:
-    return AgentError(e.code, e.message, status=e.status, details=e.details or None)
-
-
-def mapped(fn: Callable[[Any, Any], Awaitable[R]]) -> Callable[[Any, Any], Awaitable[R]]:
-    @functools.wraps(fn)
-    async def wrapper(ctx: Any, cmd: Any) -> R:
-        try:
-            return await fn(ctx, cmd)
-        except StorageError as e:
-            raise agent_error(e) from e
-
-    return wrapper
 
 
 def check_storage_root(storage_path: str, roots: list[str]) -> None:
@@ -95,7 +78,6 @@ async def _cap(ctx: HasStorage, cmd: c.LocalStorageCmd) -> dict[str, Any]:
 
 
 @handles(c.InitCmd)
-@mapped
 async def init(ctx: HasStorage, cmd: c.InitCmd) -> c.InitReply:
     roots = getattr(getattr(ctx, "config", None), "storage_roots", None)
     if roots is not None:
@@ -104,13 +86,11 @@ async def init(ctx: HasStorage, cmd: c.InitCmd) -> c.InitReply:
 
 
 @handles(c.CapacityCmd)
-@mapped
 async def capacity(ctx: HasStorage, cmd: c.CapacityCmd) -> c.LocalStorageReply:
     return c.LocalStorageReply(**cap(await ctx.storage.capacity(cmd.storagePath, measure_used=True)))
 
 
 @handles(c.DownloadImageCmd)
-@mapped
 async def download_image(ctx: HasStorage, cmd: c.DownloadImageCmd) -> c.DownloadImageReply:
     source = fetch.sftp_source(cmd.url, cmd.sftpPassword, cmd.sftpHostKey) if cmd.sftpPassword else cmd.url
     rec = await ctx.storage.download_image(
@@ -133,7 +113,6 @@ async def _volume_reply(ctx: HasStorage, cmd: c.LocalStorageCmd, path: Path) -> 
 
 
 @handles(c.CreateVolumeFromCacheCmd)
-@mapped
 async def create_from_cache(ctx: HasStorage, cmd: c.CreateVolumeFromCacheCmd) -> c.VolumeReply:
     path = await ctx.storage.create_volume_from_cache(
         cmd.storagePath, VolumeType(cmd.volumeType), cmd.accountUuid, cmd.volumeUuid, cmd.imageUuid, cmd.size
@@ -142,7 +121,6 @@ async def create_from_cache(ctx: HasStorage, cmd: c.CreateVolumeFromCacheCmd) ->
 
 
 @handles(c.CreateEmptyVolumeCmd)
-@mapped
 async def create_empty(ctx: HasStorage, cmd: c.CreateEmptyVolumeCmd) -> c.VolumeReply:
     path = await ctx.storage.create_empty_volume(
         cmd.storagePath, VolumeType(cmd.volumeType), cmd.accountUuid, cmd.volumeUuid, cmd.size
@@ -151,7 +129,6 @@ async def create_empty(ctx: HasStorage, cmd: c.CreateEmptyVolumeCmd) -> c.Volume
 
 
 @handles(c.CreateVolumeFromSnapshotCmd)
-@mapped
 async def create_from_snapshot(ctx: HasStorage, cmd: c.CreateVolumeFromSnapshotCmd) -> c.VolumeReply:
     path = await ctx.storage.create_volume_from_file(cmd.storagePath, VolumeType(cmd.volumeType), cmd.accountUuid,
                                                      cmd.volumeUuid, cmd.snapshotPath)
@@ -159,14 +136,12 @@ async def create_from_snapshot(ctx: HasStorage, cmd: c.CreateVolumeFromSnapshotC
 
 
 @handles(c.DeleteVolumeCmd)
-@mapped
 async def delete_volume(ctx: HasStorage, cmd: c.DeleteVolumeCmd) -> c.DeleteVolumeReply:
     deleted = await ctx.storage.delete_volume(cmd.storagePath, cmd.installPath)
     return c.DeleteVolumeReply(deleted=deleted, **await _cap(ctx, cmd))
 
 
 @handles(c.VolumeInfoCmd)
-@mapped
 async def volume_info(ctx: HasStorage, cmd: c.VolumeInfoCmd) -> c.VolumeInfoReply:
     info = await ctx.storage.volume_info(cmd.storagePath, cmd.installPath)
     return c.VolumeInfoReply(
@@ -181,7 +156,6 @@ async def volume_info(ctx: HasStorage, cmd: c.VolumeInfoCmd) -> c.VolumeInfoRepl
 
 
 @handles(c.CreateSnapshotCmd)
-@mapped
 async def create_snapshot(ctx: HasStorageAndDriver, cmd: c.CreateSnapshotCmd) -> c.SnapshotReply:
     """Live when ``vmUuid`` runs here (``storage.snapshots.create_live`` + ``driver.switch_disk_top``),
     else offline. Both keep ``volumePath``; both are idempotent."""
@@ -200,21 +174,18 @@ async def _switch(driver: HypervisorDriver, vm_uuid: str, volume_uuid: str, new_
 
 
 @handles(c.RevertSnapshotCmd)
-@mapped
 async def revert_snapshot(ctx: HasStorage, cmd: c.RevertSnapshotCmd) -> c.SnapshotReply:
     await ctx.storage.revert_snapshot(cmd.storagePath, cmd.volumePath, cmd.snapshotPath)
     return c.SnapshotReply(snapshotPath=cmd.snapshotPath, volumePath=cmd.volumePath, **await _cap(ctx, cmd))
 
 
 @handles(c.DeleteSnapshotCmd)
-@mapped
 async def delete_snapshot(ctx: HasStorage, cmd: c.DeleteSnapshotCmd) -> c.DeleteSnapshotReply:
     deleted = await ctx.storage.delete_snapshot(cmd.storagePath, cmd.volumePath, cmd.snapshotPath)
     return c.DeleteSnapshotReply(deleted=deleted, **await _cap(ctx, cmd))
 
 
 @handles(c.VerifyChainCmd)
-@mapped
 async def verify_chain(ctx: HasStorage, cmd: c.VerifyChainCmd) -> c.VerifyChainReply:
     links = await ctx.storage.verify_chain(cmd.storagePath, cmd.volumePath)
     return c.VerifyChainReply(
@@ -227,7 +198,6 @@ async def verify_chain(ctx: HasStorage, cmd: c.VerifyChainCmd) -> c.VerifyChainR
 
 
 @handles(c.GetMd5Cmd)
-@mapped
 async def get_md5(ctx: HasStorage, cmd: c.GetMd5Cmd) -> c.GetMd5Reply:
     bits = await ctx.storage.bits(cmd.storagePath, [m.path for m in cmd.md5s], with_md5=True)
     out = []
@@ -244,7 +214,6 @@ async def get_md5(ctx: HasStorage, cmd: c.GetMd5Cmd) -> c.GetMd5Reply:
 
 
 @handles(c.CheckBitsCmd)
-@mapped
 async def check_bits(ctx: HasStorage, cmd: c.CheckBitsCmd) -> c.CheckBitsReply:
     bits = await ctx.storage.bits(cmd.storagePath, cmd.paths, with_md5=cmd.withMd5)
     return c.CheckBitsReply(
@@ -254,7 +223,6 @@ async def check_bits(ctx: HasStorage, cmd: c.CheckBitsCmd) -> c.CheckBitsReply:
 
 
 @handles(c.CopyToRemoteCmd)
-@mapped
 async def copy_to_remote(ctx: HasStorage, cmd: c.CopyToRemoteCmd) -> c.CopyToRemoteReply:
     copied = await ctx.storage.copy_to_remote(
         cmd.storagePath, cmd.paths, cmd.destAgentUrl, cmd.destToken, cmd.baseImagePath
@@ -269,7 +237,6 @@ async def copy_to_remote(ctx: HasStorage, cmd: c.CopyToRemoteCmd) -> c.CopyToRem
 
 
 @handles(c.ExportCmd)
-@mapped
 async def export_volume(ctx: HasStorage, cmd: c.ExportCmd) -> c.ExportReply:
     done = await ctx.storage.export_to_sftp(cmd.storagePath, cmd.installPath, cmd.url, cmd.sftpPassword,
                                            cmd.sftpHostKey)
@@ -277,7 +244,6 @@ async def export_volume(ctx: HasStorage, cmd: c.ExportCmd) -> c.ExportReply:
 
 
 @handles(c.IssueTicketCmd)
-@mapped
 async def issue_ticket(ctx: Any, cmd: c.IssueTicketCmd) -> c.IssueTicketReply:
     st = ctx.storage.local(cmd.storagePath)
     files = {str(st.layout.contain(f.path, "files")): f.size for f in cmd.files}
@@ -291,14 +257,12 @@ async def revoke_ticket(ctx: Any, cmd: c.RevokeTicketCmd) -> c.RevokeTicketReply
 
 
 @handles(c.DeleteBitsCmd)
-@mapped
 async def delete_bits(ctx: HasStorage, cmd: c.DeleteBitsCmd) -> c.DeleteBitsReply:
     deleted = await ctx.storage.delete_paths(cmd.storagePath, cmd.paths)
     return c.DeleteBitsReply(deleted=deleted, **await _cap(ctx, cmd))
 
 
 @handles(c.InspectImageCmd)
-@mapped
 async def inspect_image(ctx: HasStorage, cmd: c.InspectImageCmd) -> c.InspectImageReply:
     fmt, info = await ctx.storage.inspect(cmd.path, cmd.format)
     return c.InspectImageReply(
@@ -310,11 +274,6 @@ async def inspect_image(ctx: HasStorage, cmd: c.InspectImageCmd) -> c.InspectIma
 
 
 # ---------------------------------------------------------------- raw endpoint
-
-
-def _error(e: StorageError | AgentError) -> web.Response:
-    err = e if isinstance(e, AgentError) else agent_error(e)
-    return web.json_response(err.body(), status=err.status)
 
 
 def _headers(request: web.Request) -> tuple[str, int, int]:
@@ -402,15 +361,14 @@ def _receive_handler(
             path, size, version = _headers(request)
             service.receive_path(path)
         except StorageError as e:
-            return _error(e)
+            return error_response(e)
         raw = _take_socket(request)
         try:
             got = await service.receive_file(raw or request.content, path, size, version)
         except StorageError as e:
             if raw is None:
-                return _error(e)
-            err = agent_error(e)
-            return await _answer(request, raw, err.status, err.body())
+                return error_response(e)
+            return await _answer(request, raw, e.status, e.body())
         except BaseException:
             if raw is not None:
                 await _answer(request, raw, 500, AgentError("AGENT.INTERNAL", "receive failed", status=500).body())

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import vrouter.contract as channel
 from kvmagent.context import AgentContext
 from kvmagent.contract.base import AgentError
 from kvmagent.contract.vrouter import VRouterCallCmd, VRouterCallReply
 from kvmagent.driver.xml.channel import channel_socket
 from kvmagent.routing import handles
-from vrouter import channel
 
 
 @handles(VRouterCallCmd)

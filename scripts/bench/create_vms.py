@@ -100,7 +100,7 @@ class Client:
 
 
 async def records(c: Client, work: Path) -> dict[str, str]:
-    from storage.runner import run
+    from zsutil.runner import run
 
     zone = await c.call("CreateZone", name="z")
     cl = await c.call("CreateCluster", name="c", zoneUuid=zone["uuid"], hypervisorType="KVM")

@@ -34,7 +34,7 @@ from test_secgroup_enforce import in_ns
 
 from flatnet.secgroup import SgNic, SgRule, render
 from kvmagent.secgroup import SecurityGroupService
-from storage.runner import run
+from zsutil.runner import run
 
 
 def rules_for(i: int, per_nic: int) -> tuple[SgRule, ...]:

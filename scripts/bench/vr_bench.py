@@ -5,7 +5,7 @@ TCG, and the time to apply full-state pushes (NICs + SNAT, then 1,000 DHCP entri
 Run as root: ``/opt/zstack-py/venv/bin/python scripts/bench/vr_bench.py [--boots N] [--out DIR]``.
 Boots ``vrouter.qcow2`` (a throw-away overlay) with ``qemu-system-x86_64 -accel tcg -m 256``, two virtio NICs
 on unconnected user-mode backends, and the agent's virtio-serial channel on a unix socket; talks to the
-agent exactly like the host agent's relay does (vrouter.channel). Figures are printed, never asserted.
+agent exactly like the host agent's relay does (vrouter.contract). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from vrouter import CHANNEL_NAME, channel  # noqa: E402
+import vrouter.contract as channel  # noqa: E402
+from vrouter.contract import CHANNEL_NAME  # noqa: E402
 
 MACS = ("52:54:00:12:00:01", "52:54:00:12:00:02")
 

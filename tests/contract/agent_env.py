@@ -16,7 +16,7 @@ from kvmagent.driver.base import DomainEvent
 from kvmagent.driver.libvirt_driver import LibvirtDriver
 from kvmagent.driver.spec import DiskSpec, VmSpec
 from kvmagent.driver.testnode import write_node_xml
-from storage.runner import run
+from zsutil.runner import run
 
 BACKENDS = ["test", "qemu"]
 

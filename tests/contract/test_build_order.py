@@ -21,7 +21,7 @@ from controller.app import create_app
 from controller.compute.hosts import add_connected_host
 from controller.config import ControllerConfig
 from kvmagent.server import CTX
-from storage.runner import run
+from zsutil.runner import run
 
 STEPS = ("hosts", "l2", "ps")
 

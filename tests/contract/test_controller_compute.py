@@ -28,8 +28,8 @@ from kvmagent.driver.libvirt_driver import LibvirtDriver
 from kvmagent.driver.testnode import write_node_xml
 from kvmagent.server import CTX, wait_ready
 from kvmagent.server import create_app as agent_app
-from storage.runner import run
 from storage.service import StorageService
+from zsutil.runner import run
 
 GiB = 1 << 30
 TINY_BUILD = Path(__file__).resolve().parents[2] / "build" / "tiny"  # scripts/build-tiny-image's default

@@ -19,7 +19,7 @@ from kvmagent.driver.livesnap import LiveSnapshotUnsupported
 from kvmagent.driver.spec import DiskSpec
 from kvmagent.driver.xml.edit import disk_element, parse
 from storage import qemuimg, snapshots
-from storage.runner import run
+from zsutil.runner import run
 
 MiB = 1 << 20
 

@@ -154,10 +154,16 @@ async def test_out_of_band_stop_releases_on_that_host(env: Env, rec: Recorder) -
     assert [h for h, _ in rec.flat("/flatnet/userdata/apply")] == [other]
 
 
-def test_contract_reexports_the_agents_userdata_judgement() -> None:
+def test_controller_and_agent_share_one_userdata_judgement() -> None:
+    """The controller's warnings and the agent's rendering decode user data with the same code (``zsutil``),
+    not through a re-export of ``flatnet`` by the wire contract."""
+    from controller.flatnet_provider import hooks
     from flatnet import userdata
+    from zsutil import userdata as shared
 
-    assert fc.userdata_warnings is userdata.userdata_warnings and fc.decode_minified is userdata.decode_minified
+    assert hooks.userdata_warnings is shared.userdata_warnings and hooks.decode_minified is shared.decode_minified
+    assert userdata.decode_minified is shared.decode_minified
+    assert not hasattr(fc, "decode_minified") and not hasattr(fc, "userdata_warnings")
 
 
 async def test_two_userdata_l3s_serve_the_vm_on_both(env: Env, rec: Recorder) -> None:

@@ -16,7 +16,7 @@ import test_controller_compute as tcc
 from sftp_server import sftp_servers
 from test_controller_compute import Env
 
-from storage.runner import run
+from zsutil.runner import run
 
 env = tcc.env  # a controller, two connected in-process agents, a local PS and a legacy file:// image
 PASSWORD = "s3cret pw"

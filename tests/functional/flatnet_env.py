@@ -21,7 +21,7 @@ from pyroute2 import IPRoute, netns
 from flatnet.model import L3Spec, NicSpec
 from flatnet.names import l3_names
 from flatnet.service import FlatNetService
-from storage.runner import ProcessError, Result, run
+from zsutil.runner import ProcessError, Result, run
 
 T = TypeVar("T")
 

@@ -28,8 +28,9 @@ from aiohttp import web
 
 import kvmagent.handlers.storage as storage_handlers
 from kvmagent.contract.base import AgentError, AgentRequest
-from kvmagent.routing import ENDPOINTS
+from kvmagent.routing import ENDPOINTS, error_response
 from storage.service import StorageService
+from zsutil.errors import CodedError
 
 
 @dataclass
@@ -56,8 +57,8 @@ def _json_handler(ctx: Ctx, ep: Any) -> Any:
             reply = await ep.handler(ctx, cmd)
         except pydantic.ValidationError as e:
             return web.json_response(AgentError("AGENT.INVALID", str(e), status=400).body(), status=400)
-        except AgentError as e:
-            return web.json_response(e.body(), status=e.status)
+        except CodedError as e:
+            return error_response(e)
         return web.json_response(reply.model_dump())
 
     return handle

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.runner import run
+from zsutil.runner import run
 
 
 async def qio_write(path: Path, pattern: int, offset: int, length: int = 65536, fmt: str = "qcow2") -> None:

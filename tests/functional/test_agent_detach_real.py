@@ -22,7 +22,7 @@ from agent_env import make_disk
 from agent_harness import running_agent, start_body
 
 from kvmagent.driver import devices
-from storage.runner import run
+from zsutil.runner import run
 
 
 async def _domblklist(vm: str) -> str:

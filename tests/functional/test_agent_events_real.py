@@ -20,7 +20,7 @@ from agent_env import make_disk, wait_for
 from agent_harness import fake_controller, running_agent, start_body
 
 from kvmagent.driver.xml.edit import boot_devs, parse
-from storage.runner import run
+from zsutil.runner import run
 
 
 async def _virsh(*args: str) -> str:

@@ -23,7 +23,7 @@ from controller.app import create_app
 from controller.backup.cache import cache_source
 from controller.config import ControllerConfig
 from storage import fetch
-from storage.runner import run
+from zsutil.runner import run
 
 PASSWORD = "p@ss word"
 

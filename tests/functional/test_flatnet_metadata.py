@@ -11,7 +11,7 @@ from flatnet_env import Env, Vm, flatnet_env_fixture  # noqa: F401  (fixture)
 
 from flatnet.model import L3Spec, UserdataSpec
 from flatnet.service import FlatNetService
-from flatnet.userdata import decode_minified
+from zsutil.userdata import decode_minified
 
 PROBE = Path(__file__).with_name("flatnet_cloudinit_probe.py")
 SEED_FILE = Path("/work/shared/seed/zstack-1.0-release-notes.txt")

@@ -21,7 +21,7 @@ from pyroute2.netns import popns, pushns
 from flatnet.model import UserdataSpec
 from flatnet.secgroup import SgNic, SgRule
 from kvmagent.secgroup import SecurityGroupService
-from storage.runner import run
+from zsutil.runner import run
 
 T = TypeVar("T")
 A_IP, B_IP, C_IP = "10.77.0.11", "10.77.0.12", "10.77.0.13"

@@ -15,8 +15,8 @@ from sftp_server import sftp_servers
 from storage import qemuimg
 from storage.errors import ChecksumMismatch, TransferFailed, UnsafeImage
 from storage.inspect import inspect_image
-from storage.runner import run
 from storage.service import StorageService
+from zsutil.runner import run
 
 MiB = 1 << 20
 
@@ -69,7 +69,7 @@ async def test_iso_and_format_mismatch(tmp_path: Path) -> None:
         f.seek(0x8001)
         f.write(b"CD001")
     assert (await inspect_image(iso, expected="iso"))[0] == "iso"
-    with pytest.raises(UnsafeImage, match="declared format 'qcow2'"):
+    with pytest.raises(UnsafeImage, match="declared 'qcow2'"):
         await inspect_image(iso, expected="qcow2")
     vmdk = tmp_path / "x.vmdk"
     await run(["qemu-img", "create", "-f", "vmdk", str(vmdk), "1M"], timeout=30)

@@ -15,7 +15,7 @@ from storage_helpers import qio_write
 from storage import qemuimg, snapshots
 from storage.errors import StorageError
 from storage.layout import snapshot_path
-from storage.runner import run
+from zsutil.runner import run
 
 MiB = 1 << 20
 

@@ -18,7 +18,7 @@ from storage_helpers import qio_write
 
 from kvmagent.contract import storage as c
 from storage import files, qemuimg
-from storage.runner import run
+from zsutil.runner import run
 
 MiB = 1 << 20
 

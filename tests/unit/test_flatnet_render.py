@@ -11,7 +11,8 @@ from flatnet import dnsmasq, ebtables
 from flatnet.mdlayout import resolve
 from flatnet.model import L3Spec, NicSpec, UserdataSpec
 from flatnet.names import dhcp_mac, l3_names, nic_chain
-from flatnet.userdata import decode_minified, render_userdata, userdata_warnings
+from flatnet.userdata import render_userdata
+from zsutil.userdata import decode_minified, userdata_warnings
 
 SEED = Path("/work/shared/seed/zstack-1.0-release-notes.txt")
 L3 = L3Spec(uuid="05266285f96245f096f3b7dce671991d", bridge="br_eth0", uplink="eth0", dhcp_ip="10.0.0.2",

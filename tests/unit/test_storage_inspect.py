@@ -9,7 +9,7 @@ import pytest
 
 from storage.errors import UnsafeImage
 from storage.inspect import check_info
-from storage.qemuimg import ImageInfo
+from zsutil.imagecheck import ImageInfo
 
 
 def info(**kw: Any) -> ImageInfo:
@@ -57,9 +57,9 @@ def test_external_data_file() -> None:
 def test_formats() -> None:
     with pytest.raises(UnsafeImage, match="'vmdk'"):
         check_info(info(format="vmdk"), image="i")
-    with pytest.raises(UnsafeImage, match="declared format 'qcow2' but the file is 'iso'"):
+    with pytest.raises(UnsafeImage, match="declared 'qcow2' but the file is 'iso'"):
         check_info(info(format="raw"), image="i", iso_signature=True, expected="qcow2")
-    with pytest.raises(UnsafeImage, match="declared format 'iso' but the file is 'raw'"):
+    with pytest.raises(UnsafeImage, match="declared 'iso' but the file is 'raw'"):
         check_info(info(format="raw"), image="i", expected="iso")
     with pytest.raises(UnsafeImage, match="not allowed"):
         check_info(info(), image="i", expected="vhd")

@@ -1,5 +1,5 @@
 """The router agent's HTTP handler over a stream (as on its virtio-serial port), driven by the host side's
-client (vrouter.channel) through a unix socket: trust-on-first-use init, bearer token on every later call,
+client (vrouter.contract) through a unix socket: trust-on-first-use init, bearer token on every later call,
 bad bodies refused with 400 naming the problem. Nothing is applied (no /apply with a valid state here)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vrouter import agent, channel
+import vrouter.contract as channel
+from vrouter import agent
 
 TOKEN = "a" * 48
 

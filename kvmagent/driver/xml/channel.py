@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvmagent.driver.xml.base import el
-from vrouter import CHANNEL_NAME
+from vrouter.contract import CHANNEL_NAME
 
 
 def channel_socket(state_dir: Path, vm_uuid: str) -> Path:

@@ -1,5 +1,6 @@
-"""The host side of the router's channel: one HTTP/1.1 request over the unix socket QEMU binds for the
-domain's virtio-serial port (used by the host agent's relay and the bench)."""
+"""The router agent's contract with the host: the virtio-serial port it listens on, and the host side of that
+channel (one HTTP/1.1 request over the unix socket QEMU binds for the port; used by the host agent's relay and
+the bench). The only part of ``vrouter`` the host agent imports (DESIGN.md's import direction)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import json
 import socket
 import time
 from typing import Any
+
+#: the virtio-serial port name the agent listens on (libvirt ``<target type='virtio' name=...>``)
+CHANNEL_NAME = "org.zstack.vrouter.0"
 
 
 class ChannelError(Exception):

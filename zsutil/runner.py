@@ -3,10 +3,9 @@
 Every external command of the data planes (qemu-img, ip, ebtables, dnsmasq helpers, ...) goes through
 :func:`run`: argv lists only, never a shell string; a timeout on every call; optional resource limits
 (used for ``qemu-img info`` on user-supplied images, as Nova does); a :class:`Result` on success and a
-:class:`ProcessError` carrying argv, rc, stdout and stderr otherwise.
-
-It lives in ``storage`` because qemu-img is its main user; ``flatnet`` uses it too so that the
-project has exactly one runner (and the unit-test tier one place to refuse host commands).
+:class:`ProcessError` carrying argv, rc, stdout and stderr otherwise. Agent, flatnet, storage and the
+controller's host deploy all use it, so the project has exactly one runner (and the unit-test tier one
+place to refuse host commands).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
 
 If the block exits without ``success()`` (an exception, a cancellation, or a forgotten commit), the
 registered undo steps run in reverse order; an undo step that fails is logged and the others still run.
-Lives beside the runner for the same reason: one helper for agent, flatnet and storage.
+One helper for agent, flatnet and storage.
 """
 
 from __future__ import annotations
