@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict
 DEFAULT_CONFIG = Path("/etc/zstack-py/controller.json")
 
 
+#: settings given as comma-separated lists in the environment
+LIST_KEYS = ("image_import_dirs", "image_url_allowed_networks", "tls_names")
+
+
 class ControllerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -36,6 +40,20 @@ class ControllerConfig(BaseModel):
     allow_host_local_images: bool = False
     #: networks AddImage may download from although they are loopback/link-local/... (a lab mirror; tests)
     image_url_allowed_networks: list[str] = []
+    #: TLS (controller/tls.py): where the controller's CA and certificate live (None: ``pki/`` beside db_path)
+    tls_dir: str | None = None
+    #: agent traffic over TLS (default on): hosts deployed over SSH get a certificate from the CA, serve HTTPS
+    #: and report events to the controller's TLS listener. False (explicit) deploys plain-HTTP agents.
+    agent_tls: bool = True
+    #: the controller's TLS listener for the agents' events channel (0: any free port)
+    agent_tls_port: int = 8443
+    #: serve the API and web console over HTTPS on ``port`` (certificate: api_tls_cert/api_tls_key if given,
+    #: else one from the controller's CA)
+    api_tls: bool = False
+    api_tls_cert: str | None = None
+    api_tls_key: str | None = None
+    #: extra names (DNS names or IPs) in the controller's own certificate, besides localhost and this host's name
+    tls_names: list[str] = []
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ControllerConfig:
@@ -44,5 +62,5 @@ class ControllerConfig(BaseModel):
         for key in cls.model_fields:
             env = os.environ.get(f"ZSTACK_{key.upper()}")
             if env is not None:
-                data[key] = env.split(",") if key in ("image_import_dirs", "image_url_allowed_networks") else env
+                data[key] = env.split(",") if key in LIST_KEYS else env
         return cls.model_validate(data)

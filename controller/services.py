@@ -11,6 +11,7 @@ from controller import (  # noqa: F401
     identity,
     sealed,
     secgroup,
+    tls,
 )
 from controller.api import queries  # noqa: F401
 from controller.backup import templates  # noqa: F401

@@ -27,6 +27,7 @@ import logging
 import os
 import shlex
 import shutil
+import ssl
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +39,8 @@ import asyncssh
 import yaml
 
 from controller import sealed, sshkeys
+from controller.compute import agenttls
+from controller.compute.agents import agent_url
 from controller.core import Controller
 from controller.errors import ApiError, InvalidArgument, OperationError
 from controller.version import VERSION
@@ -234,11 +237,14 @@ async def _install(core: Controller, conn: asyncssh.SSHClientConnection) -> None
     await _sh(conn, f"{VENV}/bin/pip install --upgrade {STATE}/packages/{shlex.quote(wheel.name)}")
 
 
-def agent_config(host: dict[str, Any], controller_url: str, listen_ip: str) -> str:
-    return yaml.safe_dump({"host_uuid": host["uuid"], "token": host["agentToken"],
-                           "controller_url": controller_url, "listen_ip": listen_ip,
-                           "port": host["agentPort"], "libvirt_uri": "qemu:///system", "domain_type": "auto",
-                           "state_dir": STATE, "log_dir": "/var/log/zstack-py"}, sort_keys=True)
+def agent_config(host: dict[str, Any], controller_url: str, listen_ip: str, *, tls: bool = False) -> str:
+    data = {"host_uuid": host["uuid"], "token": host["agentToken"],
+            "controller_url": controller_url, "listen_ip": listen_ip,
+            "port": host["agentPort"], "libvirt_uri": "qemu:///system", "domain_type": "auto",
+            "state_dir": STATE, "log_dir": "/var/log/zstack-py"}
+    if tls:
+        data.update({"tls_cert": agenttls.CERT, "tls_key": agenttls.KEY, "tls_ca": agenttls.CA})
+    return yaml.safe_dump(data, sort_keys=True)
 
 
 def agent_alive_sh(pidfile: str) -> str:
@@ -274,16 +280,17 @@ async def _start_agent(conn: asyncssh.SSHClientConnection, restart: bool) -> Non
                     f"</dev/null >>/var/log/zstack-py/kvmagent.out 2>&1 & echo $! > {PIDFILE}")
 
 
-async def wait_ready(host: dict[str, Any], timeout: float = 60.0) -> None:
-    """Until the agent's ``/readyz`` answers 200 (started and reconciled)."""
-    url = f"http://{host['managementIp']}:{host['agentPort']}/readyz"
+async def wait_ready(host: dict[str, Any], timeout: float = 60.0, *, tls: ssl.SSLContext | bool = True) -> None:
+    """Until the agent's ``/readyz`` answers 200 (started and reconciled); ``tls``: the CA-pinned context of
+    a TLS agent (``host['agentTls']``)."""
+    url = agent_url(host) + "/readyz"
     headers = {"Authorization": f"Bearer {host['agentToken']}"}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with aiohttp.ClientSession(trust_env=False) as s:
         while True:
             try:
-                async with s.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                async with s.get(url, headers=headers, ssl=tls, timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status == 200:
                         return
             except (aiohttp.ClientError, TimeoutError):
@@ -325,24 +332,34 @@ async def agent_unit_state(core: Controller, host: dict[str, Any], *, journal_li
 async def deploy(core: Controller, host: dict[str, Any], *, new: bool, accept: str | None = None) -> str:
     """Make sure the current agent runs on ``host`` with the right config; returns the controller URL
     written into it (the connect sequence records it in ``HostAgent``)."""
+    tls = bool(core.config.agent_tls)
     async with await _login(core, host, accept) as conn:
         local_ip = conn.get_extra_info("sockname")[0]
         peer_ip = conn.get_extra_info("peername")[0]
-        url = core.config.public_url or f"http://{local_ip}:{core.config.port}"
+        if tls:
+            url = await agenttls.events_url(core, local_ip)
+        else:
+            url = core.config.public_url or f"http://{local_ip}:{core.config.port}"
         stamp = (await _sh(conn, f"cat {STAMP}", check=False)).strip()
         if stamp != local_stamp():
             await _install(core, conn)
             await _sh(conn, f"mkdir -p {STATE} && cat > {STAMP}", stdin=local_stamp() + "\n")
-        text = agent_config(host, url, peer_ip)
+        certs_changed = tls and await agenttls.ensure_agent_cert(core, conn, host, peer_ip)
+        text = agent_config(host, url, peer_ip, tls=tls)
         old = await _sh(conn, f"cat {CONFIG}", check=False)
         changed = old != text
         if changed:
             await _sh(conn, f"mkdir -p /etc/zstack-py && umask 077 && cat > {CONFIG}", stdin=text)
-        await _start_agent(conn, restart=changed or stamp != local_stamp())
+        await _start_agent(conn, restart=changed or certs_changed or stamp != local_stamp())
+    ready = {**host, "agentTls": int(tls)}
     try:
-        await wait_ready(host)
+        await wait_ready(ready, tls=core.services["tls"].agent_ssl if tls else True)
     except OperationError as e:
         state = await agent_unit_state(core, host, journal_lines=15)
         raise OperationError(f"{e.details}; on the host: {state}") from e
-    log.info("agent deployed on %s (new=%s, config changed=%s)", host["managementIp"], new, changed)
+    if bool(host.get("agentTls")) != tls:
+        async with core.db.write() as tx:
+            await tx.update("Host", {"uuid": host["uuid"]}, {"agentTls": int(tls)})
+    log.info("agent deployed on %s (new=%s, config changed=%s, tls=%s, certificate issued=%s)",
+             host["managementIp"], new, changed, tls, certs_changed)
     return url

@@ -28,6 +28,7 @@ from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
 from controller.compute import extensions
+from controller.compute.agents import agent_url
 from controller.core import Controller
 from controller.errors import ApiError, InvalidArgument, OperationError
 from controller.storage import capacity
@@ -188,7 +189,7 @@ async def migrate(ctx: ApiContext, volume: dict[str, Any], ref: dict[str, Any], 
         try:
             reply = await core.services["agents"].call(src, sc.CopyToRemoteCmd(
                 storagePath=ps["url"], paths=paths, baseImagePath=base,
-                destAgentUrl=f"http://{dest['managementIp']}:{dest['agentPort']}", destToken=ticket),
+                destAgentUrl=agent_url(dest), destToken=ticket),
                 timeout=COPY_TIMEOUT)
         finally:
             await _revoke(core, dest, ticket)
