@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 DEFAULT_CONFIG = Path("/etc/zstack-py/controller.json")
 
@@ -52,8 +52,17 @@ class ControllerConfig(BaseModel):
     api_tls: bool = False
     api_tls_cert: str | None = None
     api_tls_key: str | None = None
+    #: the CA of an operator-provided api_tls_cert (zstack-ctl verifies the API with it; None: the system's CAs)
+    api_tls_ca: str | None = None
     #: extra names (DNS names or IPs) in the controller's own certificate, besides localhost and this host's name
     tls_names: list[str] = []
+
+    @model_validator(mode="after")
+    def _api_tls_pair(self) -> ControllerConfig:
+        if (self.api_tls_cert is None) != (self.api_tls_key is None):
+            raise ValueError("api_tls_cert and api_tls_key go together: give both (an operator's certificate) or "
+                             "neither (a certificate from the controller's CA)")
+        return self
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ControllerConfig:

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from controller import pki
 from controller.api.appkeys import CORE
+from controller.config import ControllerConfig
 from controller.core import Controller, on_start
 from controller.errors import OperationError
 
@@ -34,14 +35,12 @@ log = logging.getLogger(__name__)
 EVENTS_BODY_MAX = 1 << 20
 
 
-def tls_dir(core: Controller) -> Path:
-    configured = core.config.tls_dir
-    return Path(configured) if configured else Path(core.config.db_path).parent / "pki"
+def tls_dir(cfg: ControllerConfig) -> Path:
+    return Path(cfg.tls_dir) if cfg.tls_dir else Path(cfg.db_path).parent / "pki"
 
 
-def controller_names(core: Controller) -> list[str]:
+def controller_names(cfg: ControllerConfig) -> list[str]:
     """The names in the controller's certificate."""
-    cfg = core.config
     names = [pki.CONTROLLER_NAME, "localhost", "127.0.0.1", "::1", socket.gethostname(), *cfg.tls_names]
     if cfg.listen_host not in ("0.0.0.0", "::", ""):
         names.append(cfg.listen_host)
@@ -50,19 +49,41 @@ def controller_names(core: Controller) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def ensure_controller_cert(core_or_config: Controller | ControllerConfig) -> tuple[pki.Ca, Path, Path]:
+    """The CA and the controller's certificate and key files (issued when missing, not covering this
+    controller's names, or near their end)."""
+    cfg = core_or_config.config if isinstance(core_or_config, Controller) else core_or_config
+    d = tls_dir(cfg)
+    ca = pki.ensure_ca(d)
+    cert_path, key_path = d / "controller.crt", d / "controller.key"
+    names = controller_names(cfg)
+    if not (cert_path.exists() and key_path.exists() and pki.still_good(ca, cert_path.read_bytes(), names)):
+        issued = pki.issue(ca, pki.CONTROLLER_NAME, names)
+        pki.write_private(key_path, issued.key_pem)
+        pki.write_private(cert_path, issued.cert_pem)
+        log.info("issued the controller's certificate %s for %s", cert_path, ", ".join(names))
+    return ca, cert_path, key_path
+
+
+def api_ssl_context(cfg: ControllerConfig) -> ssl.SSLContext | None:
+    """The API's server context when ``api_tls`` is on: the operator's certificate, else the CA's."""
+    if not cfg.api_tls:
+        return None
+    if cfg.api_tls_cert and cfg.api_tls_key:
+        try:
+            return pki.server_context(cfg.api_tls_cert, cfg.api_tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise pki.PkiError(f"invalid api_tls_cert/api_tls_key ({cfg.api_tls_cert}, {cfg.api_tls_key}): "
+                               f"{e}; give a PEM certificate chain and its unencrypted PEM key") from None
+    _, cert, key = ensure_controller_cert(cfg)
+    return pki.server_context(cert, key)
+
+
 class Tls:
     def __init__(self, core: Controller) -> None:
         self.core = core
-        self.dir = tls_dir(core)
-        self.ca = pki.ensure_ca(self.dir)
-        self.cert_path, self.key_path = self.dir / "controller.crt", self.dir / "controller.key"
-        names = controller_names(core)
-        if not (self.cert_path.exists() and self.key_path.exists()
-                and pki.still_good(self.ca, self.cert_path.read_bytes(), names)):
-            issued = pki.issue(self.ca, pki.CONTROLLER_NAME, names)
-            pki.write_private(self.key_path, issued.key_pem)
-            pki.write_private(self.cert_path, issued.cert_pem)
-            log.info("issued the controller's certificate %s for %s", self.cert_path, ", ".join(names))
+        self.dir = tls_dir(core.config)
+        self.ca, self.cert_path, self.key_path = ensure_controller_cert(core)
         self.agent_ssl: ssl.SSLContext = pki.client_context(ca_pem=self.ca.cert_pem)
         self._runner: web.AppRunner | None = None
         self._lock = asyncio.Lock()

@@ -56,8 +56,8 @@ async def start_host(state_dir: Path, *, port: int, controller_url: str | None, 
     uri = await asyncio.to_thread(write_node_xml, sd / "node.xml", cpus=cpus, memory_bytes=memory_bytes)
     config = AgentConfig(host_uuid=host_uuid, token=secrets.token_hex(16), controller_url=controller_url,
                          listen_ip="127.0.0.1", port=port, libvirt_uri=uri, domain_type="qemu",
-                         state_dir=sd, log_dir=sd / "log",
-                         **({"tls_cert": tls[0], "tls_key": tls[1], "tls_ca": tls[2]} if tls else {}))
+                         state_dir=sd, log_dir=sd / "log", tls_cert=tls[0] if tls else None,
+                         tls_key=tls[1] if tls else None, tls_ca=tls[2] if tls else None)
     app = create_app(config, driver=LibvirtDriver(uri, state_dir=sd, domain_type="qemu"))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
