@@ -122,6 +122,9 @@ async def _send_frames(
         writer.write(HEADER.pack(off, n))
         async with asyncio.timeout(IDLE_TIMEOUT):
             await writer.drain()
+            # Position the file too: over TLS asyncio falls back to read+write, and that fallback seeks only
+            # for a non-zero offset (extent probing with SEEK_DATA/SEEK_HOLE left the position elsewhere).
+            f.seek(off)
             sent = await loop.sendfile(writer.transport, f, off, n)
         if sent != n:
             raise TransferFailed(f"source file shrank while being copied (offset {off})")
