@@ -1,4 +1,6 @@
-"""``zstack-ctl start|stop|status|backup|restore|check``: manage the controller process and its database.
+"""``zstack-ctl start|stop|status|backup|restore|check|tls``: manage the controller process and its database.
+
+``tls [--json] [--renew] [--print-ca]`` shows the CA and the controller's certificate (``controller.ctltls``).
 
 ``check [--repair] [--json]`` runs the ``CheckConsistency`` API of the running controller as admin (password:
 ``$ZSTACK_ADMIN_PASSWORD``, else the config's ``admin_password``) and prints each difference between the
@@ -264,8 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     ck.add_argument("--repair", action="store_true", help="fix the safe differences")
     ck.add_argument("--json", action="store_true")
     ck.add_argument("--url", default=None, help="controller URL (default: from the config)")
+    t = sub.add_parser("tls", help="the CA and certificates; what traffic is TLS")
+    t.add_argument("--json", action="store_true")
+    t.add_argument("--renew", action="store_true", help="issue the controller's certificate again now")
+    t.add_argument("--print-ca", action="store_true", help="print the CA certificate (PEM) for zstack-cli --ca")
     args = p.parse_args(argv)
     cfg = ControllerConfig.load(args.config)
+    if args.cmd == "tls":
+        from controller.ctltls import tls_cmd
+
+        return tls_cmd(cfg, as_json=args.json, renew=args.renew, print_ca=args.print_ca)
     if args.cmd == "start":
         return start(cfg, args.config, args.wait)
     if args.cmd == "stop":

@@ -121,3 +121,25 @@ def test_agent_config_needs_cert_and_key_together(tmp_path: Path) -> None:
     AgentConfig.model_validate({**base, "tls_cert": "/a.crt", "tls_key": "/a.key", "tls_ca": "/ca.crt"})
     with pytest.raises(ValueError, match="tls_cert and tls_key go together"):
         AgentConfig.model_validate({**base, "tls_cert": "/a.crt"})
+
+
+def test_zstack_ctl_tls_shows_renews_and_prints_the_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from controller import ctl
+
+    cfgfile = tmp_path / "controller.json"
+    cfgfile.write_text('{"db_path": "%s", "api_tls": true}' % (tmp_path / "c.db"))
+    assert ctl.main(["--config", str(cfgfile), "tls", "--json"]) == 0
+    import json
+
+    info = json.loads(capsys.readouterr().out)
+    assert info["caCertificate"] == str(tmp_path / "pki" / "ca.crt") and info["agentTls"] is True
+    assert info["apiCertificate"] == str(tmp_path / "pki" / "controller.crt")
+    assert pki.CONTROLLER_NAME in info["controllerNames"] and info["caFingerprint"].startswith("SHA256:")
+    before = (tmp_path / "pki" / "controller.crt").read_bytes()
+    assert ctl.main(["--config", str(cfgfile), "tls", "--renew"]) == 0
+    assert "restart the controller" in capsys.readouterr().out
+    assert (tmp_path / "pki" / "controller.crt").read_bytes() != before
+    assert _mode(tmp_path / "pki" / "controller.key") == 0o600
+    assert ctl.main(["--config", str(cfgfile), "tls", "--print-ca"]) == 0
+    out = capsys.readouterr().out
+    assert out == (tmp_path / "pki" / "ca.crt").read_text() and "PRIVATE" not in out
