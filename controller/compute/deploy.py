@@ -11,11 +11,14 @@ Steps (each idempotent, so ReconnectHost reruns them safely):
    --no-deps``, cached in ``agent_package_dir/<digest of the package sources>/``, so a wheel built from other
    code with the same version is never deployed) is uploaded with SFTP and ``pip install``-ed into
    ``/opt/zstack-py/venv`` (dependencies from the host's pip configuration: a testbed host's local wheelhouse).
-3. Write ``/etc/zstack-py/kvmagent.yaml`` (host uuid, token, controller URL reachable from the host: the
-   local address of the SSH connection + the controller's port, unless ``public_url`` is configured).
+3. With ``agent_tls`` (default): make sure the host holds a certificate from the controller's CA for its
+   management IP, its key and the CA certificate (``controller.compute.agenttls``; issued again when missing,
+   from another CA, for another address or near its end). Write ``/etc/zstack-py/kvmagent.yaml`` (host uuid,
+   token, TLS files, controller URL reachable from the host: the local address of the SSH connection + the
+   TLS events port, or the controller's port without TLS; ``public_url``'s host when it is configured).
 4. Start the agent: systemd unit ``zstack-py-kvmagent`` (enabled, ``Restart=always``, logs to journald) where
-   systemd runs, else a ``setsid`` daemon with a pid file; restarted when the config changed or it is not
-   running. Then wait for ``/readyz``; if it does not answer, the unit's ``systemctl is-active`` state and its
+   systemd runs, else a ``setsid`` daemon with a pid file; restarted when the config or its certificate
+   changed or it is not running. Then wait for ``/readyz`` (over HTTPS, verified against the CA); if it does not answer, the unit's ``systemctl is-active`` state and its
    last journal lines go into the error.
 """
 
@@ -287,18 +290,22 @@ async def wait_ready(host: dict[str, Any], timeout: float = 60.0, *, tls: ssl.SS
     headers = {"Authorization": f"Bearer {host['agentToken']}"}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    last = ""
     async with aiohttp.ClientSession(trust_env=False) as s:
         while True:
             try:
                 async with s.get(url, headers=headers, ssl=tls, timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status == 200:
                         return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+                    last = f"HTTP {r.status}"
+            except aiohttp.ClientConnectorCertificateError as e:
+                last = f"certificate refused: {e.certificate_error}"
+            except (aiohttp.ClientError, TimeoutError) as e:
+                last = type(e).__name__
             if loop.time() > deadline:
                 raise OperationError(f"the agent on host {host['managementIp']} did not answer {url} within "
-                                     f"{timeout:.0f} s; see `journalctl -u {UNIT}` (systemd) or "
-                                     "/var/log/zstack-py/kvmagent.out on the host")
+                                     f"{timeout:.0f} s (last: {last or 'no answer'}); see `journalctl -u {UNIT}` "
+                                     "(systemd) or /var/log/zstack-py/kvmagent.out on the host")
             await asyncio.sleep(0.2)
 
 
