@@ -18,8 +18,8 @@ Steps (each idempotent, so ReconnectHost reruns them safely):
    TLS events port, or the controller's port without TLS; ``public_url``'s host when it is configured).
 4. Start the agent: systemd unit ``zstack-py-kvmagent`` (enabled, ``Restart=always``, logs to journald) where
    systemd runs, else a ``setsid`` daemon with a pid file; restarted when the config or its certificate
-   changed or it is not running. Then wait for ``/readyz`` (over HTTPS, verified against the CA); if it does not answer, the unit's ``systemctl is-active`` state and its
-   last journal lines go into the error.
+   changed or it is not running. Then wait for ``/readyz`` (over HTTPS, verified against the CA); if it does
+   not answer, the unit's ``systemctl is-active`` state and its last journal lines go into the error.
 """
 
 from __future__ import annotations
