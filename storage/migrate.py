@@ -113,19 +113,47 @@ def _request_head(url: URL, token: str, path: Path, size: int, length: int) -> b
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+TLS_CHUNK = 1 << 20
+
+
+async def _send_read(writer: asyncio.StreamWriter, fd: int, off: int, n: int) -> int:
+    """Send ``n`` bytes of ``fd`` from ``off`` through ``writer`` (TLS); returns the bytes sent (fewer when the
+    file ended early)."""
+    sent = 0
+    nxt = asyncio.ensure_future(asyncio.to_thread(os.pread, fd, min(TLS_CHUNK, n), off))
+    try:
+        while sent < n:
+            data = await nxt
+            if not data:
+                return sent
+            sent += len(data)
+            if sent < n:
+                nxt = asyncio.ensure_future(asyncio.to_thread(os.pread, fd, min(TLS_CHUNK, n - sent), off + sent))
+            writer.write(data)
+            await writer.drain()
+        return sent
+    finally:
+        if not nxt.done():
+            await asyncio.gather(nxt, return_exceptions=True)
+
+
 async def _send_frames(
     writer: asyncio.StreamWriter, f: BinaryIO, plan: list[extents.Range], digest: Awaitable[bytes]
 ) -> None:
-    """Each frame header, then its data straight from the page cache (``sendfile``), then END."""
+    """Each frame header, then its data straight from the page cache (``sendfile``), then END. Over TLS
+    (no ``sendfile``) the data is read in :data:`TLS_CHUNK` pieces in a worker thread, the next piece read
+    while the current one is encrypted and sent (asyncio's own fallback reads 16 KiB per thread hop: ~10x
+    slower)."""
     loop = asyncio.get_running_loop()
+    tls = writer.transport.get_extra_info("sslcontext") is not None
     for off, n in plan:
         writer.write(HEADER.pack(off, n))
         async with asyncio.timeout(IDLE_TIMEOUT):
             await writer.drain()
-            # Position the file too: over TLS asyncio falls back to read+write, and that fallback seeks only
-            # for a non-zero offset (extent probing with SEEK_DATA/SEEK_HOLE left the position elsewhere).
-            f.seek(off)
-            sent = await loop.sendfile(writer.transport, f, off, n)
+            if tls:
+                sent = await _send_read(writer, f.fileno(), off, n)
+            else:
+                sent = await loop.sendfile(writer.transport, f, off, n)
         if sent != n:
             raise TransferFailed(f"source file shrank while being copied (offset {off})")
     tail = await digest
