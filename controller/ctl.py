@@ -1,5 +1,7 @@
-"""``zstack-ctl start|stop|status|backup|restore|check|upgrade|rollback``: manage the controller process and its
+"""``zstack-ctl start|stop|status|backup|restore|check|upgrade|rollback|tls``: manage the controller process and its
 database (``upgrade``/``rollback``: :mod:`controller.upgrade`).
+
+``tls [--json] [--renew] [--print-ca]`` shows the CA and the controller's certificate (``controller.ctltls``).
 
 ``check [--repair] [--json]`` runs the ``CheckConsistency`` API of the running controller as admin (password:
 ``$ZSTACK_ADMIN_PASSWORD``, else the config's ``admin_password``) and prints each difference between the
@@ -17,6 +19,7 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -25,6 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from controller.cli.client import tls_context as client_tls
 from controller.config import DEFAULT_CONFIG, ControllerConfig
 
 UNIT = "zstack-py-controller"
@@ -41,12 +45,22 @@ def has_systemd() -> bool:
 
 def _url(cfg: ControllerConfig) -> str:
     host = "127.0.0.1" if cfg.listen_host in ("0.0.0.0", "::") else cfg.listen_host
-    return f"http://{host}:{cfg.port}"
+    return f"{'https' if cfg.api_tls else 'http'}://{host}:{cfg.port}"
+
+
+def _tls(cfg: ControllerConfig) -> ssl.SSLContext | None:
+    """How ``zstack-ctl`` verifies an https API: the operator's ``api_tls_ca`` (or the system's CAs) for an
+    operator-provided certificate, else the controller's own CA (``pki/ca.crt``)."""
+    if not cfg.api_tls:
+        return None
+    if cfg.api_tls_cert:
+        return client_tls(cfg.api_tls_ca)
+    return client_tls(str(Path(cfg.tls_dir) if cfg.tls_dir else Path(cfg.db_path).parent / "pki") + "/ca.crt")
 
 
 def _healthy(cfg: ControllerConfig, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(_url(cfg) + "/readyz", timeout=timeout) as r:
+        with urllib.request.urlopen(_url(cfg) + "/readyz", timeout=timeout, context=_tls(cfg)) as r:
             return r.status == 200
     except OSError:
         return False
@@ -184,7 +198,12 @@ def restore_cmd(cfg: ControllerConfig, source: str, stop_first: bool) -> int:
     return 0
 
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the controller is never behind a proxy
+_TLS: ssl.SSLContext | None = None  # set by check(): how an https API is verified
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    # the controller is never behind a proxy
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=_TLS))
 
 
 def _post(url: str, body: dict[str, Any], session: str | None = None, timeout: float = 600) -> dict[str, Any]:
@@ -193,7 +212,7 @@ def _post(url: str, body: dict[str, Any], session: str | None = None, timeout: f
         headers["Authorization"] = f"OAuth {session}"
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     try:
-        with _OPENER.open(req, timeout=timeout) as r:
+        with _opener().open(req, timeout=timeout) as r:
             return dict(json.loads(r.read()))
     except urllib.error.HTTPError as e:
         return dict(json.loads(e.read() or b"{}"))
@@ -201,7 +220,7 @@ def _post(url: str, body: dict[str, Any], session: str | None = None, timeout: f
 
 def _get(url: str, session: str) -> dict[str, Any]:
     req = urllib.request.Request(url, headers={"Authorization": f"OAuth {session}"})
-    with _OPENER.open(req, timeout=30) as r:
+    with _opener().open(req, timeout=30) as r:
         return dict(json.loads(r.read()))
 
 
@@ -216,7 +235,9 @@ def api_version(cfg: ControllerConfig) -> str | None:
 
 
 def check(cfg: ControllerConfig, repair: bool, as_json: bool, url: str | None = None) -> int:
+    global _TLS
     base = url or _url(cfg)
+    _TLS = _tls(cfg)
     password = os.environ.get("ZSTACK_ADMIN_PASSWORD") or cfg.admin_password
     try:
         login = _post(base + "/v1/LogInByAccount", {"accountName": "admin", "password": password}, timeout=30)
@@ -274,8 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--wait", type=float, default=90.0)
     rb = sub.add_parser("rollback", help="return to the release before the last upgrade, with its database backup")
     rb.add_argument("--wait", type=float, default=90.0)
+    t = sub.add_parser("tls", help="the CA and certificates; what traffic is TLS")
+    t.add_argument("--json", action="store_true")
+    t.add_argument("--renew", action="store_true", help="issue the controller's certificate again now")
+    t.add_argument("--print-ca", action="store_true", help="print the CA certificate (PEM) for zstack-cli --ca")
     args = p.parse_args(argv)
     cfg = ControllerConfig.load(args.config)
+    if args.cmd == "tls":
+        from controller.ctltls import tls_cmd
+
+        return tls_cmd(cfg, as_json=args.json, renew=args.renew, print_ca=args.print_ca)
     if args.cmd in ("upgrade", "rollback"):
         from controller import upgrade
 

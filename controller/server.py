@@ -13,6 +13,8 @@ from aiohttp import web
 
 from controller.app import create_app, server_settings
 from controller.config import ControllerConfig
+from controller.pki import PkiError
+from controller.tls import api_ssl_context
 
 
 def setup_logging(log_dir: str, *, to_file: bool = True) -> None:
@@ -31,8 +33,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     config = ControllerConfig.load(args.config)
     setup_logging(config.log_dir)
+    try:
+        ssl_context = api_ssl_context(config)
+    except PkiError as e:
+        logging.getLogger("controller").error("%s", e)
+        sys.exit(2)
     web.run_app(create_app(config), host=config.listen_host, port=config.port, print=None,
-                access_log=None, **server_settings(config))
+                access_log=None, ssl_context=ssl_context, **server_settings(config))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from controller import (  # noqa: F401
     identity,
     sealed,
     secgroup,
+    tls,
     vrouter_provider,
 )
 from controller.api import queries  # noqa: F401

@@ -12,6 +12,10 @@ Example::
     state_dir: /var/lib/zstack-py
     log_dir: /var/log/zstack-py
     storage_roots: [/var/lib/zstack-py, /zstack_ps, /data]   # where local primary storages may be created
+    tls_cert: /etc/zstack-py/tls/agent.crt   # serve HTTPS with this certificate and key (written by the
+    tls_key: /etc/zstack-py/tls/agent.key    # controller at AddKvmHost/ReconnectHost; both or neither)
+    tls_ca: /etc/zstack-py/tls/ca.crt        # the controller's CA: the only one trusted for the controller
+                                             # (events channel) and for other agents (volume copies)
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PATH = Path("/etc/zstack-py/kvmagent.yaml")
 #: where local primary storages usually live (1.0's examples use /zstack_ps; ours /var/lib/zstack-py/...)
@@ -49,6 +53,16 @@ class AgentConfig(BaseModel):
     #: the controller cannot change this list, so even a caller with this host's token cannot make the agent
     #: create and write a storage in a system directory. Add the directories your local PS urls live in.
     storage_roots: list[str] = Field(default_factory=lambda: list(DEFAULT_STORAGE_ROOTS))
+    #: HTTPS (kvmagent.contract.tls): certificate and key of this agent, and the controller's CA certificate
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> AgentConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both (HTTPS) or neither (plain HTTP)")
+        return self
 
     @field_validator("listen_ip")
     @classmethod

@@ -2,7 +2,8 @@
 
 * :class:`Judger`: per-VM expectations of the events the agent's own operations cause (1.0's "judger"):
   set before the operation, kept while it runs and for ``ttl`` seconds after it, then forgotten.
-* :class:`EventReporter`: ``POST {controller_url}/v1/agent/events`` with the host token. Reports are sent
+* :class:`EventReporter`: ``POST {controller_url}/v1/agent/events`` with the host token (over HTTPS, the
+  controller's certificate must come from the CA in ``tls_ca`` and name ``CONTROLLER_NAME``). Reports are sent
   at once; while the controller is away they are queued (bounded, newest state per VM wins) and retried
   with exponential backoff.
 * :class:`StateTracker`: glue from driver :class:`DomainEvent` to reports: maps, swallows expected events,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -28,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from kvmagent.contract.tls import CONTROLLER_NAME
 from kvmagent.driver.base import DomainEvent, VmState
 from kvmagent.metrics import Metrics
 
@@ -93,8 +96,11 @@ class EventReporter:
 
     def __init__(self, host_uuid: str, controller_url: str | None, token: str, *, metrics: Metrics,
                  max_pending: int = 10000, backoff: tuple[float, float] = (0.2, 10.0),
-                 post_timeout: float = 5.0) -> None:
+                 post_timeout: float = 5.0, tls: ssl.SSLContext | None = None) -> None:
         self.host_uuid = host_uuid
+        #: the controller's CA (kvmagent.contract.tls): an https controller must present a certificate from it that
+        #: names ``CONTROLLER_NAME``
+        self.tls = tls
         self.controller_url = controller_url
         self.token = token
         self.metrics = metrics
@@ -163,9 +169,12 @@ class EventReporter:
         if not self.controller_url or self._session is None:
             return False
         kind = str(body.get("kind", "vmState"))
+        pinned: dict[str, Any] = {}
+        if self.tls is not None and self.controller_url.startswith("https://"):
+            pinned = {"ssl": self.tls, "server_hostname": CONTROLLER_NAME}
         try:
             async with self._session.post(self.controller_url + EVENTS_PATH, json=body,
-                                          headers={"Authorization": f"Bearer {self.token}"}) as resp:
+                                          headers={"Authorization": f"Bearer {self.token}"}, **pinned) as resp:
                 if resp.status < 300:
                     self.metrics.count_event(kind, "sent")
                     return True

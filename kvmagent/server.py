@@ -30,6 +30,7 @@ from kvmagent.config import AgentConfig
 from kvmagent.context import AgentContext
 from kvmagent.contract.base import POLLED_PATHS, AgentError
 from kvmagent.contract.host import PingCmd
+from kvmagent.contract.tls import peer_context
 from kvmagent.dedup import Reply, ReplyCache
 from kvmagent.driver.base import HypervisorDriver
 from kvmagent.events import EventReporter, Judger, StateTracker
@@ -205,7 +206,7 @@ def build_context(config: AgentConfig, driver: HypervisorDriver, *, flatnet: Any
                   judger_ttl: float = 10.0) -> AgentContext:
     m = Metrics()
     reporter = EventReporter(config.host_uuid, config.controller_url, config.token, metrics=m,
-                             backoff=reporter_backoff)
+                             backoff=reporter_backoff, tls=peer_context(config.tls_ca))
     judger = Judger(ttl=judger_ttl)
     vms = VmOps(driver, judger)
     tracker = StateTracker(judger, reporter, m, on_reboot=vms.on_guest_reboot)

@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from kvmagent.config import AgentConfig
+from kvmagent.contract.tls import server_context
 from kvmagent.driver.libvirt_driver import LibvirtDriver
 from kvmagent.driver.testnode import write_node_xml
 from kvmagent.server import create_app, wait_ready
@@ -46,19 +47,23 @@ class SimHost:
 
 
 async def start_host(state_dir: Path, *, port: int, controller_url: str | None, cpus: int = 8,
-                     memory_bytes: int = 16 << 30, ready_timeout: float = 30.0) -> SimHost:
-    """One simulated host, ready (reconciled) when this returns. ``port`` 0 picks a free port."""
+                     memory_bytes: int = 16 << 30, ready_timeout: float = 30.0,
+                     tls: tuple[Path, Path, Path] | None = None) -> SimHost:
+    """One simulated host, ready (reconciled) when this returns. ``port`` 0 picks a free port. Plain HTTP
+    unless ``tls`` = (certificate, key, CA certificate) files: then it serves HTTPS like a deployed agent."""
     host_uuid = uuid.uuid4().hex
     sd = state_dir / host_uuid
     uri = await asyncio.to_thread(write_node_xml, sd / "node.xml", cpus=cpus, memory_bytes=memory_bytes)
     config = AgentConfig(host_uuid=host_uuid, token=secrets.token_hex(16), controller_url=controller_url,
                          listen_ip="127.0.0.1", port=port, libvirt_uri=uri, domain_type="qemu",
-                         state_dir=sd, log_dir=sd / "log")
+                         state_dir=sd, log_dir=sd / "log", tls_cert=tls[0] if tls else None,
+                         tls_key=tls[1] if tls else None, tls_ca=tls[2] if tls else None)
     app = create_app(config, driver=LibvirtDriver(uri, state_dir=sd, domain_type="qemu"))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", port)
+        ssl_context = server_context(tls[0], tls[1]) if tls else None
+        site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context)
         await site.start()
         async with asyncio.timeout(ready_timeout):
             await wait_ready(app)

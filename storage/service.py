@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class StorageService:
         self._storages: dict[Path, LocalStorage] = {}  # one object per root: it keeps the usedByStorage figure
         self._locks: dict[Path, asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
+        #: how an https destination agent is verified in host-to-host copies (the agent sets the controller's
+        #: CA here, kvmagent.contract.tls); None: the system's CAs
+        self.peer_tls: ssl.SSLContext | None = None
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -288,14 +292,15 @@ class StorageService:
             if base_image_path:
                 base = st.layout.contain(base_image_path, "baseImagePath")
                 md5 = await self._md5(base)
-                if await migrate.remote_has(sess, dest_url, dest_token, str(st.layout.root), base, md5):
+                if await migrate.remote_has(sess, dest_url, dest_token, str(st.layout.root), base, md5,
+                                            tls=self.peer_tls):
                     out.append(migrate.Copied(str(base), base.stat().st_size, 0, "", skipped=True))
                 else:  # the cache record travels with the image, so the destination's cache knows it
                     side = base.with_name(base.name + ".json")
                     checked[:0] = [base, side] if side.is_file() else [base]
             for p in checked:
-                out.append(await migrate.send_file(dest_url, dest_token, p))
-                r.add(migrate.remote_delete, sess, dest_url, dest_token, str(st.layout.root), str(p))
+                out.append(await migrate.send_file(dest_url, dest_token, p, tls=self.peer_tls))
+                r.add(migrate.remote_delete, sess, dest_url, dest_token, str(st.layout.root), str(p), self.peer_tls)
             r.success()
         return out
 

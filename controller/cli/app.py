@@ -50,9 +50,10 @@ class Cli:
         out: TextIO | None = None,
         err: TextIO | None = None,
         ask_password: Callable[[str], str] = _ask_password,
+        ca: str | None = None,
     ) -> None:
         self.url = url
-        self.client = Client(url)
+        self.client = Client(url, ca=ca)
         self.sessions = SessionStore(home / "session")
         self.cache = SchemaCache(home / "api-cache.json")
         self.out = out or sys.stdout

@@ -9,6 +9,7 @@ answered ``success: false``).
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -41,11 +42,24 @@ class ApiError(Exception):
         return text
 
 
-def make_url(host: str | None, port: int | None, env_url: str | None) -> str:
-    """The base URL: ``-H``/``-p`` win, then ``$ZSTACK_URL``, then ``http://127.0.0.1:8080``."""
+def make_url(host: str | None, port: int | None, env_url: str | None, *, https: bool = False) -> str:
+    """The base URL: ``-H``/``-p`` win, then ``$ZSTACK_URL``, then ``http://127.0.0.1:8080`` (``https://``
+    with ``https``: a controller serving its API over TLS, ``api_tls``)."""
     if host is None and port is None and env_url:
         return env_url.rstrip("/")
-    return f"http://{host or '127.0.0.1'}:{port or 8080}"
+    return f"{'https' if https else 'http'}://{host or '127.0.0.1'}:{port or 8080}"
+
+
+def tls_context(ca: str | None) -> ssl.SSLContext:
+    """The client context for an https controller: with ``ca`` (a PEM file, e.g. the controller's
+    ``pki/ca.crt``) only that CA is trusted; without it, the system's CAs (an operator-provided certificate).
+    The controller's name is always checked."""
+    if ca is None:
+        return ssl.create_default_context()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cafile=ca)
+    return ctx
 
 
 class Client:
@@ -55,12 +69,13 @@ class Client:
     reached directly.
     """
 
-    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT, *, ca: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         host = urllib.parse.urlsplit(self.base_url).hostname or ""
         direct = host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
-        handlers = [urllib.request.ProxyHandler({})] if direct else []
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})] if direct else []
+        handlers.append(urllib.request.HTTPSHandler(context=tls_context(ca)))
         self._opener = urllib.request.build_opener(*handlers)
 
     def call(self, api: str, body: dict[str, Any], session: str | None = None) -> dict[str, Any]:
@@ -98,6 +113,12 @@ class Client:
             with e:
                 return e.code, self._decode(e.read(), e.code, strict=False)
         except urllib.error.URLError as e:
+            if isinstance(e.reason, ssl.SSLCertVerificationError):
+                raise ConnectionFailure(
+                    f"the controller at {self.base_url} presented a certificate that cannot be verified "
+                    f"({e.reason.verify_message}); pass --ca with the controller's CA certificate "
+                    "(its pki/ca.crt) or the CA of the certificate it was given"
+                ) from None
             raise ConnectionFailure(self._unreachable(e.reason)) from None
         except TimeoutError:
             raise ConnectionFailure(

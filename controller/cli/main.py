@@ -38,6 +38,11 @@ def _arguments() -> argparse.ArgumentParser:
     )
     parser.add_argument("-H", "--host", help="controller host (default 127.0.0.1, or $ZSTACK_URL)")
     parser.add_argument("-p", "--port", type=int, help="controller port (default 8080)")
+    parser.add_argument("--https", action="store_true",
+                        help="the controller serves its API over TLS (api_tls); or give an https:// $ZSTACK_URL")
+    parser.add_argument("--ca", default=os.environ.get("ZSTACK_CA"),
+                        help="CA certificate (PEM) the controller's certificate must come from, e.g. its "
+                             "pki/ca.crt (default $ZSTACK_CA; without it, the system's CAs)")
     parser.add_argument("-s", "--keep-passwords", action="store_true",
                         help="keep passwords in the shell history (masked by default)")
     parser.add_argument("--refresh-schema", action="store_true",
@@ -52,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         args = _arguments().parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
-    url = make_url(args.host, args.port, os.environ.get("ZSTACK_URL"))
+    url = make_url(args.host, args.port, os.environ.get("ZSTACK_URL"), https=args.https or bool(args.ca))
     home = cli_home()
-    cli = Cli(url, home)
+    cli = Cli(url, home, ca=args.ca)
     tokens: list[str] = list(args.command)
     if len(tokens) == 1 and any(c.isspace() for c in tokens[0]):
         try:

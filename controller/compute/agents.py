@@ -2,9 +2,11 @@
 
 Guarantees:
 
-* ``await agents.call(host, cmd)`` POSTs ``cmd`` to ``http://{managementIp}:{agentPort}{cmd.PATH}`` with the
-  host's bearer token and an ``X-Request-Id``; the same id is sent on every retry, so the agent runs the
-  command once.
+* ``await agents.call(host, cmd)`` POSTs ``cmd`` to ``http(s)://{managementIp}:{agentPort}{cmd.PATH}`` with
+  the host's bearer token and an ``X-Request-Id``; the same id is sent on every retry, so the agent runs the
+  command once. A host with ``agentTls`` is called over HTTPS and its certificate must come from the
+  controller's CA and name its management IP (``controller.tls``); a plain-HTTP agent is only one recorded so
+  (simulated hosts, ``agent_tls: false``).
 * Retries (with exponential backoff) happen only when ``cmd.IDEMPOTENT`` and the failure is a connection
   error or a timeout; an answer from the agent is never retried.
 * Errors: no connection / timeout → :class:`AgentUnavailable` (503) naming the host; an agent error body →
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any, TypeVar
 
 import aiohttp
 from pydantic import ValidationError
 
+from controller.agenturl import agent_url
 from controller.core import Controller, on_start
 from controller.errors import AgentFailure, AgentUnavailable
 from controller.util import new_uuid
@@ -35,8 +39,16 @@ def host_label(host: dict[str, Any]) -> str:
     return f"host[uuid:{host['uuid']}, managementIp:{host['managementIp']}]"
 
 
+def agent_ssl(core: Controller, host: dict[str, Any]) -> ssl.SSLContext | bool:
+    """What aiohttp's ``ssl=`` gets for this host: the CA-pinned context for a TLS agent, else True (unused)."""
+    if not host.get("agentTls"):
+        return True
+    return core.services["tls"].agent_ssl  # type: ignore[no-any-return]
+
+
 class Agents:
-    def __init__(self, *, retries: int = 3, backoff: float = 0.3) -> None:
+    def __init__(self, *, retries: int = 3, backoff: float = 0.3, core: Controller | None = None) -> None:
+        self.core = core
         self.retries = retries
         self.backoff = backoff
         self._session: aiohttp.ClientSession | None = None
@@ -56,7 +68,7 @@ class Agents:
 
     async def call(self, host: dict[str, Any], cmd: AgentRequest, *, timeout: float | None = None) -> Any:
         """Run ``cmd`` on ``host`` (a Host row: managementIp, agentPort, agentToken) and return its Reply."""
-        url = f"http://{host['managementIp']}:{host['agentPort']}{cmd.PATH}"
+        url = agent_url(host) + cmd.PATH
         rid = new_uuid()
         headers = {"Authorization": f"Bearer {host['agentToken']}", "X-Request-Id": rid}
         body = cmd.model_dump(mode="json")
@@ -81,7 +93,12 @@ class Agents:
 
     async def _post(self, host: dict[str, Any], cmd: AgentRequest, url: str, body: dict[str, Any],
                     headers: dict[str, str], timeout: float) -> Any:
-        async with self.session().post(url, json=body, headers=headers,
+        tls: ssl.SSLContext | bool = True
+        if host.get("agentTls"):
+            if self.core is None:
+                raise AgentUnavailable(f"{host_label(host)} serves TLS but this agent client has no CA")
+            tls = agent_ssl(self.core, host)
+        async with self.session().post(url, json=body, headers=headers, ssl=tls,
                                        timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             try:
                 data = await resp.json(content_type=None)
@@ -102,4 +119,4 @@ class Agents:
 
 @on_start(30, "agents")
 async def _start(core: Controller) -> None:
-    core.services["agents"] = Agents()
+    core.services["agents"] = Agents(core=core)

@@ -11,12 +11,15 @@ Steps (each idempotent, so ReconnectHost reruns them safely):
    --no-deps``, cached in ``agent_package_dir/<digest of the package sources>/``, so a wheel built from other
    code with the same version is never deployed) is uploaded with SFTP and ``pip install``-ed into
    ``/opt/zstack-py/venv`` (dependencies from the host's pip configuration: a testbed host's local wheelhouse).
-3. Write ``/etc/zstack-py/kvmagent.yaml`` (host uuid, token, controller URL reachable from the host: the
-   local address of the SSH connection + the controller's port, unless ``public_url`` is configured).
+3. With ``agent_tls`` (default): make sure the host holds a certificate from the controller's CA for its
+   management IP, its key and the CA certificate (``controller.compute.agenttls``; issued again when missing,
+   from another CA, for another address or near its end). Write ``/etc/zstack-py/kvmagent.yaml`` (host uuid,
+   token, TLS files, controller URL reachable from the host: the local address of the SSH connection + the
+   TLS events port, or the controller's port without TLS; ``public_url``'s host when it is configured).
 4. Start the agent: systemd unit ``zstack-py-kvmagent`` (enabled, ``Restart=always``, logs to journald) where
-   systemd runs, else a ``setsid`` daemon with a pid file; restarted when the config changed or it is not
-   running. Then wait for ``/readyz``; if it does not answer, the unit's ``systemctl is-active`` state and its
-   last journal lines go into the error.
+   systemd runs, else a ``setsid`` daemon with a pid file; restarted when the config or its certificate
+   changed or it is not running. Then wait for ``/readyz`` (over HTTPS, verified against the CA); if it does
+   not answer, the unit's ``systemctl is-active`` state and its last journal lines go into the error.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import os
 import shlex
 import shutil
+import ssl
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +42,8 @@ import asyncssh
 import yaml
 
 from controller import sealed, sshkeys
+from controller.agenturl import agent_url
+from controller.compute import agenttls
 from controller.core import Controller
 from controller.errors import ApiError, InvalidArgument, OperationError
 from controller.version import VERSION
@@ -260,11 +266,14 @@ async def _install(core: Controller, conn: asyncssh.SSHClientConnection) -> None
                                  f"{have[:12] or 'unknown'}, not {agent_digest()[:12]}")
 
 
-def agent_config(host: dict[str, Any], controller_url: str, listen_ip: str) -> str:
-    return yaml.safe_dump({"host_uuid": host["uuid"], "token": host["agentToken"],
-                           "controller_url": controller_url, "listen_ip": listen_ip,
-                           "port": host["agentPort"], "libvirt_uri": "qemu:///system", "domain_type": "auto",
-                           "state_dir": STATE, "log_dir": "/var/log/zstack-py"}, sort_keys=True)
+def agent_config(host: dict[str, Any], controller_url: str, listen_ip: str, *, tls: bool = False) -> str:
+    data = {"host_uuid": host["uuid"], "token": host["agentToken"],
+            "controller_url": controller_url, "listen_ip": listen_ip,
+            "port": host["agentPort"], "libvirt_uri": "qemu:///system", "domain_type": "auto",
+            "state_dir": STATE, "log_dir": "/var/log/zstack-py"}
+    if tls:
+        data.update({"tls_cert": agenttls.CERT, "tls_key": agenttls.KEY, "tls_ca": agenttls.CA})
+    return yaml.safe_dump(data, sort_keys=True)
 
 
 def agent_alive_sh(pidfile: str) -> str:
@@ -300,24 +309,29 @@ async def _start_agent(conn: asyncssh.SSHClientConnection, restart: bool) -> Non
                     f"</dev/null >>/var/log/zstack-py/kvmagent.out 2>&1 & echo $! > {PIDFILE}")
 
 
-async def wait_ready(host: dict[str, Any], timeout: float = 60.0) -> None:
-    """Until the agent's ``/readyz`` answers 200 (started and reconciled)."""
-    url = f"http://{host['managementIp']}:{host['agentPort']}/readyz"
+async def wait_ready(host: dict[str, Any], timeout: float = 60.0, *, tls: ssl.SSLContext | bool = True) -> None:
+    """Until the agent's ``/readyz`` answers 200 (started and reconciled); ``tls``: the CA-pinned context of
+    a TLS agent (``host['agentTls']``)."""
+    url = agent_url(host) + "/readyz"
     headers = {"Authorization": f"Bearer {host['agentToken']}"}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    last = ""
     async with aiohttp.ClientSession(trust_env=False) as s:
         while True:
             try:
-                async with s.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                async with s.get(url, headers=headers, ssl=tls, timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status == 200:
                         return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+                    last = f"HTTP {r.status}"
+            except aiohttp.ClientConnectorCertificateError as e:
+                last = f"certificate refused: {e.certificate_error}"
+            except (aiohttp.ClientError, TimeoutError) as e:
+                last = type(e).__name__
             if loop.time() > deadline:
                 raise OperationError(f"the agent on host {host['managementIp']} did not answer {url} within "
-                                     f"{timeout:.0f} s; see `journalctl -u {UNIT}` (systemd) or "
-                                     "/var/log/zstack-py/kvmagent.out on the host")
+                                     f"{timeout:.0f} s (last: {last or 'no answer'}); see `journalctl -u {UNIT}` "
+                                     "(systemd) or /var/log/zstack-py/kvmagent.out on the host")
             await asyncio.sleep(0.2)
 
 
@@ -359,25 +373,35 @@ async def deploy(core: Controller, host: dict[str, Any], *, new: bool, accept: s
     written into it (the connect sequence records it in ``HostAgent``). ``force``: the running agent reported
     another release or digest than this controller's: install (unless the installed sources already are
     this controller's) and restart it whatever the host's stamp says."""
+    tls = bool(core.config.agent_tls)
     async with await _login(core, host, accept) as conn:
         local_ip = conn.get_extra_info("sockname")[0]
         peer_ip = conn.get_extra_info("peername")[0]
-        url = core.config.public_url or f"http://{local_ip}:{core.config.port}"
+        if tls:
+            url = await agenttls.events_url(core, local_ip)
+        else:
+            url = core.config.public_url or f"http://{local_ip}:{core.config.port}"
         stamp = (await _sh(conn, f"cat {STAMP}", check=False)).strip()
         outdated = force or stamp != local_stamp()
         if outdated:
             await _install(core, conn)
             await _sh(conn, f"mkdir -p {STATE} && cat > {STAMP}", stdin=local_stamp() + "\n")
-        text = agent_config(host, url, peer_ip)
+        certs_changed = tls and await agenttls.ensure_agent_cert(core, conn, host, peer_ip)
+        text = agent_config(host, url, peer_ip, tls=tls)
         old = await _sh(conn, f"cat {CONFIG}", check=False)
         changed = old != text
         if changed:
             await _sh(conn, f"mkdir -p /etc/zstack-py && umask 077 && cat > {CONFIG}", stdin=text)
-        await _start_agent(conn, restart=changed or outdated)
+        await _start_agent(conn, restart=changed or certs_changed or outdated)
+    ready = {**host, "agentTls": int(tls)}
     try:
-        await wait_ready(host)
+        await wait_ready(ready, tls=core.services["tls"].agent_ssl if tls else True)
     except OperationError as e:
         state = await agent_unit_state(core, host, journal_lines=15)
         raise OperationError(f"{e.details}; on the host: {state}") from e
-    log.info("agent deployed on %s (new=%s, config changed=%s)", host["managementIp"], new, changed)
+    if bool(host.get("agentTls")) != tls:
+        async with core.db.write() as tx:
+            await tx.update("Host", {"uuid": host["uuid"]}, {"agentTls": int(tls)})
+    log.info("agent deployed on %s (new=%s, config changed=%s, tls=%s, certificate issued=%s)",
+             host["managementIp"], new, changed, tls, certs_changed)
     return url

@@ -243,9 +243,11 @@ async def delete_host(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]
 
 
 async def add_connected_host(core: Controller, *, name: str, cluster_uuid: str, ip: str, port: int, token: str,
-                             controller_url: str, uuid: str) -> None:
+                             controller_url: str, uuid: str, tls: bool = False) -> None:
     """Register an agent that already runs (no SSH: simulated hosts, benchmarks) and connect it; the row
-    is deleted when the connect sequence fails."""
+    is deleted when the connect sequence fails. ``tls``: the agent serves HTTPS with a certificate from this
+    controller's CA (verified like a deployed agent's); False registers a plain-HTTP agent, which only this
+    in-process call can do (AddKvmHost deploys with ``agent_tls``)."""
     cluster = await core.db.fetchone("SELECT zoneUuid FROM Cluster WHERE uuid=?", (cluster_uuid,))
     if cluster is None:
         raise InvalidArgument(f"invalid field[clusterUuid]: cluster {cluster_uuid} not found")
@@ -253,7 +255,7 @@ async def add_connected_host(core: Controller, *, name: str, cluster_uuid: str, 
     async with core.db.write() as tx:
         await tx.insert("Host", {
             "uuid": uuid, "name": name, "zoneUuid": cluster["zoneUuid"], "clusterUuid": cluster_uuid,
-            "managementIp": ip, "agentPort": port,
+            "managementIp": ip, "agentPort": port, "agentTls": int(tls),
             "agentToken": token, "createDate": now, "lastOpDate": now})
     try:
         await conn.connect(core, uuid, controller_url)

@@ -34,6 +34,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from controller.agenturl import agent_url
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
@@ -358,7 +359,7 @@ class Migration:
         try:
             await self.agents.call(self.src, sc.CopyToRemoteCmd(
                 storagePath=url, paths=[f.path for f in files],
-                destAgentUrl=f"http://{self.dest['managementIp']}:{self.dest['agentPort']}", destToken=got.ticket),
+                destAgentUrl=agent_url(self.dest), destToken=got.ticket),
                 timeout=COPY_TIMEOUT)
         finally:
             try:

@@ -179,7 +179,7 @@ _RESOURCES: tuple[Resource, ...] = (
                          "availableMemoryCapacity", "cpuNum", "sshPort", "agentProtocol"),
                    bools=("agentUpgradeNeeded",)),
              refs=(_ZONE, Ref("cluster", "Cluster", "clusterUuid")),
-             hidden=frozenset({"password", "agentToken", "agentBootId", "agentPort", "sshHostKey"})),
+             hidden=frozenset({"password", "agentToken", "agentBootId", "agentPort", "agentTls", "sshHostKey"})),
     Resource("PrimaryStorage", "PrimaryStorage", "PrimaryStorageVO",
              _cols("uuid", "name", "description", "zoneUuid", "url", "type", "state", "status", "mountPath",
                    ints=_SIZES),

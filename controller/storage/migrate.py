@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from controller.agenturl import agent_url
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
@@ -180,7 +181,7 @@ async def migrate(ctx: ApiContext, volume: dict[str, Any], ref: dict[str, Any], 
         try:
             reply = await core.services["agents"].call(src, sc.CopyToRemoteCmd(
                 storagePath=ps["url"], paths=paths, baseImagePath=base,
-                destAgentUrl=f"http://{dest['managementIp']}:{dest['agentPort']}", destToken=ticket),
+                destAgentUrl=agent_url(dest), destToken=ticket),
                 timeout=COPY_TIMEOUT)
         finally:
             await _revoke(core, dest, ticket)

@@ -2,13 +2,15 @@
 """Benchmark: CreateVmInstance through the real HTTP API onto simulated hosts (real agents over libvirt's
 test driver with the real StorageService: image cache + qcow2 overlays by qemu-img).
 
-    scripts/bench/create_vms.py [--vms 10000] [--hosts 100] [--concurrency 32] [--agent-procs 2]
+    scripts/bench/create_vms.py [--vms 10000] [--hosts 100] [--concurrency 32] [--agent-procs 2] [--tls]
 
 The agents run in ``--agent-procs`` child processes (so their RSS is measured apart; on a real cloud every
 host runs its own), each agent on its own loopback address 127.0.10.x:7070; the controller runs in this
 process on 127.0.0.1. All simulated hosts share one local primary storage directory (one filesystem).
 Prints progress every 10 s, then VMs/s, p50/p99 create latency, how many VMs QueryVmInstance counts
-Running, failed creates, and the RSS of controller and agents.
+Running, failed creates, and the RSS of controller and agents. The simulated agents speak plain HTTP unless
+``--tls`` is given: then each gets a certificate from the controller's CA and serves HTTPS, the controller
+pins the CA and the agents report to its TLS events listener, as deployed agents do.
 """
 
 from __future__ import annotations
@@ -46,9 +48,12 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def run_agents(first: int, n: int, out: Path, controller: str, base: Path) -> None:
-    """Child: n agents on 127.0.10.<first + 1>.. until SIGTERM."""
+async def run_agents(first: int, n: int, out: Path, controller: str, base: Path, tls_dir: str) -> None:
+    """Child: n agents on 127.0.10.<first + 1>.. until SIGTERM (HTTPS with certificates from the CA in
+    ``tls_dir`` when it is not empty)."""
+    from controller import pki
     from kvmagent.config import AgentConfig
+    from kvmagent.contract.tls import server_context
     from kvmagent.driver.libvirt_driver import LibvirtDriver
     from kvmagent.driver.testnode import write_node_xml
     from kvmagent.server import create_app, wait_ready
@@ -59,13 +64,25 @@ async def run_agents(first: int, n: int, out: Path, controller: str, base: Path)
         hu, ip = uuid.uuid4().hex, f"127.0.{10 + (i + 1) // 250}.{(i + 1) % 250 + 1}"
         sd = base / hu
         uri = write_node_xml(sd / "node.xml", cpus=16, mhz=2000, memory_bytes=64 * GiB)
+        tls: dict[str, Path] = {}
+        if tls_dir:
+            ca = pki.ensure_ca(Path(tls_dir))
+            issued = pki.issue(ca, f"bench agent {hu}", [ip])
+            (sd / "tls").mkdir(parents=True, exist_ok=True)
+            tls = {"tls_cert": sd / "tls" / "agent.crt", "tls_key": sd / "tls" / "agent.key",
+                   "tls_ca": sd / "tls" / "ca.crt"}
+            pki.write_private(tls["tls_cert"], issued.cert_pem)
+            pki.write_private(tls["tls_key"], issued.key_pem)
+            pki.write_private(tls["tls_ca"], ca.cert_pem)
         cfg = AgentConfig(host_uuid=hu, token=secrets.token_hex(16), controller_url=controller, listen_ip=ip,
                           port=7070, libvirt_uri=uri, domain_type="qemu", state_dir=sd, log_dir=sd / "log",
-                          storage_roots=[str(base.parent)])
+                          storage_roots=[str(base.parent)], tls_cert=tls.get("tls_cert"),
+                          tls_key=tls.get("tls_key"), tls_ca=tls.get("tls_ca"))
         app = create_app(cfg, driver=LibvirtDriver(uri, state_dir=sd, domain_type="qemu"), storage=StorageService(sd))
         r = web.AppRunner(app, access_log=None)
         await r.setup()
-        await web.TCPSite(r, ip, 7070).start()
+        ssl_context = server_context(tls["tls_cert"], tls["tls_key"]) if tls else None
+        await web.TCPSite(r, ip, 7070, ssl_context=ssl_context).start()
         await asyncio.wait_for(wait_ready(app), 60)
         runners.append(r)
         hosts.append({"uuid": hu, "ip": ip, "token": cfg.token})
@@ -161,15 +178,23 @@ async def main(args: argparse.Namespace) -> None:
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     app = create_app(ControllerConfig(db_path=str(work / "c.db"), log_dir=str(work / "log"), port=port,
+                                      listen_host="127.0.0.1", agent_tls_port=0,
                                       image_import_dirs=[str(work)], allow_host_local_images=True))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    from controller.api.http import CORE
+
+    core = app[CORE]
+    tls_dir = str(core.services["tls"].dir) if args.tls else ""
+    events_url = f"https://127.0.0.1:{await core.services['tls'].events_listener()}" if args.tls else url
+    print(f"agents: {'HTTPS (certificates from the controller CA), events over TLS' if args.tls else 'plain HTTP'}")
     procs = max(1, min(args.agent_procs, args.hosts))
     shares = [args.hosts // procs + (1 if i < args.hosts % procs else 0) for i in range(procs)]
     listings = [work / f"hosts-{i}.json" for i in range(procs)]
     children = [await asyncio.create_subprocess_exec(sys.executable, __file__, "--child", str(sum(shares[:i])),
-                                                     str(shares[i]), str(listings[i]), url, str(work / "agents"))
+                                                     str(shares[i]), str(listings[i]), events_url,
+                                                     str(work / "agents"), tls_dir)
                 for i in range(procs)]
     c = Client(url)
     try:
@@ -180,12 +205,9 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{args.hosts} agents up in {time.perf_counter() - t:.1f} s")
         c.session = (await c.call("LogInByAccount", accountName="admin", password="password"))["uuid"]
         ids = await records(c, work)
-        from controller.api.http import CORE
-
-        core = app[CORE]
         for h in hosts:
             await add_connected_host(core, name=h["ip"], cluster_uuid=ids["cluster"], ip=h["ip"], port=7070,
-                                     token=h["token"], controller_url=url, uuid=h["uuid"])
+                                     token=h["token"], controller_url=events_url, uuid=h["uuid"], tls=args.tls)
         for h in hosts:   # warm each host's image cache (shared FS: one at a time)
             await c.call("CreateVmInstance", name="warm", instanceOfferingUuid=ids["offering"], imageUuid=ids["image"],
                          l3NetworkUuids=[ids["l3"]], hostUuid=h["uuid"])
@@ -216,11 +238,13 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        asyncio.run(run_agents(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), sys.argv[5], Path(sys.argv[6])))
+        asyncio.run(run_agents(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), sys.argv[5], Path(sys.argv[6]),
+                               sys.argv[7]))
         sys.exit(0)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vms", type=int, default=10000)
     p.add_argument("--hosts", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--agent-procs", type=int, default=2, help="processes the simulated agents are spread over")
+    p.add_argument("--tls", action="store_true", help="agents serve HTTPS with certificates from the controller's CA")
     asyncio.run(main(p.parse_args()))

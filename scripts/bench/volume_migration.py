@@ -9,7 +9,10 @@ LocalStorageMigrateVolume moves data only through this copy: around it the contr
 (volume info, a presence check on the destination, capacity transactions) but no second pass over the
 files (the copy's checksums are verified by both agents). Needs root (mount namespace). Usage:
 
-    /opt/zstack-py/venv/bin/python scripts/bench/volume_migration.py [--dir /var/tmp] [--runs 7]
+    /opt/zstack-py/venv/bin/python scripts/bench/volume_migration.py [--dir /var/tmp] [--runs 7] [--tls]
+
+``--tls``: the destination serves HTTPS with a certificate from a CA the source pins, as deployed agents do
+(the default agent traffic); the receive side then streams through aiohttp instead of taking the socket over.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "function
 
 from storage_agent import Agent, NamespacedAgent
 
+from controller import pki
 from kvmagent.contract import storage as c
+from kvmagent.contract.tls import client_context
 from storage import files
 
 GiB = 1 << 30
@@ -70,18 +75,30 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--tls", action="store_true", help="HTTPS between the agents (CA-pinned)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="zs-bench-", dir=args.dir))
     ps = tmp / "ps"
+    tls, verify = None, None
+    if args.tls:
+        ca = pki.ensure_ca(tmp / "ca")
+        issued = pki.issue(ca, "dst", ["127.0.0.1"])
+        pki.write_private(tmp / "ca" / "dst.crt", issued.cert_pem)
+        pki.write_private(tmp / "ca" / "dst.key", issued.key_pem)
+        tls, verify = (str(tmp / "ca" / "dst.crt"), str(tmp / "ca" / "dst.key")), client_context(ca_pem=ca.cert_pem)
     src = await Agent(tmp / "src-state").start()
-    dst = await NamespacedAgent(tmp / "dst-state", ps, tmp / "dst-ps").start()
+    src.service.peer_tls = verify
+    dst = await NamespacedAgent(tmp / "dst-state", ps, tmp / "dst-ps", tls=tls).start()
+    print(f"agent to agent: {'HTTPS (CA-pinned)' if args.tls else 'plain HTTP'}")
     try:
         await src.call(c.InitCmd(storagePath=str(ps), primaryStorageUuid="ps-b"))
-        await src.http.post(
+        init = await src.http.post(  # type: ignore[union-attr]
             dst.url + c.InitCmd.PATH,
             json={"storagePath": str(ps), "primaryStorageUuid": "ps-b"},
             headers={"Authorization": f"Bearer {dst.token}"},
-        )  # type: ignore[union-attr]
+            ssl=verify or True,
+        )
+        assert init.status == 200, await init.text()
         vol = await src.call(
             c.CreateEmptyVolumeCmd(storagePath=str(ps), accountUuid="a", volumeUuid="v", size=2 * GiB)
         )

@@ -28,6 +28,7 @@ from aiohttp import web
 
 import kvmagent.handlers.storage as storage_handlers
 from kvmagent.contract.base import AgentError, AgentRequest
+from kvmagent.contract.tls import server_context
 from kvmagent.routing import ENDPOINTS, error_response
 from storage.service import StorageService
 from zsutil.errors import CodedError
@@ -78,9 +79,10 @@ def minimal_app(service: StorageService, token: str) -> web.Application:
 class Agent:
     """One running agent on 127.0.0.1:<random port> with its own state dir and token."""
 
-    def __init__(self, state_dir: Path, token: str | None = None) -> None:
+    def __init__(self, state_dir: Path, token: str | None = None, tls: tuple[str, str] | None = None) -> None:
         self.service = StorageService(state_dir=state_dir)
         self.token = token or secrets.token_hex(16)
+        self.tls = tls  # (certificate, key): serve HTTPS
         self.runner: web.AppRunner | None = None
         self.url = ""
         self.http: aiohttp.ClientSession | None = None
@@ -89,10 +91,11 @@ class Agent:
         await self.service.start()
         self.runner = web.AppRunner(minimal_app(self.service, self.token), read_bufsize=READ_BUFSIZE)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        ssl_context = server_context(*self.tls) if self.tls else None
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
         self.http = aiohttp.ClientSession()
         return self
 
@@ -120,8 +123,9 @@ class NamespacedAgent:
     """The destination agent: a child process in a private mount namespace with ``ps_dir`` bind-mounted
     on ``ps_url``. :meth:`kill` is a real crash (SIGKILL)."""
 
-    def __init__(self, state_dir: Path, ps_url: Path, ps_dir: Path) -> None:
+    def __init__(self, state_dir: Path, ps_url: Path, ps_dir: Path, tls: tuple[str, str] | None = None) -> None:
         self.state_dir, self.ps_url, self.ps_dir = state_dir, ps_url, ps_dir
+        self.tls = tls
         self.token = secrets.token_hex(16)
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -142,10 +146,11 @@ class NamespacedAgent:
             str(self.ps_dir),
             "--token",
             self.token,
+            *(["--tls-cert", self.tls[0], "--tls-key", self.tls[1]] if self.tls else []),
         ]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220
         line = await asyncio.to_thread(self.proc.stdout.readline)  # type: ignore[union-attr]
-        if not line.startswith("http://"):
+        if not line.startswith(("http://", "https://")):
             self.kill()
             raise RuntimeError(f"namespaced agent failed to start: {line!r}")
         self.url = line.strip()
@@ -173,7 +178,8 @@ class NamespacedAgent:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    agent = await Agent(Path(args.state), token=args.token).start()
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    agent = await Agent(Path(args.state), token=args.token, tls=tls).start()
     print(agent.url, flush=True)
     await asyncio.to_thread(sys.stdin.read)  # until the parent closes stdin (or kills us)
     await agent.stop()
@@ -183,6 +189,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     for opt in ("--state", "--ps-url", "--ps-dir", "--token"):
         ap.add_argument(opt, required=True)
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args()
     os.makedirs(args.ps_url, exist_ok=True)
     os.makedirs(args.ps_dir, exist_ok=True)
