@@ -24,7 +24,7 @@ class BackupError(Exception):
     pass
 
 
-def _stamp() -> str:
+def stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
@@ -75,13 +75,31 @@ def inspect(path: Path) -> int:
     return version
 
 
+def set_aside(db: Path, label: str) -> Path | None:
+    """Move the database with its -wal/-shm to ``<db>.<label>-<UTC time>`` (0600), so that nothing of it meets the
+    file put in its place; a -wal/-shm without a database is deleted. Returns the kept path (None: no database)."""
+    kept = None
+    if db.exists():
+        kept = db.with_name(f"{db.name}.{label}-{stamp()}")
+        os.replace(db, kept)
+        os.chmod(kept, FILE_MODE)
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{db}{suffix}")
+        if side.exists():
+            if kept is not None:
+                os.replace(side, Path(f"{kept}{suffix}"))
+            else:
+                side.unlink()
+    return kept
+
+
 def backup(db_path: str, target: str | None) -> Path:
     src = Path(db_path)
     if not src.is_file():
         raise BackupError(f"no controller database at {src}")
-    dst = Path(target) if target else src.parent / "backups" / f"controller-{_stamp()}.db"
+    dst = Path(target) if target else src.parent / "backups" / f"controller-{stamp()}.db"
     if dst.is_dir():
-        dst = dst / f"controller-{_stamp()}.db"
+        dst = dst / f"controller-{stamp()}.db"
     if dst.exists():
         raise BackupError(f"{dst} exists; choose another path (a backup never overwrites a file)")
     dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -115,14 +133,6 @@ def restore(db_path: str, source: str) -> tuple[int, Path | None]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    kept = None
-    if db.exists():
-        kept = db.with_name(f"{db.name}.before-restore-{_stamp()}")
-        os.replace(db, kept)
-        for suffix in ("-wal", "-shm"):
-            side = Path(f"{db}{suffix}")
-            if side.exists():
-                os.replace(side, Path(f"{kept}{suffix}"))
-        os.chmod(kept, FILE_MODE)
+    kept = set_aside(db, "before-restore")
     os.replace(tmp, db)
     return version, kept

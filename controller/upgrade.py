@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller import release
+from controller import ctlbackup, release
 from controller.config import ControllerConfig
 from controller.db.database import FILE_MODE
 
@@ -135,10 +135,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _stamp() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-
-
 def restore_exact(db_path: str, backup: Path, keep_as: str = "failed-upgrade") -> Path | None:
     """Put ``backup`` back as the (stopped) controller's database, byte for byte. The database it replaces
     (with its -wal/-shm: they must never meet the restored file) is kept as ``<db>.<keep_as>-<time>``;
@@ -148,17 +144,7 @@ def restore_exact(db_path: str, backup: Path, keep_as: str = "failed-upgrade") -
     shutil.copyfile(backup, tmp)
     os.chmod(tmp, FILE_MODE)
     _fsync(tmp)
-    kept = None
-    if db.exists():
-        kept = db.with_name(f"{db.name}.{keep_as}-{_stamp()}")
-        os.replace(db, kept)
-    for suffix in ("-wal", "-shm"):
-        side = Path(f"{db}{suffix}")
-        if side.exists():
-            if kept is not None:
-                os.replace(side, Path(f"{kept}{suffix}"))
-            else:
-                side.unlink()
+    kept = ctlbackup.set_aside(db, keep_as)
     os.replace(tmp, db)
     _fsync(db.parent)
     return kept
@@ -260,7 +246,8 @@ def upgrade(c: Controls, cfg: ControllerConfig, config_path: str | None, source:
     from controller.ctlbackup import BackupError, backup
 
     try:
-        bk = backup(cfg.db_path, str(Path(cfg.db_path).parent / "backups" / f"upgrade-{frm}-to-{to}-{_stamp()}.db"))
+        name = f"upgrade-{frm}-to-{to}-{ctlbackup.stamp()}.db"
+        bk = backup(cfg.db_path, str(Path(cfg.db_path).parent / "backups" / name))
     except (BackupError, OSError) as e:
         out(f"upgrade: the database backup failed ({e}); nothing changed")
         return 1

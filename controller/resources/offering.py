@@ -21,7 +21,9 @@ HostAllocator = Literal["DefaultHostAllocatorStrategy", "LeastVmPreferredHostAll
                         "DesignatedHostAllocatorStrategy"]
 
 
-class CreateInstanceOfferingMsg(CreateMessage):
+class InstanceOfferingFields(CreateMessage):
+    """What every instance offering has (user VMs' here, virtual routers' in ``controller.vrouter_provider``)."""
+
     name: Name
     description: Description | None = None
     cpuNum: int = Field(gt=0, le=1024)
@@ -29,6 +31,9 @@ class CreateInstanceOfferingMsg(CreateMessage):
     memorySize: int = Field(gt=0, description="bytes")
     allocatorStrategy: HostAllocator = "DefaultHostAllocatorStrategy"
     sortKey: int = 0
+
+
+class CreateInstanceOfferingMsg(InstanceOfferingFields):
     type: Literal["UserVm"] = "UserVm"
 
 

@@ -10,27 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
-
 from controller.api.context import ApiContext
-from controller.api.messages import CreateMessage, Description, Name, UpdateMessage, Uuid
+from controller.api.messages import UpdateMessage, Uuid
 from controller.api.registry import api, by_uuid
 from controller.db.database import Tx
 from controller.errors import InvalidArgument, NotFound, OperationError, PermissionDenied
 from controller.identity import ADMIN_UUID
 from controller.resources.common import create_row
-from controller.resources.offering import HostAllocator
+from controller.resources.offering import InstanceOfferingFields
 from controller.util import now_iso
 
 
-class CreateVirtualRouterOfferingMsg(CreateMessage):
-    name: Name
-    description: Description | None = None
-    cpuNum: int = Field(gt=0, le=1024)
-    cpuSpeed: int = Field(gt=0)
-    memorySize: int = Field(gt=0, description="bytes")
-    allocatorStrategy: HostAllocator = "DefaultHostAllocatorStrategy"
-    sortKey: int = 0
+class CreateVirtualRouterOfferingMsg(InstanceOfferingFields):
     zoneUuid: Uuid
     managementNetworkUuid: Uuid
     publicNetworkUuid: Uuid | None = None
