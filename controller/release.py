@@ -117,6 +117,24 @@ def _run(argv: list[str], what: str, timeout: float = 1200) -> str:
     return cp.stdout
 
 
+#: What a wheel is built from: the packages (pyproject's ``packages.find``) and the files pyproject names.
+SOURCE_PACKAGES = ("controller", "kvmagent", "flatnet", "storage", "vrouter", "zsutil")
+SOURCE_FILES = ("pyproject.toml", "README.md")
+
+
+def source_copy(checkout: Path, dst: Path) -> Path:
+    """A clean copy of what a wheel is built from, in the new directory ``dst``. ``pip wheel <checkout>`` builds
+    in the checkout's ``build/lib`` and ships whatever is left there: a file deleted from the tree since the last
+    build would still be in the wheel (seen: a moved module's old copy reached hosts)."""
+    dst.mkdir(parents=True)
+    for name in SOURCE_FILES:
+        if (checkout / name).is_file():
+            shutil.copy2(checkout / name, dst / name)
+    for pkg in SOURCE_PACKAGES:
+        shutil.copytree(checkout / pkg, dst / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dst
+
+
 def build_wheel(checkout: Path, out_dir: Path, base_python: str = BASE_PYTHON) -> Path:
     """A wheel of the checkout, built in a throwaway virtualenv (pip's isolated build: setuptools from the
     configured index); returns its path in ``out_dir``."""
@@ -127,8 +145,9 @@ def build_wheel(checkout: Path, out_dir: Path, base_python: str = BASE_PYTHON) -
     shutil.rmtree(build, ignore_errors=True)
     try:
         _run([base_python, "-m", "venv", str(build / "venv")], "creating the build virtualenv")
+        src = source_copy(checkout, build / "src")
         _run([str(build / "venv" / "bin" / "pip"), "wheel", "--no-deps", "-q", "-w", str(build / "dist"),
-              str(checkout)], f"building the wheel of {checkout}")
+              str(src)], f"building the wheel of {checkout}")
         wheels = sorted((build / "dist").glob("zstack_py-*.whl"))
         if len(wheels) != 1:
             raise ReleaseError(f"pip wheel produced {[w.name for w in wheels]} in {build / 'dist'}")

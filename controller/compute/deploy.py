@@ -87,7 +87,7 @@ WantedBy=multi-user.target
 
 
 AGENT_PACKAGES = ("kvmagent", "storage", "flatnet", "zsutil")
-WHEEL_PACKAGES = ("controller", "kvmagent", "flatnet", "storage", "zsutil")
+WHEEL_PACKAGES = ("controller", "kvmagent", "flatnet", "storage", "vrouter", "zsutil")  # release.SOURCE_PACKAGES
 # Run on the host with the venv's python: the same digest as agent_digest() over the INSTALLED modules.
 REMOTE_DIGEST = """import hashlib, importlib.util, pathlib
 h = hashlib.sha256()
@@ -204,7 +204,10 @@ async def build_wheel(core: Controller, root: Path = ROOT) -> Path:
             await asyncio.to_thread(base.mkdir, parents=True, exist_ok=True)
             tmp = base / f".build-{digest[:32]}-{uuid4().hex[:8]}"
             try:
-                await run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp), str(root)],
+                from controller.release import source_copy
+
+                src = await asyncio.to_thread(source_copy, root, tmp.with_name(tmp.name + "-src"))
+                await run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp), str(src)],
                           timeout=600)
                 built = await asyncio.to_thread(_find_wheel, tmp)
                 if built is None:
@@ -215,6 +218,7 @@ async def build_wheel(core: Controller, root: Path = ROOT) -> Path:
                 await asyncio.to_thread(_publish, tmp, out)
             finally:
                 await asyncio.to_thread(shutil.rmtree, tmp, True)
+                await asyncio.to_thread(shutil.rmtree, tmp.with_name(tmp.name + "-src"), True)
             wheel = await asyncio.to_thread(_find_wheel, out)
             if wheel is not None:
                 return wheel

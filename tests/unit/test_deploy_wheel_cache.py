@@ -72,7 +72,7 @@ def test_a_wheel_of_other_sources_with_the_same_version_is_not_reused(tmp_path: 
     core = SimpleNamespace(config=SimpleNamespace(agent_package_dir=str(base)))
     wheel = asyncio.run(deploy.build_wheel(core, root))  # type: ignore[arg-type]
     assert wheel.read_bytes() == b"fresh" and wheel.parent.name == deploy.package_digest(root)[:32]
-    assert len(builds) == 1 and builds[0][-1] == str(root)
+    assert len(builds) == 1 and Path(builds[0][-1]).name.endswith("-src")  # a clean copy of root, not root
     # cached: the same sources do not build again; changed sources do
     assert asyncio.run(deploy.build_wheel(core, root)) == wheel  # type: ignore[arg-type]
     assert len(builds) == 1
@@ -80,3 +80,20 @@ def test_a_wheel_of_other_sources_with_the_same_version_is_not_reused(tmp_path: 
     other = asyncio.run(deploy.build_wheel(core, root))  # type: ignore[arg-type]
     assert other != wheel and len(builds) == 2
     assert not list(base.glob(".build-*")), "temporary build directories are removed"
+
+
+def test_wheels_are_built_from_a_clean_copy_of_the_sources(tmp_path: Path) -> None:
+    """``pip wheel <checkout>`` would ship what an earlier build left in the checkout's build/lib (a module deleted
+    from the tree since): the wheel is built from a copy holding only the packages and the files pyproject names."""
+    from controller.release import SOURCE_PACKAGES, source_copy
+
+    assert set(deploy.WHEEL_PACKAGES) == set(SOURCE_PACKAGES)
+    root = _tree(tmp_path / "tree")
+    (root / "README.md").write_text("readme\n")
+    (root / "build" / "lib" / "storage").mkdir(parents=True)
+    (root / "build" / "lib" / "storage" / "revert.py").write_text("# a module deleted from the tree\n")
+    (root / "kvmagent" / "__pycache__").mkdir()
+    (root / "kvmagent" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    src = source_copy(root, tmp_path / "copy")
+    files = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
+    assert files == sorted(["pyproject.toml", "README.md", *(f"{p}/__init__.py" for p in SOURCE_PACKAGES)])
