@@ -11,6 +11,7 @@ from controller.compute import (  # noqa: F401
     hosts,
     images,
     iso,
+    maintenance,
     migrate,
     ping,
     recovery,

@@ -34,7 +34,7 @@ from controller.api.messages import (
 )
 from controller.api.registry import api, by_uuid
 from controller.compute import connect as conn
-from controller.compute import deploy
+from controller.compute import deploy, maintenance
 from controller.core import Controller
 from controller.errors import ApiError, HostReconnectFailed, InvalidArgument, OperationError
 from controller.util import new_uuid, now_iso
@@ -178,17 +178,15 @@ async def reconnect_host(ctx: ApiContext, msg: ReconnectHostMsg) -> dict[str, An
     return {"inventory": await ctx.inventory("Host", msg.uuid)}
 
 
-@api("ChangeHostState", ChangeHostStateMsg, queue=by_uuid)
+@api("ChangeHostState", ChangeHostStateMsg, job=True, queue=by_uuid)
 async def change_host_state(ctx: ApiContext, msg: ChangeHostStateMsg) -> dict[str, Any]:
-    """enable → Enabled, disable → Disabled, maintain → Maintenance (refused while VMs are on the host: migrating
-    them away automatically is not built yet; MigrateVm moves them one by one)."""
+    """enable → Enabled, disable → Disabled, maintain → PreMaintenance, every VM migrated away (or stopped),
+    Maintenance (:mod:`controller.compute.maintenance`)."""
     await ctx.require("Host", msg.uuid, "uuid")
     state = {"enable": "Enabled", "disable": "Disabled", "maintain": "Maintenance"}[msg.stateEvent]
     if state == "Maintenance":
-        running = await ctx.db.fetchone("SELECT COUNT(*) FROM VmInstance WHERE hostUuid=?", (msg.uuid,))
-        if running and running[0]:
-            raise OperationError(f"host[uuid:{msg.uuid}] still has {running[0]} VM(s) on it; stop them or move "
-                                 "them with MigrateVm before maintenance")
+        await maintenance.maintain(ctx, msg.uuid)
+        return {"inventory": await ctx.inventory("Host", msg.uuid)}
     async with ctx.db.write() as tx:
         await tx.update("Host", {"uuid": msg.uuid}, {"state": state, "lastOpDate": now_iso()})
     return {"inventory": await ctx.inventory("Host", msg.uuid)}

@@ -268,6 +268,23 @@ async def migrate_vm(ctx: ApiContext, msg: MigrateVmMsg) -> dict[str, Any]:
     return {"inventory": await ctx.inventory("VmInstance", msg.vmInstanceUuid)}
 
 
+async def migration_target(core: Controller, vm_uuid: str) -> dict[str, Any]:
+    """The host MigrateVm without ``hostUuid`` would choose for the VM now (a dry run: the same rules and
+    errors; nothing changes)."""
+    ctx = ApiContext(core, "MigrateVm")
+    return await _choose(ctx, await _check(ctx, vm_uuid, "MigrateVm"), None)
+
+
+async def migrate_away(core: Controller, vm_uuid: str) -> dict[str, Any]:
+    """MigrateVm without ``hostUuid`` for host maintenance (the caller holds the VM's queue); the VM's new host."""
+    ctx = ApiContext(core, "MigrateVm")
+    plan = await _check(ctx, vm_uuid, "MigrateVm")
+    dest = await _choose(ctx, plan, None)
+    await _inspect_disks(core, plan)
+    await Migration(core, plan, dest).run()
+    return dest
+
+
 class Migration:
     """One migration's steps and their undo (see the module docstring)."""
 

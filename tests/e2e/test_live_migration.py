@@ -7,7 +7,9 @@ content is intact, its IP answers, its lease is renewed by the NEW host's dnsmas
 there, the source has no domain, no volume file and no flat entry left; the DB shows the new host, the
 lastHost, the local-storage refs on the new host, and the CPU/memory and local-storage capacity moved; polled
 while it moves, the VM is only ever Running or Migrating. Then
-MigrateVm without a host through zstack-cli (the only candidate: back to the first host), same checks.
+MigrateVm without a host through zstack-cli (the only candidate: back to the first host), same checks. Then
+ChangeHostState maintain on that host: the guest moves to the other host (same boot id, the counter still counts)
+and the host is in Maintenance; enable leaves it.
 
 First, a migration that fails half-way: the destination's libvirtd refuses the source's connection (an iptables
 REJECT on its TCP 16509 inside the destination host), after the base image, the disk files, the DHCP entry and the
@@ -176,7 +178,18 @@ async def test_live_migration_with_local_storage(lab: Flat, capsys: pytest.Captu
     await _cli("LogInByAccount accountName=admin password=password", capsys)
     vm = await _migrate(lab, vm, None, [root, data], capsys)  # automatic choice: the only other host
     assert vm["hostUuid"] == ha
+    # maintenance empties the host: the running guest goes to the other host, still the same boot
+    boot, _, count = await _guest(lab, vm)
+    t0 = time.monotonic()
+    host = await ctl.inv("ChangeHostState", uuid=ha, stateEvent="maintain")
+    print(f"\nChangeHostState maintain with one running VM: {time.monotonic() - t0:.1f} s")
+    assert host["state"] == "Maintenance", host
+    vm = await ctl.vm(vm["uuid"])
+    assert (vm["state"], vm["hostUuid"], vm["lastHostUuid"]) == ("Running", hb, ha), vm
+    boot2, _, count2 = await _guest(lab, vm)
+    assert boot2 == boot and count2 > count, (boot, count, boot2, count2)
+    assert (await ctl.inv("ChangeHostState", uuid=ha, stateEvent="enable"))["state"] == "Enabled"
     await asyncio.sleep(12)  # past the agents' judger window: no late event moved or stopped the VM
     vm = await ctl.vm(vm["uuid"])
-    assert (vm["state"], vm["hostUuid"]) == ("Running", ha), vm
-    assert tc._domstate(lab.hosts[ha], vm["uuid"]) == "running" and tc._domstate(lab.hosts[hb], vm["uuid"]) == "absent"
+    assert (vm["state"], vm["hostUuid"]) == ("Running", hb), vm
+    assert tc._domstate(lab.hosts[hb], vm["uuid"]) == "running" and tc._domstate(lab.hosts[ha], vm["uuid"]) == "absent"
