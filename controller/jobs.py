@@ -3,11 +3,17 @@
 A job is created ``Processing``, runs as a task, and ends ``Succeeded`` or ``Failed`` with the reply body
 and HTTP status it would have answered. ``GET /v1/jobs/{uuid}`` reads it. At start-up every job still
 ``Processing`` is marked ``Failed`` ("the controller restarted"), so no job stays in silent limbo.
+
+Progress: work running inside a job (the job's task: :data:`CURRENT` names it) reports what it has done with
+:meth:`Jobs.report` (one entry per item, e.g. per migrating VM: byte counts and ``percent``); ``GET /v1/jobs/{uuid}``
+shows ``progress`` (the items and their sums) while the job runs. Progress lives in this controller's memory only:
+a job outlives no controller (see above).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,6 +26,11 @@ from controller.util import iso_in, new_uuid, now_iso
 log = logging.getLogger(__name__)
 
 JobResult = tuple[int, dict[str, Any]]
+#: The uuid of the job whose task runs the current code (None outside jobs).
+CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("zstack_job", default=None)
+#: Byte counts summed over a job's items into its overall progress.
+SUMMED = ("dataTotal", "dataProcessed", "dataRemaining", "memoryTotal", "memoryProcessed", "diskTotal",
+          "diskProcessed")
 
 
 class Jobs:
@@ -28,6 +39,31 @@ class Jobs:
         self._tasks: dict[str, asyncio.Task[JobResult]] = {}
         #: the jobs :meth:`recover` found interrupted (uuid, apiName, resourceUuid): crash recovery reads them
         self.interrupted: list[dict[str, Any]] = []
+        self._progress: dict[str, dict[str, dict[str, Any]]] = {}  # job uuid → item → its progress
+        #: item (a resource uuid, e.g. a migrating VM) → its latest progress, while its job runs
+        self.items: dict[str, dict[str, Any]] = {}
+
+    def report(self, item: str, progress: dict[str, Any]) -> None:
+        """Progress of ``item`` (a resource uuid) in the current job; also readable by item (:attr:`items`)."""
+        self.items[item] = progress
+        job = CURRENT.get()
+        if job is not None and job in self._tasks:
+            self._progress.setdefault(job, {})[item] = progress
+
+    def forget(self, item: str) -> None:
+        """``item`` is finished: its progress is no longer shown by item (its job keeps the last report)."""
+        self.items.pop(item, None)
+
+    def progress(self, uuid: str) -> dict[str, Any] | None:
+        """The progress of running job ``uuid``: its items and their summed byte counts, ``percent`` overall."""
+        items = self._progress.get(uuid)
+        if not items:
+            return None
+        out: dict[str, Any] = {k: sum(int(p.get(k) or 0) for p in items.values()) for k in SUMMED}
+        if out["dataTotal"] > 0:
+            out["percent"] = max(0, min(100, (out["dataTotal"] - out["dataRemaining"]) * 100 // out["dataTotal"]))
+        out["items"] = items
+        return out
 
     async def recover(self) -> int:
         body = ApiError("the controller restarted while the job was running; check the resource's "
@@ -48,10 +84,11 @@ class Jobs:
                                     "createDate": now_iso()})
         task = asyncio.create_task(self._run(uuid, work), name=f"job-{api_name}-{uuid}")
         self._tasks[uuid] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(uuid, None))
+        task.add_done_callback(lambda _t: (self._tasks.pop(uuid, None), self._progress.pop(uuid, None)))
         return uuid, task
 
     async def _run(self, uuid: str, work: Callable[[], Awaitable[JobResult]]) -> JobResult:
+        CURRENT.set(uuid)  # this task's context only
         try:
             status, body = await work()
         except asyncio.CancelledError:
@@ -71,10 +108,13 @@ class Jobs:
         row = await self.db.fetchone("SELECT * FROM Job WHERE uuid=?", (uuid,))
         if row is None:
             raise NotFound(f"job[uuid:{uuid}] not found")
-        return {"uuid": row["uuid"], "apiName": row["apiName"], "state": row["state"],
-                "resourceUuid": row["resourceUuid"], "createDate": row["createDate"],
-                "finishedDate": row["finishedDate"],
-                "result": json.loads(row["result"]) if row["result"] else None}
+        out = {"uuid": row["uuid"], "apiName": row["apiName"], "state": row["state"],
+               "resourceUuid": row["resourceUuid"], "createDate": row["createDate"],
+               "finishedDate": row["finishedDate"], "httpStatus": row["httpStatus"],
+               "result": json.loads(row["result"]) if row["result"] else None}
+        if row["state"] == "Processing" and (progress := self.progress(uuid)) is not None:
+            out["progress"] = progress
+        return out
 
     async def cleanup(self, older_than_seconds: float = 86400) -> None:
         async with self.db.write() as tx:

@@ -29,6 +29,7 @@ destination (the reply was lost) → committed as a success; nowhere → Unknown
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ MIGRATE_FAILED = "HOST.1009"
 TIMEOUT = 900.0
 COPY_TIMEOUT = 24 * 3600
 TICKET_IDLE = 600
+#: Seconds between two reads of a running migration's progress on the source agent.
+PROGRESS_POLL = 1.0
 CPU_MODES_NEEDING_SAME_MODEL = ("host-model", "host-passthrough")
 ALLOWED_HOSTS = ("a Connected and Enabled host other than the vm's current host, in a cluster attached to every L2 "
                  "network of the vm's L3 networks and every primary storage holding its volumes, with enough free "
@@ -299,13 +302,44 @@ class Migration:
         self.cpu, self.mem = vm_cpu(self.vm), int(self.vm["memorySize"])
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.core.jobs.forget(self.vm["uuid"])
+
+    def _report(self, stage: str, progress: dict[str, Any] | None = None) -> None:
+        self.core.jobs.report(self.vm["uuid"], {"vmInstanceUuid": self.vm["uuid"], "stage": stage,
+                                                "hostUuid": self.src["uuid"], "destHostUuid": self.dest["uuid"],
+                                                **(progress or {})})
+
+    async def _poll_progress(self) -> None:
+        """The source agent's view of the running libvirt job, every :data:`PROGRESS_POLL` seconds."""
+        while True:
+            await asyncio.sleep(PROGRESS_POLL)
+            try:
+                reply = await self.agents.call(self.src, mc.MigrationProgressCmd(uuid=self.vm["uuid"]), timeout=15)
+            except ApiError as e:
+                log.debug("progress of the migration of vm %s: %s", self.vm["uuid"], e.details)
+                continue
+            if reply.running:
+                self._report("migrating", reply.model_dump(exclude={"running"}, exclude_none=True))
+
+    async def _run(self) -> None:
+        self._report("preparing")
         await self._reserve()
         try:
             await self._prepare()
             await extensions.run("vm.before_start", self.core, host=self.dest, vm=self.vm)
-            reply = await self.agents.call(self.src, mc.MigrateVmCmd(
-                uuid=self.vm["uuid"], destHostIp=self.dest["managementIp"], copyStorage=bool(self.plan.disks),
-                timeout=TIMEOUT), timeout=TIMEOUT + 120)
+            self._report("migrating")
+            poller = asyncio.create_task(self._poll_progress())
+            try:
+                reply = await self.agents.call(self.src, mc.MigrateVmCmd(
+                    uuid=self.vm["uuid"], destHostIp=self.dest["managementIp"], copyStorage=bool(self.plan.disks),
+                    timeout=TIMEOUT), timeout=TIMEOUT + 120)
+            finally:
+                poller.cancel()
+            done = reply.dataTransferred or 0
+            self._report("migrated", {"percent": 100, "dataTotal": done, "dataProcessed": done, "dataRemaining": 0})
             log.info("vm %s migrated from host %s to host %s in %.1f s (%s bytes)", self.vm["uuid"],
                      self.src["uuid"], self.dest["uuid"], reply.elapsed, reply.dataTransferred)
         except BaseException as e:

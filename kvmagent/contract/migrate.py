@@ -10,6 +10,8 @@
   LIVE | PEER2PEER | PERSIST_DEST | UNDEFINE_SOURCE (+ NON_SHARED_INC with ``copyStorage``). The console's listen
   address and the host address in the domain metadata are rewritten to the destination's. The reply comes when
   the domain has left the source; a failure leaves the VM running on the source.
+* ``/vm/migrate/progress`` on the SOURCE: the running migration's progress from libvirt's job statistics (bytes of
+  memory and disk processed, remaining, total), read by the agent every half second while ``/vm/migrate`` runs.
 """
 
 from __future__ import annotations
@@ -68,3 +70,24 @@ class MigrateVmCmd(AgentRequest):
     destHostIp: str = Field(min_length=1, max_length=255, pattern=r"^[0-9A-Za-z.:-]+$")
     copyStorage: bool = Field(False, description="copy the disks' top layers (local storage)")
     timeout: float = Field(600, gt=0, le=86400)
+
+
+class MigrationProgressReply(AgentReply):
+    running: bool = Field(description="a migration of the VM runs from this host")
+    percent: int | None = Field(None, ge=0, le=100, description="done share of the data (below 100 while running)")
+    elapsedMs: int | None = None
+    dataTotal: int | None = None
+    dataProcessed: int | None = None
+    dataRemaining: int | None = None
+    memoryTotal: int | None = None
+    memoryProcessed: int | None = None
+    memoryRemaining: int | None = None
+    diskTotal: int | None = None
+    diskProcessed: int | None = None
+    diskRemaining: int | None = None
+
+
+class MigrationProgressCmd(AgentRequest):
+    PATH: ClassVar[str] = "/vm/migrate/progress"
+    Reply: ClassVar[type[AgentReply]] = MigrationProgressReply
+    uuid: Uuid = Field(pattern=UUID_PATTERN)

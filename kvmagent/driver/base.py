@@ -166,6 +166,11 @@ class HypervisorDriver(abc.ABC):
         raise AgentError("VM.MIGRATION_UNSUPPORTED", f"this hypervisor backend cannot live-migrate VM {vm_uuid}",
                          status=501)
 
+    async def migration_progress(self, vm_uuid: str) -> dict[str, int] | None:
+        """The progress of the migration of ``vm_uuid`` running from here (byte counts, see
+        :func:`kvmagent.driver.migration.progress_from_stats`), or None when none runs."""
+        return None
+
     @abc.abstractmethod
     async def switch_disk_top(self, vm_uuid: str, volume_uuid: str, new_top: str) -> None:
         """Live snapshot, hypervisor side: the running VM's disk whose serial is ``volume_uuid`` gets the

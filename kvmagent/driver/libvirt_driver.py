@@ -309,6 +309,9 @@ class LibvirtDriver(HypervisorDriver):
         guest = await self._guest(vm_uuid, "migrating")
         return await migration.migrate(guest, dest_ip, copy_storage=copy_storage, timeout=timeout)
 
+    async def migration_progress(self, vm_uuid: str) -> dict[str, int] | None:
+        return migration.current(vm_uuid)
+
     async def switch_disk_top(self, vm_uuid: str, volume_uuid: str, new_top: str) -> None:
         guest = await self._guest(vm_uuid, "taking a live snapshot")
         f = await self.host_facts()

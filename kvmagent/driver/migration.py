@@ -14,6 +14,10 @@ only the top layers (NON_SHARED_DISK would copy the whole backing chain into the
 The domain XML sent to the destination (and the persistent definition it keeps) gets the destination's address
 for the console listener and the metadata's host address; everything else (paths, tap names, MACs, console
 password) is identical.
+
+Progress: while ``migrateToURI3`` blocks in its thread, the job statistics (``virDomainGetJobStats``) are read
+every :data:`POLL` seconds into :data:`LIVE` (memory and disk bytes processed/remaining/total); the controller
+polls them through ``/vm/migrate/progress``.
 """
 
 from __future__ import annotations
@@ -72,6 +76,54 @@ def _params(guest: Guest, dest_ip: str, mig_uri: str) -> dict[str, Any]:
             libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: retarget_xml(persistent, dest_ip)}
 
 
+#: libvirt job statistics → the progress fields of ``/vm/migrate/progress`` (bytes; disk = the storage copy).
+STAT_FIELDS = {"data_total": "dataTotal", "data_processed": "dataProcessed", "data_remaining": "dataRemaining",
+               "memory_total": "memoryTotal", "memory_processed": "memoryProcessed",
+               "memory_remaining": "memoryRemaining", "disk_total": "diskTotal", "disk_processed": "diskProcessed",
+               "disk_remaining": "diskRemaining", "time_elapsed": "elapsedMs"}
+#: Seconds between two reads of the job statistics while a migration runs.
+POLL = 0.5
+#: vm uuid → the latest progress of its running migration (the source agent's view).
+LIVE: dict[str, dict[str, int]] = {}
+
+
+def progress_from_stats(stats: dict[str, Any]) -> dict[str, int]:
+    """The progress of a migration from ``virDomainGetJobStats``' fields: byte counts of memory and disk (the
+    storage copy) processed, remaining and total, overall (``data_*``) and ``percent`` = done share of the data
+    (total − remaining; memory re-sent because the guest dirtied it does not count twice), below 100 while the job
+    runs. Absent or negative values are left out."""
+    out: dict[str, int] = {}
+    for key, name in STAT_FIELDS.items():
+        value = stats.get(key)
+        if isinstance(value, int) and value >= 0:
+            out[name] = value
+    total = out.get("dataTotal", 0)
+    if total > 0:
+        remaining = out.get("dataRemaining")
+        done = total - remaining if remaining is not None else min(out.get("dataProcessed", 0), total)
+        out["percent"] = max(0, min(99, done * 100 // total))
+    return out
+
+
+def current(vm_uuid: str) -> dict[str, int] | None:
+    """The latest progress of the migration of ``vm_uuid`` running here, or None."""
+    return LIVE.get(vm_uuid)
+
+
+async def _watch(guest: Guest, done: threading.Event) -> None:
+    """Poll the migration job's statistics into :data:`LIVE` until ``done``."""
+    LIVE[guest.name] = {}
+    while not done.is_set():
+        try:
+            stats = await asyncio.to_thread(guest.dom.jobStats)
+        except libvirt.libvirtError as e:
+            log.debug("job statistics of %s: %s", guest.name, e)
+        else:
+            if stats.get("type", libvirt.VIR_DOMAIN_JOB_UNBOUNDED) != libvirt.VIR_DOMAIN_JOB_NONE:
+                LIVE[guest.name] = progress_from_stats(stats)
+        await asyncio.sleep(POLL)
+
+
 def _transferred(guest: Guest) -> int | None:
     try:
         stats = guest.dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
@@ -102,6 +154,7 @@ async def migrate(guest: Guest, dest_ip: str, *, copy_storage: bool, timeout: fl
 
     # A thread of its own: the migration blocks for its whole duration, the libvirt pool stays free.
     task = asyncio.ensure_future(asyncio.to_thread(run))
+    watcher = asyncio.ensure_future(_watch(guest, done))
     try:
         await asyncio.wait_for(asyncio.shield(task), timeout)
     except TimeoutError:
@@ -118,5 +171,9 @@ async def migrate(guest: Guest, dest_ip: str, *, copy_storage: bool, timeout: fl
                               "job was aborted") from None
     except libvirt.libvirtError as e:
         raise HypervisorError(f"migrating {guest.name} to {dconn}", str(e), libvirt_code=code_of(e)) from e
+    finally:
+        done.set()
+        watcher.cancel()
+        LIVE.pop(guest.name, None)
     elapsed = time.monotonic() - t0
     return elapsed, await asyncio.to_thread(_transferred, guest)

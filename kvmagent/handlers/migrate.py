@@ -13,6 +13,8 @@ from kvmagent.contract.migrate import (
     MigrateVmReply,
     MigrationDiskTO,
     MigrationDoneCmd,
+    MigrationProgressCmd,
+    MigrationProgressReply,
     PrepareMigrationCmd,
     PrepareMigrationReply,
 )
@@ -90,3 +92,11 @@ async def migrate_vm(ctx: AgentContext, cmd: MigrateVmCmd) -> MigrateVmReply:
         raise AgentError("VM.MIGRATION_INCOMPLETE", f"libvirt reported the migration of VM {cmd.uuid} done but the "
                          f"domain is still {left} here", status=500, details={"vmUuid": cmd.uuid})
     return MigrateVmReply(elapsed=elapsed, dataTransferred=data)
+
+
+@handles(MigrationProgressCmd)
+async def migration_progress(ctx: AgentContext, cmd: MigrationProgressCmd) -> MigrationProgressReply:
+    progress = await ctx.driver.migration_progress(cmd.uuid)
+    if progress is None:
+        return MigrationProgressReply(running=False)
+    return MigrationProgressReply(running=True, **progress)

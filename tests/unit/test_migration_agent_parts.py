@@ -92,3 +92,32 @@ def test_prepare_cmd_refuses_relative_paths_and_unknown_fields() -> None:
                  {"path": "/ps/x", "size": 1, "backingFile": "../b"}, {"path": "/ps/x", "size": 1, "mode": "x"}):
         with pytest.raises(ValidationError):
             mc.PrepareMigrationCmd.model_validate({**ok, "disks": [disk]})
+
+
+def test_progress_from_job_stats() -> None:
+    MiB = 1 << 20
+    running = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "time_elapsed": 3200, "data_total": 192 * MiB,
+               "data_processed": 150 * MiB, "data_remaining": 48 * MiB, "memory_total": 128 * MiB,
+               "memory_processed": 140 * MiB, "memory_remaining": 16 * MiB, "disk_total": 64 * MiB,
+               "disk_processed": 32 * MiB, "disk_remaining": 32 * MiB, "memory_dirty_rate": 7}
+    p = migration.progress_from_stats(running)
+    assert p == {"dataTotal": 192 * MiB, "dataProcessed": 150 * MiB, "dataRemaining": 48 * MiB,
+                 "memoryTotal": 128 * MiB, "memoryProcessed": 140 * MiB, "memoryRemaining": 16 * MiB,
+                 "diskTotal": 64 * MiB, "diskProcessed": 32 * MiB, "diskRemaining": 32 * MiB, "elapsedMs": 3200,
+                 "percent": 75}  # (total - remaining) / total: re-sent dirty memory does not count twice
+    # nothing left but the job still runs (switch-over): below 100; no remaining figure: processed, capped
+    assert migration.progress_from_stats({"data_total": 10, "data_remaining": 0})["percent"] == 99
+    assert migration.progress_from_stats({"data_total": 100, "data_processed": 30})["percent"] == 30
+    assert migration.progress_from_stats({"data_total": 100, "data_processed": 300})["percent"] == 99
+    # the job has not sized itself yet, or a field is missing / bogus: no percent, no such field
+    assert migration.progress_from_stats({"type": 2, "data_total": 0}) == {"dataTotal": 0}
+    assert migration.progress_from_stats({"memory_total": -1, "disk_total": "x"}) == {}
+
+
+def test_progress_reply_contract() -> None:
+    reply = mc.MigrationProgressReply(running=True, **migration.progress_from_stats({"data_total": 4,
+                                                                                     "data_remaining": 1}))
+    assert (reply.running, reply.percent, reply.dataTotal, reply.memoryTotal) == (True, 75, 4, None)
+    with pytest.raises(ValidationError):
+        mc.MigrationProgressCmd(uuid="not-a-uuid")
+    assert mc.MigrationProgressCmd.PATH == "/vm/migrate/progress"
