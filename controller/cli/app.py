@@ -31,6 +31,26 @@ EXIT_OK, EXIT_API_ERROR, EXIT_USAGE = 0, 1, 2
 NOT_LOGGED_IN = "not logged in: run LogInByAccount accountName=admin password=..."
 LOGIN_APIS = frozenset({"LogInByAccount", "LogInByUser"})
 BUILTINS = ("help", "login", "history", "more", "quit", "exit")
+#: Long jobs whose progress the CLI prints (on ``err``, one line when it changes) while it waits.
+PROGRESS_APIS = frozenset({"MigrateVm", "ChangeHostState"})
+MiB = 1 << 20
+
+
+def progress_line(progress: dict[str, Any]) -> str:
+    """One line for a job's progress (``GET /v1/jobs/<uuid>``): overall percent, then each item's stage and
+    memory/disk MiB processed of total."""
+    parts = []
+    for uuid, item in sorted((progress.get("items") or {}).items()):
+        text = f"vm {uuid[:8]} {item.get('stage', '')}".rstrip()
+        sizes = [f"{what} {int(item.get(what + 'Processed') or 0) // MiB}/{int(item[what + 'Total']) // MiB} MiB"
+                 for what in ("memory", "disk") if item.get(what + "Total")]
+        if sizes:
+            text += f" ({', '.join(sizes)})"
+        if item.get("percent") is not None:
+            text += f" {item['percent']}%"
+        parts.append(text)
+    head = f"progress: {progress['percent']}%" if progress.get("percent") is not None else "progress:"
+    return f"{head} {'; '.join(parts)}".rstrip()
 
 
 def _ask_password(prompt: str) -> str:
@@ -135,12 +155,27 @@ class Cli:
             self.err.write(f"{NOT_LOGGED_IN}\n")
             return EXIT_USAGE
         try:
-            reply = self.client.call(api, body, None if api in LOGIN_APIS else session)
+            if api in PROGRESS_APIS:
+                reply = self.client.call_job(api, body, session, self._progress())
+            else:
+                reply = self.client.call(api, body, None if api in LOGIN_APIS else session)
         except ApiError as e:
             return self._failed(e, body, session)
         self._remember(api, body, reply, session)
         self.show(reply)
         return EXIT_OK
+
+    def _progress(self) -> Callable[[dict[str, Any]], None]:
+        last = [""]
+
+        def show(progress: dict[str, Any]) -> None:
+            line = progress_line(progress)
+            if line != last[0]:
+                last[0] = line
+                self.err.write(line + "\n")
+                self.err.flush()
+
+        return show
 
     def _failed(self, error: ApiError, body: dict[str, Any], session: str | None) -> int:
         self.err.write(f"error: {error}\n")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +98,44 @@ class Client:
         if status >= 400 or reply.get("success") is False:
             raise _api_error(api, status, reply)
         return reply
+
+    def call_job(self, api: str, body: dict[str, Any], session: str | None,
+                 on_progress: Callable[[dict[str, Any]], None], interval: float = 1.0) -> dict[str, Any]:
+        """Run a job API in the background (``?async=true``) and poll ``GET /v1/jobs/<uuid>`` every ``interval``
+        seconds, handing each ``progress`` the job shows to ``on_progress``; the job's reply as :meth:`call`
+        returns it (ApiError for a failed job)."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if session:
+            headers["Authorization"] = f"OAuth {session}"
+        wait = self.timeout
+        if isinstance(body.get("timeout"), int) and body["timeout"] > 0:
+            wait = max(wait, body["timeout"] / 1000 + 30)
+        request = urllib.request.Request(f"{self.base_url}/v1/{api}?async=true", data=json.dumps(body).encode(),
+                                         headers=headers, method="POST")
+        status, reply = self._send(request, min(wait, 120.0))
+        if status >= 400 or reply.get("success") is False:
+            raise _api_error(api, status, reply)
+        job_uuid = reply.get("jobUuid")
+        if status != 202 or not isinstance(job_uuid, str):
+            return reply  # not a job: the reply itself
+        deadline = time.monotonic() + wait
+        get_headers = {k: v for k, v in headers.items() if k != "Content-Type"}
+        while True:
+            time.sleep(interval)
+            path = f"/v1/jobs/{urllib.parse.quote(job_uuid)}"
+            status, job = self._send(urllib.request.Request(f"{self.base_url}{path}", headers=get_headers), 30.0)
+            if status >= 400:
+                raise _api_error(f"GET {path}", status, job)
+            if job.get("state") != "Processing":
+                result = job.get("result") if isinstance(job.get("result"), dict) else {}
+                code = job.get("httpStatus") if isinstance(job.get("httpStatus"), int) else 200
+                if code >= 400 or result.get("success") is False:
+                    raise _api_error(api, code, result)
+                return result
+            if isinstance(job.get("progress"), dict):
+                on_progress(job["progress"])
+            if time.monotonic() > deadline:
+                raise ConnectionFailure(f"{api} did not finish within {wait:.0f} s; it still runs: poll {path}")
 
     def get_json(self, path: str, timeout: float = 30.0) -> dict[str, Any]:
         """GET a JSON document (e.g. ``/v1/openapi.json``); non-2xx raises ApiError."""
