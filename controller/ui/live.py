@@ -5,6 +5,8 @@ The feed is one task that runs while at least one stream is open: every ``POLL``
 whose ``lastOpDate`` moved (every state change through ``capacity.move_vm`` stamps it) and the jobs created or
 finished since its last look — indexed range reads, not table scans — and hands each change to every
 subscriber's queue. A slow subscriber whose queue is full loses its oldest events, never blocks the feed.
+It also publishes the progress of running migrations (``Jobs.items``, in memory: per VM, byte counts from the
+source agent) when it changed, and once more with ``done`` when a migration ended.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Feed:
         self._task: asyncio.Task[None] | None = None
         self._vm_seen: dict[str, str] = {}
         self._job_seen: dict[str, str] = {}
+        self._progress_seen: dict[str, dict[str, Any]] = {}
 
     def subscribe(self) -> asyncio.Queue[tuple[str, dict[str, Any]]]:
         q: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_MAX)
@@ -84,11 +87,42 @@ class Feed:
             if self._job_seen.get(job["uuid"]) != job["state"]:
                 self._job_seen[job["uuid"]] = job["state"]
                 self.publish("job", job)
+        items = dict(self.core.jobs.items)
+        for uuid, p in items.items():
+            if self._progress_seen.get(uuid) != p:
+                self._progress_seen[uuid] = p
+                self.publish("progress", {"uuid": uuid, "state": "Migrating", **progress_fields(p)})
+        for uuid in [u for u in self._progress_seen if u not in items]:
+            del self._progress_seen[uuid]
+            self.publish("progress", {"uuid": uuid, "state": "Migrating", "done": True})
         if len(self._vm_seen) > 10000:
             self._vm_seen.clear()
         if len(self._job_seen) > 10000:
             self._job_seen.clear()
         return min(now, max([since, *(v["lastOpDate"] for v in vms)]))
+
+
+MiB = 1 << 20
+
+
+def progress_fields(p: dict[str, Any]) -> dict[str, Any]:
+    """What the console shows of one migration's progress: percent, memory and disk MiB processed/total."""
+    out: dict[str, Any] = {"percent": p.get("percent"), "stage": p.get("stage")}
+    for what in ("memory", "disk"):
+        if p.get(f"{what}Total"):
+            out[what] = [int(p.get(f"{what}Processed") or 0) // MiB, int(p[f"{what}Total"]) // MiB]
+    return out
+
+
+def progress_label(translate: Any, d: dict[str, Any]) -> str:
+    """"Migrating 45% · Memory 70/128 MiB · Volumes 20/72 MiB" in the page's language (existing words only)."""
+    if d.get("done"):
+        return ""
+    parts = [translate("Migrating") + (f" {d['percent']}%" if d.get("percent") is not None else "")]
+    for key, word in (("memory", "Memory"), ("disk", "Volumes")):
+        if d.get(key):
+            parts.append(f"{translate(word)} {d[key][0]}/{d[key][1]} MiB")
+    return " · ".join(parts)
 
 
 FEED = web.AppKey("ui_feed", Feed)
@@ -103,7 +137,8 @@ def feed(app: web.Application) -> Feed:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """``GET /ui/events``: ``event: vm`` {uuid, state, label} and ``event: job`` {uuid, apiName, state, label}."""
+    """``GET /ui/events``: ``event: vm`` {uuid, state, label}, ``event: job`` {uuid, apiName, state, label} and
+    ``event: progress`` {uuid (the VM), percent, memory/disk [MiB processed, total], done, label}."""
     p = page(request)
     translate = i18n.translations(p.lang).gettext  # state words are marked in controller.ui.resources
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
@@ -119,7 +154,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
                 continue
-            body = {**data, "label": translate(data["state"])}
+            label = progress_label(translate, data) if kind == "progress" else translate(data["state"])
+            body = {**data, "label": label}
             await resp.write(f"event: {kind}\ndata: {json.dumps(body)}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
         pass

@@ -1,5 +1,6 @@
 // Live state: one EventSource on /ui/events. VM states update every element marked data-vm-state="<uuid>";
-// jobs go to the task panel and to job rows (data-job). No reload needed.
+// jobs go to the task panel and to job rows (data-job); a migrating VM's progress to data-vm-progress="<uuid>".
+// No reload needed.
 (function () {
   "use strict";
   function setState(el, state, label) {
@@ -18,6 +19,14 @@
       var d = JSON.parse(ev.data);
       document.querySelectorAll('[data-vm-state="' + d.uuid + '"]').forEach(function (el) {
         setState(el, d.state, d.label);
+      });
+    });
+    src.addEventListener("progress", function (ev) {
+      var d = JSON.parse(ev.data);
+      document.querySelectorAll('[data-vm-progress="' + d.uuid + '"]').forEach(function (el) {
+        el.hidden = !!d.done;
+        el.textContent = d.label;
+        el.dataset.percent = d.percent === null || d.percent === undefined ? "" : String(d.percent);
       });
     });
     src.addEventListener("job", function (ev) {
