@@ -127,8 +127,8 @@ class Client:
             if status >= 400:
                 raise _api_error(f"GET {path}", status, job)
             if job.get("state") != "Processing":
-                result = job.get("result") if isinstance(job.get("result"), dict) else {}
-                code = job.get("httpStatus") if isinstance(job.get("httpStatus"), int) else 200
+                result: dict[str, Any] = job["result"] if isinstance(job.get("result"), dict) else {}
+                code: int = job["httpStatus"] if isinstance(job.get("httpStatus"), int) else 200
                 if code >= 400 or result.get("success") is False:
                     raise _api_error(api, code, result)
                 return result

@@ -87,7 +87,7 @@ async def _empty_one(core: Controller, host_uuid: str, vm_uuid: str, policy: str
         return why
     log.warning("maintenance of host %s: vm %s is stopped (%s)", host_uuid, vm_uuid, why)
     try:
-        await stop_vm_instance(ApiContext(core, "StopVmInstance"), StopVmInstanceMsg(uuid=vm_uuid))
+        await stop_vm_instance(ApiContext(core, "StopVmInstance"), StopVmInstanceMsg.model_validate({"uuid": vm_uuid}))
     except ApiError as e:
         return f"{why}; stopping it failed too: {e.details}"
     return None

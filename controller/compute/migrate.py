@@ -4,7 +4,9 @@ Rules (each refusal changes nothing): the VM is Running (409 VM.1010); it has no
 no snapshots (409 SYS.1006: their files would have to travel too); a receiving host is another host than the
 VM's, Connected and Enabled, of the same hypervisor type, in a cluster to which every L2 network of the VM's L3
 networks and every primary storage holding one of its volumes is attached, with the VM's CPU and memory free (and,
-on local storage, the volumes' size free on that host); with ``kvm/vm.cpuMode`` host-model or host-passthrough,
+on local storage, the volumes' size free on that host), whose agent (like the source's: 409 SYS.1006 otherwise)
+speaks protocol level ``MIGRATION_LEVEL`` or above (an agent one level behind is still connected, but has no
+migration endpoints); with ``kvm/vm.cpuMode`` host-model or host-passthrough,
 only a host whose CPU model is the source's. An explicit ``hostUuid`` that breaks a rule is refused naming the
 field, the value, why, and what is allowed (400 SYS.1007 for the VM's own host, 409 HOST_ALLOCATION.1000 else);
 without ``hostUuid`` a random candidate is taken. GetVmMigrationCandidateHosts is the dry run: the hosts that pass
@@ -50,6 +52,7 @@ from kvmagent.contract import host as hc
 from kvmagent.contract import migrate as mc
 from kvmagent.contract import storage as sc
 from kvmagent.contract import vm as vc
+from kvmagent.contract.version import MIGRATION_LEVEL, PROTOCOL_LEVEL
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,11 @@ class Plan:
         return need
 
 
+def _level(host: dict[str, Any]) -> int:
+    """The protocol level the host's agent reported at its last connect (absent: 0)."""
+    return int(host.get("agentProtocol") or 0)
+
+
 async def _plan(core: Controller, vm: dict[str, Any]) -> Plan:
     """The VM's migration plan after the VM-level rules passed (ISO, snapshots, volumes on a primary storage)."""
     uuid = vm["uuid"]
@@ -111,6 +119,11 @@ async def _plan(core: Controller, vm: dict[str, Any]) -> Plan:
     if src_row is None:
         raise OperationError(f"vm[uuid:{uuid}] has no host; only a Running vm can migrate")
     src = dict(src_row)
+    if (level := _level(src)) < MIGRATION_LEVEL:
+        raise OperationError(f"unable to live migrate vm[uuid:{uuid}]: its host[uuid:{src['uuid']}, managementIp:"
+                             f"{src['managementIp']}] runs an agent of protocol level {level}, live migration needs "
+                             f"level {MIGRATION_LEVEL} on both hosts (the controller's is {PROTOCOL_LEVEL}); upgrade "
+                             "the agent on that host (ReconnectHost redeploys a host added over SSH)")
     if await iso.attached_iso(core, uuid):
         raise OperationError(f"unable to live migrate vm[uuid:{uuid}]: an ISO is attached (its file is in the "
                              "source host's image cache); detach it first (DetachIsoFromVmInstance)")
@@ -174,6 +187,10 @@ async def _reasons(core: Controller, plan: Plan, hosts: list[dict[str, Any]]) ->
             out[h["uuid"]] = "it is the host the vm runs on"
         elif h["status"] != "Connected" or h["state"] != "Enabled":
             out[h["uuid"]] = f"it is {h['status']} and {h['state']}, not Connected and Enabled"
+        elif _level(h) < MIGRATION_LEVEL:
+            out[h["uuid"]] = (f"its agent (managementIp:{h['managementIp']}) speaks protocol level {_level(h)}, live "
+                              f"migration needs level {MIGRATION_LEVEL} (the controller's is {PROTOCOL_LEVEL}): "
+                              "upgrade the agent on that host")
         elif h["hypervisorType"] != src["hypervisorType"]:
             out[h["uuid"]] = f"its hypervisor is {h['hypervisorType']}, not {src['hypervisorType']}"
         elif missing := [l3 for l3 in dict.fromkeys(plan.l3s) if not await core.db.fetchone(

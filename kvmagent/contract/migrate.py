@@ -74,7 +74,7 @@ class MigrateVmCmd(AgentRequest):
 
 class MigrationProgressReply(AgentReply):
     running: bool = Field(description="a migration of the VM runs from this host")
-    percent: int | None = Field(None, ge=0, le=100, description="done share of the data (below 100 while running)")
+    percent: int | None = Field(default=None, ge=0, le=100, description="done share of the data")
     elapsedMs: int | None = None
     dataTotal: int | None = None
     dataProcessed: int | None = None

@@ -99,4 +99,4 @@ async def migration_progress(ctx: AgentContext, cmd: MigrationProgressCmd) -> Mi
     progress = await ctx.driver.migration_progress(cmd.uuid)
     if progress is None:
         return MigrationProgressReply(running=False)
-    return MigrationProgressReply(running=True, **progress)
+    return MigrationProgressReply.model_validate({"running": True, **progress})
