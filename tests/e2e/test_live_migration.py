@@ -70,6 +70,31 @@ async def _guest(lab: Flat, vm: dict[str, Any]) -> tuple[str, float, int]:
     return out[0], float(out[1]), int(out[2])
 
 
+async def _migrate_job(lab: Flat, vm_uuid: str, dest: str | None) -> dict[str, Any]:
+    """MigrateVm as a background job, polled: its progress while it runs (printed), its inventory at the end."""
+    ctl, auth = lab.ctl, {"Authorization": f"OAuth {lab.ctl.session}"}
+    r = await ctl.client.post("/v1/MigrateVm?async=true", json={"vmInstanceUuid": vm_uuid, "hostUuid": dest},
+                              headers=auth)
+    assert r.status == 202, await r.text()
+    job_uuid = (await r.json())["jobUuid"]
+    stages: list[str] = []
+    peak: dict[str, int] = {}
+    while True:
+        job = await (await ctl.client.get(f"/v1/jobs/{job_uuid}", headers=auth)).json()
+        if job["state"] != "Processing":
+            break
+        for item in (job.get("progress") or {}).get("items", {}).values():
+            if not stages or stages[-1] != item["stage"]:
+                stages.append(item["stage"])
+            for k in ("memoryProcessed", "memoryTotal", "diskProcessed", "diskTotal", "percent"):
+                peak[k] = max(peak.get(k, 0), int(item.get(k) or 0))
+        await asyncio.sleep(0.1)
+    print(f"\nMigrateVm job progress seen: stages {stages}, peaks {peak}")
+    assert job["state"] == "Succeeded", job
+    assert stages and set(stages) <= {"preparing", "migrating", "migrated"}, stages
+    return dict(job["result"]["inventory"])
+
+
 async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: list[dict[str, Any]],
                    capsys: pytest.CaptureFixture[str] | None = None) -> dict[str, Any]:
     """MigrateVm to ``dest`` (None: through zstack-cli without a host) and every check of the module docstring."""
@@ -95,7 +120,7 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: lis
         if capsys is not None:
             moved = (await _cli(f"MigrateVm vmInstanceUuid={vm['uuid']}", capsys))["inventory"]
         else:
-            moved = await ctl.inv("MigrateVm", vmInstanceUuid=vm["uuid"], hostUuid=dest)
+            moved = await _migrate_job(lab, vm["uuid"], dest)
     finally:
         watcher.cancel()
     assert seen <= {"Running", "Migrating"}, seen
