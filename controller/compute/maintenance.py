@@ -118,7 +118,10 @@ async def maintain(ctx: ApiContext, host_uuid: str) -> None:
             if why is not None:
                 failed[vm_uuid] = why
 
-        await asyncio.gather(*(one(vm["uuid"]) for vm in vms))
+        errors = [r for r in await asyncio.gather(*(one(vm["uuid"]) for vm in vms), return_exceptions=True)
+                  if isinstance(r, BaseException)]
+        if errors:  # not a refusal: a bug or a cancellation, raised once every VM's work has ended
+            raise errors[0]
         for vm in await _vms_on(core, host_uuid):  # placed here before PreMaintenance was written, or not movable
             failed.setdefault(vm["uuid"], f"it is still on the host ({vm['state']})")
     except BaseException:
