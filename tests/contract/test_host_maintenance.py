@@ -13,6 +13,8 @@ controller's own steps (reservation, commit); the real migration is proven on th
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -42,15 +44,36 @@ async def _hosts(e: Env) -> tuple[str, str]:
     return a, b
 
 
-def _moves(e: Env, monkeypatch: pytest.MonkeyPatch, moving: set[str], seen: list[str] | None = None) -> None:
+@dataclass
+class Seen:
+    started: list[str] = field(default_factory=list)  # every VM whose migration started
+    running: int = 0
+    most: int = 0  # the most migrations that ran at once
+
+
+def _moves(e: Env, monkeypatch: pytest.MonkeyPatch, moving: set[str], *, overlap: bool = False) -> Seen:
     """The VMs in ``moving`` migrate (hypervisor part replaced, see the module docstring); the others run the
-    real migration, which fails here. ``seen`` collects every VM whose migration started."""
+    real migration, which fails here. ``overlap``: each migration waits until two have started (proves that two
+    run at once)."""
     real = migrate.Migration.run
+    seen = Seen()
+    two = asyncio.Event()
 
     async def run(self: migrate.Migration) -> None:
+        seen.started.append(self.vm["uuid"])
+        seen.running += 1
+        seen.most = max(seen.most, seen.running)
+        if seen.running >= 2:
+            two.set()
+        try:
+            await step(self)
+        finally:
+            seen.running -= 1
+
+    async def step(self: migrate.Migration) -> None:
         uuid = self.vm["uuid"]
-        if seen is not None:
-            seen.append(uuid)
+        if overlap:
+            await asyncio.wait_for(two.wait(), 60)
         if uuid not in moving:
             return await real(self)
         await self._reserve()
@@ -66,6 +89,7 @@ def _moves(e: Env, monkeypatch: pytest.MonkeyPatch, moving: set[str], seen: list
         return None
 
     monkeypatch.setattr(migrate.Migration, "run", run)
+    return seen
 
 
 async def test_maintenance_without_vms_and_enable(env: Env) -> None:
@@ -98,11 +122,12 @@ async def test_stop_policy_moves_what_can_move_and_stops_the_rest(env: Env, monk
     lost = await _vm_on(e, "lost", a)  # Unknown: not migrated, stopped (1.0)
     async with e.core.db.write() as tx:
         await tx.execute("UPDATE VmInstance SET state='Unknown' WHERE uuid=?", (lost["uuid"],))
-    seen: list[str] = []
-    _moves(e, monkeypatch, {moving["uuid"]}, seen)
+    await e.call("UpdateGlobalConfig", category="kvm", name="vm.migrationQuantity", value="1")
+    seen = _moves(e, monkeypatch, {moving["uuid"]})
     host = (await e.call("ChangeHostState", uuid=a, stateEvent="maintain"))["inventory"]
     assert host["state"] == "Maintenance", host
-    assert sorted(seen) == sorted([moving["uuid"], stuck["uuid"]])  # the Unknown VM is not migrated
+    assert sorted(seen.started) == sorted([moving["uuid"], stuck["uuid"]])  # the Unknown VM is not migrated
+    assert seen.most == 1  # kvm/vm.migrationQuantity
     now = {u: await e.vm(u) for u in (moving["uuid"], stuck["uuid"], lost["uuid"])}
     assert (now[moving["uuid"]]["state"], now[moving["uuid"]]["hostUuid"]) == ("Running", b)
     for u in (stuck["uuid"], lost["uuid"]):
@@ -150,13 +175,14 @@ async def test_failure_half_way_restores_the_host_and_keeps_moved_vms(env: Env, 
     stuck = await _vm_on(e, "stuck", a)
     await e.call("ChangeHostState", uuid=a, stateEvent="disable")  # the former state the host returns to
     await e.call("UpdateGlobalConfig", category="host", name="maintenance.unmovableVmPolicy", value="Refuse")
-    _moves(e, monkeypatch, {moving["uuid"]})
+    seen = _moves(e, monkeypatch, {moving["uuid"]}, overlap=True)
     st, body = await e.raw("ChangeHostState", uuid=a, stateEvent="maintain")
     assert st == 409 and body["error"]["code"] == "SYS.1006", body
     details = body["error"]["details"]
     assert f"vm[uuid:{stuck['uuid']}]" in details and "already exists" in details, details
     assert moving["uuid"] not in details and "Disabled again" in details, details
     assert (await _host(e, a))["state"] == "Disabled"
+    assert seen.most == 2  # kvm/vm.migrationQuantity's default: two at a time
     now = {u: await e.vm(u) for u in (moving["uuid"], stuck["uuid"])}
     assert (now[moving["uuid"]]["state"], now[moving["uuid"]]["hostUuid"]) == ("Running", b)
     assert (now[stuck["uuid"]]["state"], now[stuck["uuid"]]["hostUuid"]) == ("Running", a)
