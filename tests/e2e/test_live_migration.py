@@ -19,6 +19,7 @@ and the destination has no domain, no disk file and no flat entry of the VM; cap
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -89,7 +90,7 @@ async def _migrate_job(lab: Flat, vm_uuid: str, dest: str | None) -> dict[str, A
             for k in ("memoryProcessed", "memoryTotal", "diskProcessed", "diskTotal", "percent"):
                 peak[k] = max(peak.get(k, 0), int(item.get(k) or 0))
         await asyncio.sleep(0.1)
-    print(f"\nMigrateVm job progress seen: stages {stages}, peaks {peak}")
+    print(f"\nMigrateVm job progress seen: stages {stages}, peaks {peak}", file=sys.__stderr__)  # past capsys
     assert job["state"] == "Succeeded", job
     assert stages and set(stages) <= {"preparing", "migrating", "migrated"}, stages
     return dict(job["result"]["inventory"])
