@@ -137,6 +137,22 @@ async def resolve_connecting_hosts(core: Controller, interrupted: list[dict[str,
                             "(reconnected by the ping task)", h["uuid"])
 
 
+async def resolve_interrupted_maintenance(core: Controller) -> list[str]:
+    """A host left ``PreMaintenance``: the ChangeHostState maintain that was emptying it died with the
+    controller (each VM moved so far is committed on its own; crash recovery settles one caught moving). The
+    state it had before is not known, so it becomes Disabled: no VM is placed on it until the operator runs
+    maintain again (which moves what is left) or enable."""
+    fixed = []
+    for h in await core.db.fetchall("SELECT uuid FROM Host WHERE state='PreMaintenance'"):
+        async with core.db.write() as tx:
+            await tx.update("Host", {"uuid": h["uuid"], "state": "PreMaintenance"},
+                            {"state": "Disabled", "lastOpDate": now_iso()})
+        fixed.append(str(h["uuid"]))
+        log.warning("recovery: host %s was entering maintenance when the controller stopped; Disabled (run "
+                    "ChangeHostState maintain again to finish, or enable)", h["uuid"])
+    return fixed
+
+
 # ---------------------------------------------------------------- per host / per VM
 async def reconcile_host(core: Controller, host: dict[str, Any], states: dict[str, str]) -> dict[str, str]:
     """Reconcile every VM of ``host`` in a transitional state with ``states`` (the host's ``/vm/vmsync``), then
@@ -294,6 +310,7 @@ async def _start(core: Controller) -> None:
                     j["apiName"], j["resourceUuid"])
     core.services["recovery"] = {"done": False, "interrupted": interrupted}
     await resolve_connecting_hosts(core, interrupted)
+    await resolve_interrupted_maintenance(core)
     await release_leaks(core)
 
     async def run() -> None:

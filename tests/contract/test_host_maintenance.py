@@ -113,6 +113,24 @@ async def test_maintenance_without_vms_and_enable(env: Env) -> None:
     assert st == 400 and body["error"]["code"] == "SYS.1007" and "stateEvent" in body["error"]["details"], body
 
 
+async def test_maintenance_interrupted_by_a_controller_stop_leaves_the_host_disabled(env: Env) -> None:
+    """A controller that died while a host was PreMaintenance: recovery makes it Disabled (nothing placed on
+    it); maintain then finishes, and a host in another state is not touched."""
+    from controller.compute.recovery import resolve_interrupted_maintenance
+
+    e = env
+    a, b = await _hosts(e)
+    async with e.core.db.write() as tx:
+        await tx.update("Host", {"uuid": a}, {"state": "PreMaintenance"})
+    assert await resolve_interrupted_maintenance(e.core) == [a]
+    assert (await _host(e, a))["state"] == "Disabled"
+    assert (await _host(e, b))["state"] == "Enabled"
+    st, body = await e.create_vm("refused", hostUuid=a)
+    assert st >= 400, body
+    assert (await e.call("ChangeHostState", uuid=a, stateEvent="maintain"))["inventory"]["state"] == "Maintenance"
+    assert await resolve_interrupted_maintenance(e.core) == []
+
+
 async def test_stop_policy_moves_what_can_move_and_stops_the_rest(env: Env, monkeypatch: pytest.MonkeyPatch
                                                                   ) -> None:
     e = env
