@@ -199,6 +199,9 @@ def testbed_mode() -> str:
     return os.environ.get("ZSTACK_E2E_TESTBED_MODE") or os.environ.get("ZSTACK_TESTBED_MODE") or "plain"
 
 
+testbed_mode.__test__ = False  # type: ignore[attr-defined]  # imported into test modules: not a test
+
+
 def host_shares(mode: str, *, ro: tuple[Path, ...] = (), rw: tuple[Path, ...] = ()) -> tuple[str, ...]:
     """``--share`` values giving nspawn hosts the paths of this machine that plain hosts see anyway (plain
     hosts share this machine's file system: nothing to share)."""
