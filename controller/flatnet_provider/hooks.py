@@ -4,9 +4,10 @@
   before the domain starts; a failure fails the start. ``vm.start_failed`` / ``vm.stopped``: release there.
 * ``vm.state_changed`` (tracer, out of band): Stopped → release on the old host; Running on another host →
   release on the old host, apply on the new one; Running on the same host → apply (idempotent).
-* ``host.connected``: one ``/flatnet/dhcp/apply`` with ``rebuild=true`` carrying every NIC of the host's
-  Running/Unknown VMs (and their L3s), then ``/flatnet/userdata/apply`` per VM (user data is not part of a
-  rebuild). Sent whenever the host's cluster has an L3 using the Flat provider, so stale state is cleared too.
+* ``host.connected``: one ``/flatnet/dhcp/apply`` with ``rebuild=true`` carrying every NIC of the VMs on the
+  host (Running/Unknown, or Starting/Rebooting/Stopping/Migrating there; their L3s), then
+  ``/flatnet/userdata/apply`` per VM (user data is not part of a rebuild). Sent whenever the host's cluster has
+  an L3 using the Flat provider, so stale state is cleared too.
 * Tags ``userdata::``/``sshkey::``/``rootPassword::``/``hostname::`` created, updated or deleted on a Running VM:
   pushed to its host at once (a failure is logged: the tag change is committed and the next start/reconnect
   applies it). ``tag-advice`` adds :func:`userdata_warnings` to the reply of the tag APIs.
@@ -116,10 +117,21 @@ async def cluster_uses_flat(core: Controller, cluster_uuid: str) -> bool:
     return row is not None
 
 
+#: VM states whose domain runs (or is being started, rebooted, stopped or migrated away) on the VM's host. A
+#: rebuild that left out a VM in the middle of an operation removed its DHCP entry and user data (and its L3's
+#: namespace when it was the host's only VM there) and nothing put them back: a guest rebooted while its host
+#: reconnected got its lease, then no metadata (its SSH key was never installed).
+ON_HOST = ("Running", "Unknown", "Starting", "Rebooting", "Stopping", "Migrating")
+SETTLED = ("Running", "Unknown")
+
+
 async def rebuild_host(core: Controller, host: dict[str, Any]) -> None:
-    """Replace the host's flat state by the controller's: every NIC of its Running/Unknown VMs + user data."""
-    rows = await core.db.fetchall("SELECT * FROM VmInstance WHERE hostUuid=? AND state IN ('Running', 'Unknown') "
-                                  "AND type='UserVm' ORDER BY createDate", (host["uuid"],))
+    """Replace the host's flat state by the controller's: every NIC of the VMs on it (:data:`ON_HOST`) + user
+    data. A VM that was in the middle of an operation and has left the host (or stopped) by the time the
+    rebuild reached the host is released again, so its operation's own release is not undone."""
+    marks = ", ".join("?" * len(ON_HOST))
+    rows = await core.db.fetchall(f"SELECT * FROM VmInstance WHERE hostUuid=? AND state IN ({marks}) "
+                                  "AND type='UserVm' ORDER BY createDate", (host["uuid"], *ON_HOST))
     cache: dict[str, FlatL3] = {}
     plans = [await vm_plan(core, dict(r), cache) for r in rows]
     plans = [p for p in plans if not p.empty]
@@ -131,6 +143,12 @@ async def rebuild_host(core: Controller, host: dict[str, Any]) -> None:
     for p in plans:
         if p.userdata is not None:
             await _call(core, host, p.userdata)
+    for r in rows:
+        if r["state"] in SETTLED:
+            continue
+        now = await core.db.fetchone("SELECT * FROM VmInstance WHERE uuid=?", (r["uuid"],))
+        if now is None or now["hostUuid"] != host["uuid"] or now["state"] not in ON_HOST:
+            await release_vm(core, host, dict(r))
     log.info("flat network rebuilt on host %s: %d L3(s), %d VM(s) in %.3f s", host["uuid"], len(cache),
              len(plans), time.monotonic() - t0)
 

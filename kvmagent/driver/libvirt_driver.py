@@ -38,6 +38,9 @@ from zsutil.revert import Reverter
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two presses of a guest's ACPI power button during a graceful stop.
+ACPI_RETRY = 5.0
+
 
 class LibvirtDriver(HypervisorDriver):
     """See :mod:`kvmagent.driver.base` for the guarantees.
@@ -195,18 +198,26 @@ class LibvirtDriver(HypervisorDriver):
         if guest is None or await guest.state() not in ACTIVE:
             return
         if not force:
-            try:
-                await guest.shutdown_acpi()
-            except libvirt.libvirtError as e:
-                if code_of(e) in ABSENT + NOT_RUNNING:
-                    return
-                raise HypervisorError(f"shutting down {vm_uuid}", str(e), libvirt_code=code_of(e)) from e
+            # The power button is pressed again every ACPI_RETRY seconds (as ZStack 1.0's agent does in its
+            # shutdown loop): a guest still booting (firmware, init scripts before acpid or before init handles
+            # the request) drops a press, and would otherwise be destroyed only when ``grace`` runs out.
             deadline = time.monotonic() + grace
+            presses = 0
             while time.monotonic() < deadline:
-                if await guest.state() not in ACTIVE:
-                    return
-                await asyncio.sleep(self._poll)
-            log.info("VM %s did not power off within %.1f s; destroying it", vm_uuid, grace)
+                try:
+                    await guest.shutdown_acpi()
+                except libvirt.libvirtError as e:
+                    if code_of(e) in ABSENT + NOT_RUNNING:
+                        return
+                    raise HypervisorError(f"shutting down {vm_uuid}", str(e), libvirt_code=code_of(e)) from e
+                presses += 1
+                press_deadline = min(deadline, time.monotonic() + ACPI_RETRY)
+                while time.monotonic() < press_deadline:
+                    if await guest.state() not in ACTIVE:
+                        return
+                    await asyncio.sleep(self._poll)
+            log.info("VM %s did not power off within %.1f s (power button pressed %d times); destroying it",
+                     vm_uuid, grace, presses)
         await self._destroy(guest)
 
     async def reboot_vm(self, vm_uuid: str, boot_devs: list[BootDev], *, grace: float,

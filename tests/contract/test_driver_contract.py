@@ -4,6 +4,7 @@ reachable these tests fail."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -97,6 +98,32 @@ async def test_graceful_stop_of_os_less_guest_falls_back_to_destroy(qemu_env: En
     assert any(e.vm_uuid == spec.uuid and e.reason == "destroyed" for e in qemu_env.events) or \
         await wait_for(lambda: any(e.vm_uuid == spec.uuid and e.reason == "destroyed"
                                    for e in qemu_env.events), what="STOPPED(destroyed) event")
+
+
+async def test_graceful_stop_presses_the_power_button_again_until_grace_ends(
+        qemu_env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guest still booting drops a press (the e2e tiny guest ignored one sent before its init scripts ended,
+    and was destroyed only after the whole 60 s grace): the button is pressed every ACPI_RETRY seconds."""
+    from kvmagent.driver import libvirt_driver
+    from kvmagent.driver.host import Guest
+
+    presses: list[float] = []
+    real = Guest.shutdown_acpi
+
+    async def counted(self: Guest) -> None:
+        presses.append(time.monotonic())
+        await real(self)
+
+    monkeypatch.setattr(libvirt_driver, "ACPI_RETRY", 0.4)
+    monkeypatch.setattr(Guest, "shutdown_acpi", counted)
+    spec = await qemu_env.spec()
+    await qemu_env.driver.start_vm(spec)
+    t0 = time.monotonic()
+    await qemu_env.driver.stop_vm(spec.uuid, grace=1.5)
+    assert time.monotonic() - t0 >= 1.5
+    assert len(presses) >= 3, presses
+    assert all(b - a >= 0.4 for a, b in itertools.pairwise(presses)), presses
+    assert await qemu_env.driver.vm_state(spec.uuid) == VmState.STOPPED
 
 
 async def test_destroy_twice_and_state_listing(env: Env) -> None:

@@ -6,6 +6,7 @@ success; every other call goes to the real agent. The real behaviour is proven i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -187,3 +188,32 @@ async def test_two_userdata_l3s_serve_the_vm_on_both(env: Env, rec: Recorder) ->
     (_, ud), = rec.flat("/flatnet/userdata/apply")
     assert (ud.l3NetworkUuid, ud.vmIp) == (env.ids["l3"], nics[env.ids["l3"]]["ip"])
     assert [(x.l3NetworkUuid, x.ip) for x in ud.addresses] == [(a, nics[a]["ip"])]
+
+
+async def test_reconnect_during_a_reboot_keeps_serving_the_rebooting_vm(env: Env, rec: Recorder) -> None:
+    """The host reconnects while a VM on it reboots (state Rebooting): the rebuild still carries the VM's NIC and
+    user data. It once left them out, which removed the L3's namespace on a host with no other VM there: the
+    rebooted guest got no metadata (seen on nspawn hosts as an SSH key never installed)."""
+    _, body = await env.create_vm("vm1")
+    vm = body["inventory"]
+    agents = env.core.services["agents"]
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def held_reboot(host: dict[str, Any], cmd: Any, *, timeout: float | None = None) -> Any:
+        if cmd.PATH == "/vm/reboot":
+            entered.set()
+            await gate.wait()
+        return await rec.call(host, cmd, timeout=timeout)
+
+    agents.call = held_reboot
+    reboot = asyncio.create_task(env.inv("RebootVmInstance", uuid=vm["uuid"]))
+    await asyncio.wait_for(entered.wait(), 30)
+    assert (await env.core.db.fetchone("SELECT state FROM VmInstance WHERE uuid=?", (vm["uuid"],)))[0] == "Rebooting"
+    rec.calls.clear()
+    await connect(env.core, vm["hostUuid"], env.url)
+    gate.set()
+    assert (await reboot)["state"] == "Running"
+    (_, apply), = rec.flat("/flatnet/dhcp/apply")
+    assert apply.rebuild and [n.vmUuid for n in apply.nics] == [vm["uuid"]], apply
+    assert [c.vmUuid for _, c in rec.flat("/flatnet/userdata/apply")] == [vm["uuid"]]
+    assert rec.flat("/flatnet/dhcp/release") == [] and rec.flat("/flatnet/userdata/release") == []

@@ -32,7 +32,7 @@ E2E_STATE_DIR = Path(os.environ.get("ZSTACK_E2E_TESTBED_DIR", "/var/lib/zstack-p
 # Two e2e runs on one machine (developers working in parallel) need distinct names and networks too.
 E2E_PREFIX = os.environ.get("ZSTACK_E2E_PREFIX", "tb")
 E2E_MGMT_NET = os.environ.get("ZSTACK_E2E_MGMT_NET", "10.99.0")
-# plain (namespaces + plain daemons) or nspawn (each host boots systemd; see scripts/testbed)
+# nspawn (each host boots systemd; the default) or plain (namespaces + plain daemons); see scripts/testbed
 E2E_MODE = testbed_mode()
 
 

@@ -5,8 +5,8 @@ AddKvmHost installs the agent's wheel over SSH into the host's own venv and runs
 VM keeps running; a host reboot brings the agent back by itself and the controller marks the host's VMs
 Stopped (their domains went away with the reboot, as they do in ZStack 1.0); the agent's journal shows the
 request id that the controller logged for a VM start; ``down`` leaves nothing, also after ``up`` was killed
-half-way. This module brings up its own 1-host nspawn testbed (prefix ``sd``, 10.94.0.0/24) so it runs
-whatever mode the session testbed has.
+half-way and after a whole e2e session was killed in the middle of a test. This module brings up its own 1-host
+nspawn testbed (prefix ``sd``, 10.94.0.0/24) so it runs whatever mode the session testbed has.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -260,6 +261,56 @@ def test_down_leaves_nothing_after_up_was_killed_half_way(kill_after: float, tin
     cp = run_testbed(state, "down")
     left = _name_leftovers(state, prefix, 2)
     assert not left, f"down after a killed up left: {left}\n{cp.stdout}"
+
+
+KILLED_TEST = "tests/e2e/test_lab.py::test_guest_gets_its_lease_from_its_own_host"
+KILLED_TEST_BOUND = 240.0  # the inner session's testbed up + two TCG guests booting, on 2 busy cores
+
+
+def test_down_leaves_nothing_after_a_test_was_killed_half_way(tmp_path: Path) -> None:
+    """A real e2e session on nspawn hosts SIGKILLed in the middle of a test: its guests run, its inner
+    namespaces hold dnsmasq and a metadata server, and no fixture teardown ever runs. ``down`` (what the next
+    session's conftest runs first) removes everything the testbed had while the test was running."""
+    state, prefix, net = Path(f"{STATE_DIR}-killed-test"), f"{PREFIX}t", "10.91.0"
+    tear_down(state)
+    env = {**os.environ, "ZSTACK_E2E_TESTBED_DIR": str(state), "ZSTACK_E2E_PREFIX": prefix,
+           "ZSTACK_E2E_MGMT_NET": net, "ZSTACK_E2E_TESTBED_MODE": "nspawn"}
+    repo = Path(__file__).resolve().parents[2]
+    # its own basetemp: a nested session must not rotate away this session's numbered temporary directories
+    p = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                          f"--basetemp={tmp_path / 'inner'}", KILLED_TEST], cwd=repo, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    fp, t0 = None, time.monotonic()
+    try:
+        while fp is None and p.poll() is None and time.monotonic() - t0 < KILLED_TEST_BOUND:
+            time.sleep(0.5)
+            fp = _mid_test_footprint(state)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        out = p.communicate()[0].decode(errors="replace")
+    killed_at = time.monotonic() - t0
+    try:
+        assert fp is not None, f"the inner test never had guests and namespaces up (rc {p.returncode}):\n{out}"
+        print(f"\ninner session SIGKILLed after {killed_at:.1f} s with {len(fp.pids)} process(es) in its testbed")
+    finally:
+        cp = run_testbed(state, "down")
+    left = (leftovers(fp) if fp else []) + _name_leftovers(state, prefix, 2)
+    assert not left, f"down after a killed test left: {left}\n{cp.stdout}"
+
+
+def _mid_test_footprint(state: Path) -> Any:
+    """The testbed's footprint once its test is in the middle of its work (a guest runs in each host and h1
+    has an inner namespace), else None."""
+    try:
+        tb = Testbed.load(state)
+    except (AssertionError, ValueError, KeyError, subprocess.TimeoutExpired):
+        return None  # not up yet
+    for h in tb.hosts:
+        cp = h.run("sh", "-c", "virsh -c qemu:///system list --name --state-running; ip netns list", check=False,
+                   timeout=20)
+        if cp.returncode != 0 or "e2e-" not in cp.stdout or "dhcp-" not in cp.stdout:
+            return None
+    return footprint(tb)
 
 
 async def test_host_reboot_ha_lite_starts_the_lost_vm_again(sd: tuple[Ctl, LabHost, dict], sd_testbed: Testbed) -> None:
