@@ -31,6 +31,7 @@ from controller.app import create_app
 from controller.compute.hosts import add_connected_host
 from controller.config import ControllerConfig
 from controller.passwords import hash_password
+from controller.util import new_uuid
 from kvmagent.server import CTX
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,9 +199,10 @@ async def test_check_consistency_finds_and_repairs(env: Env) -> None:
     assert (await env.call("CheckConsistency"))["findings"] == []
     host = next(a for a in env.agents if a.config.host_uuid == vm["hostUuid"])
     async with db.write() as tx:  # a leaked IP, wrong host capacity, a stuck Stopping VM
+        # a fresh uuid: 'f' || substr(uuid, 2) collided 1 time in 16 with a uuid that starts with 'f'
         await tx.execute("INSERT INTO UsedIp (uuid, ipRangeUuid, l3NetworkUuid, ip, ipInLong, usedFor, createDate, "
-                         "lastOpDate) SELECT 'f' || substr(uuid, 2), ipRangeUuid, l3NetworkUuid, '10.10.3.250', "
-                         "168428538, 'VmNic', createDate, lastOpDate FROM UsedIp LIMIT 1")
+                         "lastOpDate) SELECT ?, ipRangeUuid, l3NetworkUuid, '10.10.3.250', "
+                         "168428538, 'VmNic', createDate, lastOpDate FROM UsedIp LIMIT 1", (new_uuid(),))
         await tx.execute("UPDATE Host SET availableCpuCapacity = availableCpuCapacity - 7 WHERE uuid=?",
                          (vm["hostUuid"],))
         await tx.execute("UPDATE VmInstance SET state='Stopping' WHERE uuid=?", (other["uuid"],))
