@@ -11,7 +11,16 @@ push the router runs)::
                "dns": [..], "hostname": ..}],
      "dns": {"nicMacs": [..], "upstreams": [..]},
      "vips": [{"ip": .., "prefix": 24, "nicMac": <router NIC on the VIP's L3>}],
-     "eips": [{"vipIp": .., "guestIp": .., "publicNicMac": .., "privateNicMac": ..}]}
+     "eips": [{"vipIp": .., "guestIp": .., "publicNicMac": .., "privateNicMac": ..}],
+     "pfs": [{"vipIp": .., "protocol": "tcp"|"udp", "vipPortStart": 2222, "vipPortEnd": 2222,
+              "privatePortStart": 22, "privatePortEnd": 22, "guestIp": .., "allowedCidr": null|"a.b.c.d/n",
+              "publicNicMac": .., "privateNicMac": ..}]}
+
+Port forwarding is a DNAT of the VIP's port range (from ``allowedCidr`` only, when given) to the same-sized
+range of the guest, port for port: the same ports keep them, one port is rewritten, a shifted range maps each
+port through an nft map. The forward chain lets in only DNAT'd connections to the guest ports of a rule (or
+to an EIP's guest); replies are translated back by conntrack, so no SNAT rule is needed for them. A source
+outside ``allowedCidr`` is not DNAT'd and meets the input chain's drop.
 
 ``ifnames`` maps each router NIC's MAC to its interface name inside the router.
 """
@@ -60,6 +69,44 @@ def _prefix(value: Any, field: str) -> int:
     return value
 
 
+def _port(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 65535:
+        raise StateError(f"{field}: {value!r} is not a port (an integer in 1..65535)")
+    return value
+
+
+def _ports(start: int, end: int) -> str:
+    return str(start) if start == end else f"{start}-{end}"
+
+
+def _pf_rules(i: int, pf: dict[str, Any], ifnames: dict[str, str]) -> tuple[str, str]:
+    """(prerouting DNAT rule, forward accept rule) of ``pfs[i]``."""
+    f = f"pfs[{i}]"
+    vip, guest = _ip(pf.get("vipIp"), f"{f}.vipIp"), _ip(pf.get("guestIp"), f"{f}.guestIp")
+    proto = pf.get("protocol")
+    if proto not in ("tcp", "udp"):
+        raise StateError(f"{f}.protocol: {proto!r} is not tcp or udp")
+    vs, ve = _port(pf.get("vipPortStart"), f"{f}.vipPortStart"), _port(pf.get("vipPortEnd"), f"{f}.vipPortEnd")
+    ps = _port(pf.get("privatePortStart"), f"{f}.privatePortStart")
+    pe = _port(pf.get("privatePortEnd"), f"{f}.privatePortEnd")
+    if ve < vs or pe < ps or ve - vs != pe - ps:
+        raise StateError(f"{f}: vip ports {vs}-{ve} and private ports {ps}-{pe} are not two ranges of one size")
+    pub = _ifname(ifnames, pf.get("publicNicMac"), f"{f}.publicNicMac")
+    priv = _ifname(ifnames, pf.get("privateNicMac"), f"{f}.privateNicMac")
+    src = f" ip saddr {_cidr(pf['allowedCidr'], f'{f}.allowedCidr')}" if pf.get("allowedCidr") else ""
+    if vs == ps:
+        target = guest
+    elif vs == ve:
+        target = f"{guest}:{ps}"
+    else:
+        pairs = ", ".join(f"{vs + k} : {ps + k}" for k in range(ve - vs + 1))
+        target = f"{guest} : {proto} dport map {{ {pairs} }}"
+    dnat = f"iifname {_q(pub)} ip daddr {vip}{src} {proto} dport {_ports(vs, ve)} dnat to {target}"
+    accept = (f"iifname {_q(pub)} oifname {_q(priv)} ip daddr {guest} {proto} dport {_ports(ps, pe)} "
+              "ct status dnat accept")
+    return dnat, accept
+
+
 def nic_plan(state: dict[str, Any], ifnames: dict[str, str]) -> list[dict[str, Any]]:
     """Per NIC: interface name, its addresses (its own first, then the VIPs it holds), and the default gateway
     (only on the default-route NIC)."""
@@ -87,7 +134,7 @@ def nft_ruleset(state: dict[str, Any], ifnames: dict[str, str]) -> str:
     """One nft script that replaces the router's table atomically (``nft -f`` is one transaction)."""
     inp = ["iif lo accept", "ct state established,related accept", "ct state invalid drop",
            "ip protocol icmp accept"]
-    fwd = ["ct state established,related accept", "ct status dnat accept"]
+    fwd = ["ct state established,related accept"]
     pre: list[str] = []
     post: list[str] = []
     dhcp_nics = sorted({_ifname(ifnames, e.get("nicMac"), f"dhcp[{i}].nicMac")
@@ -102,7 +149,12 @@ def nft_ruleset(state: dict[str, Any], ifnames: dict[str, str]) -> str:
         vip, guest = _ip(e.get("vipIp"), f"eips[{i}].vipIp"), _ip(e.get("guestIp"), f"eips[{i}].guestIp")
         pub = _ifname(ifnames, e.get("publicNicMac"), f"eips[{i}].publicNicMac")
         pre.append(f"iifname {_q(pub)} ip daddr {vip} dnat to {guest}")
+        fwd.append(f"iifname {_q(pub)} ip daddr {guest} ct status dnat accept")
         post.append(f"oifname {_q(pub)} ip saddr {guest} snat to {vip}")
+    for i, pf in enumerate(state.get("pfs", [])):
+        dnat, accept = _pf_rules(i, pf, ifnames)
+        pre.append(dnat)
+        fwd.append(accept)
     for i, s in enumerate(state.get("snat", [])):
         priv = _ifname(ifnames, s.get("privateNicMac"), f"snat[{i}].privateNicMac")
         pub = _ifname(ifnames, s.get("publicNicMac"), f"snat[{i}].publicNicMac")
