@@ -220,10 +220,15 @@ def serve(dev: str) -> None:
         time.sleep(0.1)
 
 
-def main() -> None:
-    dev = find_port()
+def prepare() -> None:
+    """The router's setup before the first apply: its run directory, IPv4 forwarding on."""
     RUN.mkdir(parents=True, exist_ok=True)
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+
+
+def main() -> None:
+    dev = find_port()
+    prepare()
     print(f"vrouter: agent {VERSION} ready on {dev}", file=open("/dev/console", "w"), flush=True)
     serve(dev)
 
