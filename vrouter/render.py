@@ -160,12 +160,23 @@ def nft_ruleset(state: dict[str, Any], ifnames: dict[str, str]) -> str:
     for n in sorted({_ifname(ifnames, m, "dns.nicMacs") for m in dns.get("nicMacs", [])}):
         inp.append(f"iifname {_q(n)} udp dport 53 accept")
         inp.append(f"iifname {_q(n)} tcp dport 53 accept")
+    # EIPs: per public NIC one DNAT map VIP -> guest, one SNAT map guest -> VIP and one set of guests let in
+    # (three rules however many EIPs: nft compiles map elements much faster than rules)
+    eips: dict[str, list[tuple[str, str]]] = {}
+    seen_vips: set[str] = set()
+    seen_guests: set[str] = set()
     for i, e in enumerate(state.get("eips", [])):
         vip, guest = _ip(e.get("vipIp"), f"eips[{i}].vipIp"), _ip(e.get("guestIp"), f"eips[{i}].guestIp")
-        pub = _ifname(ifnames, e.get("publicNicMac"), f"eips[{i}].publicNicMac")
-        pre.append(f"iifname {_q(pub)} ip daddr {vip} dnat to {guest}")
-        fwd.append(f"iifname {_q(pub)} ip daddr {guest} ct status dnat accept")
-        post.append(f"oifname {_q(pub)} ip saddr {guest} snat to {vip}")
+        if vip in seen_vips or guest in seen_guests:
+            raise StateError(f"eips[{i}]: vip {vip} or guest {guest} is in another eip (one eip per vip and guest)")
+        seen_vips.add(vip)
+        seen_guests.add(guest)
+        eips.setdefault(_ifname(ifnames, e.get("publicNicMac"), f"eips[{i}].publicNicMac"), []).append((vip, guest))
+    for pub, pairs in sorted(eips.items()):
+        pre.append(f"iifname {_q(pub)} dnat to ip daddr map {{ " + ", ".join(f"{v} : {g}" for v, g in pairs) + " }")
+        fwd.append(f"iifname {_q(pub)} ip daddr {{ " + ", ".join(g for _, g in pairs) + " } ct status dnat accept")
+        post.append(f"oifname {_q(pub)} snat to ip saddr map {{ " + ", ".join(f"{g} : {v}" for v, g in pairs) +
+                    " }")
     for i, pf in enumerate(state.get("pfs", [])):
         dnat, accept = _pf_rules(i, pf, ifnames)
         pre.append(dnat)

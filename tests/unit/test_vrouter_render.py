@@ -84,6 +84,7 @@ def test_snat_only_needs_no_dnsmasq() -> None:
     ({"snat": [{**SNAT[0], "publicIp": "x"}]}, "snat[0].publicIp", "x"),
     ({"eips": [{**FULL["eips"][0], "guestIp": "1.2.3"}]}, "eips[0].guestIp", "1.2.3"),
     ({"eips": [{**FULL["eips"][0], "vipIp": "010.0.0.1"}]}, "eips[0].vipIp", "010.0.0.1"),
+    ({"eips": [FULL["eips"][0], {**FULL["eips"][0], "vipIp": "192.168.77.51"}]}, "eips[1]", "10.100.0.12"),
     ({"eips": [{**FULL["eips"][0], "vipIp": "1.2.3.4\n"}]}, "eips[0].vipIp", "1.2.3.4"),
     ({"eips": [{**FULL["eips"][0], "vipIp": 16909060}]}, "eips[0].vipIp", "16909060"),
     ({"nics": NICS, "vips": [{"ip": "192.168.77.50", "prefix": 24, "nicMac": "aa:bb:cc:dd:ee:ff"}]},
