@@ -112,6 +112,12 @@ async def create_eip(ctx: ApiContext, msg: CreateEipMsg) -> dict[str, Any]:
     vip = await enabled_vip(ctx, msg.vipUuid, None)
     nic = await _check_nic(ctx, vip, msg.vmNicUuid, "vmNicUuid") if msg.vmNicUuid else None
 
+    async def before(tx: Any) -> None:   # a port-forwarding rule may have taken the VIP since the check
+        now = await tx.fetchone("SELECT useFor FROM Vip WHERE uuid=?", (vip["uuid"],))
+        if now is None or now["useFor"]:
+            raise OperationError(f"vip[uuid:{vip['uuid']}] has been occupied other network service entity"
+                                 f"[{now['useFor'] if now else 'deleted'}]")
+
     async def after(tx: Any, row: dict[str, Any]) -> None:
         await tx.update("Vip", {"uuid": vip["uuid"]}, {
             "useFor": "Eip", "serviceProvider": "VirtualRouter", "lastOpDate": now_iso(),
@@ -120,7 +126,7 @@ async def create_eip(ctx: ApiContext, msg: CreateEipMsg) -> dict[str, Any]:
     created = await create_row(ctx, "Eip", "EipVO", msg, {
         "name": msg.name, "description": msg.description, "vipUuid": vip["uuid"],
         "vmNicUuid": nic["uuid"] if nic else None, "state": "Enabled", "vipIp": vip["ip"],
-        "guestIp": nic["ip"] if nic else None}, after=after)
+        "guestIp": nic["ip"] if nic else None}, before=before, after=after)
     if nic:
         await push(ctx, {nic["l3NetworkUuid"]})
     return {"inventory": await ctx.inventory("Eip", created["uuid"])}

@@ -121,6 +121,20 @@ async def _overlap(tx: Tx, vip_uuid: str, protocol: str, start: int, end: int) -
                               f"vipEndPort:{row['vipPortEnd']}] ({protocol} on the same vip)")
 
 
+async def _still_free(tx: Tx, vip: dict[str, Any], nic: dict[str, Any] | None) -> None:
+    """Inside the write: the VIP still serves nothing or port forwarding, and (with a NIC) no other guest L3
+    (a concurrent EIP or rule may have taken it since the checks)."""
+    now = await tx.fetchone("SELECT useFor, peerL3NetworkUuid FROM Vip WHERE uuid=?", (vip["uuid"],))
+    if now is None:
+        raise OperationError(f"vip[uuid:{vip['uuid']}] was deleted meanwhile")
+    if now["useFor"] and now["useFor"] != SERVICE:
+        raise OperationError(f"vip[uuid:{vip['uuid']}] has been occupied other network service entity"
+                             f"[{now['useFor']}]")
+    if nic and now["peerL3NetworkUuid"] and now["peerL3NetworkUuid"] != nic["l3NetworkUuid"]:
+        raise OperationError(f"vip[uuid:{vip['uuid']}] has been serving l3Network[uuid:{now['peerL3NetworkUuid']}], "
+                             f"can't serve l3Network[uuid:{nic['l3NetworkUuid']}]")
+
+
 async def _release_vip(tx: Tx, vip_uuid: str) -> None:
     """After a rule left the VIP or its NIC: unpin the VIP from its guest L3 when no rule on it is attached,
     free it when it has no rule at all."""
@@ -143,10 +157,7 @@ async def create_port_forwarding_rule(ctx: ApiContext, msg: CreatePortForwarding
 
     async def before(tx: Tx) -> None:   # same snapshot as the insert: no overlapping rule slips in
         await _overlap(tx, vip["uuid"], msg.protocolType, vs, ve)
-        now = await tx.fetchone("SELECT useFor FROM Vip WHERE uuid=?", (vip["uuid"],))
-        if now is None or (now["useFor"] and now["useFor"] != SERVICE):
-            raise OperationError(f"vip[uuid:{vip['uuid']}] has been occupied other network service entity"
-                                 f"[{now['useFor'] if now else 'deleted'}]")
+        await _still_free(tx, vip, nic)
 
     async def after(tx: Tx, row: dict[str, Any]) -> None:
         await tx.update("Vip", {"uuid": vip["uuid"]}, {
@@ -180,6 +191,7 @@ async def attach_port_forwarding_rule(ctx: ApiContext, msg: AttachPortForwarding
     vip = await enabled_vip(ctx, rule["vipUuid"], SERVICE)
     nic = await check_guest_nic(ctx, vip, msg.vmNicUuid, "vmNicUuid", SERVICE)
     async with ctx.db.write() as tx:
+        await _still_free(tx, vip, nic)
         n = await tx.execute("UPDATE PortForwardingRule SET vmNicUuid=?, guestIp=?, lastOpDate=? WHERE uuid=? AND "
                              "vmNicUuid IS NULL", (nic["uuid"], nic["ip"], now_iso(), rule["uuid"]))
         if n.rowcount != 1:
