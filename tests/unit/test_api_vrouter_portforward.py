@@ -5,6 +5,7 @@ only change records. Every refusal is checked to change nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ async def _nic(api: Api, l3: str, ip: str, *, state: str = "Stopped", vm_type: s
                                            "state": state, "type": vm_type, "internalId": cur.lastrowid,
                                            "createDate": now, "lastOpDate": now})
         await tx.insert("VmNic", {"uuid": nic, "vmInstanceUuid": vm, "l3NetworkUuid": l3, "ip": ip,
-                                  "mac": "fa:" + ":".join(nic[i:i + 2] for i in range(0, 10, 2)), "netmask": "255.255.255.0",
+                                  "mac": "fa:" + ":".join(nic[i:i + 2] for i in range(0, 10, 2)),
+                                  "netmask": "255.255.255.0",
                                   "gateway": ip.rsplit(".", 1)[0] + ".1", "metaData": meta,
                                   "internalName": f"vnic9.{device}", "deviceId": device, "createDate": now,
                                   "lastOpDate": now})
@@ -113,7 +115,7 @@ async def test_create_defaults_fields_and_port_checks(api: Api) -> None:
             ({"vipPortStart": 105, "vipPortEnd": 120}, "vipPortStart", f"overlaps with rule[uuid:{same['uuid']}"),
             ({"vipPortStart": 8009, "protocolType": "UDP"}, "vipPortStart", "overlaps with rule")):
         await _refused(api, "CreatePortForwardingRule", 400, "SYS.1007", text, **{**base, **over})
-        s, body = await api.raw("CreatePortForwardingRule", **{**base, **over})
+        _, body = await api.raw("CreatePortForwardingRule", **{**base, **over})
         assert field in body["error"]["details"], (over, body)
     # the same ports on the other protocol, and 1.0's false overlap (with the other rule's private end) are fine
     assert (await api.inv("CreatePortForwardingRule", **{**base, "vipPortStart": 2222, "protocolType": "UDP"})
@@ -313,3 +315,17 @@ async def test_rules_in_the_routers_desired_state(api: Api) -> None:
     await api.inv("ChangeVipState", uuid=vip["uuid"], stateEvent="disable")
     state = await desired_state(core, vr, 7)
     assert "pfs" not in state and "vips" not in state
+
+
+async def test_concurrent_eip_and_rule_on_one_vip_one_wins(api: Api) -> None:
+    env = await _env(api)
+    for _ in range(3):
+        vip = await api.inv("CreateVip", name="v", l3NetworkUuid=env["pub"])
+        (s1, b1), (s2, b2) = await asyncio.gather(
+            api.raw("CreateEip", name="e", vipUuid=vip["uuid"]),
+            api.raw("CreatePortForwardingRule", name="r", vipUuid=vip["uuid"], vipPortStart=80, protocolType="TCP"))
+        assert sorted((s1, s2)) == [200, 409], (b1, b2)
+        [v] = await api.query("QueryVip", ("uuid", "=", vip["uuid"]))
+        assert v["useFor"] == ("Eip" if s1 == 200 else "PortForwarding")
+        assert len(await api.query("QueryEip", ("vipUuid", "=", vip["uuid"]))) + len(
+            await api.query("QueryPortForwardingRule", ("vipUuid", "=", vip["uuid"]))) == 1
