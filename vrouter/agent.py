@@ -113,9 +113,11 @@ class Router:
                 current = have.get(ifname, [])
                 for gone in (a for a in current if a not in addresses):
                     nl.address(netlink.RTM_DELADDR, index, gone)
-                for new in (a for a in addresses if a not in current):
+                added = [a for a in addresses if a not in current]
+                for new in added:
                     nl.address(netlink.RTM_NEWADDR, index, new)
-                    netlink.gratuitous_arp(ifname, new.split("/")[0])   # tell the L2 (maybe a moved address)
+                # tell the L2 about the (maybe moved) addresses
+                netlink.gratuitous_arps(ifname, [a.split("/")[0] for a in added])
         for nic in plan:
             if nic["gateway"] and netlink.default_route() != (nic["ifname"], nic["gateway"]):
                 run("ip", "route", "replace", "default", "via", nic["gateway"], "dev", nic["ifname"])
