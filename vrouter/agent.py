@@ -125,11 +125,11 @@ class Router:
     @staticmethod
     def _dnsmasq(files: dict[str, str]) -> None:
         pidfile = RUN / "dnsmasq.pid"
-        pid = None
         try:
-            pid = int(pidfile.read_text().strip())
-            os.kill(pid, 0)
+            pid: int | None = int(pidfile.read_text().strip())
         except (OSError, ValueError):
+            pid = None
+        if pid is not None and not _dnsmasq_runs(pid):
             pid = None
         if not files:
             if pid:
@@ -145,13 +145,21 @@ class Router:
             return
         if pid:
             os.kill(pid, signal.SIGTERM)
-            for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except OSError:
-                    break
-                time.sleep(0.05)
+            deadline = time.monotonic() + 5
+            while _dnsmasq_runs(pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
         run("dnsmasq", f"--conf-file={RUN}/dnsmasq.conf")
+
+
+def _dnsmasq_runs(pid: int) -> bool:
+    """``pid`` is a dnsmasq that has not exited: an exited one waits as a zombie until init reaps it (up to
+    seconds on some inits), and its sockets are already closed."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    name, _, rest = stat.partition(" (")[2].rpartition(") ")
+    return name == "dnsmasq" and rest.split()[0] != "Z"
 
 
 ROUTER = Router()

@@ -18,9 +18,10 @@ push the router runs)::
 
 Port forwarding is a DNAT of the VIP's port range (from ``allowedCidr`` only, when given) to the same-sized
 range of the guest, port for port: the same ports keep them, one port is rewritten, a shifted range maps each
-port through an nft map. The forward chain lets in only DNAT'd connections to the guest ports of a rule (or
-to an EIP's guest); replies are translated back by conntrack, so no SNAT rule is needed for them. A source
-outside ``allowedCidr`` is not DNAT'd and meets the input chain's drop.
+port through an nft map. The forward chain lets in only DNAT'd connections to the guest ports of a rule (one
+rule per NIC pair and protocol with a guest . ports set) or to an EIP's guest; replies are translated back
+by conntrack, so no SNAT rule is needed for them. A source outside ``allowedCidr`` is not DNAT'd and meets
+the input chain's drop.
 
 ``ifnames`` maps each router NIC's MAC to its interface name inside the router.
 """
@@ -94,8 +95,10 @@ def _ports(start: int, end: int) -> str:
     return str(start) if start == end else f"{start}-{end}"
 
 
-def _pf_rules(i: int, pf: dict[str, Any], ifnames: dict[str, str]) -> tuple[str, str]:
-    """(prerouting DNAT rule, forward accept rule) of ``pfs[i]``."""
+def _pf_rules(i: int, pf: dict[str, Any],
+              ifnames: dict[str, str]) -> tuple[str, tuple[str, str, str], tuple[str, int, int]]:
+    """The prerouting DNAT rule of ``pfs[i]``, and what the forward chain lets in: ((public NIC, private NIC,
+    protocol), (guest, first port, last port))."""
     f = f"pfs[{i}]"
     vip, guest = _ip(pf.get("vipIp"), f"{f}.vipIp"), _ip(pf.get("guestIp"), f"{f}.guestIp")
     proto = pf.get("protocol")
@@ -117,9 +120,23 @@ def _pf_rules(i: int, pf: dict[str, Any], ifnames: dict[str, str]) -> tuple[str,
         pairs = ", ".join(f"{vs + k} : {ps + k}" for k in range(ve - vs + 1))
         target = f"{guest} : {proto} dport map {{ {pairs} }}"
     dnat = f"iifname {_q(pub)} ip daddr {vip}{src} {proto} dport {_ports(vs, ve)} dnat to {target}"
-    accept = (f"iifname {_q(pub)} oifname {_q(priv)} ip daddr {guest} {proto} dport {_ports(ps, pe)} "
-              "ct status dnat accept")
-    return dnat, accept
+    return dnat, (pub, priv, proto), (guest, ps, pe)
+
+
+def _pf_accepts(lets: dict[tuple[str, str, str], list[tuple[str, int, int]]]) -> list[str]:
+    """One forward rule per (public NIC, private NIC, protocol) matching guest . port-range elements (the
+    ranges of one guest merged: an interval set refuses overlapping elements)."""
+    rules = []
+    for (pub, priv, proto), elems in sorted(lets.items()):
+        merged: list[list[Any]] = []
+        for guest, ps, pe in sorted(elems, key=lambda e: (tuple(int(x) for x in e[0].split(".")), e[1], e[2])):
+            if merged and merged[-1][0] == guest and ps <= merged[-1][2] + 1:
+                merged[-1][2] = max(merged[-1][2], pe)
+            else:
+                merged.append([guest, ps, pe])
+        rules.append(f"iifname {_q(pub)} oifname {_q(priv)} ip daddr . {proto} dport {{ " +
+                     ", ".join(f"{g} . {_ports(a, b)}" for g, a, b in merged) + " } ct status dnat accept")
+    return rules
 
 
 def nic_plan(state: dict[str, Any], ifnames: dict[str, str]) -> list[dict[str, Any]]:
@@ -177,10 +194,12 @@ def nft_ruleset(state: dict[str, Any], ifnames: dict[str, str]) -> str:
         fwd.append(f"iifname {_q(pub)} ip daddr {{ " + ", ".join(g for _, g in pairs) + " } ct status dnat accept")
         post.append(f"oifname {_q(pub)} snat to ip saddr map {{ " + ", ".join(f"{g} : {v}" for v, g in pairs) +
                     " }")
+    lets: dict[tuple[str, str, str], list[tuple[str, int, int]]] = {}
     for i, pf in enumerate(state.get("pfs", [])):
-        dnat, accept = _pf_rules(i, pf, ifnames)
+        dnat, key, let = _pf_rules(i, pf, ifnames)
         pre.append(dnat)
-        fwd.append(accept)
+        lets.setdefault(key, []).append(let)
+    fwd += _pf_accepts(lets)
     for i, s in enumerate(state.get("snat", [])):
         priv = _ifname(ifnames, s.get("privateNicMac"), f"snat[{i}].privateNicMac")
         pub = _ifname(ifnames, s.get("publicNicMac"), f"snat[{i}].publicNicMac")

@@ -40,7 +40,10 @@ PFS: dict[str, Any] = {
         {**PF, "protocol": "udp", "vipPortStart": 5000, "vipPortEnd": 5009, "privatePortStart": 5000,
          "privatePortEnd": 5009, "allowedCidr": None},
         {**PF, "guestIp": "10.100.0.13", "protocol": "tcp", "vipPortStart": 8080, "vipPortEnd": 8082,
-         "privatePortStart": 80, "privatePortEnd": 82}],
+         "privatePortStart": 80, "privatePortEnd": 82},
+        # another VIP port range onto overlapping guest ports: one merged element in the forward set
+        {**PF, "guestIp": "10.100.0.13", "protocol": "tcp", "vipPortStart": 9081, "vipPortEnd": 9084,
+         "privatePortStart": 81, "privatePortEnd": 84}],
 }
 CASES: dict[str, dict[str, Any]] = {
     "vrouter-snat": {"generation": 1, "nics": NICS, "snat": SNAT},
