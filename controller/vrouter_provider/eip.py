@@ -1,12 +1,14 @@
 """VIP and EIP on the virtual router (reference virtual-router.md §2; 1.0's messages).
 
 * ``CreateVip name, l3NetworkUuid, requiredIp?``: an address of the L3 (allocated, or the required one; a
-  second VIP on the same address is refused). ``DeleteVip`` deletes its EIPs and returns the address;
+  second VIP on the same address is refused). ``DeleteVip`` deletes its EIPs and port-forwarding rules and
+  returns the address;
   ``QueryVip`` is generic.
 * ``CreateEip name, vipUuid, vmNicUuid?``: the VIP must be Enabled and serve nothing yet (``useFor`` is then
-  ``Eip``); the NIC must not have an EIP, must not be on the VIP's L3, and its L3 must take the Eip service from
-  the VirtualRouter provider whose router's public network is the VIP's L3. ``AttachEip eipUuid, vmNicUuid`` /
-  ``DetachEip uuid`` / ``DeleteEip uuid`` (unknown uuid: success); ``QueryEip`` is generic.
+  ``Eip``); the NIC must not have an EIP, must not be on the VIP's L3, and its L3 must take the Eip and SNAT
+  services from the VirtualRouter provider whose router's public network is the VIP's L3 (vips.check_guest_nic).
+  ``AttachEip eipUuid, vmNicUuid`` / ``DetachEip uuid`` / ``DeleteEip uuid`` (unknown uuid: success);
+  ``QueryEip`` is generic.
 * ``UpdateVip`` / ``UpdateEip`` (name, description), ``ChangeVipState`` / ``ChangeEipState`` (a Disabled one is
   not applied on the router), ``GetEipAttachableVmNics eipUuid | vipUuid``.
 * Every change is pushed at once to the router of the NIC's L3 when it runs (the whole state: the VIP as an
