@@ -6,8 +6,9 @@ Endpoints (JSON bodies):
 * ``POST /init {uuid, token}`` -- trust on first use: the first init over the channel (which only root on the
   host can open) sets the router's uuid and token; later inits must carry the same token.
 * ``POST /ping`` -> ``{uuid, version, generation}``.
-* ``POST /apply <state>`` -> ``{generation}``: the whole desired state (see vrouter.render); NIC addresses,
-  the nftables table (one atomic transaction) and dnsmasq's files; idempotent.
+* ``POST /apply <state>`` -> ``{generation, seconds}``: the whole desired state (see vrouter.render); NIC
+  addresses (only the differences, over netlink), the nftables table (one atomic transaction) and dnsmasq's
+  files (SIGHUP when only its hosts/options changed); idempotent. ``seconds``: where the time went.
 Every call but the first init needs ``Authorization: Bearer <token>``.
 """
 
@@ -18,13 +19,14 @@ import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from vrouter import CHANNEL_NAME, VERSION, render
+from vrouter import CHANNEL_NAME, VERSION, netlink, render
 
 RUN = Path(render.RUN_DIR)
 
@@ -71,6 +73,8 @@ class Router:
         return {"uuid": self.uuid, "version": VERSION, "generation": self.generation}
 
     def apply(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Apply the whole state; the reply carries the generation and where the time went (seconds)."""
+        t0 = time.monotonic()
         gen = state.get("generation")
         if not isinstance(gen, int) or gen < 0:
             raise render.StateError(f"generation: {gen!r} is not a non-negative integer")
@@ -78,38 +82,54 @@ class Router:
         plan = render.nic_plan(state, names)
         ruleset = render.nft_ruleset(state, names)
         files = render.dnsmasq_files(state, names)
-        for nic in plan:
-            self._addresses(nic["ifname"], nic["addresses"])
-        for nic in plan:
-            if nic["gateway"]:
-                run("ip", "route", "replace", "default", "via", nic["gateway"], "dev", nic["ifname"])
+        t1 = time.monotonic()
+        self._links(plan)
+        t2 = time.monotonic()
         RUN.mkdir(parents=True, exist_ok=True)
         (RUN / "ruleset.nft").write_text(ruleset)
         run("nft", "-f", str(RUN / "ruleset.nft"))
+        t3 = time.monotonic()
         self._dnsmasq(files)
+        t4 = time.monotonic()
         self.generation = gen
-        return {"generation": gen}
+        return {"generation": gen, "seconds": {"render": round(t1 - t0, 4), "addresses": round(t2 - t1, 4),
+                                               "nft": round(t3 - t2, 4), "dnsmasq": round(t4 - t3, 4)}}
 
     @staticmethod
-    def _addresses(ifname: str, addresses: list[str]) -> None:
-        run("ip", "link", "set", ifname, "up")
-        have = [line.split()[3] for line in run("ip", "-o", "-4", "addr", "show", "dev", ifname).splitlines()
-                if len(line.split()) > 3]
-        for gone in (a for a in have if a not in addresses):
-            run("ip", "addr", "del", gone, "dev", ifname)
-        for new in (a for a in addresses if a not in have):
-            run("ip", "addr", "add", new, "dev", ifname)
-            # tell the L2 about the (maybe moved) address; busybox arping, best effort
-            subprocess.run(["arping", "-U", "-c", "1", "-I", ifname, new.split("/")[0]], capture_output=True)
+    def _links(plan: list[dict[str, Any]]) -> None:
+        """NICs up, their addresses (own + VIPs) exactly as planned, the default route: only what differs is
+        changed, in-process over netlink (hundreds of VIPs would otherwise be hundreds of ``ip`` runs)."""
+        have: dict[str, list[str]] = {}
+        for line in run("ip", "-o", "-4", "addr", "show").splitlines():
+            f = line.split()
+            if len(f) > 3 and f[2] == "inet":
+                have.setdefault(f[1], []).append(f[3])
+        with netlink.Route() as nl:
+            for nic in plan:
+                ifname, addresses = nic["ifname"], nic["addresses"]
+                index = socket.if_nametoindex(ifname)
+                if not netlink.is_up(ifname):
+                    nl.link_up(index)
+                current = have.get(ifname, [])
+                for gone in (a for a in current if a not in addresses):
+                    nl.address(netlink.RTM_DELADDR, index, gone)
+                added = [a for a in addresses if a not in current]
+                for new in added:
+                    nl.address(netlink.RTM_NEWADDR, index, new)
+                # tell the L2 about the (maybe moved) addresses
+                netlink.gratuitous_arps(ifname, [a.split("/")[0] for a in added])
+        for nic in plan:
+            if nic["gateway"] and netlink.default_route() != (nic["ifname"], nic["gateway"]):
+                run("ip", "route", "replace", "default", "via", nic["gateway"], "dev", nic["ifname"])
 
     @staticmethod
     def _dnsmasq(files: dict[str, str]) -> None:
         pidfile = RUN / "dnsmasq.pid"
-        pid = None
         try:
-            pid = int(pidfile.read_text().strip())
-            os.kill(pid, 0)
+            pid: int | None = int(pidfile.read_text().strip())
         except (OSError, ValueError):
+            pid = None
+        if pid is not None and not _dnsmasq_runs(pid):
             pid = None
         if not files:
             if pid:
@@ -125,13 +145,21 @@ class Router:
             return
         if pid:
             os.kill(pid, signal.SIGTERM)
-            for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except OSError:
-                    break
-                time.sleep(0.05)
+            deadline = time.monotonic() + 5
+            while _dnsmasq_runs(pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
         run("dnsmasq", f"--conf-file={RUN}/dnsmasq.conf")
+
+
+def _dnsmasq_runs(pid: int) -> bool:
+    """``pid`` is a dnsmasq that has not exited: an exited one waits as a zombie until init reaps it (up to
+    seconds on some inits), and its sockets are already closed."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    name, _, rest = stat.partition(" (")[2].rpartition(") ")
+    return name == "dnsmasq" and rest.split()[0] != "Z"
 
 
 ROUTER = Router()
@@ -220,10 +248,15 @@ def serve(dev: str) -> None:
         time.sleep(0.1)
 
 
-def main() -> None:
-    dev = find_port()
+def prepare() -> None:
+    """The router's setup before the first apply: its run directory, IPv4 forwarding on."""
     RUN.mkdir(parents=True, exist_ok=True)
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+
+
+def main() -> None:
+    dev = find_port()
+    prepare()
     print(f"vrouter: agent {VERSION} ready on {dev}", file=open("/dev/console", "w"), flush=True)
     serve(dev)
 

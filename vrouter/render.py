@@ -11,7 +11,17 @@ push the router runs)::
                "dns": [..], "hostname": ..}],
      "dns": {"nicMacs": [..], "upstreams": [..]},
      "vips": [{"ip": .., "prefix": 24, "nicMac": <router NIC on the VIP's L3>}],
-     "eips": [{"vipIp": .., "guestIp": .., "publicNicMac": .., "privateNicMac": ..}]}
+     "eips": [{"vipIp": .., "guestIp": .., "publicNicMac": .., "privateNicMac": ..}],
+     "pfs": [{"vipIp": .., "protocol": "tcp"|"udp", "vipPortStart": 2222, "vipPortEnd": 2222,
+              "privatePortStart": 22, "privatePortEnd": 22, "guestIp": .., "allowedCidr": null|"a.b.c.d/n",
+              "publicNicMac": .., "privateNicMac": ..}]}
+
+Port forwarding is a DNAT of the VIP's port range (from ``allowedCidr`` only, when given) to the same-sized
+range of the guest, port for port: the same ports keep them, one port is rewritten, a shifted range maps each
+port through an nft map. The forward chain lets in only DNAT'd connections to the guest ports of a rule (one
+rule per NIC pair and protocol with a guest . ports set) or to an EIP's guest; replies are translated back
+by conntrack, so no SNAT rule is needed for them. A source outside ``allowedCidr`` is not DNAT'd and meets
+the input chain's drop.
 
 ``ifnames`` maps each router NIC's MAC to its interface name inside the router.
 """
@@ -19,6 +29,7 @@ push the router runs)::
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 TABLE = "zsvr"
@@ -29,11 +40,25 @@ class StateError(ValueError):
     """The pushed state is invalid (the message names the field and value)."""
 
 
+#: a dotted quad as ipaddress.IPv4Address accepts it (no leading zeros), matched without its slow parser: a
+#: push of thousands of addresses is rendered on the router's CPU (TCG in tests)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def _ip(value: Any, field: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except (ipaddress.AddressValueError, ValueError) as e:
-        raise StateError(f"{field}: {value!r} is not an IPv4 address") from e
+    if isinstance(value, str) and _IPV4.fullmatch(value):
+        return value
+    raise StateError(f"{field}: {value!r} is not an IPv4 address")
+
+
+def _network(ip: str, prefix: int) -> tuple[str, str]:
+    """(network address, netmask) of ``ip``/``prefix`` (``ip`` already checked by _ip)."""
+    a, b, c, d = (int(x) for x in ip.split("."))
+    mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+    net = ((a << 24) | (b << 16) | (c << 8) | d) & mask
+    return (".".join(str(net >> s & 255) for s in (24, 16, 8, 0)),
+            ".".join(str(mask >> s & 255) for s in (24, 16, 8, 0)))
 
 
 def _cidr(value: Any, field: str) -> str:
@@ -58,6 +83,60 @@ def _prefix(value: Any, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 32:
         raise StateError(f"{field}: {value!r} is not an integer in 1..32")
     return value
+
+
+def _port(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 65535:
+        raise StateError(f"{field}: {value!r} is not a port (an integer in 1..65535)")
+    return value
+
+
+def _ports(start: int, end: int) -> str:
+    return str(start) if start == end else f"{start}-{end}"
+
+
+def _pf_rules(i: int, pf: dict[str, Any],
+              ifnames: dict[str, str]) -> tuple[str, tuple[str, str, str], tuple[str, int, int]]:
+    """The prerouting DNAT rule of ``pfs[i]``, and what the forward chain lets in: ((public NIC, private NIC,
+    protocol), (guest, first port, last port))."""
+    f = f"pfs[{i}]"
+    vip, guest = _ip(pf.get("vipIp"), f"{f}.vipIp"), _ip(pf.get("guestIp"), f"{f}.guestIp")
+    proto = pf.get("protocol")
+    if proto not in ("tcp", "udp"):
+        raise StateError(f"{f}.protocol: {proto!r} is not tcp or udp")
+    vs, ve = _port(pf.get("vipPortStart"), f"{f}.vipPortStart"), _port(pf.get("vipPortEnd"), f"{f}.vipPortEnd")
+    ps = _port(pf.get("privatePortStart"), f"{f}.privatePortStart")
+    pe = _port(pf.get("privatePortEnd"), f"{f}.privatePortEnd")
+    if ve < vs or pe < ps or ve - vs != pe - ps:
+        raise StateError(f"{f}: vip ports {vs}-{ve} and private ports {ps}-{pe} are not two ranges of one size")
+    pub = _ifname(ifnames, pf.get("publicNicMac"), f"{f}.publicNicMac")
+    priv = _ifname(ifnames, pf.get("privateNicMac"), f"{f}.privateNicMac")
+    src = f" ip saddr {_cidr(pf['allowedCidr'], f'{f}.allowedCidr')}" if pf.get("allowedCidr") else ""
+    if vs == ps:
+        target = guest
+    elif vs == ve:
+        target = f"{guest}:{ps}"
+    else:
+        pairs = ", ".join(f"{vs + k} : {ps + k}" for k in range(ve - vs + 1))
+        target = f"{guest} : {proto} dport map {{ {pairs} }}"
+    dnat = f"iifname {_q(pub)} ip daddr {vip}{src} {proto} dport {_ports(vs, ve)} dnat to {target}"
+    return dnat, (pub, priv, proto), (guest, ps, pe)
+
+
+def _pf_accepts(lets: dict[tuple[str, str, str], list[tuple[str, int, int]]]) -> list[str]:
+    """One forward rule per (public NIC, private NIC, protocol) matching guest . port-range elements (the
+    ranges of one guest merged: an interval set refuses overlapping elements)."""
+    rules = []
+    for (pub, priv, proto), elems in sorted(lets.items()):
+        merged: list[list[Any]] = []
+        for guest, ps, pe in sorted(elems, key=lambda e: (tuple(int(x) for x in e[0].split(".")), e[1], e[2])):
+            if merged and merged[-1][0] == guest and ps <= merged[-1][2] + 1:
+                merged[-1][2] = max(merged[-1][2], pe)
+            else:
+                merged.append([guest, ps, pe])
+        rules.append(f"iifname {_q(pub)} oifname {_q(priv)} ip daddr . {proto} dport {{ " +
+                     ", ".join(f"{g} . {_ports(a, b)}" for g, a, b in merged) + " } ct status dnat accept")
+    return rules
 
 
 def nic_plan(state: dict[str, Any], ifnames: dict[str, str]) -> list[dict[str, Any]]:
@@ -87,7 +166,7 @@ def nft_ruleset(state: dict[str, Any], ifnames: dict[str, str]) -> str:
     """One nft script that replaces the router's table atomically (``nft -f`` is one transaction)."""
     inp = ["iif lo accept", "ct state established,related accept", "ct state invalid drop",
            "ip protocol icmp accept"]
-    fwd = ["ct state established,related accept", "ct status dnat accept"]
+    fwd = ["ct state established,related accept"]
     pre: list[str] = []
     post: list[str] = []
     dhcp_nics = sorted({_ifname(ifnames, e.get("nicMac"), f"dhcp[{i}].nicMac")
@@ -98,11 +177,29 @@ def nft_ruleset(state: dict[str, Any], ifnames: dict[str, str]) -> str:
     for n in sorted({_ifname(ifnames, m, "dns.nicMacs") for m in dns.get("nicMacs", [])}):
         inp.append(f"iifname {_q(n)} udp dport 53 accept")
         inp.append(f"iifname {_q(n)} tcp dport 53 accept")
+    # EIPs: per public NIC one DNAT map VIP -> guest, one SNAT map guest -> VIP and one set of guests let in
+    # (three rules however many EIPs: nft compiles map elements much faster than rules)
+    eips: dict[str, list[tuple[str, str]]] = {}
+    seen_vips: set[str] = set()
+    seen_guests: set[str] = set()
     for i, e in enumerate(state.get("eips", [])):
         vip, guest = _ip(e.get("vipIp"), f"eips[{i}].vipIp"), _ip(e.get("guestIp"), f"eips[{i}].guestIp")
-        pub = _ifname(ifnames, e.get("publicNicMac"), f"eips[{i}].publicNicMac")
-        pre.append(f"iifname {_q(pub)} ip daddr {vip} dnat to {guest}")
-        post.append(f"oifname {_q(pub)} ip saddr {guest} snat to {vip}")
+        if vip in seen_vips or guest in seen_guests:
+            raise StateError(f"eips[{i}]: vip {vip} or guest {guest} is in another eip (one eip per vip and guest)")
+        seen_vips.add(vip)
+        seen_guests.add(guest)
+        eips.setdefault(_ifname(ifnames, e.get("publicNicMac"), f"eips[{i}].publicNicMac"), []).append((vip, guest))
+    for pub, pairs in sorted(eips.items()):
+        pre.append(f"iifname {_q(pub)} dnat to ip daddr map {{ " + ", ".join(f"{v} : {g}" for v, g in pairs) + " }")
+        fwd.append(f"iifname {_q(pub)} ip daddr {{ " + ", ".join(g for _, g in pairs) + " } ct status dnat accept")
+        post.append(f"oifname {_q(pub)} snat to ip saddr map {{ " + ", ".join(f"{g} : {v}" for v, g in pairs) +
+                    " }")
+    lets: dict[tuple[str, str, str], list[tuple[str, int, int]]] = {}
+    for i, pf in enumerate(state.get("pfs", [])):
+        dnat, key, let = _pf_rules(i, pf, ifnames)
+        pre.append(dnat)
+        lets.setdefault(key, []).append(let)
+    fwd += _pf_accepts(lets)
     for i, s in enumerate(state.get("snat", [])):
         priv = _ifname(ifnames, s.get("privateNicMac"), f"snat[{i}].privateNicMac")
         pub = _ifname(ifnames, s.get("publicNicMac"), f"snat[{i}].publicNicMac")
@@ -144,8 +241,7 @@ def dnsmasq_files(state: dict[str, Any], ifnames: dict[str, str]) -> dict[str, s
     for i, e in enumerate(sorted(dhcp, key=lambda e: str(e.get("mac")).lower())):
         ip = _ip(e.get("ip"), f"dhcp[{i}].ip")
         prefix = _prefix(e.get("prefix"), f"dhcp[{i}].prefix")
-        net = ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False)
-        ranges.add((str(net.network_address), str(net.netmask)))
+        ranges.add(_network(ip, prefix))
         tag = str(e.get("mac")).lower().replace(":", "")
         hostname = e.get("hostname") or ip.replace(".", "-")
         hosts.append(f"{str(e.get('mac')).lower()},set:{tag},{ip},{hostname},infinite")

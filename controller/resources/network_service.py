@@ -55,6 +55,15 @@ PROVIDERS: tuple[ProviderDef, ...] = (
 
 ServicesListener = Callable[[ApiContext, str], Awaitable[None]]
 _LISTENERS: list[ServicesListener] = []
+#: fn(tx, l3NetworkUuid, action) with action "attach" or "detach": checks the L3's services as the change
+#: leaves them (inside its transaction; raising refuses the change and rolls it back)
+ServicesCheck = Callable[[Tx, str, str], Awaitable[None]]
+_CHECKS: list[ServicesCheck] = []
+
+
+def check_services_changed(fn: ServicesCheck) -> None:
+    """Let ``fn`` refuse an attach/detach of services by the services it leaves on the L3 (a provider's rule)."""
+    _CHECKS.append(fn)
 
 
 def listen_services_changed(fn: ServicesListener) -> None:
@@ -187,6 +196,8 @@ async def attach_services_to_l3(ctx: ApiContext, msg: NetworkServicesMsg) -> dic
                                      f"network[uuid:{msg.l3NetworkUuid}]")
         await tx.executemany("INSERT INTO NetworkServiceL3NetworkRef (l3NetworkUuid, networkServiceProviderUuid, "
                              "networkServiceType) VALUES (?, ?, ?)", [(msg.l3NetworkUuid, p, t) for p, t in pairs])
+        for check in _CHECKS:
+            await check(tx, msg.l3NetworkUuid, "attach")
     await on_services_changed(ctx, msg.l3NetworkUuid)
     return {"inventory": await ctx.inventory("L3Network", msg.l3NetworkUuid)}
 
@@ -206,6 +217,8 @@ async def detach_services_from_l3(ctx: ApiContext, msg: NetworkServicesMsg) -> d
         await tx.executemany("DELETE FROM NetworkServiceL3NetworkRef WHERE l3NetworkUuid=? AND "
                              "networkServiceProviderUuid=? AND networkServiceType=?",
                              [(msg.l3NetworkUuid, p, t) for p, t in pairs])
+        for check in _CHECKS:
+            await check(tx, msg.l3NetworkUuid, "detach")
     await on_services_changed(ctx, msg.l3NetworkUuid)
     return {"inventory": await ctx.inventory("L3Network", msg.l3NetworkUuid)}
 

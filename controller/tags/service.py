@@ -23,6 +23,7 @@ RESOURCE_TYPES: dict[str, str] = {
     "IpRangeVO": "IpRange", "VmInstanceVO": "VmInstance", "VolumeVO": "Volume",
     "VolumeSnapshotVO": "VolumeSnapshot", "NetworkServiceProviderVO": "NetworkServiceProvider",
     "SecurityGroupVO": "SecurityGroup", "VipVO": "Vip", "EipVO": "Eip",
+    "PortForwardingRuleVO": "PortForwardingRule",
 }
 
 _DOMAIN = re.compile(r"(?=.{1,253}\Z)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]"

@@ -7,9 +7,11 @@
   gateway rule), its agent reached through the host agent's ``/vrouter/call`` relay, the whole desired state
   pushed with a generation number.
 * :mod:`.eip`: CreateVip / DeleteVip, CreateEip / AttachEip / DetachEip / DeleteEip (queries are generic).
+* :mod:`.portforward`: CreatePortForwardingRule / Attach / Detach / Delete / ChangeState / Update,
+  GetPortForwardingAttachableVmNics (:mod:`.vips` holds what EIP and port forwarding share).
 * :mod:`.vmapi`: ReconnectVirtualRouter.
 * :mod:`.hooks`: compute's ``vm.before_start`` extension point: a user VM starting on an L3 with VirtualRouter
   services gets its router first.
 """
 
-from controller.vrouter_provider import eip, hooks, offering, vmapi  # noqa: F401
+from controller.vrouter_provider import eip, hooks, offering, portforward, vmapi  # noqa: F401

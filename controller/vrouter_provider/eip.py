@@ -1,12 +1,14 @@
 """VIP and EIP on the virtual router (reference virtual-router.md §2; 1.0's messages).
 
 * ``CreateVip name, l3NetworkUuid, requiredIp?``: an address of the L3 (allocated, or the required one; a
-  second VIP on the same address is refused). ``DeleteVip`` deletes its EIPs and returns the address;
+  second VIP on the same address is refused). ``DeleteVip`` deletes its EIPs and port-forwarding rules and
+  returns the address;
   ``QueryVip`` is generic.
 * ``CreateEip name, vipUuid, vmNicUuid?``: the VIP must be Enabled and serve nothing yet (``useFor`` is then
-  ``Eip``); the NIC must not have an EIP, must not be on the VIP's L3, and its L3 must take the Eip service from
-  the VirtualRouter provider whose router's public network is the VIP's L3. ``AttachEip eipUuid, vmNicUuid`` /
-  ``DetachEip uuid`` / ``DeleteEip uuid`` (unknown uuid: success); ``QueryEip`` is generic.
+  ``Eip``); the NIC must not have an EIP, must not be on the VIP's L3, and its L3 must take the Eip and SNAT
+  services from the VirtualRouter provider whose router's public network is the VIP's L3 (vips.check_guest_nic).
+  ``AttachEip eipUuid, vmNicUuid`` / ``DetachEip uuid`` / ``DeleteEip uuid`` (unknown uuid: success);
+  ``QueryEip`` is generic.
 * ``UpdateVip`` / ``UpdateEip`` (name, description), ``ChangeVipState`` / ``ChangeEipState`` (a Disabled one is
   not applied on the router), ``GetEipAttachableVmNics eipUuid | vipUuid``.
 * Every change is pushed at once to the router of the NIC's L3 when it runs (the whole state: the VIP as an
@@ -32,11 +34,11 @@ from controller.api.messages import (
     UuidMessage,
 )
 from controller.api.registry import api, by_uuid
-from controller.errors import InvalidArgument, NotFound, OperationError
+from controller.errors import InvalidArgument, OperationError
 from controller.resources import ipam
 from controller.resources.common import STATE_EVENTS, create_row, update_api, update_fields
 from controller.util import now_iso
-from controller.vrouter_provider.router import push_state, router_of, vr_services
+from controller.vrouter_provider.vips import check_guest_nic, enabled_vip, guest_l3s_of_vip, push
 
 
 class CreateVipMsg(CreateMessage):
@@ -88,63 +90,35 @@ async def delete_vip(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
     vip = await ctx.db.fetchone("SELECT * FROM Vip WHERE uuid=?", (msg.uuid,))
     if vip is None:
         return {}
-    l3s = await _guest_l3s_of_vip(ctx, msg.uuid)
+    l3s = await guest_l3s_of_vip(ctx, msg.uuid)
     async with ctx.db.write() as tx:
         await tx.execute("DELETE FROM Eip WHERE vipUuid=?", (msg.uuid,))
         await tx.execute("DELETE FROM Vip WHERE uuid=?", (msg.uuid,))
         if vip["usedIpUuid"]:
             await ipam.release(tx, vip["usedIpUuid"])
-    await _push(ctx, l3s)
+    await push(ctx, l3s)
     return {}
 
 
-async def _guest_l3s_of_vip(ctx: ApiContext, vip_uuid: str) -> set[str]:
-    rows = await ctx.db.fetchall("SELECT n.l3NetworkUuid FROM Eip e JOIN VmNic n ON n.uuid = e.vmNicUuid "
-                                 "WHERE e.vipUuid=?", (vip_uuid,))
-    return {r[0] for r in rows}
-
-
-async def _push(ctx: ApiContext, l3s: set[str]) -> None:
-    for l3 in sorted(l3s):
-        vr = await router_of(ctx.db, l3)
-        if vr is not None and vr["state"] == "Running":
-            await push_state(ctx.core, vr)
-
-
 async def _check_nic(ctx: ApiContext, vip: dict[str, Any], nic_uuid: str, field: str) -> dict[str, Any]:
-    nic = await ctx.db.fetchone("SELECT * FROM VmNic WHERE uuid=?", (nic_uuid,))
-    if nic is None:
-        raise NotFound(f"invalid field[{field}], resource[uuid:{nic_uuid}, type:VmNicVO] not found")
+    """One EIP per NIC, and the NIC rules shared with port forwarding."""
     other = await ctx.db.fetchone("SELECT uuid FROM Eip WHERE vmNicUuid=?", (nic_uuid,))
     if other is not None:
         raise OperationError(f"vm nic[uuid:{nic_uuid}] has attached to another eip[uuid:{other['uuid']}]")
-    if nic["l3NetworkUuid"] == vip["l3NetworkUuid"]:
-        raise InvalidArgument(f"invalid field[{field}]: vm nic[uuid:{nic_uuid}] is on the vip's L3 network"
-                              f"[uuid:{vip['l3NetworkUuid']}]; an eip maps a vip to a nic of another L3 network")
-    if "Eip" not in await vr_services(ctx.db, nic["l3NetworkUuid"]):
-        raise OperationError(f"L3 network[uuid:{nic['l3NetworkUuid']}] of vm nic[uuid:{nic_uuid}] has no Eip "
-                             "service of the VirtualRouter provider")
-    if vip["peerL3NetworkUuid"] and vip["peerL3NetworkUuid"] != nic["l3NetworkUuid"]:
-        raise OperationError(f"vip[uuid:{vip['uuid']}] has been serving l3Network[uuid:{vip['peerL3NetworkUuid']}], "
-                             f"can't serve l3Network[uuid:{nic['l3NetworkUuid']}]")
-    return dict(nic)
-
-
-async def _vip_for_eip(ctx: ApiContext, vip_uuid: str) -> dict[str, Any]:
-    vip = await ctx.require("Vip", vip_uuid, "vipUuid")
-    if vip["state"] != "Enabled":
-        raise OperationError(f"vip[uuid:{vip_uuid}] is {vip['state']}, not Enabled")
-    return vip
+    return await check_guest_nic(ctx, vip, nic_uuid, field, "Eip")
 
 
 @api("CreateEip", CreateEipMsg)
 async def create_eip(ctx: ApiContext, msg: CreateEipMsg) -> dict[str, Any]:
     """Create an elastic IP on a VIP, optionally attached to a VM NIC."""
-    vip = await _vip_for_eip(ctx, msg.vipUuid)
-    if vip["useFor"]:
-        raise OperationError(f"vip[uuid:{vip['uuid']}] has been occupied other network service entity"
-                             f"[{vip['useFor']}]")
+    vip = await enabled_vip(ctx, msg.vipUuid, None)
     nic = await _check_nic(ctx, vip, msg.vmNicUuid, "vmNicUuid") if msg.vmNicUuid else None
+
+    async def before(tx: Any) -> None:   # a port-forwarding rule may have taken the VIP since the check
+        now = await tx.fetchone("SELECT useFor FROM Vip WHERE uuid=?", (vip["uuid"],))
+        if now is None or now["useFor"]:
+            raise OperationError(f"vip[uuid:{vip['uuid']}] has been occupied other network service entity"
+                                 f"[{now['useFor'] if now else 'deleted'}]")
 
     async def after(tx: Any, row: dict[str, Any]) -> None:
         await tx.update("Vip", {"uuid": vip["uuid"]}, {
@@ -154,9 +128,9 @@ async def create_eip(ctx: ApiContext, msg: CreateEipMsg) -> dict[str, Any]:
     created = await create_row(ctx, "Eip", "EipVO", msg, {
         "name": msg.name, "description": msg.description, "vipUuid": vip["uuid"],
         "vmNicUuid": nic["uuid"] if nic else None, "state": "Enabled", "vipIp": vip["ip"],
-        "guestIp": nic["ip"] if nic else None}, after=after)
+        "guestIp": nic["ip"] if nic else None}, before=before, after=after)
     if nic:
-        await _push(ctx, {nic["l3NetworkUuid"]})
+        await push(ctx, {nic["l3NetworkUuid"]})
     return {"inventory": await ctx.inventory("Eip", created["uuid"])}
 
 
@@ -168,13 +142,13 @@ async def attach_eip(ctx: ApiContext, msg: AttachEipMsg) -> dict[str, Any]:
         raise OperationError(f"eip[uuid:{eip['uuid']}] has attached to another vm nic[uuid:{eip['vmNicUuid']}]")
     if eip["state"] != "Enabled":
         raise OperationError(f"eip[uuid:{eip['uuid']}] is {eip['state']}, not Enabled")
-    vip = await _vip_for_eip(ctx, eip["vipUuid"])
+    vip = await enabled_vip(ctx, eip["vipUuid"], "Eip")
     nic = await _check_nic(ctx, vip, msg.vmNicUuid, "vmNicUuid")
     async with ctx.db.write() as tx:
         await tx.update("Eip", {"uuid": eip["uuid"]}, {"vmNicUuid": nic["uuid"], "guestIp": nic["ip"],
                                                        "lastOpDate": now_iso()})
         await tx.update("Vip", {"uuid": vip["uuid"]}, {"peerL3NetworkUuid": nic["l3NetworkUuid"]})
-    await _push(ctx, {nic["l3NetworkUuid"]})
+    await push(ctx, {nic["l3NetworkUuid"]})
     return {"inventory": await ctx.inventory("Eip", eip["uuid"])}
 
 
@@ -184,11 +158,11 @@ async def detach_eip(ctx: ApiContext, msg: UuidMessage) -> dict[str, Any]:
     eip = await ctx.require("Eip", msg.uuid, "uuid")
     if not eip["vmNicUuid"]:
         raise OperationError(f"eip[uuid:{eip['uuid']}] has not attached to any vm nic")
-    l3s = await _guest_l3s_of_vip(ctx, eip["vipUuid"])
+    l3s = await guest_l3s_of_vip(ctx, eip["vipUuid"])
     async with ctx.db.write() as tx:
         await tx.update("Eip", {"uuid": eip["uuid"]}, {"vmNicUuid": None, "guestIp": None, "lastOpDate": now_iso()})
         await tx.update("Vip", {"uuid": eip["vipUuid"]}, {"peerL3NetworkUuid": None})
-    await _push(ctx, l3s)
+    await push(ctx, l3s)
     return {"inventory": await ctx.inventory("Eip", eip["uuid"])}
 
 
@@ -198,12 +172,12 @@ async def delete_eip(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
     eip = await ctx.db.fetchone("SELECT * FROM Eip WHERE uuid=?", (msg.uuid,))
     if eip is None:
         return {}
-    l3s = await _guest_l3s_of_vip(ctx, eip["vipUuid"])
+    l3s = await guest_l3s_of_vip(ctx, eip["vipUuid"])
     async with ctx.db.write() as tx:
         await tx.execute("DELETE FROM Eip WHERE uuid=?", (msg.uuid,))
         await tx.update("Vip", {"uuid": eip["vipUuid"]}, {"useFor": None, "peerL3NetworkUuid": None,
                                                           "serviceProvider": None, "lastOpDate": now_iso()})
-    await _push(ctx, l3s)
+    await push(ctx, l3s)
     return {}
 
 
@@ -216,7 +190,7 @@ async def _change_state(ctx: ApiContext, table: str, msg: ChangeStateMessage) ->
     EIP on a Disabled VIP is not applied)."""
     await update_fields(ctx, table, msg.uuid, {"state": STATE_EVENTS[msg.stateEvent]})
     vip_uuid = msg.uuid if table == "Vip" else (await ctx.require("Eip", msg.uuid, "uuid"))["vipUuid"]
-    await _push(ctx, await _guest_l3s_of_vip(ctx, vip_uuid))
+    await push(ctx, await guest_l3s_of_vip(ctx, vip_uuid))
     return {"inventory": await ctx.inventory(table, msg.uuid)}
 
 

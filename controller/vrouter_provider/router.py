@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller import sealed
@@ -41,6 +42,10 @@ PUBLIC, MANAGEMENT, GUEST = 1, 2, 4
 #: QEMU start -> agent answering; generous: TCG guests on a loaded 2-core machine (bench: 7-11 s idle)
 AGENT_READY_TIMEOUT = 240.0
 PUSH_TIMEOUT = 60.0
+#: more of the router's state (e.g. portforward.pf_state): ``await part(db, vr, guestNic, nicsByL3, state)``
+#: adds its keys to ``state``
+STATE_PARTS: list[Callable[[Any, dict[str, Any], dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]],
+                           Awaitable[None]]] = []
 
 
 async def vr_services(db: Any, l3_uuid: str) -> set[str]:
@@ -205,6 +210,8 @@ async def desired_state(core: Controller, vr: dict[str, Any], generation: int) -
                                              "nicMac": holder["mac"]})
         state.setdefault("eips", []).append({"vipIp": r["vipIp"], "guestIp": r["guestIp"],
                                              "publicNicMac": holder["mac"], "privateNicMac": guest["mac"]})
+    for part in STATE_PARTS:
+        await part(db, vr, guest, by_l3, state)
     if "DHCP" in services:
         dns = [r[0] for r in await db.fetchall("SELECT dns FROM L3NetworkDns WHERE l3NetworkUuid=? ORDER BY position",
                                                (guest_l3,))]

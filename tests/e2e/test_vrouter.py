@@ -4,7 +4,9 @@ The guest L3 (10.100.0.0/24) takes DHCP + Userdata from Flat and SNAT from Virtu
 offering uses a "public" L3 (192.168.77.0/24) on the same L2, whose gateway 192.168.77.1 is an "internet"
 namespace this test creates on the host's bridge (no real uplink). A tiny VM's start creates the router
 (image from scripts/build-vr-image), which owns the guest gateway; the VM fetches a page from the internet
-namespace's HTTP server, whose log must show the router's public IP as the client (SNAT)."""
+namespace's HTTP server, whose log must show the router's public IP as the client (SNAT); the internet
+namespace then reaches the guest over SSH through an EIP and through a port-forwarding rule (also after the
+VM is stopped and started)."""
 
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ async def _setup(lab: Flat, image_file: Path) -> tuple[dict[str, Any], dict[str,
     assert offering["type"] == "VirtualRouter", offering
     vr_provider = (await _one(lab, "QueryNetworkServiceProvider", type="VirtualRouter"))[0]["uuid"]
     await ctl.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=guest_l3["uuid"],
-                  networkServices={vr_provider: ["SNAT", "Eip"]})
+                  networkServices={vr_provider: ["SNAT", "Eip", "PortForwarding"]})
     return guest_l3, public
 
 
@@ -156,6 +158,7 @@ async def test_vm_behind_the_router_snat_then_eip(testbed: Testbed, tiny: TinyIm
         assert all(line.startswith(f"{public_ip} ") for line in hits), (public_ip, hits)
         assert vm["vmNics"][0]["ip"] not in log
         await _eip(lab, vm, public["uuid"], public_ip, internet)
+        await _port_forwarding(lab, vm, public["uuid"])
         again = await ctl.inv("ReconnectVirtualRouter", vmInstanceUuid=vr["uuid"])
         assert again["uuid"] == vr["uuid"] and again["status"] == "Connected", again
 
@@ -171,10 +174,10 @@ async def _probe(lab: Flat, vm: dict[str, Any], internet: Internet, tag: str) ->
     return [line for line in internet.clients().splitlines() if probe in line]
 
 
-async def _from_internet(lab: Flat, vip: str, *, tries: int) -> subprocess.CompletedProcess[str]:
-    """``hostname`` over SSH from the internet namespace to ``vip`` (retried ``tries`` times)."""
+async def _from_internet(lab: Flat, vip: str, *, tries: int, port: int = 22) -> subprocess.CompletedProcess[str]:
+    """``hostname`` over SSH from the internet namespace to ``vip``:``port`` (retried ``tries`` times)."""
     h = next(iter(lab.hosts.values()))
-    argv = ["ip", "netns", "exec", NS, "ssh", "-i", str(lab.key), "-o", "BatchMode=yes", "-o",
+    argv = ["ip", "netns", "exec", NS, "ssh", "-p", str(port), "-i", str(lab.key), "-o", "BatchMode=yes", "-o",
             "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o",
             "ConnectTimeout=8", f"root@{vip}", "hostname"]
     for _ in range(tries):
@@ -201,6 +204,26 @@ async def _eip(lab: Flat, vm: dict[str, Any], public_l3: str, public_ip: str, in
     assert cp.returncode != 0, cp
     hits = await _probe(lab, vm, internet, f"detached-{vm['uuid']}")
     assert hits and all(line.startswith(f"{public_ip} ") for line in hits), (public_ip, hits)
+
+
+async def _port_forwarding(lab: Flat, vm: dict[str, Any], public_l3: str) -> None:
+    """A port-forwarding rule VIP:2222 -> guest:22 (from the public L3's network only): the internet namespace
+    SSHes into the guest through it; the VM stopped and started, again (the router gets the rule back with the
+    VM's start)."""
+    ctl = lab.ctl
+    nic = vm["vmNics"][0]
+    vip = await ctl.inv("CreateVip", name="pf-vip", l3NetworkUuid=public_l3)
+    rule = await ctl.inv("CreatePortForwardingRule", name="ssh", vipUuid=vip["uuid"], vipPortStart=2222,
+                         privatePortStart=22, protocolType="TCP", allowedCidr="192.168.77.0/24",
+                         vmNicUuid=nic["uuid"])
+    assert (rule["vipIp"], rule["guestIp"], rule["vipPortEnd"], rule["privatePortEnd"]) == (
+        vip["ip"], nic["ip"], 2222, 22), rule
+    cp = await _from_internet(lab, vip["ip"], tries=20, port=2222)
+    assert cp.returncode == 0 and cp.stdout.strip() == vm["name"], cp
+    await ctl.inv("StopVmInstance", uuid=vm["uuid"], type="cold")
+    await ctl.inv("StartVmInstance", uuid=vm["uuid"])
+    cp = await _from_internet(lab, vip["ip"], tries=40, port=2222)   # the guest boots again under TCG
+    assert cp.returncode == 0 and cp.stdout.strip() == vm["name"], cp
 
 
 async def test_a_killed_router_is_recreated_by_the_next_vm_start(testbed: Testbed, tiny: TinyImage,

@@ -29,9 +29,11 @@ EXCLUDED = ("AddKvmHost", "AddKVMHost", "AddSftpBackupStorage", "AddImage", "Rec
 #: Not held to "valid per the schema => accepted": their rules relate values to each other or to the
 #: inventory's fields (query conditions name inventory fields and take values of those fields' types; an IP
 #: range's addresses lie in one network; a system tag has the format of its pattern), which JSON Schema does
-#: not express; a security group rule's port bounds depend on its protocol (ICMP type/code, none for ALL).
-#: They are still fuzzed for server errors.
-SEMANTIC = ("Query.*", "AddIpRange", "CreateSystemTag", "UpdateSystemTag", "AddSecurityGroupRule")
+#: not express; a security group rule's port bounds depend on its protocol (ICMP type/code, none for ALL); a
+#: port-forwarding rule's port ranges relate to each other (start <= end, equal sizes) and its allowedCidr is a
+#: network address. They are still fuzzed for server errors.
+SEMANTIC = ("Query.*", "AddIpRange", "CreateSystemTag", "UpdateSystemTag", "AddSecurityGroupRule",
+            "CreatePortForwardingRule")
 
 
 async def _schemathesis(base: str, session: str, out_dir: Path, name: str, checks: str,

@@ -31,9 +31,24 @@ FULL: dict[str, Any] = {
     "vips": [{"ip": "192.168.77.50", "prefix": 24, "nicMac": PUB}],
     "eips": [{"vipIp": "192.168.77.50", "guestIp": "10.100.0.12", "publicNicMac": PUB, "privateNicMac": GUEST}],
 }
+PF = {"vipIp": "192.168.77.60", "guestIp": "10.100.0.12", "publicNicMac": PUB, "privateNicMac": GUEST}
+PFS: dict[str, Any] = {
+    "generation": 9, "nics": NICS, "snat": SNAT, "vips": [{"ip": "192.168.77.60", "prefix": 24, "nicMac": PUB}],
+    "pfs": [  # one port rewritten, from one network only; a range kept; a range shifted port for port
+        {**PF, "protocol": "tcp", "vipPortStart": 2222, "vipPortEnd": 2222, "privatePortStart": 22,
+         "privatePortEnd": 22, "allowedCidr": "192.168.77.0/28"},
+        {**PF, "protocol": "udp", "vipPortStart": 5000, "vipPortEnd": 5009, "privatePortStart": 5000,
+         "privatePortEnd": 5009, "allowedCidr": None},
+        {**PF, "guestIp": "10.100.0.13", "protocol": "tcp", "vipPortStart": 8080, "vipPortEnd": 8082,
+         "privatePortStart": 80, "privatePortEnd": 82},
+        # another VIP port range onto overlapping guest ports: one merged element in the forward set
+        {**PF, "guestIp": "10.100.0.13", "protocol": "tcp", "vipPortStart": 9081, "vipPortEnd": 9084,
+         "privatePortStart": 81, "privatePortEnd": 84}],
+}
 CASES: dict[str, dict[str, Any]] = {
     "vrouter-snat": {"generation": 1, "nics": NICS, "snat": SNAT},
     "vrouter-full": FULL,
+    "vrouter-pf": PFS,
 }
 
 
@@ -71,8 +86,19 @@ def test_snat_only_needs_no_dnsmasq() -> None:
     ({"snat": [{**SNAT[0], "guestCidr": "10.0.0.0/40"}]}, "snat[0].guestCidr", "10.0.0.0/40"),
     ({"snat": [{**SNAT[0], "publicIp": "x"}]}, "snat[0].publicIp", "x"),
     ({"eips": [{**FULL["eips"][0], "guestIp": "1.2.3"}]}, "eips[0].guestIp", "1.2.3"),
+    ({"eips": [{**FULL["eips"][0], "vipIp": "010.0.0.1"}]}, "eips[0].vipIp", "010.0.0.1"),
+    ({"eips": [FULL["eips"][0], {**FULL["eips"][0], "vipIp": "192.168.77.51"}]}, "eips[1]", "10.100.0.12"),
+    ({"eips": [{**FULL["eips"][0], "vipIp": "1.2.3.4\n"}]}, "eips[0].vipIp", "1.2.3.4"),
+    ({"eips": [{**FULL["eips"][0], "vipIp": 16909060}]}, "eips[0].vipIp", "16909060"),
     ({"nics": NICS, "vips": [{"ip": "192.168.77.50", "prefix": 24, "nicMac": "aa:bb:cc:dd:ee:ff"}]},
      "vips[0].nicMac", "aa:bb:cc:dd:ee:ff"),
+    ({"pfs": [{**PFS["pfs"][0], "protocol": "icmp"}]}, "pfs[0].protocol", "icmp"),
+    ({"pfs": [{**PFS["pfs"][0], "vipPortStart": 0}]}, "pfs[0].vipPortStart", "0"),
+    ({"pfs": [{**PFS["pfs"][0], "privatePortEnd": 70000}]}, "pfs[0].privatePortEnd", "70000"),
+    ({"pfs": [{**PFS["pfs"][0], "privatePortEnd": 23}]}, "pfs[0]", "22-23"),
+    ({"pfs": [{**PFS["pfs"][0], "allowedCidr": "10.0.0.0/40"}]}, "pfs[0].allowedCidr", "10.0.0.0/40"),
+    ({"pfs": [{**PFS["pfs"][0], "guestIp": "10.0.0"}]}, "pfs[0].guestIp", "10.0.0"),
+    ({"pfs": [{**PFS["pfs"][0], "publicNicMac": "aa:bb:cc:dd:ee:ff"}]}, "pfs[0].publicNicMac", "aa:bb:cc:dd:ee:ff"),
 ])
 def test_bad_state_names_the_field_and_value(state: dict[str, Any], field: str, value: str) -> None:
     with pytest.raises(render.StateError) as e:
