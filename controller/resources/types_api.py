@@ -61,7 +61,8 @@ _types_api("GetL2NetworkTypes", "l2NetworkTypes", (NOVLAN, VLAN), "The L2 networ
 _types_api("GetL3NetworkTypes", "l3NetworkTypes", lambda: accepted(CreateL3NetworkMsg, "type"),
            "The L3 network types.")
 _types_api("GetPrimaryStorageTypes", "primaryStorageTypes",
-           lambda: [t for m in (AddLocalPrimaryStorageMsg, AddNfsPrimaryStorageMsg, AddSharedMountPointPrimaryStorageMsg)
+           lambda: [t for m in (AddLocalPrimaryStorageMsg, AddNfsPrimaryStorageMsg,
+                                AddSharedMountPointPrimaryStorageMsg)
                     for t in accepted(m, "type")], "The primary storage types.")
 _types_api("GetBackupStorageTypes", "backupStorageTypes", lambda: accepted(AddSftpBackupStorageMsg, "type"),
            "The backup storage types.")

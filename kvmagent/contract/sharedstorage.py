@@ -38,7 +38,7 @@ class ConnectSharedStorageCmd(AgentRequest):
     type: SharedType
     url: str = Field(min_length=2, max_length=2048)
     mountPath: str = Field(min_length=2, max_length=2048, pattern=r"^/")
-    mountOptions: str | None = Field(None, max_length=1024)
+    mountOptions: str | None = Field(default=None, max_length=1024)
     createMarker: bool = Field(False, description="no other host connected it yet: write the marker when missing "
                                "(else a missing marker means this host sees another file system)")
 
