@@ -141,10 +141,13 @@ async def mount_nfs(url: str, mount_path: str, *, options: str | None = None, mo
             return False
         raise Conflict(f"{path} is occupied by another device ({entry.source}, {entry.fstype}); cannot mount NFS "
                        f"{src} there", details={"field": "mountPath", "value": path, "occupiedBy": entry.source})
+    made = not await asyncio.to_thread(os.path.isdir, path)
     await asyncio.to_thread(Path(path).mkdir, mode=0o755, parents=True, exist_ok=True)
     try:
         await run(argv, timeout=MOUNT_TIMEOUT)
     except runner.ProcessError as e:
+        if made:  # leave no empty mount point behind
+            await asyncio.to_thread(os.rmdir, path)
         why = (e.stderr.strip().splitlines() or [e.reason or f"exit code {e.rc}"])[-1]
         raise MountFailed(f"cannot mount NFS {src} at {path}: {why}",
                           details={"field": "url", "value": url, "mountPath": path}) from e

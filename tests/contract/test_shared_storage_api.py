@@ -60,6 +60,18 @@ async def test_bad_input_changes_nothing(env: Env, tmp_path: Path) -> None:
     assert (nfs["totalCapacity"], nfs["availableCapacity"]) == (0, 0)
     await _refused(e, "AddNfsPrimaryStorage", {"name": "again", "zoneUuid": zone, "url": "192.168.0.220:/storage/nfs"},
                    400, "SYS.1007", "url", "192.168.0.220:/storage/nfs", nfs["uuid"], zone)
+    # attached, every host mounts it: the lab kernel has no nfs, so the real mount fails on the first host and
+    # the attach fails naming the url and the host, undone; no mount point is left
+    loop = await e.inv("AddNfsPrimaryStorage", name="loop", zoneUuid=zone, url="127.0.0.1:/export")
+    st, body = await e.raw("AttachPrimaryStorageToCluster", primaryStorageUuid=loop["uuid"],
+                           clusterUuid=e.ids["cluster"])
+    text = json.dumps(body)
+    assert st >= 400 and "127.0.0.1:/export" in text and "cannot mount NFS" in text, body
+    assert any(h["uuid"] in text for h in await e.hosts()), body
+    assert await _rows(e, "SELECT * FROM PrimaryStorageClusterRef WHERE primaryStorageUuid=?", loop["uuid"]) == []
+    assert await _rows(e, "SELECT * FROM SharedStorageHostRef") == []
+    assert not Path(loop["mountPath"]).exists()  # noqa: ASYNC240
+    await e.call("DeletePrimaryStorage", uuid=loop["uuid"])
     types = (await e.call("GetPrimaryStorageTypes"))["primaryStorageTypes"]
     assert {"NFS", "SharedMountPoint"} <= set(types)
 
@@ -144,3 +156,9 @@ async def test_vms_on_shared_mount_point(env: Env, tmp_path: Path) -> None:
     # detached: the hosts forget it
     await e.call("DetachPrimaryStorageFromCluster", primaryStorageUuid=ps["uuid"], clusterUuid=cluster)
     assert await _rows(e, "SELECT * FROM SharedStorageHostRef") == []
+    # attached again (the marker stayed: the first host finds it, the second too), then deleted Enforcing
+    await e.call("AttachPrimaryStorageToCluster", primaryStorageUuid=ps["uuid"], clusterUuid=cluster)
+    assert len(await _rows(e, "SELECT * FROM SharedStorageHostRef")) == 2
+    await e.call("DeletePrimaryStorage", uuid=ps["uuid"], deleteMode="Enforcing")
+    assert await _rows(e, "SELECT * FROM SharedStorageHostRef") == []
+    assert await _rows(e, "SELECT * FROM PrimaryStorage WHERE uuid=?", ps["uuid"]) == []
