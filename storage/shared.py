@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from storage import files
 from storage.errors import Conflict, InvalidArgument, NotFound, StorageError
 from storage.layout import MARKER, LocalLayout, check_id, partial_path
 from zsutil import nfsurl, runner
@@ -141,13 +142,11 @@ async def mount_nfs(url: str, mount_path: str, *, options: str | None = None, mo
             return False
         raise Conflict(f"{path} is occupied by another device ({entry.source}, {entry.fstype}); cannot mount NFS "
                        f"{src} there", details={"field": "mountPath", "value": path, "occupiedBy": entry.source})
-    made = not await asyncio.to_thread(os.path.isdir, path)
-    await asyncio.to_thread(Path(path).mkdir, mode=0o755, parents=True, exist_ok=True)
+    made = await asyncio.to_thread(files.make_dirs, Path(path))
     try:
         await run(argv, timeout=MOUNT_TIMEOUT)
     except runner.ProcessError as e:
-        if made:  # leave no empty mount point behind
-            await asyncio.to_thread(os.rmdir, path)
+        await asyncio.to_thread(files.remove_dirs, made)  # leave no empty mount point behind
         why = (e.stderr.strip().splitlines() or [e.reason or f"exit code {e.rc}"])[-1]
         raise MountFailed(f"cannot mount NFS {src} at {path}: {why}",
                           details={"field": "url", "value": url, "mountPath": path}) from e

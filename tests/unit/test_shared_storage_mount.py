@@ -84,7 +84,7 @@ class Recorder:
 
 async def test_mount_nfs_idempotent_occupied_and_failing(tmp_path: Path) -> None:
     mounts = tmp_path / "mounts"
-    target = tmp_path / "prim-aaa"
+    target = tmp_path / "base" / "prim-aaa"
     mounts.write_text(f"10.0.0.5:/exp {target} nfs4 rw 0 0\n")
     rec = Recorder()
     # mounted from the same source already: nothing runs
@@ -101,8 +101,9 @@ async def test_mount_nfs_idempotent_occupied_and_failing(tmp_path: Path) -> None
                                   run=rec) is True
     assert target.is_dir()
     assert rec.calls == [["mount", "-t", "nfs", "-o", "vers=4.1", "10.0.0.5:/exp", str(target)]]
-    # mount fails: the error names the url, the path and mount's own reason; a mount point it made is removed
+    # mount fails: the error names the url, the path and mount's own reason; the directories it made are removed
     target.rmdir()
+    target.parent.rmdir()
     bad = Recorder(fail="mount.nfs: Connection timed out")
     with pytest.raises(shared.MountFailed) as e2:
         await shared.mount_nfs("10.0.0.5:/exp", str(target), mounts_file=str(mounts), run=bad)
@@ -110,7 +111,7 @@ async def test_mount_nfs_idempotent_occupied_and_failing(tmp_path: Path) -> None
     assert "10.0.0.5:/exp" in msg and str(target) in msg and "Connection timed out" in msg
     assert e2.value.status == 502 and e2.value.code == "STORAGE.MOUNT_FAILED"
     assert e2.value.details == {"field": "url", "value": "10.0.0.5:/exp", "mountPath": str(target)}
-    assert not target.exists()
+    assert not target.parent.exists()
 
 
 async def test_unmount_nfs(tmp_path: Path) -> None:
