@@ -102,7 +102,12 @@ async def data_volumes(core: Controller, host: dict[str, Any], vm: dict[str, Any
 
 
 async def delete_root(core: Controller, host: dict[str, Any], install_path: str) -> None:
-    path, _ = await storage_for(core, host)
+    ps = await core.db.fetchone("SELECT p.* FROM Volume v JOIN PrimaryStorage p ON p.uuid = v.primaryStorageUuid "
+                                "WHERE v.installPath=?", (install_path,))
+    if ps is not None and shared.is_shared_type(ps["type"]):  # wherever the cluster's local storage is
+        path = shared.storage_path(dict(ps))
+    else:
+        path, _ = await storage_for(core, host)
     await core.services["agents"].call(host, sc.DeleteVolumeCmd(storagePath=path, installPath=install_path))
 
 
