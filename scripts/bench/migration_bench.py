@@ -12,8 +12,8 @@ Shared storage (``--case shared``; issue 15 targets under TCG: MigrateVm <= 3 s,
 128 MiB guest with its root volume on a SharedMountPoint primary storage (SHARED_URL, one directory both hosts
 see; NFS cannot run on the lab kernel) and a Flat DHCP address, migrated ``--runs`` times back and forth with no
 disk copy. Per migration: MigrateVm's wall time, libvirt's downtime, and the guest's downtime seen from the
-network: the longest gap between consecutive ping replies (every 10 ms) from a probe namespace on the hosts'
-physical L2 segment, which reaches the guest on either host. Needs root; run it through /work/wt/run-heavy:
+network: the longest gap between consecutive ICMP echo replies (every 10 ms, pinger.py) from a probe namespace on
+the hosts' physical L2 segment, which reaches the guest on either host. Needs root; run it through /work/wt/run-heavy:
 
     /opt/zstack-py/venv/bin/python scripts/bench/migration_bench.py [--case local|shared|both] [--runs 4]
         [--disk-mib 1024]
@@ -138,12 +138,12 @@ def probe_down() -> None:
     subprocess.run(["ip", "netns", "del", PROBE_NS], capture_output=True, timeout=30)  # the veth pair goes too
 
 
-_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)")
+PINGER = [sys.executable, str(Path(__file__).with_name("pinger.py"))]
 
 
 def ping_gap(output: str) -> tuple[float, int]:
-    """(longest gap in seconds between consecutive replies, replies) of ``ping -D`` output."""
-    times = [float(m.group(1)) for m in map(_REPLY.match, output.splitlines()) if m]
+    """(longest gap in seconds between consecutive replies, replies) of pinger.py's ``<time> <seq>`` lines."""
+    times = [float(ln.split()[0]) for ln in output.splitlines() if len(ln.split()) == 2]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     return (max(gaps) if gaps else float("inf")), len(times)
 
@@ -151,11 +151,10 @@ def ping_gap(output: str) -> tuple[float, int]:
 async def wait_ping(ip: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        cp = await asyncio.to_thread(subprocess.run, ["ip", "netns", "exec", PROBE_NS, "ping", "-c", "1", "-W", "1",
-                                                      ip], capture_output=True, timeout=10)
-        if cp.returncode == 0:
+        cp = await asyncio.to_thread(subprocess.run, ["timeout", "2", "ip", "netns", "exec", PROBE_NS, *PINGER,
+                                                      "--interval", "0.2", ip], capture_output=True, text=True)
+        if cp.stdout.strip():
             return
-        await asyncio.sleep(1)
     raise TimeoutError(f"the guest {ip} does not answer ping after {timeout} s")
 
 
@@ -184,7 +183,7 @@ async def shared_case(args: argparse.Namespace, tb: Testbed) -> None:
             walls, downs = [], []
             for i in range(args.runs):
                 ping = await asyncio.create_subprocess_exec(
-                    "ip", "netns", "exec", PROBE_NS, "ping", "-D", "-n", "-i", "0.01", "-W", "1", ip,
+                    "ip", "netns", "exec", PROBE_NS, *PINGER, "--interval", "0.01", ip,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
                 await asyncio.sleep(1)
                 t0 = time.monotonic()
