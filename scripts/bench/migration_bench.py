@@ -197,8 +197,9 @@ async def shared_case(args: argparse.Namespace, tb: Testbed) -> None:
                 info = jobinfo(hosts[dst], vm["uuid"])
                 walls.append(took)
                 downs.append(gap)
+                down = " ".join(info.get("Total downtime", "?").split())
                 print(f"run {i + 1}: {src[:8]} -> {dst[:8]} MigrateVm {took:.2f} s; ping gap {gap * 1000:.0f} ms "
-                      f"({replies} replies); libvirt downtime {' '.join(info.get('Total downtime', '?').split())}; data processed "
+                      f"({replies} replies); libvirt downtime {down}; data processed "
                       f"{re.sub(r'[ ]+', ' ', info.get('Data processed', '?'))}")
                 src, dst = dst, src
             walls.sort()
