@@ -34,6 +34,7 @@ from controller.resources import (  # noqa: F401
     network_service,
     offering,
     primary_storage,
+    shared_storage,
     types_api,
     zone,
 )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from storage import export, fetch, files, migrate, snapshots
+from storage import export, fetch, files, migrate, shared, snapshots
 from storage.errors import InvalidArgument, NotFound
 from storage.imagecache import CachedImage, ImageCache, read_cached
 from storage.inspect import inspect_image
@@ -62,7 +62,8 @@ class StorageService:
             self._roots = json.loads(self._state_file.read_text()).get("primaryStorages", {})
         for url in self._roots.values():
             root = Path(url)
-            if root.is_dir():  # noqa: ASYNC240
+            # a shared storage's partial files may be another host's running download: left to that host
+            if root.is_dir() and not shared.is_shared_root(root):  # noqa: ASYNC240
                 for p in await asyncio.to_thread(files.remove_partials, root, PARTIAL_SUFFIX):
                     log.info("reconcile: removed interrupted file %s", p)
 

@@ -15,5 +15,6 @@ from controller.compute import (  # noqa: F401
     migrate,
     ping,
     recovery,
+    shared_attach,
     vms,
 )

@@ -24,6 +24,8 @@ class Need:
     cluster_uuid: str | None = None
     host_uuid: str | None = None
     avoid: tuple[str, ...] = ()
+    #: a shared primary storage (NFS, SharedMountPoint) the host must have connected (the VM's disks are there)
+    shared_ps_uuid: str | None = None
 
 
 def _where(need: Need) -> tuple[str, list[Any]]:
@@ -39,6 +41,10 @@ def _where(need: Need) -> tuple[str, list[Any]]:
         if value:
             sql.append(f"h.{col} = ?")
             args.append(value)
+    if need.shared_ps_uuid:
+        sql.append("EXISTS (SELECT 1 FROM SharedStorageHostRef s WHERE s.primaryStorageUuid = ? AND "
+                   "s.hostUuid = h.uuid)")
+        args.append(need.shared_ps_uuid)
     if need.avoid:
         sql.append(f"h.uuid NOT IN ({','.join('?' * len(need.avoid))})")
         args += list(need.avoid)

@@ -3,7 +3,8 @@ and the ping task's auto-reconnect.
 
 ``/host/connect`` (facts → inherent host tags) → ``/host/capacity`` (totals; availability derived from the
 VMs holding capacity there) → ``/host/checkbridge`` for the bridge of every L2 attached to the host's
-cluster → ``/localstorage/init`` for every local primary storage attached to the cluster → ``/vm/vmsync``
+cluster → ``/localstorage/init`` for every local primary storage attached to the cluster →
+``/sharedstorage/connect`` for every shared one (NFS, SharedMountPoint) → ``/vm/vmsync``
 (the tracer's full sync) → status Connected. Any failure raises; the caller decides what it means.
 """
 
@@ -17,6 +18,7 @@ from controller.compute import extensions, tracer
 from controller.compute.capacity import recompute
 from controller.core import Controller
 from controller.errors import AgentFailure, OperationError
+from controller.storage import shared
 from controller.storage.capacity import record_host
 from controller.util import now_iso
 from controller.version import PROTOCOL_LEVEL, VERSION
@@ -104,6 +106,8 @@ async def connect(core: Controller, host_uuid: str, controller_url: str, *, curr
                                cause=e.cause) from e
     for ps in await local_storages(core, host["clusterUuid"]):
         await init_local_storage(core, host, ps)
+    for ps in await shared.attached(core, host["clusterUuid"]):  # NFS mounted, the same file system checked
+        await shared.connect_host(core, host, ps)
     states = await agents.call(host, vc.VmSyncCmd())
     await tracer.full_sync(core, host_uuid, dict(states.states))
     await extensions.run("host.connected", core, host=host)
@@ -114,6 +118,9 @@ async def connect(core: Controller, host_uuid: str, controller_url: str, *, curr
         if await core.db.fetchone("SELECT 1 FROM LocalStorageHostRef WHERE primaryStorageUuid=? AND hostUuid=?",
                                   (ps["uuid"], host_uuid)) is None:
             await init_local_storage(core, host, ps)
+    for ps in await shared.attached(core, host["clusterUuid"]):
+        if not await shared.connected_on(core, host_uuid, ps["uuid"]):
+            await shared.connect_host(core, host, ps)
 
 
 def check_protocol(host: dict[str, Any], facts: Any) -> bool:
@@ -194,4 +201,7 @@ async def storage_for(core: Controller, host: dict[str, Any]) -> tuple[str, str 
     ps = await local_storages(core, host["clusterUuid"])
     if ps:
         return ps[0]["url"], ps[0]["uuid"]
+    for sps in await shared.attached(core, host["clusterUuid"]):  # else a shared storage the host has connected
+        if sps["state"] == "Enabled" and await shared.connected_on(core, host["uuid"], sps["uuid"]):
+            return shared.storage_path(sps), sps["uuid"]
     return FALLBACK_STORAGE, None

@@ -16,6 +16,8 @@ Beyond 1.0 (which refused it): VMs on local primary storage migrate live with th
 image cache gets the base image from the source (the agent-to-agent copy of LocalStorageMigrateVolume, with a
 one-time ticket, skipped when it is there already), the destination agent creates each volume's top file on the
 same backing at the same path, and libvirt copies the top layers while the guest runs (NON_SHARED_INC).
+On shared storage (NFS, SharedMountPoint; the receiving host must have it connected) nothing is copied: the disks
+are the same files at the same paths on both hosts, snapshots included, and no storage capacity moves.
 
 Flow (the VM's queue): one transaction reserves CPU/memory (and local storage) on the destination and sets the
 VM ``Migrating`` → base images, disk files, then the ``vm.before_start`` extensions on the destination (flat
@@ -47,6 +49,7 @@ from controller.compute.capacity import move_vm, release, reserve, vm_cpu
 from controller.core import Controller
 from controller.errors import ApiError, InvalidArgument, OperationError, StateConflict
 from controller.storage import capacity as scap
+from controller.storage import shared
 from controller.util import now_iso
 from kvmagent.contract import host as hc
 from kvmagent.contract import migrate as mc
@@ -135,7 +138,7 @@ async def _plan(core: Controller, vm: dict[str, Any]) -> Plan:
     plan = Plan(vm, src, l3s, set())
     for v in vols:
         snaps = await core.db.fetchone("SELECT COUNT(*) FROM VolumeSnapshot WHERE volumeUuid=?", (v["uuid"],))
-        if snaps and snaps[0]:
+        if snaps and snaps[0] and not await shared.is_shared(core.db, v["primaryStorageUuid"]):
             raise OperationError(f"unable to live migrate vm[uuid:{uuid}]: its volume[uuid:{v['uuid']}] has "
                                  f"{snaps[0]} snapshot(s), which are not migrated; delete them, or stop the vm and "
                                  "use LocalStorageMigrateVolume")
@@ -204,6 +207,10 @@ async def _reasons(core: Controller, plan: Plan, hosts: list[dict[str, Any]]) ->
         elif int(h["availableCpuCapacity"]) < cpu or int(h["availableMemoryCapacity"]) < mem:
             out[h["uuid"]] = (f"it has {h['availableCpuCapacity']} MHz CPU and {h['availableMemoryCapacity']} bytes "
                               f"of memory free, the vm needs {cpu} MHz and {mem} bytes")
+        elif missing := [ps for ps in sorted(plan.ps_uuids) if await shared.is_shared(core.db, ps)
+                         and not await shared.connected_on(core, h["uuid"], ps)]:
+            # shared storage: no disk copy, but the host must have it mounted (reconnect the host)
+            out[h["uuid"]] = f"it has not the shared primary storage {missing} holding the vm's volumes connected"
         else:
             for ps, need in plan.local_need.items():
                 row = await core.db.fetchone("SELECT availableCapacity FROM LocalStorageHostRef WHERE "

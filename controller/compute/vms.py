@@ -24,6 +24,7 @@ from controller.compute.vmcreate import CreateVmInstanceMsg, create_vm
 from controller.compute.vmstart import start_on_host
 from controller.errors import ApiError, InvalidArgument, VmStartFailed
 from controller.resources import ipam
+from controller.storage import shared
 from controller.util import new_uuid, now_iso
 from kvmagent.contract import vm as vc
 
@@ -74,9 +75,13 @@ async def start_vm_instance(ctx: ApiContext, msg: UuidMessage) -> dict[str, Any]
     vm = await resize.apply_pending(ctx, vm)  # ChangeInstanceOffering made while Running (1.0)
     l3s = [r["l3NetworkUuid"] for r in await ctx.db.fetchall(
         "SELECT l3NetworkUuid FROM VmNic WHERE vmInstanceUuid=? AND l3NetworkUuid IS NOT NULL", (msg.uuid,))]
-    root = await ctx.db.fetchone("SELECT installPath FROM Volume WHERE uuid=?", (vm["rootVolumeUuid"],))
+    root = await ctx.db.fetchone("SELECT installPath, primaryStorageUuid FROM Volume WHERE uuid=?",
+                                 (vm["rootVolumeUuid"],))
     pinned = vm["lastHostUuid"] if root is not None and root["installPath"] else None
-    need = Need(cpu=vm_cpu(vm), memory=vm["memorySize"], l3_uuids=l3s, host_uuid=pinned)
+    # on a shared storage the disks are on every host that has it connected: any of them
+    on_shared = pinned is not None and await shared.is_shared(ctx.db, root["primaryStorageUuid"])
+    need = Need(cpu=vm_cpu(vm), memory=vm["memorySize"], l3_uuids=l3s, host_uuid=None if on_shared else pinned,
+                shared_ps_uuid=root["primaryStorageUuid"] if on_shared else None)
     async with ctx.db.write() as tx:
         await deletion.reallocate_ips(tx, ctx.core, msg.uuid)  # a recovered VM gets addresses again
         host = await allocate_host(tx, need)

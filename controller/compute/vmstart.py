@@ -4,12 +4,15 @@ Root disk: on the local primary storage attached to the VM's cluster when there 
 ``/var/lib/zstack-py/volumes`` on the host (initialised as a local storage named by the host uuid). In
 both cases through the agent's storage endpoints: the image is cached from its ``file://`` url, then the
 root volume is created from the cache (a qcow2 overlay). Both are idempotent, so a retried start is safe.
-On a local PS the volume gets its LocalStorageResourceRef and capacity; a VM whose root or data volume lives
+On a shared PS (NFS, SharedMountPoint) when the cluster has no local one, the same layout under its mount path,
+with the storage's one capacity (controller/storage/shared.py). On a local PS the volume gets its
+LocalStorageResourceRef and capacity; a VM whose root or data volume lives
 on host X starts only on X; attached data volumes are created at first start and passed to ``/vm/start``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import string
 from typing import Any
@@ -20,7 +23,7 @@ from controller.compute.connect import l2_bridge, storage_for
 from controller.compute.iso import boot_spec
 from controller.core import Controller
 from controller.errors import OperationError
-from controller.storage import capacity
+from controller.storage import capacity, shared
 from controller.util import now_iso
 from kvmagent.contract import storage as sc
 from kvmagent.contract import vm as vc
@@ -51,8 +54,12 @@ async def prepare_root(core: Controller, host: dict[str, Any], vm: dict[str, Any
             size=int(volume["size"])), timeout=600)
     else:
         src = await cache_source(core, dict(image), zone_uuid=host["zoneUuid"])
-        await agents.call(host, sc.DownloadImageCmd(storagePath=path, imageUuid=image["uuid"],
-                                                    format=image["format"], **src), timeout=1800)
+        # a shared storage's cache is one directory for every host: one download of an image at a time
+        one = shared.lock(f"cache-{ps_uuid}-{image['uuid']}") if await shared.is_shared(core.db, ps_uuid) \
+            else contextlib.nullcontext()
+        async with one:
+            await agents.call(host, sc.DownloadImageCmd(storagePath=path, imageUuid=image["uuid"],
+                                                        format=image["format"], **src), timeout=1800)
         reply = await agents.call(host, sc.CreateVolumeFromCacheCmd(
             storagePath=path, accountUuid=account_uuid, volumeUuid=volume["uuid"], volumeType="Root",
             imageUuid=image["uuid"]), timeout=600)
@@ -95,7 +102,12 @@ async def data_volumes(core: Controller, host: dict[str, Any], vm: dict[str, Any
 
 
 async def delete_root(core: Controller, host: dict[str, Any], install_path: str) -> None:
-    path, _ = await storage_for(core, host)
+    ps = await core.db.fetchone("SELECT p.* FROM Volume v JOIN PrimaryStorage p ON p.uuid = v.primaryStorageUuid "
+                                "WHERE v.installPath=?", (install_path,))
+    if ps is not None and shared.is_shared_type(ps["type"]):  # wherever the cluster's local storage is
+        path = shared.storage_path(dict(ps))
+    else:
+        path, _ = await storage_for(core, host)
     await core.services["agents"].call(host, sc.DeleteVolumeCmd(storagePath=path, installPath=install_path))
 
 

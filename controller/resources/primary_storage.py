@@ -128,9 +128,10 @@ change_state_api("PrimaryStorage", "enable / disable / maintain a primary storag
 async def delete_primary_storage(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
     """Delete a primary storage record; refused while attached or holding volumes unless Enforcing."""
     async with ctx.db.write() as tx:
+        ps = await tx.fetchone("SELECT * FROM PrimaryStorage WHERE uuid=?", (msg.uuid,))
+        clusters = [r[0] for r in await tx.fetchall(
+            "SELECT clusterUuid FROM PrimaryStorageClusterRef WHERE primaryStorageUuid=?", (msg.uuid,))]
         if msg.deleteMode == "Permissive":
-            clusters = [r[0] for r in await tx.fetchall(
-                "SELECT clusterUuid FROM PrimaryStorageClusterRef WHERE primaryStorageUuid=?", (msg.uuid,))]
             if clusters:
                 raise OperationError(f"primary storage[uuid:{msg.uuid}] cannot be deleted for still being attached "
                                      f"to clusters{clusters}; detach it first or use deleteMode=Enforcing")
@@ -139,4 +140,6 @@ async def delete_primary_storage(ctx: ApiContext, msg: UuidDeleteMessage) -> dic
                 raise OperationError(f"primary storage[uuid:{msg.uuid}] still holds {vols[0]} volume(s); delete "
                                      "them first or use deleteMode=Enforcing")
         await tx.execute("DELETE FROM PrimaryStorage WHERE uuid=?", (msg.uuid,))
+    for cluster_uuid in clusters if ps is not None else []:  # Enforcing: the hosts let go of it (NFS: unmounted)
+        await attachments.run_detached(ctx, "primaryStorage.detached", ps=dict(ps), cluster_uuid=cluster_uuid)
     return {}

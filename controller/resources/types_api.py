@@ -21,6 +21,7 @@ from controller.resources.l2 import NOVLAN, VLAN
 from controller.resources.l3 import CreateL3NetworkMsg
 from controller.resources.offering import CreateDiskOfferingMsg, CreateInstanceOfferingMsg
 from controller.resources.primary_storage import AddLocalPrimaryStorageMsg
+from controller.resources.shared_storage import AddNfsPrimaryStorageMsg, AddSharedMountPointPrimaryStorageMsg
 
 
 def accepted(model: type[ApiMessage], field: str) -> list[str]:
@@ -59,8 +60,10 @@ _types_api("GetHypervisorTypes", "hypervisorTypes", lambda: accepted(CreateClust
 _types_api("GetL2NetworkTypes", "l2NetworkTypes", (NOVLAN, VLAN), "The L2 network types.")
 _types_api("GetL3NetworkTypes", "l3NetworkTypes", lambda: accepted(CreateL3NetworkMsg, "type"),
            "The L3 network types.")
-_types_api("GetPrimaryStorageTypes", "primaryStorageTypes", lambda: accepted(AddLocalPrimaryStorageMsg, "type"),
-           "The primary storage types.")
+_types_api("GetPrimaryStorageTypes", "primaryStorageTypes",
+           lambda: [t for m in (AddLocalPrimaryStorageMsg, AddNfsPrimaryStorageMsg,
+                                AddSharedMountPointPrimaryStorageMsg)
+                    for t in accepted(m, "type")], "The primary storage types.")
 _types_api("GetBackupStorageTypes", "backupStorageTypes", lambda: accepted(AddSftpBackupStorageMsg, "type"),
            "The backup storage types.")
 _types_api("GetHostAllocatorStrategies", "hostAllocatorStrategies",

@@ -4,7 +4,8 @@ Invariant (outside a running migration): for every (PS, host) ref,
 ``availableCapacity = totalCapacity - SUM(LocalStorageResourceRef.size)`` of the resources on that host.
 Every resource ref is inserted with :func:`add_resource` (capacity taken) and removed with
 :func:`remove_resource` (capacity returned), inside the caller's transaction, so capacity moves exactly once.
-A primary storage's totals are the sums over its host refs (:func:`sync_ps`).
+A primary storage's totals are the sums over its host refs (:func:`sync_ps`). A shared storage (NFS,
+SharedMountPoint) has one capacity, not one per host: these functions hand it to :mod:`.shared`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from controller.db.database import Database, Tx
 from controller.errors import OperationError
+from controller.storage import shared
 from controller.util import now_iso
 
 
@@ -44,7 +46,10 @@ async def record_host(tx: Tx, ps_uuid: str, host_uuid: str, reply: Any) -> None:
 
 
 async def sync_ps(tx: Tx, ps_uuid: str) -> None:
-    """PS totals = sums over its host refs."""
+    """PS totals = sums over its host refs (a shared storage: its own figures, :func:`shared.sync`)."""
+    if await shared.is_shared(tx, ps_uuid):
+        await shared.sync(tx, ps_uuid)
+        return
     await tx.execute(
         "UPDATE PrimaryStorage SET "
         "totalCapacity=(SELECT COALESCE(SUM(totalCapacity),0) FROM LocalStorageHostRef WHERE primaryStorageUuid=?), "
@@ -84,6 +89,9 @@ async def release(tx: Tx, ps_uuid: str, host_uuid: str, size: int) -> None:
 async def add_resource(tx: Tx, ps_uuid: str, host_uuid: str, resource_uuid: str, resource_type: str, size: int,
                        *, force: bool = False, reserved: bool = False) -> None:
     """Insert the resource ref and take its capacity (``reserved``: the caller took it already)."""
+    if await shared.is_shared(tx, ps_uuid):  # one capacity for every host
+        await shared.add_resource(tx, ps_uuid, resource_uuid, resource_type, size, force=force or reserved)
+        return
     if not reserved:
         await reserve(tx, ps_uuid, host_uuid, size, force=force)
     now = now_iso()
@@ -96,6 +104,7 @@ async def remove_resource(tx: Tx, resource_uuid: str) -> None:
     """Delete the resource ref and return its capacity; a missing ref is a no-op (exactly once)."""
     ref = await tx.fetchone("SELECT * FROM LocalStorageResourceRef WHERE resourceUuid=?", (resource_uuid,))
     if ref is None:
+        await shared.remove_resource(tx, resource_uuid)
         return
     await tx.execute("DELETE FROM LocalStorageResourceRef WHERE resourceUuid=?", (resource_uuid,))
     await release(tx, ref["primaryStorageUuid"], ref["hostUuid"], int(ref["size"]))
@@ -104,7 +113,10 @@ async def remove_resource(tx: Tx, resource_uuid: str) -> None:
 async def resize_resource(tx: Tx, resource_uuid: str, size: int) -> None:
     """Change a ref's size, moving the difference (forced: the bits exist already)."""
     ref = await tx.fetchone("SELECT * FROM LocalStorageResourceRef WHERE resourceUuid=?", (resource_uuid,))
-    if ref is None or int(ref["size"]) == size:
+    if ref is None:
+        await shared.resize_resource(tx, resource_uuid, size)
+        return
+    if int(ref["size"]) == size:
         return
     delta = size - int(ref["size"])
     if delta > 0:

@@ -6,6 +6,7 @@ from typing import Any
 
 from controller.core import Controller
 from controller.errors import OperationError
+from controller.storage import shared
 
 
 async def volume_ref(core: Controller, volume_uuid: str) -> dict[str, Any] | None:
@@ -37,8 +38,24 @@ async def snapshot_rows(core: Controller, volume_uuid: str) -> list[dict[str, An
 
 
 async def located(core: Controller, volume: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(host, primary storage) of an instantiated volume on local storage."""
+    """(host, primary storage) of an instantiated volume on local storage; on a shared storage (no local ref) the
+    host is the one running its VM, else a Connected host that has the storage connected, and the storage's
+    ``url`` is where its files are on every host (:func:`shared_located`)."""
     ref = await volume_ref(core, volume["uuid"])
+    if ref is None and await shared.is_shared(core.db, volume.get("primaryStorageUuid")):
+        return await shared_located(core, volume)
     if ref is None:
         raise OperationError(f"volume[uuid:{volume['uuid']}] is not on local storage (no LocalStorageResourceRef)")
     return await connected_host(core, ref["hostUuid"]), await ps_row(core, ref["primaryStorageUuid"])
+
+
+async def shared_located(core: Controller, volume: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    ps = await ps_row(core, volume["primaryStorageUuid"])
+    vm = await core.db.fetchone("SELECT hostUuid FROM VmInstance WHERE uuid=?", (volume.get("vmInstanceUuid"),))
+    rows = await core.db.fetchall(
+        "SELECT h.* FROM Host h JOIN SharedStorageHostRef r ON r.hostUuid = h.uuid WHERE r.primaryStorageUuid=? "
+        "AND h.status='Connected' ORDER BY h.uuid = ? DESC, h.createDate", (ps["uuid"], vm["hostUuid"] if vm else None))
+    if not rows:
+        raise OperationError(f"no Connected host has the shared primary storage[uuid:{ps['uuid']}, url:{ps['url']}] "
+                             f"of volume[uuid:{volume['uuid']}] connected; reconnect a host of its clusters")
+    return dict(rows[0]), {**ps, "url": shared.storage_path(ps)}

@@ -24,8 +24,8 @@ from controller.api.registry import api, by_uuid
 from controller.core import Controller
 from controller.errors import AgentFailure, InvalidArgument, OperationError, StateConflict
 from controller.resources.common import create_row
-from controller.storage import capacity
-from controller.storage.common import connected_host, located, ps_row, volume_ref
+from controller.storage import capacity, shared
+from controller.storage.common import connected_host, located, ps_row, shared_located, volume_ref
 from controller.util import new_uuid, now_iso
 from kvmagent.contract import storage as sc
 from kvmagent.contract import vm as vc
@@ -57,9 +57,9 @@ async def create_data_volume(ctx: ApiContext, msg: CreateDataVolumeMsg) -> dict[
         raise OperationError(f"disk offering[uuid:{offering['uuid']}] is {offering['state']}; enable it first")
     if msg.primaryStorageUuid:
         ps = await ctx.require("PrimaryStorage", msg.primaryStorageUuid, "primaryStorageUuid")
-        if ps["type"] != "LocalStorage":
+        if ps["type"] != "LocalStorage" and not shared.is_shared_type(ps["type"]):
             raise InvalidArgument(f"invalid field[primaryStorageUuid]: primary storage[uuid:{ps['uuid']}] is "
-                                  f"{ps['type']}; only LocalStorage is supported")
+                                  f"{ps['type']}; allowed: LocalStorage, NFS, SharedMountPoint")
     row = await create_row(ctx, "Volume", "VolumeVO", msg, {
         "name": msg.name, "description": msg.description, "diskOfferingUuid": offering["uuid"],
         "primaryStorageUuid": msg.primaryStorageUuid, "type": "Data", "format": "qcow2",
@@ -90,6 +90,10 @@ async def instantiate(core: Controller, volume: dict[str, Any], host: dict[str, 
 async def root_location(ctx: ApiContext, vm: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(host, PS) of the VM's root volume: where its data volumes must live."""
     ref = await volume_ref(ctx.core, vm["rootVolumeUuid"])
+    root = await ctx.db.fetchone("SELECT * FROM Volume WHERE uuid=?", (vm["rootVolumeUuid"],))
+    if ref is None and root is not None and root["installPath"] and await shared.is_shared(
+            ctx.db, root["primaryStorageUuid"]):
+        return await shared_located(ctx.core, dict(root))  # the vm's host (or one that has the storage connected)
     if ref is None:
         raise OperationError(f"the root volume of vm[uuid:{vm['uuid']}] is not on local storage yet; start the "
                              "vm once before attaching data volumes")

@@ -9,7 +9,8 @@ would need every host to hold an SSH key that opens a root shell on every other 
 
 Flags: LIVE | PEER2PEER | PERSIST_DEST | UNDEFINE_SOURCE, plus NON_SHARED_INC when the disks are local: the
 destination already has the disk files on the same backing image (``/vm/migrate/prepare``), so libvirt mirrors
-only the top layers (NON_SHARED_DISK would copy the whole backing chain into the top file).
+only the top layers (NON_SHARED_DISK would copy the whole backing chain into the top file); plus UNSAFE when they
+are on shared storage (NFS, SharedMountPoint: the same files on both hosts, nothing copied; see :func:`flags`).
 
 The domain XML sent to the destination (and the persistent definition it keeps) gets the destination's address
 for the console listener and the metadata's host address; everything else (paths, tap names, MACs, console
@@ -49,7 +50,10 @@ def dest_uris(dest_ip: str) -> tuple[str, str]:
 
 
 def flags(copy_storage: bool) -> int:
-    return FLAGS | (libvirt.VIR_MIGRATE_NON_SHARED_INC if copy_storage else 0)
+    """Without ``copy_storage`` every disk is on a shared primary storage the controller checked is the same file
+    system on both hosts (its marker, storage/shared.py): UNSAFE, because libvirt's own check knows only a fixed
+    list of network and cluster file systems and refuses any other shared mount (a SharedMountPoint)."""
+    return FLAGS | (libvirt.VIR_MIGRATE_NON_SHARED_INC if copy_storage else libvirt.VIR_MIGRATE_UNSAFE)
 
 
 def retarget_xml(xml: str, dest_ip: str) -> str:

@@ -5,6 +5,7 @@ MODULES = [
     "kvmagent.handlers.vm",
     "kvmagent.handlers.flatnet",
     "kvmagent.handlers.storage",
+    "kvmagent.handlers.sharedstorage",
     "kvmagent.handlers.secgroup",
     "kvmagent.handlers.migrate",
     "kvmagent.handlers.vrouter",

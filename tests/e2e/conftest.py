@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from lab import (
     REPO,
+    SHARED_PS_URL,
     DhcpNamespace,
     Guest,
     Testbed,
@@ -54,8 +55,10 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
 def e2e_shares(mode: str, basetemp: Path) -> tuple[str, ...]:
     """What nspawn hosts must see of this machine, as plain-mode hosts do: the tiny image's directory (added as
     a file:// image), the repository (a test runs its metadata server script inside a host) and, read-write,
-    pytest's temporary directory (guests' disks, console logs and SSH keys that tests make)."""
-    return host_shares(mode, ro=(tiny_image().qcow2.parent, REPO), rw=(basetemp,))
+    pytest's temporary directory (guests' disks, console logs and SSH keys that tests make) and the shared
+    primary storage's directory (SHARED_PS_URL: one file system every host sees)."""
+    Path(SHARED_PS_URL).mkdir(parents=True, exist_ok=True)
+    return host_shares(mode, ro=(tiny_image().qcow2.parent, REPO), rw=(basetemp, Path(SHARED_PS_URL)))
 
 
 @pytest.fixture(scope="session")

@@ -27,12 +27,17 @@ REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "scripts" / "testbed"
 BUILD_TINY = REPO / "scripts" / "build-tiny-image"
 PS_URL = "/var/lib/zstack-py/e2e-localps"  # /var/lib/zstack-py is private to each testbed host
+# A SharedMountPoint primary storage: one directory every testbed host sees at this path (plain hosts share this
+# machine's file system; nspawn hosts get it bound read-write, tests/e2e/conftest.py e2e_shares), inside the
+# agents' default storage_roots.
+SHARED_PS_URL = "/zstack_ps/e2e-shared"
 AGENT_PID = "/var/lib/zstack-py/kvmagent.pid"
 
 __all__ = [
     "BUILD_TINY",
     "PS_URL",
     "REPO",
+    "SHARED_PS_URL",
     "TESTBED",
     "DhcpNamespace",
     "Footprint",

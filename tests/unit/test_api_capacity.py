@@ -166,7 +166,8 @@ async def test_type_lists_and_global_config(api: Any) -> None:
     assert (await api.call("GetHypervisorTypes"))["hypervisorTypes"] == ["KVM", "Simulator"]
     assert (await api.call("GetL2NetworkTypes"))["l2NetworkTypes"] == ["L2NoVlanNetwork", "L2VlanNetwork"]
     assert (await api.call("GetL3NetworkTypes"))["l3NetworkTypes"] == ["L3BasicNetwork"]
-    assert (await api.call("GetPrimaryStorageTypes"))["primaryStorageTypes"] == ["LocalStorage"]
+    assert (await api.call("GetPrimaryStorageTypes"))["primaryStorageTypes"] == ["LocalStorage", "NFS",
+                                                                                   "SharedMountPoint"]
     assert (await api.call("GetBackupStorageTypes"))["backupStorageTypes"] == ["SftpBackupStorage"]
     assert (await api.call("GetHostAllocatorStrategies"))["hostAllocatorStrategies"] == [
         "DefaultHostAllocatorStrategy", "LeastVmPreferredHostAllocatorStrategy", "DesignatedHostAllocatorStrategy"]
