@@ -115,6 +115,6 @@ def test_every_queryable_table_is_covered(conn: sqlite3.Connection) -> None:
     internal = {"Job", "VmInternalId", "sqlite_sequence", "schema_version", "SecurityGroupHostState",
                 # queried through the views ApplianceVmView and VirtualRouterOfferingView (0009_virtual_router)
                 "ApplianceVm", "VirtualRouterOffering",
-                # shared primary storage bookkeeping (0011_shared_primary_storage): 1.0 had no query of it
+                # shared primary storage bookkeeping (0012_shared_primary_storage): 1.0 had no query of it
                 "SharedStorageHostRef", "SharedStorageResourceRef"}
     assert tables - covered - internal == set()
