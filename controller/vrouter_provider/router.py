@@ -41,6 +41,8 @@ PUBLIC, MANAGEMENT, GUEST = 1, 2, 4
 #: QEMU start -> agent answering; generous: TCG guests on a loaded 2-core machine (bench: 7-11 s idle)
 AGENT_READY_TIMEOUT = 240.0
 PUSH_TIMEOUT = 60.0
+#: user VMs in these states get their DHCP entry on the router (a migrating or unknown VM keeps its lease)
+_SERVED_STATES = "('Starting', 'Running', 'Rebooting', 'Migrating', 'Unknown')"
 
 
 async def vr_services(db: Any, l3_uuid: str) -> set[str]:
@@ -211,14 +213,23 @@ async def desired_state(core: Controller, vr: dict[str, Any], generation: int) -
         rows = await db.fetchall(
             "SELECT n.mac, n.ip, n.netmask, n.gateway, v.name FROM VmNic n "
             "JOIN VmInstance v ON v.uuid = n.vmInstanceUuid "
-            "WHERE n.l3NetworkUuid=? AND v.type='UserVm' AND v.state IN ('Starting', 'Running', 'Rebooting') "
-            "ORDER BY n.mac", (guest_l3,))
+            "WHERE n.l3NetworkUuid=? AND n.ip IS NOT NULL AND v.type='UserVm' AND v.state IN " + _SERVED_STATES +
+            " ORDER BY n.mac", (guest_l3,))
         state["dhcp"] = [{"nicMac": guest["mac"], "mac": r["mac"], "ip": r["ip"], "prefix": _prefix(r["netmask"]),
                           "gateway": r["gateway"], "dns": [guest["ip"]] if "DNS" in services else dns}
                          for r in rows]
         if "DNS" in services:
             state["dns"] = {"nicMacs": [guest["mac"]], "upstreams": dns}
     return state
+
+
+async def push_l3(core: Controller, l3_uuid: str) -> None:
+    """Push the whole state to the L3's router if it runs (in the L3's queue: pushes do not overtake each other)."""
+    async def run() -> None:
+        vr = await router_of(core.db, l3_uuid)
+        if vr is not None and vr["state"] == "Running":
+            await push_state(core, vr)
+    await core.queues.run(f"vr-l3-{l3_uuid}", run)
 
 
 async def push_state(core: Controller, vr: dict[str, Any]) -> int:
