@@ -89,8 +89,9 @@ async def _ensure(core: Controller, l3_uuid: str) -> dict[str, Any]:
 async def destroy_router(core: Controller, vr: dict[str, Any]) -> None:
     """Direct deletion (1.0: appliance VMs are never kept Destroyed): domain and volume on the host, rows, IPs."""
     ctx = ApiContext(core=core, api="DestroyVirtualRouter")
-    if vr.get("hostUuid"):
-        host = await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (vr["hostUuid"],))
+    target = vr.get("hostUuid") or vr.get("lastHostUuid")   # a stopped router's disk stays on its last host
+    if target:
+        host = await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (target,))
         if host is not None and host["status"] == "Connected" and not await rollback_on_host(ctx, dict(host), vr):
             raise OperationError(f"cannot destroy virtual router[uuid:{vr['uuid']}] on host[uuid:{host['uuid']}]: "
                                  "the host agent did not confirm")

@@ -16,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_controller_compute import Env
 
 from controller.vrouter_provider import health
 from controller.vrouter_provider.router import agent_code
 from kvmagent.driver.xml.channel import channel_socket
+from kvmagent.handlers import vrouter as relay
 from vrouter import agent, render
 from vrouter.contract import code_files
 from zsutil.runner import run
@@ -89,10 +92,12 @@ class ServedRouter:
 
 
 class Routers:
-    """Serves every router domain's channel as soon as its row exists (the router's QEMU binds it)."""
+    """Serves every router domain's channel as soon as its row exists (the router's QEMU binds it). The
+    channel sockets live in a short directory (``sockets``): the agents' state directories under pytest's
+    tmp_path are too long for a unix socket's path (108 bytes); the host relay is pointed there."""
 
-    def __init__(self, env: Env, home: Path) -> None:
-        self.env, self.home = env, home
+    def __init__(self, env: Env, home: Path, sockets: Path) -> None:
+        self.env, self.home, self.sockets = env, home, sockets
         self.served: dict[str, ServedRouter] = {}
         self.task = asyncio.create_task(self._watch())
 
@@ -101,8 +106,8 @@ class Routers:
             for r in await self.env.core.db.fetchall("SELECT v.uuid, v.hostUuid FROM ApplianceVm a JOIN VmInstance "
                                                      "v ON v.uuid = a.uuid WHERE v.hostUuid IS NOT NULL"):
                 if r["uuid"] not in self.served:
-                    sim = next(a for a in self.env.agents if a.config.host_uuid == r["hostUuid"])
-                    sock = channel_socket(Path(sim.config.state_dir), r["uuid"])
+                    sock = channel_socket(self.sockets / r["hostUuid"][:8], r["uuid"])
+                    sock.parent.mkdir(parents=True, exist_ok=True)
                     self.served[r["uuid"]] = ServedRouter(sock, self.home / r["uuid"])
             await asyncio.sleep(0.05)
 
@@ -117,7 +122,21 @@ async def _router(env: Env) -> dict[str, Any]:
     return vr
 
 
-async def test_router_dhcp_pushes_health_check_code_push_and_direct_destroy(env: Env, tmp_path: Path) -> None:
+async def test_router_dhcp_pushes_health_check_code_push_and_direct_destroy(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sockets = Path(tempfile.mkdtemp(prefix="zsvr", dir="/tmp"))
+
+    def short_socket(state_dir: Path, vm_uuid: str) -> Path:   # a sim agent's state dir is .../<host uuid>
+        return channel_socket(sockets / Path(state_dir).name[:8], vm_uuid)
+
+    monkeypatch.setattr(relay, "channel_socket", short_socket)
+    try:
+        await _scenario(env, tmp_path, sockets)
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+async def _scenario(env: Env, tmp_path: Path, sockets: Path) -> None:
     l3 = env.ids["l3"]
     await env.call("AddDnsToL3Network", l3NetworkUuid=l3, dns="10.10.0.53")
     (vrp,) = await env.query("QueryNetworkServiceProvider", ("type", "=", "VirtualRouter"))
@@ -127,7 +146,7 @@ async def test_router_dhcp_pushes_health_check_code_push_and_direct_destroy(env:
     image = await env.inv("AddImage", name="vrouter", url=f"file://{img}", format="qcow2", system=True)
     await env.inv("CreateVirtualRouterOffering", name="vr", cpuNum=1, cpuSpeed=1000, memorySize=256 * MiB,
                   zoneUuid=env.ids["zone"], managementNetworkUuid=l3, imageUuid=image["uuid"])
-    routers = Routers(env, tmp_path / "routers")
+    routers = Routers(env, tmp_path / "routers", sockets)
     try:
         status, body = await env.create_vm("vm1")
         assert status == 200, body
