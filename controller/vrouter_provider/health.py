@@ -146,8 +146,14 @@ async def _start(core: Controller) -> None:
     def interval() -> float:
         return float(configs.get_int(INTERVAL.category, INTERVAL.name))
 
+    rounds: set[asyncio.Task[dict[str, str]]] = set()
+
     async def round_() -> None:
-        await check_all(core)
+        # shielded: a new interval restarts the loop, and must not cancel a re-creation half-way
+        t = asyncio.create_task(check_all(core), name="vrouter-health-round")
+        rounds.add(t)
+        t.add_done_callback(rounds.discard)
+        await asyncio.shield(t)
 
     def start() -> None:
         core.tasks.start("vrouter-health", lambda: every(interval, round_))
