@@ -225,7 +225,7 @@ async def test_seed_section_13_on_a_running_network(lab: Flat, tmp_path: Path,
     await c.inv("CreateVirtualRouterOffering", name="vr", cpuNum=1, cpuSpeed=1000, memorySize=256 << 20,
                 zoneUuid=zone, managementNetworkUuid=l3, imageUuid=image["uuid"])
     vms = [await _create(lab, f"upg-{i}", l3, h) for i, h in enumerate(lab.hosts)]
-    (router,) = (await c.raw("QueryVirtualRouterVm"))[1]["inventories"]
+    (router,) = (await c.raw("QueryVirtualRouterVm", conditions=[]))[1]["inventories"]
     (rnic,) = router["vmNics"]
     for vm in vms:  # each guest's lease comes from the router's dnsmasq (DHCP server id = the router's IP)
         m = await lab.wait_console(vm, r"tiny: LEASE eth0 (\S+)/\S+ router=(\S+) server=(\S+)", timeout=240)
