@@ -173,10 +173,12 @@ async def _agent_code_push(lab: Flat, vr: dict[str, Any], vm: dict[str, Any], pu
     pushed = {**files, "__init__.py": files["__init__.py"].replace(old, 'VERSION = "0.0.0+pushed"')}
     mp = pytest.MonkeyPatch()
     mp.setattr(router_mod, "_AGENT_CODE", (pushed, code_digest(pushed)))
+    t0 = time.monotonic()
     try:
         again = await lab.ctl.inv("ReconnectVirtualRouter", vmInstanceUuid=vr["uuid"])
     finally:
         mp.undo()
+    print(f"reconnect with an agent code push (agent restarted, state pushed): {time.monotonic() - t0:.1f} s")
     assert again["uuid"] == vr["uuid"] and again["status"] == "Connected", again
     row = await lab.core.db.fetchone("SELECT agentVersion FROM ApplianceVm WHERE uuid=?", (vr["uuid"],))
     assert row[0] == "0.0.0+pushed", row[0]
@@ -244,7 +246,10 @@ async def test_a_killed_router_comes_back_by_itself_and_by_the_next_vm_start(
         host = lab.hosts[dead["hostUuid"]]
         await lab.ctl.inv("UpdateGlobalConfig", category="virtualRouter", name="ping.interval", value="3")
         host.run("virsh", "-c", "qemu:///system", "destroy", dead["uuid"])   # the router's QEMU dies
+        t0 = time.monotonic()
         healed = await _healed(lab, dead["uuid"])
+        print(f"\nrouter QEMU killed -> a new router Connected by the health check (interval 3 s): "
+              f"{time.monotonic() - t0:.1f} s")
         public_ip = next(n["ip"] for n in healed["vmNics"] if n["l3NetworkUuid"] == public["uuid"])
         hits = await _probe(lab, first, internet, f"healed-{first['uuid']}")
         assert hits and all(line.startswith(f"{public_ip} ") for line in hits), (public_ip, hits)
