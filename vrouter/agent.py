@@ -5,11 +5,18 @@ to the router), one request at a time.
 Endpoints (JSON bodies):
 * ``POST /init {uuid, token}`` -- trust on first use: the first init over the channel (which only root on the
   host can open) sets the router's uuid and token; later inits must carry the same token.
-* ``POST /ping`` -> ``{uuid, version, generation}``.
+* ``POST /ping`` -> ``{uuid, version, generation, digest}`` (``digest``: vrouter.contract.code_digest of the
+  code the agent runs).
 * ``POST /apply <state>`` -> ``{generation, seconds}``: the whole desired state (see vrouter.render); NIC
   addresses (only the differences, over netlink), the nftables table (one atomic transaction) and dnsmasq's
   files (SIGHUP when only its hosts/options changed); idempotent. ``seconds``: where the time went.
-Every call but the first init needs ``Authorization: Bearer <token>``.
+* ``POST /upgrade {files: {name: source}, digest}`` -> ``{digest, restarting}``: the controller's agent code
+  (every ``*.py`` of the package, checked against ``digest`` and compiled before anything is replaced) replaces
+  the agent's; the agent then exits and busybox init starts it again with the new code. The router's data
+  plane (addresses, rule set, dnsmasq) is left as it is.
+Every call but the first init needs ``Authorization: Bearer <token>``. The identity (uuid, token) and the
+applied generation are kept in ``identity.json`` (0600, under /run: lost at reboot, kept across an agent
+restart), so a restarted agent keeps answering the controller.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import hmac
 import http.server
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,8 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from vrouter import CHANNEL_NAME, VERSION, netlink, render
+from vrouter.contract import code_digest, code_files
 
 RUN = Path(render.RUN_DIR)
+PACKAGE = Path(__file__).resolve().parent
+_MODULE = re.compile(r"^[a-z_][a-z0-9_]{0,40}\.py$")
+MAX_CODE = 1 << 20
 
 
 def log(msg: str) -> None:
@@ -51,10 +64,28 @@ def ifnames() -> dict[str, str]:
 
 
 class Router:
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path | None = None, package: Path = PACKAGE) -> None:
         self.uuid: str | None = None
         self.token: str | None = None
         self.generation = 0
+        self.state_dir, self.package = state_dir, package
+        self.digest = code_digest(code_files(package))
+        if state_dir is not None:
+            try:
+                saved = json.loads((state_dir / "identity.json").read_text())
+                self.uuid, self.token, self.generation = saved["uuid"], saved["token"], int(saved["generation"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+
+    def _save(self) -> None:
+        if self.state_dir is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / ".identity.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"uuid": self.uuid, "token": self.token, "generation": self.generation}, f)
+        os.replace(tmp, self.state_dir / "identity.json")
 
     def init(self, body: dict[str, Any], auth: str | None) -> dict[str, Any]:
         token, uuid = body.get("token"), body.get("uuid")
@@ -63,6 +94,7 @@ class Router:
         if self.token is not None and not self.authorized(auth):
             raise PermissionError("already initialised: init again with the router's token")
         self.uuid, self.token = uuid, token
+        self._save()
         return self.ping()
 
     def authorized(self, auth: str | None) -> bool:
@@ -70,7 +102,7 @@ class Router:
                 hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()))
 
     def ping(self) -> dict[str, Any]:
-        return {"uuid": self.uuid, "version": VERSION, "generation": self.generation}
+        return {"uuid": self.uuid, "version": VERSION, "generation": self.generation, "digest": self.digest}
 
     def apply(self, state: dict[str, Any]) -> dict[str, Any]:
         """Apply the whole state; the reply carries the generation and where the time went (seconds)."""
@@ -92,8 +124,47 @@ class Router:
         self._dnsmasq(files)
         t4 = time.monotonic()
         self.generation = gen
+        self._save()
         return {"generation": gen, "seconds": {"render": round(t1 - t0, 4), "addresses": round(t2 - t1, 4),
                                                "nft": round(t3 - t2, 4), "dnsmasq": round(t4 - t3, 4)}}
+
+    def upgrade(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the agent's code by ``files`` (all or nothing: checked and compiled first)."""
+        files, digest = body.get("files"), body.get("digest")
+        if not isinstance(files, dict) or not files or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise ValueError("files: expected an object of file name -> source text")
+        bad = sorted(k for k in files if not _MODULE.match(k))
+        if bad:
+            raise ValueError(f"files: {bad} are not module file names (lower-case, ending in .py)")
+        missing = sorted({"__init__.py", "agent.py"} - set(files))
+        if missing:
+            raise ValueError(f"files: {missing} missing (the whole package is pushed)")
+        if sum(len(v) for v in files.values()) > MAX_CODE:
+            raise ValueError(f"files: more than {MAX_CODE} characters of code")
+        if not isinstance(digest, str) or code_digest(files) != digest:
+            raise ValueError(f"digest: {digest!r} is not the digest of the files pushed")
+        for name, text in files.items():
+            try:
+                compile(text, name, "exec")
+            except SyntaxError as e:
+                raise ValueError(f"files: {name} does not compile: {e}") from None
+        for name, text in files.items():
+            tmp = self.package / f".{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, self.package / name)
+        for old in self.package.glob("*.py"):
+            if old.name not in files:
+                old.unlink()
+        # the image's byte code is compiled with unchecked hashes: it would shadow the new sources
+        shutil.rmtree(self.package / "__pycache__", ignore_errors=True)
+        self.digest = digest
+        log(f"agent code replaced (digest {digest[:16]}); restarting")
+        return {"digest": digest, "restarting": True}
+
+    def restart(self) -> None:
+        """Exit: busybox init respawns the agent (/usr/sbin/vrouter-agent), which loads the new code."""
+        os._exit(0)
 
     @staticmethod
     def _links(plan: list[dict[str, Any]]) -> None:
@@ -199,15 +270,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except ValueError as e:
             return self.reply(400, {"error": f"bad request body: {e}"})
         auth = self.headers.get("Authorization")
+        router: Router = getattr(self.server, "router", None) or ROUTER   # the channel's, else the process's
         try:
             if self.path == "/init":
-                return self.reply(200, ROUTER.init(body, auth))
-            if not ROUTER.authorized(auth):
+                return self.reply(200, router.init(body, auth))
+            if not router.authorized(auth):
                 return self.reply(401, {"error": "missing or wrong bearer token"})
             if self.path == "/ping":
-                return self.reply(200, ROUTER.ping())
+                return self.reply(200, router.ping())
             if self.path == "/apply":
-                return self.reply(200, ROUTER.apply(body))
+                return self.reply(200, router.apply(body))
+            if self.path == "/upgrade":
+                self.reply(200, router.upgrade(body))
+                router.restart()
+                return None
             return self.reply(404, {"error": f"no such endpoint {self.path}"})
         except PermissionError as e:
             return self.reply(403, {"error": str(e)})
@@ -255,6 +331,8 @@ def prepare() -> None:
 
 
 def main() -> None:
+    global ROUTER
+    ROUTER = Router(RUN)  # the identity survives an agent restart (kept under /run)
     dev = find_port()
     prepare()
     print(f"vrouter: agent {VERSION} ready on {dev}", file=open("/dev/console", "w"), flush=True)

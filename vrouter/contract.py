@@ -4,14 +4,35 @@ the bench). The only part of ``vrouter`` the host agent imports (DESIGN.md's imp
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 #: the virtio-serial port name the agent listens on (libvirt ``<target type='virtio' name=...>``)
 CHANNEL_NAME = "org.zstack.vrouter.0"
+
+
+def package_dir() -> Path:
+    """The directory of the ``vrouter`` package this process runs."""
+    return Path(__file__).resolve().parent
+
+
+def code_files(package_dir: Path) -> dict[str, str]:
+    """The agent's code: every ``*.py`` of the ``vrouter`` package directory, by file name."""
+    return {p.name: p.read_text() for p in sorted(package_dir.glob("*.py"))}
+
+
+def code_digest(files: dict[str, str]) -> str:
+    """What the router agent reports as ``digest`` and the controller compares with its own package's: a
+    mismatch makes the controller push its code (``/upgrade``) instead of needing a new router image."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    return h.hexdigest()
 
 
 class ChannelError(Exception):

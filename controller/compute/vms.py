@@ -143,7 +143,8 @@ async def reboot_vm_instance(ctx: ApiContext, msg: UuidMessage) -> dict[str, Any
 async def destroy_vm_instance(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
     """Destroy: power off on the host, return capacity and IPs, detach the data volumes (the storage hook on
     ``vm.destroyed`` deletes them when ``vm/dataVolume.deleteOnVmDestroy``); then per ``vm/deletionPolicy``:
-    Direct removes the VM at once, Delay/Never leave it Destroyed (recoverable). An unknown uuid is a success."""
+    Direct removes the VM at once, Delay/Never leave it Destroyed (recoverable); an appliance VM (virtual router)
+    is always removed at once. An unknown uuid is a success."""
     row = await ctx.db.fetchone("SELECT * FROM VmInstance WHERE uuid=?", (msg.uuid,))
     if row is None or row["state"] == "Destroyed":
         return {}
@@ -166,7 +167,9 @@ async def destroy_vm_instance(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[s
         await extensions.run_quietly("vm.stopped", ctx.core, host_uuid=host_row["uuid"], vm=vm)
     await _release_all(ctx, vm)
     await extensions.run_quietly("vm.destroyed", ctx.core, vm=vm)
-    if deletion.policy(ctx.core) == "Direct":
+    # an appliance VM (virtual router) is always removed at once, whatever the policy (1.0: stateless, no
+    # Destroyed state, no recover)
+    if deletion.policy(ctx.core) == "Direct" or vm["type"] == "ApplianceVm":
         row = await ctx.db.fetchone("SELECT * FROM VmInstance WHERE uuid=?", (msg.uuid,))
         if row is not None:
             await deletion.expunge(ctx.core, dict(row))

@@ -10,8 +10,10 @@
 * :mod:`.portforward`: CreatePortForwardingRule / Attach / Detach / Delete / ChangeState / Update,
   GetPortForwardingAttachableVmNics (:mod:`.vips` holds what EIP and port forwarding share).
 * :mod:`.vmapi`: ReconnectVirtualRouter.
-* :mod:`.hooks`: compute's ``vm.before_start`` extension point: a user VM starting on an L3 with VirtualRouter
-  services gets its router first.
+* :mod:`.hooks`: compute's extension points: a user VM starting on an L3 with VirtualRouter services gets its
+  router first; VM stops, state changes and NIC changes push the router the whole state again.
+* :mod:`.health`: the periodic health check (``virtualRouter/ping.interval``): reconnect, re-create, push the
+  controller's agent code to a router running other code.
 """
 
-from controller.vrouter_provider import eip, hooks, offering, portforward, vmapi  # noqa: F401
+from controller.vrouter_provider import eip, health, hooks, offering, portforward, vmapi  # noqa: F401

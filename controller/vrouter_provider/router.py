@@ -7,7 +7,8 @@
 * Creation: the offering for the L3 (``guestL3Network::`` tag, else the zone default; VR.1002); with SNAT the
   offering needs a public network other than the guest L3 (VR.1001). NICs in device order: management
   (metaData 2, or 3 when public == management), public (1; the default route), guest (4; with SNAT it takes the
-  gateway of the L3's first IP range, not an address of the pool). Name ``virtualRouter.l3.<l3>``, type
+  gateway of the L3's first IP range, not an address of the pool); each address is ARP-probed on its L2
+  first (:mod:`.addrcheck`: one in use is skipped, a gateway in use refused). Name ``virtualRouter.l3.<l3>``, type
   ApplianceVm, cpu/memory/image from the offering; started through compute's ordinary start with the router's
   control channel; then its agent is initialised over the channel (a fresh 48-hex-digit bearer token per
   router, stored only sealed in ApplianceVm.agentToken, see controller/sealed.py) and the whole desired state
@@ -18,9 +19,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,8 +36,10 @@ from controller.errors import ApiError, OperationError
 from controller.identity import ADMIN_UUID
 from controller.resources import ipam
 from controller.util import now_iso
+from controller.vrouter_provider.addrcheck import check_addresses
 from controller.vrouter_provider.offering import offering_for
 from kvmagent.contract.vrouter import VRouterCallCmd
+from vrouter.contract import code_digest, code_files, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,10 @@ PUSH_TIMEOUT = 60.0
 #: adds its keys to ``state``
 STATE_PARTS: list[Callable[[Any, dict[str, Any], dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]],
                            Awaitable[None]]] = []
+#: a pushed agent code: the agent exits, busybox init starts it again (Python from source under TCG)
+AGENT_RESTART_TIMEOUT = 120.0
+#: user VMs in these states get their DHCP entry on the router (a migrating or unknown VM keeps its lease)
+_SERVED_STATES = "('Starting', 'Running', 'Rebooting', 'Migrating', 'Unknown')"
 
 
 async def vr_services(db: Any, l3_uuid: str) -> set[str]:
@@ -79,14 +88,15 @@ async def _ensure(core: Controller, l3_uuid: str) -> dict[str, Any]:
         log.info("router %s of l3 %s is %s: re-creating it (routers are stateless)", vr["uuid"], l3_uuid,
                  vr["state"])
         await destroy_router(core, vr)
-    return await _create(core, l3_uuid)
+    return await create_router(core, l3_uuid)
 
 
 async def destroy_router(core: Controller, vr: dict[str, Any]) -> None:
     """Direct deletion (1.0: appliance VMs are never kept Destroyed): domain and volume on the host, rows, IPs."""
     ctx = ApiContext(core=core, api="DestroyVirtualRouter")
-    if vr.get("hostUuid"):
-        host = await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (vr["hostUuid"],))
+    target = vr.get("hostUuid") or vr.get("lastHostUuid")   # a stopped router's disk stays on its last host
+    if target:
+        host = await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (target,))
         if host is not None and host["status"] == "Connected" and not await rollback_on_host(ctx, dict(host), vr):
             raise OperationError(f"cannot destroy virtual router[uuid:{vr['uuid']}] on host[uuid:{host['uuid']}]: "
                                  "the host agent did not confirm")
@@ -97,7 +107,8 @@ def _prefix(netmask: str) -> int:
     return ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
 
 
-async def _create(core: Controller, l3_uuid: str) -> dict[str, Any]:
+async def create_router(core: Controller, l3_uuid: str) -> dict[str, Any]:
+    """Create, start and configure the L3's router (the caller holds the L3's queue); rolled back on failure."""
     l3 = await core.db.fetchone("SELECT * FROM L3Network WHERE uuid=?", (l3_uuid,))
     if l3 is None:
         raise OperationError(f"L3 network[uuid:{l3_uuid}] no longer exists")
@@ -141,17 +152,14 @@ async def _create(core: Controller, l3_uuid: str) -> dict[str, Any]:
                 "defaultRouteL3NetworkUuid": public, "publicNetworkUuid": public, "guestL3NetworkUuid": l3_uuid,
                 "status": "Connecting", "agentToken": sealed.seal(core, token), "generation": 0})
         host = dict(await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (vm["hostUuid"],)) or {})
+        await check_addresses(core, host, vm["uuid"])
         await start_on_host(core, host, vm, ADMIN_UUID, new_create=True)
         async with core.db.write() as tx:
             await tx.execute("UPDATE VmInstance SET state='Running', lastOpDate=? WHERE uuid=?",
                              (now_iso(), vm["uuid"]))
         vr = await router_of(core.db, l3_uuid)
         assert vr is not None
-        reply = await call_router(core, vr, "/init", {"uuid": vr["uuid"], "token": token}, timeout=AGENT_READY_TIMEOUT,
-                            wait=True)
-        async with core.db.write() as tx:
-            await tx.update("ApplianceVm", {"uuid": vr["uuid"]}, {"agentVersion": reply.get("version")})
-        await push_state(core, vr)
+        await connect_agent(core, vr, timeout=AGENT_READY_TIMEOUT)
         return vr
     except BaseException:
         log.exception("creating the router of l3 %s failed; removing it", l3_uuid)
@@ -159,6 +167,63 @@ async def _create(core: Controller, l3_uuid: str) -> dict[str, Any]:
         if host_row is None or await rollback_on_host(ctx, dict(host_row), vm):
             await remove_vm(ctx, vm["uuid"])
         raise
+
+
+def agent_code() -> tuple[dict[str, str], str]:
+    """The router agent's code as this controller ships it (the ``vrouter`` package) and its digest."""
+    global _AGENT_CODE
+    if _AGENT_CODE is None:
+        files = code_files(package_dir())
+        _AGENT_CODE = (files, code_digest(files))
+    return _AGENT_CODE
+
+
+_AGENT_CODE: tuple[dict[str, str], str] | None = None
+
+
+async def connect_agent(core: Controller, vr: dict[str, Any], *, timeout: float) -> None:
+    """Init the router's agent over its channel (its token again: a rebooted router forgot it), push the
+    controller's agent code if the router runs other code, then push the whole state (status Connected)."""
+    token = sealed.unseal(core, vr["agentToken"]) or ""
+    reply = await call_router(core, vr, "/init", {"uuid": vr["uuid"], "token": token}, timeout=timeout, wait=True)
+    if reply.get("digest") != agent_code()[1]:
+        reply = await upgrade_agent(core, vr, reply)
+    async with core.db.write() as tx:
+        await tx.update("ApplianceVm", {"uuid": vr["uuid"]}, {"agentVersion": reply.get("version")})
+    await push_state(core, vr)
+
+
+async def upgrade_agent(core: Controller, vr: dict[str, Any], ping: dict[str, Any]) -> dict[str, Any]:
+    """Push the controller's agent code to a router whose agent runs other code (its ``digest`` differs), over
+    the authenticated channel; the agent restarts with it (its identity and data plane are kept). Returns the
+    restarted agent's ping. A router whose agent is too old to take code (no ``/upgrade``) keeps its code: the
+    refusal is logged and its ping returned."""
+    files, digest = agent_code()
+    log.info("router %s runs agent %s (code %s); pushing the controller's code %s", vr["uuid"], ping.get("version"),
+             str(ping.get("digest"))[:16], digest[:16])
+    try:
+        await call_router(core, vr, "/upgrade", {"files": files, "digest": digest}, timeout=PUSH_TIMEOUT)
+    except OperationError as e:
+        if "HTTP 404" not in e.details:
+            raise
+        log.warning("router %s: its agent cannot take new code (%s); re-create it from a newer image", vr["uuid"],
+                    e.details)
+        return ping
+    deadline = time.monotonic() + AGENT_RESTART_TIMEOUT
+    last = ""
+    while time.monotonic() < deadline:
+        await asyncio.sleep(2)
+        try:
+            now = await call_router(core, vr, "/ping", {}, timeout=10)
+        except ApiError as e:
+            last = e.details
+            continue
+        if now.get("digest") == digest:
+            log.info("router %s restarted with agent %s", vr["uuid"], now.get("version"))
+            return now
+        last = f"it runs code {str(now.get('digest'))[:16]}"
+    raise OperationError(f"virtual router[uuid:{vr['uuid']}] did not come back with the pushed agent code within "
+                         f"{AGENT_RESTART_TIMEOUT:.0f} s ({last})", code="VR.1000")
 
 
 async def call_router(core: Controller, vr: dict[str, Any], path: str, body: dict[str, Any], *, timeout: float,
@@ -218,14 +283,23 @@ async def desired_state(core: Controller, vr: dict[str, Any], generation: int) -
         rows = await db.fetchall(
             "SELECT n.mac, n.ip, n.netmask, n.gateway, v.name FROM VmNic n "
             "JOIN VmInstance v ON v.uuid = n.vmInstanceUuid "
-            "WHERE n.l3NetworkUuid=? AND v.type='UserVm' AND v.state IN ('Starting', 'Running', 'Rebooting') "
-            "ORDER BY n.mac", (guest_l3,))
+            "WHERE n.l3NetworkUuid=? AND n.ip IS NOT NULL AND v.type='UserVm' AND v.state IN " + _SERVED_STATES +
+            " ORDER BY n.mac", (guest_l3,))
         state["dhcp"] = [{"nicMac": guest["mac"], "mac": r["mac"], "ip": r["ip"], "prefix": _prefix(r["netmask"]),
                           "gateway": r["gateway"], "dns": [guest["ip"]] if "DNS" in services else dns}
                          for r in rows]
         if "DNS" in services:
             state["dns"] = {"nicMacs": [guest["mac"]], "upstreams": dns}
     return state
+
+
+async def push_l3(core: Controller, l3_uuid: str) -> None:
+    """Push the whole state to the L3's router if it runs (in the L3's queue: pushes do not overtake each other)."""
+    async def run() -> None:
+        vr = await router_of(core.db, l3_uuid)
+        if vr is not None and vr["state"] == "Running":
+            await push_state(core, vr)
+    await core.queues.run(f"vr-l3-{l3_uuid}", run)
 
 
 async def push_state(core: Controller, vr: dict[str, Any]) -> int:

@@ -1,16 +1,17 @@
 """``ReconnectVirtualRouter vmInstanceUuid``: re-initialise the router's agent over its channel (a rebooted
-router lost its token: it is given again) and push the whole state; the event's inventory is the router."""
+router lost its token: it is given again), push the controller's agent code if the router runs other code
+(1.0 redeployed its agents when their MD5 differed) and push the whole state; the event's inventory is the
+router."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from controller import sealed
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
 from controller.errors import ApiError, NotFound, StateConflict
-from controller.vrouter_provider.router import AGENT_READY_TIMEOUT, call_router, push_state
+from controller.vrouter_provider.router import AGENT_READY_TIMEOUT, connect_agent
 
 
 class ReconnectVirtualRouterMsg(ApiMessage):
@@ -36,13 +37,7 @@ async def reconnect_virtual_router(ctx: ApiContext, msg: ReconnectVirtualRouterM
         async with ctx.db.write() as tx:
             await tx.execute("UPDATE ApplianceVm SET status='Connecting' WHERE uuid=?", (vr["uuid"],))
         try:
-            token = sealed.unseal(ctx.core, vr["agentToken"]) or ""
-            reply = await call_router(ctx.core, vr, "/init", {"uuid": vr["uuid"], "token": token},
-                                      timeout=AGENT_READY_TIMEOUT, wait=True)
-            async with ctx.db.write() as tx:
-                await tx.execute("UPDATE ApplianceVm SET agentVersion=? WHERE uuid=?", (reply.get("version"),
-                                                                                       vr["uuid"]))
-            await push_state(ctx.core, vr)
+            await connect_agent(ctx.core, vr, timeout=AGENT_READY_TIMEOUT)
         except ApiError:
             async with ctx.db.write() as tx:
                 await tx.execute("UPDATE ApplianceVm SET status='Disconnected' WHERE uuid=?", (vr["uuid"],))

@@ -3,10 +3,10 @@
 * Spoofing: on one host and one flat L3, VM B takes VM A's IP (then also A's MAC): the metadata service never
   hands B A's user data, and B's DHCP discover with A's MAC gets no lease; a rogue ``udhcpd`` in B reaches
   nobody: A's renewal comes from the host's dnsmasq. A still works once B is gone.
-* The seed's section 13 on a running network: an L3 whose DHCP/DNS reference the VirtualRouter provider (no
-  virtual router VM exists, so its VM gets no lease), steps 1-6 verbatim through zstack-cli, then
-  ``QueryVirtualRouterVm`` (empty) and ``ReconnectHost``: the running VM gets its lease from the flat DHCP
-  and renews it.
+* The seed's section 13 on a running network: an L3 whose DHCP/DNS come from a running router VM (each
+  guest's lease has the router's IP as DHCP server id), steps 1-8 verbatim through zstack-cli with real uuids
+  (the router is listed, destroyed, the hosts reconnected): the running guests keep their addresses and renew
+  from their host's flat DHCP.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 import pytest_asyncio
 from lab import PS_URL, Testbed, TinyImage
 from test_flatnet import Flat, _cli, flat_lab
+from test_vrouter import vr_image
 
 SEED = Path("/work/shared/seed/zstack-1.0-release-notes.txt")
 UD_URL = "http://169.254.169.254/latest/user-data"
@@ -115,6 +117,97 @@ def _sections(log: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in re.finditer(r"^== (\w+)\n(.*?)(?=^== |\Z)", log, re.M | re.S)}
 
 
+async def test_seed_section_13_on_a_running_network(lab: Flat, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """First in the module: as at the seed's starting point, no L3 of this L2 uses the flat provider yet. (Once
+    one does, each host's flat rules keep DHCP from crossing the L2's uplink, so a router on one host could no
+    longer answer the guests of the other.)"""
+    c = lab.ctl
+    l2 = (await c.raw("QueryL3Network", conditions=[{"name": "uuid", "op": "=", "value": c.ids["l3"]}]))[1][
+        "inventories"][0]["l2NetworkUuid"]
+    assert await lab.core.db.fetchone(
+        "SELECT 1 FROM NetworkServiceL3NetworkRef r JOIN NetworkServiceProvider p ON p.uuid = "
+        "r.networkServiceProviderUuid JOIN L3Network l3 ON l3.uuid = r.l3NetworkUuid WHERE p.type='Flat' AND "
+        "l3.l2NetworkUuid=?", (l2,)) is None
+    l3 = (await c.inv("CreateL3Network", name="l3-vr", l2NetworkUuid=l2))["uuid"]
+    await c.inv("AddIpRange", l3NetworkUuid=l3, name="r2", startIp="10.101.0.10", endIp="10.101.0.200",
+                netmask="255.255.255.0", gateway="10.101.0.1")
+    await c.inv("AddDnsToL3Network", l3NetworkUuid=l3, dns="10.101.0.53")
+    vr = (await c.raw("QueryNetworkServiceProvider", conditions=[
+        {"name": "type", "op": "=", "value": "VirtualRouter"}]))[1]["inventories"][0]["uuid"]
+    await c.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=l3, networkServices={vr: ["DHCP", "DNS"]})
+    # the seed's starting point: the L3's DHCP and DNS served by a router VM (management = public = guest L3)
+    image_file = tmp_path / "vrouter.qcow2"
+    shutil.copyfile(await asyncio.to_thread(vr_image), image_file)
+    image = await c.inv("AddImage", name="vrouter", url=f"file://{image_file}", format="qcow2", system=True)
+    zone = (await c.raw("QueryL3Network", conditions=[{"name": "uuid", "op": "=", "value": l3}]))[1][
+        "inventories"][0]["zoneUuid"]
+    await c.inv("CreateVirtualRouterOffering", name="vr", cpuNum=1, cpuSpeed=1000, memorySize=256 << 20,
+                zoneUuid=zone, managementNetworkUuid=l3, imageUuid=image["uuid"])
+    vms = [await _create(lab, f"upg-{i}", l3, h) for i, h in enumerate(lab.hosts)]
+    (router,) = (await c.raw("QueryVirtualRouterVm", conditions=[]))[1]["inventories"]
+    (rnic,) = router["vmNics"]
+    for vm in vms:  # each guest's lease comes from the router's dnsmasq (DHCP server id = the router's IP)
+        m = await lab.wait_console(vm, r"tiny: LEASE eth0 (\S+)/\S+ router=(\S+) server=(\S+)", timeout=240)
+        assert m.groups() == (vm["vmNics"][0]["ip"], "10.101.0.1", rnic["ip"]), m.group(0)
+    await _cli("LogInByAccount accountName=admin password=password", capsys)
+    steps = _seed13()
+    seed_l3, seed_vr, seed_l2, seed_flat, seed_router = (
+        "1a82c2691978476fa6cefa36bb9d4bfd", "5d21ea0f39c04d6fb68cfaf5a37db4ad", "9ec8cad681d1424fa7eda2447edae142",
+        "17864f985e584a9ba4cd81de215212ce", "c5a966cb87d644649952daf683f89e26")
+    refs = (await _cli(steps[0].replace(seed_l3, l3), capsys))["inventories"]  # 1
+    assert {(r["networkServiceProviderUuid"], r["networkServiceType"]) for r in refs} == {(vr, "DHCP"), (vr, "DNS")}
+    detached = (await _cli(steps[1].replace(seed_l3, l3).replace(seed_vr, vr), capsys))["inventory"]  # 2
+    assert detached["networkServices"] == [], detached
+    (flat,) = (await _cli(steps[2], capsys))["inventories"]  # 3
+    assert flat["type"] == "Flat" and l2 in flat["attachedL2NetworkUuids"], flat
+    assert (await _cli(steps[3].replace(seed_l3, l3), capsys))["inventories"] == [{"l2NetworkUuid": l2}]  # 4
+    await _cli(steps[4].replace(seed_l2, l2).replace(seed_flat, flat["uuid"]), capsys)  # 5
+    attached = (await _cli(steps[5].replace(seed_l3, l3).replace(seed_flat, flat["uuid"]), capsys))["inventory"]
+    assert {(s["networkServiceProviderUuid"], s["networkServiceType"]) for s in attached["networkServices"]} == {
+        (flat["uuid"], "DHCP"), (flat["uuid"], "Userdata")}, attached  # 6
+    assert steps[6] == "QueryVirtualRouterVm"  # 7: the router is listed (as in the seed), then destroyed
+    (listed,) = (await _cli(steps[6], capsys))["inventories"]
+    assert {k: listed[k] for k in ("uuid", "name", "type", "applianceVmType", "state", "status",
+                                   "managementNetworkUuid", "publicNetworkUuid", "defaultRouteL3NetworkUuid")} == {
+        "uuid": router["uuid"], "name": f"virtualRouter.l3.{l3}", "type": "ApplianceVm",
+        "applianceVmType": "VirtualRouter", "state": "Running", "status": "Connected", "managementNetworkUuid": l3,
+        "publicNetworkUuid": l3, "defaultRouteL3NetworkUuid": l3}, listed
+    (nic,) = listed["vmNics"]
+    assert (nic["metaData"], nic["deviceId"], nic["gateway"], nic["ip"]) == ("7", 0, "10.101.0.1", rnic["ip"]), nic
+    assert listed["allVolumes"][0]["name"] == f"ROOT-for-virtualRouter.l3.{l3}", listed
+    assert steps[7].startswith("DestroyVmInstance uuid=")
+    assert (await _cli(steps[7].replace(seed_router, router["uuid"]), capsys))["success"] is True
+    assert (await _cli(steps[6], capsys))["inventories"] == []
+    assert await lab.core.db.fetchone("SELECT 1 FROM UsedIp WHERE ip=? AND l3NetworkUuid=?", (rnic["ip"], l3)) is None
+    assert steps[8] == "QueryHost"  # 8
+    assert {h["uuid"] for h in (await _cli(steps[8], capsys))["inventories"]} == set(lab.hosts)
+    for line, host in zip(steps[9:], lab.hosts, strict=True):  # the seed's two ReconnectHost lines
+        await _cli(line.replace(line.split("=", 1)[1], host), capsys)
+    for vm in vms:  # the running guests kept their addresses
+        sts = [s for s in await lab.status(vm["hostUuid"]) if s.l3NetworkUuid == l3]
+        ping = lab.hosts[vm["hostUuid"]].run("ip", "netns", "exec", sts[0].namespace, "busybox", "ping", "-c", "1",
+                                             "-W", "3", vm["vmNics"][0]["ip"], check=False)
+        assert ping.returncode == 0, ping
+    await asyncio.gather(*(_renew_after_reboot(lab, vm) for vm in vms))
+    for vm in vms:
+        await c.inv("DestroyVmInstance", uuid=vm["uuid"])
+
+
+async def _renew_after_reboot(lab: Flat, vm: dict[str, Any]) -> None:
+    """The guest's ``sshkey::`` key could not be installed at its first boot (no metadata service then), and
+    the leases are infinite (no renewal of its own): a reboot fetches the key (its lease now comes from its
+    host's flat DHCP), then udhcpc renews from that server."""
+    before = len(lab.console(vm))
+    sts = [s for s in await lab.status(vm["hostUuid"]) if s.l3NetworkUuid == vm["vmNics"][0]["l3NetworkUuid"]]
+    await lab.ctl.inv("RebootVmInstance", uuid=vm["uuid"])
+    m = await lab.wait_console(vm, r"tiny: LEASE eth0 (\S+)/\S+ router=\S+ server=(\S+)", after=before, timeout=150)
+    assert m.groups() == (vm["vmNics"][0]["ip"], sts[0].dhcpServerIp), m.group(0)
+    await lab.wait_console(vm, r"tiny: sshd up", after=before, timeout=150)
+    out = await _ssh_ok(lab, vm, "udhcpc -i eth0 -n -q -t 3 -T 1 -s /bin/true 2>&1", timeout=90)
+    assert f"lease of {vm['vmNics'][0]['ip']} obtained from {sts[0].dhcpServerIp}" in out, out
+
+
 async def test_spoofing_from_inside_a_guest(lab: Flat) -> None:
     c = lab.ctl
     await c.attach_flat()
@@ -200,61 +293,6 @@ def _seed13() -> list[str]:
     text = SEED.read_text()
     section = text[text.index("13. Upgrade Virtual Router Provider To Flat Network Provider"):]
     return [ln.lstrip(">") for ln in section.splitlines() if ln.startswith(">>")]
-
-
-async def test_seed_section_13_on_a_running_network(lab: Flat, capsys: pytest.CaptureFixture[str]) -> None:
-    c = lab.ctl
-    l2 = (await c.raw("QueryL3Network", conditions=[{"name": "uuid", "op": "=", "value": c.ids["l3"]}]))[1][
-        "inventories"][0]["l2NetworkUuid"]
-    l3 = (await c.inv("CreateL3Network", name="l3-vr", l2NetworkUuid=l2))["uuid"]
-    await c.inv("AddIpRange", l3NetworkUuid=l3, name="r2", startIp="10.101.0.10", endIp="10.101.0.200",
-                netmask="255.255.255.0", gateway="10.101.0.1")
-    vr = (await c.raw("QueryNetworkServiceProvider", conditions=[
-        {"name": "type", "op": "=", "value": "VirtualRouter"}]))[1]["inventories"][0]["uuid"]
-    await c.inv("AttachNetworkServiceToL3Network", l3NetworkUuid=l3, networkServices={vr: ["DHCP", "DNS"]})
-    vms = [await _create(lab, f"upg-{i}", l3, h) for i, h in enumerate(lab.hosts)]
-    for vm in vms:  # no virtual router VM in ZStack-Py: nobody answers; udhcpc keeps trying in the background
-        await lab.wait_console(vm, r"tiny: no DHCP lease yet on eth0")
-        assert "tiny: LEASE" not in lab.console(vm), lab.console(vm)
-    await _cli("LogInByAccount accountName=admin password=password", capsys)
-    steps = _seed13()
-    seed_l3, seed_vr, seed_l2, seed_flat = ("1a82c2691978476fa6cefa36bb9d4bfd", "5d21ea0f39c04d6fb68cfaf5a37db4ad",
-                                            "9ec8cad681d1424fa7eda2447edae142", "17864f985e584a9ba4cd81de215212ce")
-    refs = (await _cli(steps[0].replace(seed_l3, l3), capsys))["inventories"]  # 1
-    assert {(r["networkServiceProviderUuid"], r["networkServiceType"]) for r in refs} == {(vr, "DHCP"), (vr, "DNS")}
-    detached = (await _cli(steps[1].replace(seed_l3, l3).replace(seed_vr, vr), capsys))["inventory"]  # 2
-    assert detached["networkServices"] == [], detached
-    (flat,) = (await _cli(steps[2], capsys))["inventories"]  # 3
-    assert flat["type"] == "Flat" and l2 in flat["attachedL2NetworkUuids"], flat
-    assert (await _cli(steps[3].replace(seed_l3, l3), capsys))["inventories"] == [{"l2NetworkUuid": l2}]  # 4
-    await _cli(steps[4].replace(seed_l2, l2).replace(seed_flat, flat["uuid"]), capsys)  # 5
-    attached = (await _cli(steps[5].replace(seed_l3, l3).replace(seed_flat, flat["uuid"]), capsys))["inventory"]
-    assert {(s["networkServiceProviderUuid"], s["networkServiceType"]) for s in attached["networkServices"]} == {
-        (flat["uuid"], "DHCP"), (flat["uuid"], "Userdata")}, attached  # 6
-    assert steps[6] == "QueryVirtualRouterVm" and (await _cli(steps[6], capsys))["inventories"] == []  # 7
-    for host in lab.hosts:  # 8
-        await _cli(f"ReconnectHost uuid={host}", capsys)
-    for vm in vms:  # the running VM's background udhcpc now gets its lease from its host's flat DHCP
-        ip = vm["vmNics"][0]["ip"]
-        m = await lab.wait_console(vm, r"tiny: LEASE eth0 (\S+)/\S+ router=(\S+) server=(\S+)", timeout=60)
-        sts = [s for s in await lab.status(vm["hostUuid"]) if s.l3NetworkUuid == l3]
-        assert m.groups() == (ip, "10.101.0.1", sts[0].dhcpServerIp), m.group(0)
-        ping = lab.hosts[vm["hostUuid"]].run("ip", "netns", "exec", sts[0].namespace, "busybox", "ping", "-c", "1",
-                                             "-W", "3", ip, check=False)
-        assert ping.returncode == 0, ping  # the guest configured the address it was given
-    await _renew_after_reboot(lab, vms[0])
-    for vm in vms:
-        await c.inv("DestroyVmInstance", uuid=vm["uuid"])
-
-
-async def _renew_after_reboot(lab: Flat, vm: dict[str, Any]) -> None:
-    """The guest's ``sshkey::`` key could not be installed at its first boot (no metadata service then), and
-    the flat leases are infinite (no renewal of its own): a reboot fetches the key, then udhcpc renews."""
-    before = len(lab.console(vm))
-    await lab.ctl.inv("RebootVmInstance", uuid=vm["uuid"])
-    await lab.wait_console(vm, r"tiny: sshd up", after=before, timeout=90)
-    out = await _ssh_ok(lab, vm, "udhcpc -i eth0 -n -q -t 3 -T 1 -s /bin/true 2>&1")
-    assert f"lease of {vm['vmNics'][0]['ip']} obtained" in out, out
 
 
 async def test_seed_vm_with_two_l3s_gets_user_data_from_both_datasources(

@@ -22,6 +22,10 @@ import pytest
 from lab import REPO, LabHost, Testbed, TinyImage
 from test_flatnet import Flat, flat_lab
 
+import vrouter
+from controller.vrouter_provider import router as router_mod
+from vrouter.contract import code_digest
+
 MiB = 1 << 20
 NS, VETH = "zsvrinet", "zsvrinet0"
 INTERNET = "192.168.77.1"
@@ -117,7 +121,6 @@ async def test_vm_behind_the_router_snat_then_eip(testbed: Testbed, tiny: TinyIm
     shutil.copyfile(await asyncio.to_thread(vr_image), image_file)
     async with flat_lab("vrouter", testbed, tiny, tmp_path, hosts=1, services=True, log_tail=25,
                         agent_out_tail=30) as lab:
-        ctl = lab.ctl
         guest_l3, public = await _setup(lab, image_file)
         t0 = time.monotonic()
         vm = await _guest(lab, "behind-snat", guest_l3["uuid"])
@@ -159,8 +162,31 @@ async def test_vm_behind_the_router_snat_then_eip(testbed: Testbed, tiny: TinyIm
         assert vm["vmNics"][0]["ip"] not in log
         await _eip(lab, vm, public["uuid"], public_ip, internet)
         await _port_forwarding(lab, vm, public["uuid"])
-        again = await ctl.inv("ReconnectVirtualRouter", vmInstanceUuid=vr["uuid"])
-        assert again["uuid"] == vr["uuid"] and again["status"] == "Connected", again
+        await _agent_code_push(lab, vr, vm, public_ip, internet)
+
+
+async def _agent_code_push(lab: Flat, vr: dict[str, Any], vm: dict[str, Any], public_ip: str,
+                           internet: Internet) -> None:
+    """The controller ships other agent code than the router image's (here: its VERSION changed): the
+    reconnect pushes it over the channel, the agent restarts with it (no new image) and the router keeps
+    routing (SNAT still works)."""
+    files, _ = router_mod.agent_code()
+    old = f'VERSION = "{vrouter.VERSION}"'
+    assert old in files["__init__.py"]
+    pushed = {**files, "__init__.py": files["__init__.py"].replace(old, 'VERSION = "0.0.0+pushed"')}
+    mp = pytest.MonkeyPatch()
+    mp.setattr(router_mod, "_AGENT_CODE", (pushed, code_digest(pushed)))
+    t0 = time.monotonic()
+    try:
+        again = await lab.ctl.inv("ReconnectVirtualRouter", vmInstanceUuid=vr["uuid"])
+    finally:
+        mp.undo()
+    print(f"reconnect with an agent code push (agent restarted, state pushed): {time.monotonic() - t0:.1f} s")
+    assert again["uuid"] == vr["uuid"] and again["status"] == "Connected", again
+    row = await lab.core.db.fetchone("SELECT agentVersion FROM ApplianceVm WHERE uuid=?", (vr["uuid"],))
+    assert row[0] == "0.0.0+pushed", row[0]
+    hits = await _probe(lab, vm, internet, f"pushed-{vm['uuid']}")
+    assert hits and all(line.startswith(f"{public_ip} ") for line in hits), (public_ip, hits)
 
 
 async def _probe(lab: Flat, vm: dict[str, Any], internet: Internet, tag: str) -> list[str]:
@@ -226,21 +252,33 @@ async def _port_forwarding(lab: Flat, vm: dict[str, Any], public_l3: str) -> Non
     assert cp.returncode == 0 and cp.stdout.strip() == vm["name"], cp
 
 
-async def test_a_killed_router_is_recreated_by_the_next_vm_start(testbed: Testbed, tiny: TinyImage,
-                                                                  tmp_path: Path, internet: Internet) -> None:
+async def test_a_killed_router_comes_back_by_itself_and_by_the_next_vm_start(
+        testbed: Testbed, tiny: TinyImage, tmp_path: Path, internet: Internet) -> None:
     """Better than 1.0 (which failed the VM start: "We don't have HA feature now"): the router's QEMU is killed
-    out of band; the next VM start on the L3 re-creates the router (it is stateless), and both VMs reach the
-    internet through the new one."""
+    out of band; the health check re-creates the router by itself (it is stateless) and the VM reaches the
+    internet through the new one. Killed again, the next VM start on the L3 re-creates it, and both VMs
+    reach the internet."""
     image_file = tmp_path / "vrouter.qcow2"
     shutil.copyfile(await asyncio.to_thread(vr_image), image_file)
     async with flat_lab("vrouter2", testbed, tiny, tmp_path, hosts=1, services=True, log_tail=25,
                         agent_out_tail=30) as lab:
         guest_l3, public = await _setup(lab, image_file)
         first = await _guest(lab, "vm-one", guest_l3["uuid"])
-        (old,) = await _one(lab, "QueryVirtualRouterVm")
+        (dead,) = await _one(lab, "QueryVirtualRouterVm")
         await lab.wait_console(first, r"tiny: LEASE eth0 ", timeout=240)
-        host = lab.hosts[old["hostUuid"]]
-        host.run("virsh", "-c", "qemu:///system", "destroy", old["uuid"])   # the router's QEMU dies
+        host = lab.hosts[dead["hostUuid"]]
+        await lab.ctl.inv("UpdateGlobalConfig", category="virtualRouter", name="ping.interval", value="3")
+        host.run("virsh", "-c", "qemu:///system", "destroy", dead["uuid"])   # the router's QEMU dies
+        t0 = time.monotonic()
+        healed = await _healed(lab, dead["uuid"])
+        print(f"\nrouter QEMU killed -> a new router Connected by the health check (interval 3 s): "
+              f"{time.monotonic() - t0:.1f} s")
+        public_ip = next(n["ip"] for n in healed["vmNics"] if n["l3NetworkUuid"] == public["uuid"])
+        hits = await _probe(lab, first, internet, f"healed-{first['uuid']}")
+        assert hits and all(line.startswith(f"{public_ip} ") for line in hits), (public_ip, hits)
+        await lab.ctl.inv("UpdateGlobalConfig", category="virtualRouter", name="ping.interval", value="3600")
+        old = healed
+        host.run("virsh", "-c", "qemu:///system", "destroy", old["uuid"])    # again: now a VM start heals it
         second = await _guest(lab, "vm-two", guest_l3["uuid"])
         assert (await _one(lab, "QueryVmInstance", uuid=second["uuid"]))[0]["state"] == "Running"
         (new,) = await _one(lab, "QueryVirtualRouterVm")
@@ -252,3 +290,15 @@ async def test_a_killed_router_is_recreated_by_the_next_vm_start(testbed: Testbe
         for vm in (second, first):
             hits = await _probe(lab, vm, internet, f"after-{vm['uuid']}")
             assert hits and all(line.startswith(f"{public_ip} ") for line in hits), (vm["name"], public_ip, hits)
+
+
+async def _healed(lab: Flat, dead: str) -> dict[str, Any]:
+    """The router that replaces ``dead`` without any API call (the health check), Running and Connected."""
+    deadline = time.monotonic() + 420
+    while True:
+        routers = await _one(lab, "QueryVirtualRouterVm")
+        if (len(routers) == 1 and routers[0]["uuid"] != dead and routers[0]["state"] == "Running" and
+                routers[0]["status"] == "Connected"):
+            return routers[0]
+        assert time.monotonic() < deadline, f"the router did not come back by itself: {routers}"
+        await asyncio.sleep(3)

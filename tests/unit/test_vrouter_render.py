@@ -112,3 +112,21 @@ def test_interface_names_cannot_inject_rules() -> None:
     text = render.nft_ruleset({"snat": SNAT}, {PUB: "eth0", GUEST: "eth1"})
     assert 'iifname "eth1" oifname "eth0" ip saddr 10.100.0.0/24 accept' in text
     assert 'oifname "eth0" ip saddr 10.100.0.0/24 snat to 192.168.77.20' in text
+
+
+def test_arp_probe_frames() -> None:
+    """kvmagent.arpprobe: the probe it sends (RFC 5227: sender IP 0.0.0.0) and which frames name a holder."""
+    from kvmagent import arpprobe
+
+    own, other = bytes.fromhex("fa1600000001"), bytes.fromhex("525400abcdef")
+    frame = arpprobe.probe_frame(own, "10.0.0.9")
+    assert frame[:6] == b"\xff" * 6 and frame[6:12] == own and frame[12:14] == b"\x08\x06"
+    assert frame[20:22] == b"\x00\x01" and frame[28:32] == b"\0\0\0\0" and frame[38:42] == bytes([10, 0, 0, 9])
+    # our own probe looped back: nobody
+    assert arpprobe.holder(frame, "10.0.0.9", own) is None
+    reply = (own + other + b"\x08\x06" + bytes.fromhex("0001080006040002") + other + bytes([10, 0, 0, 9]) + own
+             + b"\0\0\0\0")
+    assert arpprobe.holder(reply, "10.0.0.9", own) == "52:54:00:ab:cd:ef"
+    assert arpprobe.holder(reply, "10.0.0.8", own) is None          # someone else's address
+    assert arpprobe.holder(reply[:30], "10.0.0.9", own) is None     # truncated
+    assert arpprobe.holder(reply[:12] + b"\x08\x00" + reply[14:], "10.0.0.9", own) is None   # not ARP
