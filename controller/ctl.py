@@ -163,20 +163,23 @@ def status(cfg: ControllerConfig, as_json: bool) -> int:
 
 
 def backup_cmd(cfg: ControllerConfig, target: str | None) -> int:
-    from controller.ctlbackup import BackupError, backup, inspect
+    from controller.ctlbackup import BackupError, backup, backup_pki, inspect, pki_dir
 
     try:
         path = backup(cfg.db_path, target)
         version = inspect(path)
+        pki = backup_pki(pki_dir(cfg), path)
     except (BackupError, OSError) as e:
         print(f"backup failed: {e}", file=sys.stderr)
         return 1
-    print(f"backed up {cfg.db_path} to {path} (schema version {version}, {path.stat().st_size} bytes, mode 0600)")
+    print(f"backed up {cfg.db_path} to {path} (schema version {version}, {path.stat().st_size} bytes, mode 0600)"
+          + (f"; the TLS directory {pki_dir(cfg)} to {pki} (mode 0600)" if pki else
+             f"; no TLS directory at {pki_dir(cfg)}"))
     return 0
 
 
 def restore_cmd(cfg: ControllerConfig, source: str, stop_first: bool) -> int:
-    from controller.ctlbackup import BackupError, restore
+    from controller.ctlbackup import BackupError, pki_archive, pki_dir, restore, restore_pki
 
     if _healthy(cfg) or _pid() is not None:
         if not stop_first:
@@ -193,8 +196,19 @@ def restore_cmd(cfg: ControllerConfig, source: str, stop_first: bool) -> int:
         print(f"restore failed, the database is unchanged: {e}", file=sys.stderr)
         return 1
     print(f"restored {cfg.db_path} from {source} (schema version {version})"
-          + (f"; the previous database is kept as {kept}" if kept else "")
-          + "; start the controller with zstack-ctl start")
+          + (f"; the previous database is kept as {kept}" if kept else ""))
+    archive = pki_archive(Path(source))
+    if archive.is_file():
+        try:
+            kept_pki = restore_pki(archive, pki_dir(cfg))
+        except BackupError as e:
+            print(f"restoring the TLS directory failed ({e}); {pki_dir(cfg)} is unchanged", file=sys.stderr)
+            return 1
+        print(f"restored the TLS directory {pki_dir(cfg)} from {archive}"
+              + (f"; the previous one is kept as {kept_pki}" if kept_pki else ""))
+    else:
+        print(f"the backup has no TLS directory ({archive}); {pki_dir(cfg)} is left as it is")
+    print("start the controller with zstack-ctl start")
     return 0
 
 

@@ -7,15 +7,22 @@
 * restore: refused while the controller runs (``--stop`` stops it first); the file must pass
   ``integrity_check`` and carry a schema this version knows (not newer; older ones migrate at the next
   start). The current database is kept next to it as ``<db>.before-restore-<UTC time>`` (0600).
+* the TLS directory (``pki/``: the CA, the controller's and the hosts' certificates and keys) goes with the
+  database: ``<backup>.pki.tar`` (0600) beside the backup file (:func:`backup_pki`); a restore puts it back
+  (:func:`restore_pki`: directories 0700, files 0600, the current one kept as ``pki.before-restore-<time>``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import shutil
 import sqlite3
+import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 from controller.db.database import FILE_MODE, migrations
 
@@ -136,3 +143,99 @@ def restore(db_path: str, source: str) -> tuple[int, Path | None]:
     kept = set_aside(db, "before-restore")
     os.replace(tmp, db)
     return version, kept
+
+
+PKI_SUFFIX = ".pki.tar"
+
+
+def pki_dir(cfg: Any) -> Path:
+    """The controller's TLS directory (``controller.tls.tls_dir``, without importing the TLS stack)."""
+    return Path(cfg.tls_dir) if cfg.tls_dir else Path(cfg.db_path).parent / "pki"
+
+DIR_MODE = 0o700
+
+
+def pki_archive(backup_path: Path) -> Path:
+    """Where the TLS directory of the backup ``backup_path`` is kept."""
+    return backup_path.with_name(backup_path.name + PKI_SUFFIX)
+
+
+def backup_pki(pki_dir: Path, backup_path: Path) -> Path | None:
+    """Archive ``pki_dir`` (regular files and directories only) as :func:`pki_archive` of ``backup_path``, a new
+    0600 file; None when there is no such directory (a release before 0.2.0 had none)."""
+    if not pki_dir.is_dir():
+        return None
+    dst = pki_archive(backup_path)
+    tmp = dst.with_name(f".{dst.name}.part")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    _new_file(tmp)
+    try:
+        with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w") as tar:
+            for path in sorted([pki_dir, *pki_dir.rglob("*")]):
+                if path.is_symlink() or not (path.is_file() or path.is_dir()):
+                    continue  # nothing else belongs there
+                name = "pki" if path == pki_dir else f"pki/{path.relative_to(pki_dir)}"
+                tar.add(path, arcname=name, recursive=False)
+            f.flush()
+            os.fsync(f.fileno())
+        if dst.exists():
+            raise BackupError(f"{dst} exists; a backup never overwrites a file")
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return dst
+
+
+def _pki_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    members = tar.getmembers()
+    for m in members:
+        parts = Path(m.name).parts
+        if (m.name.startswith("/") or ".." in parts or not parts or parts[0] != "pki"
+                or not (m.isfile() or m.isdir())):
+            raise BackupError(f"{archive}: unexpected member {m.name!r} (only files and directories under pki/)")
+    return members
+
+
+def restore_pki(archive: Path, pki_dir: Path) -> Path | None:
+    """Put the TLS directory of ``archive`` (:func:`backup_pki`) in place of ``pki_dir``: directories 0700, files
+    0600 whatever the archive says; the current directory is kept as ``<pki_dir>.before-restore-<time>``
+    (returned; None when there was none)."""
+    tmp = pki_dir.with_name(f".{pki_dir.name}.restoring")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            members = _pki_members(tar, archive)
+            os.mkdir(tmp, DIR_MODE)
+            for m in members:
+                rel = Path(*Path(m.name).parts[1:]) if len(Path(m.name).parts) > 1 else None
+                if rel is None:
+                    continue
+                target = tmp / rel
+                if m.isdir():
+                    target.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                src = tar.extractfile(m)
+                data = src.read() if src is not None else b""
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                with io.FileIO(fd, "w") as f:
+                    f.write(data)
+                    os.fsync(f.fileno())
+        for d in [tmp, *(x for x in tmp.rglob("*") if x.is_dir())]:
+            os.chmod(d, DIR_MODE)
+    except (OSError, tarfile.TarError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BackupError(f"cannot restore the TLS directory from {archive}: {e}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    kept = None
+    if pki_dir.exists():
+        kept = pki_dir.with_name(f"{pki_dir.name}.before-restore-{stamp()}")
+        os.replace(pki_dir, kept)
+        os.chmod(kept, DIR_MODE)
+    os.replace(tmp, pki_dir)
+    return kept

@@ -37,10 +37,11 @@ _WHEEL = re.compile(r"zstack_py-([0-9][0-9A-Za-z.+!]*)-py3-none-any\.whl")
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+!]*")
 # Run by the release's own python (``-P``: never the working directory's code): what it is (the code inside
 # the venv says, not the wheel's name).
-_DESCRIBE = ("import json; from controller.version import VERSION, PROTOCOL_LEVEL; "
+# A release before 0.2.0 has no protocol level: its agents count as level 0 (CHANGELOG 0.2.0).
+_DESCRIBE = ("import json; import controller.version as v; "
              "from controller.db.database import migrations; "
-             "print(json.dumps({'version': VERSION, 'schemaVersion': migrations()[-1][0], "
-             "'agentProtocol': PROTOCOL_LEVEL}))")
+             "print(json.dumps({'version': v.VERSION, 'schemaVersion': migrations()[-1][0], "
+             "'agentProtocol': getattr(v, 'PROTOCOL_LEVEL', 0)}))")
 
 
 class ReleaseError(Exception):
@@ -131,6 +132,8 @@ def source_copy(checkout: Path, dst: Path) -> Path:
         if (checkout / name).is_file():
             shutil.copy2(checkout / name, dst / name)
     for pkg in SOURCE_PACKAGES:
+        if not (checkout / pkg).is_dir():  # an older release (0.1.0 had no vrouter, zsutil)
+            continue
         shutil.copytree(checkout / pkg, dst / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return dst
 

@@ -7,13 +7,16 @@ Upgrade, in order (any failure after the backup rolls everything back):
    the old controller still runs;
 2. pre-flight (:func:`preflight`): SQLite ``integrity_check``, free disk at least twice the database, no API job
    running, the database's schema not newer than the new release's; the hosts and their agents are listed;
-3. a consistent online backup of the database (:func:`controller.ctlbackup.backup`), its path printed and kept;
+3. a consistent online backup of the database (:func:`controller.ctlbackup.backup`), its path and sha256 printed
+   and kept, with the TLS directory (``pki/``: the CA and certificates) beside it;
 4. stop the controller, point ``current`` at the new release, migrate the schema with the new release's code
    (each migration in its own transaction, ``controller.db.database``), start it, and verify readiness: ``/readyz``
    answers and ``GetVersion`` reports the new release;
 5. on any failure: stop what runs, put the backup back byte for byte (the failed database is kept beside it as
-   ``<db>.failed-upgrade-<time>``), point ``current`` back, start the previous release, check it answers, and
-   say which step failed. Exit status 1.
+   ``<db>.failed-upgrade-<time>``) and check that before the old release opens it: the restored file's sha256
+   must be the one the backup had when it was taken (both recorded in ``<prefix>/last-failed-upgrade.json``);
+   the TLS directory saved with the backup goes back too; point ``current`` back, start the previous release,
+   check it answers, and say which step failed. Exit status 1.
 
 ``zstack-ctl rollback`` returns from the last upgrade explicitly: the previous release and the backup taken
 before that upgrade (changes made since are not in it: the database they are in is kept aside).
@@ -108,8 +111,11 @@ def preflight(db_path: str, *, running: bool, target_schema: int | None = None,
             pf.schema_version = int(row[0] or 0)
             jobs = conn.execute("SELECT apiName, uuid FROM Job WHERE state='Processing' ORDER BY createDate"
                                 ).fetchall()
+            # agentVersion: since schema 7 (a 0.1.0 database has no such column: its agents are unknown)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(Host)")}
+            agent = "agentVersion" if "agentVersion" in columns else "NULL"
             pf.hosts = [{"uuid": r[0], "name": r[1], "managementIp": r[2], "status": r[3], "agentVersion": r[4]}
-                        for r in conn.execute("SELECT uuid, name, managementIp, status, agentVersion FROM Host "
+                        for r in conn.execute(f"SELECT uuid, name, managementIp, status, {agent} FROM Host "
                                               "ORDER BY name, uuid")]
     except sqlite3.Error as e:
         pf.errors.append(f"{db} cannot be read as a controller database: {e}")
@@ -248,10 +254,12 @@ def upgrade(c: Controls, cfg: ControllerConfig, config_path: str | None, source:
     try:
         name = f"upgrade-{frm}-to-{to}-{ctlbackup.stamp()}.db"
         bk = backup(cfg.db_path, str(Path(cfg.db_path).parent / "backups" / name))
+        bk_sha = release.sha256(bk)
+        pki = ctlbackup.backup_pki(ctlbackup.pki_dir(cfg), bk)
     except (BackupError, OSError) as e:
         out(f"upgrade: the database backup failed ({e}); nothing changed")
         return 1
-    out(f"database backed up to {bk}")
+    out(f"database backed up to {bk} (sha256 {bk_sha})" + (f", the TLS directory to {pki}" if pki else ""))
     prev = release.previous(p)
     step = "stopping the controller"
     down = time.monotonic()
@@ -265,24 +273,61 @@ def upgrade(c: Controls, cfg: ControllerConfig, config_path: str | None, source:
         step = f"starting release {to}"
         start_release(c, cfg, config_path, new, to, wait)
     except Exception as e:  # any failure after the backup: everything goes back
-        out(f"upgrade FAILED while {step}: {e if isinstance(e, UpgradeFailed) else f'{type(e).__name__}: {e}'}")
-        return _roll_back(c, cfg, config_path, p, old, frm, prev, bk, wait, out)
+        why = e if isinstance(e, UpgradeFailed) else f"{type(e).__name__}: {e}"
+        out(f"upgrade FAILED while {step}: {why}")
+        failure = {"state": "failed", "from": frm, "to": to, "step": step, "error": str(why), "backup": str(bk),
+                   "backupSha256": bk_sha, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        return _roll_back(c, cfg, config_path, p, old, frm, prev, bk, wait, out, failure)
     up = time.monotonic()
     _record(p, {"state": "upgraded", "from": frm, "to": to, "fromDir": str(old), "toDir": str(new),
-                "backup": str(bk), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                "backup": str(bk), "backupSha256": bk_sha,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     out(f"upgraded to {to} in {up - t0:.1f} s (controller API down {up - down:.1f} s); backup kept at {bk}; "
         "`zstack-ctl rollback` returns to " + frm)
     return 0
 
 
+def restore_backup(cfg: ControllerConfig, bk: Path, bk_sha: str, keep_as: str, out: Out) -> tuple[Path | None, str]:
+    """Put the backup ``bk`` back (:func:`restore_exact`) and check, before any release opens it, that the
+    database file's sha256 is the one the backup had when it was taken (``bk_sha``); the TLS directory saved
+    with it goes back too. Returns (the database set aside, the restored file's sha256)."""
+    kept = restore_exact(cfg.db_path, bk, keep_as)
+    got = release.sha256(Path(cfg.db_path))
+    if got != bk_sha:
+        raise UpgradeFailed(f"the restored database {cfg.db_path} has sha256 {got}, not the backup's {bk_sha}")
+    out(f"database restored byte for byte from {bk}: sha256 {got}")
+    archive = ctlbackup.pki_archive(bk)
+    if archive.is_file():
+        kept_pki = ctlbackup.restore_pki(archive, ctlbackup.pki_dir(cfg))
+        out(f"TLS directory restored from {archive}" + (f" (the other one kept as {kept_pki})" if kept_pki else ""))
+    return kept, got
+
+
+def _record_failure(p: Path, data: dict[str, Any]) -> None:
+    tmp = p / ".last-failed-upgrade.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, p / "last-failed-upgrade.json")
+
+
+def last_failed_upgrade(p: Path) -> dict[str, Any] | None:
+    """What the last failed upgrade recorded (``<prefix>/last-failed-upgrade.json``): its step and error, the
+    backup and its sha256, and the sha256 of the database file restored from it before the old release ran."""
+    try:
+        return dict(json.loads((p / "last-failed-upgrade.json").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
 def _roll_back(c: Controls, cfg: ControllerConfig, config_path: str | None, p: Path, old: Path, frm: str,
-               prev: Path | None, bk: Path, wait: float, out: Out) -> int:
+               prev: Path | None, bk: Path, wait: float, out: Out, failure: dict[str, Any]) -> int:
     try:
         _stop(c, cfg)
-        kept = restore_exact(cfg.db_path, bk)
+        kept, restored = restore_backup(cfg, bk, str(failure["backupSha256"]), "failed-upgrade", out)
+        _record_failure(p, {**failure, "restoredSha256": restored, "keptFailedDatabase": str(kept) if kept else None})
         _restore_links(p, old, prev)
         start_release(c, cfg, config_path, old, frm, wait)
     except Exception as e:
+        _record_failure(p, {**failure, "rollbackError": f"{type(e).__name__}: {e}"})
         out(f"ROLLBACK FAILED too: {e}; the backup is {bk}, the previous release {old}: restore by hand with "
             f"`zstack-ctl restore {bk}`")
         return 2
@@ -315,7 +360,7 @@ def rollback(c: Controls, cfg: ControllerConfig, config_path: str | None, *, p: 
         "changes made since then are not in it")
     try:
         _stop(c, cfg)
-        kept = restore_exact(cfg.db_path, bk, keep_as="before-rollback")
+        kept, _ = restore_backup(cfg, bk, str(rec.get("backupSha256") or release.sha256(bk)), "before-rollback", out)
         release.switch(p, old)
         start_release(c, cfg, config_path, old, str(rec["from"]), wait)
     except Exception as e:

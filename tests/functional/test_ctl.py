@@ -69,8 +69,10 @@ def _zones(db: Path) -> int:
 
 @pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="this machine runs systemd: ctl uses the unit")
 def test_backup_while_running_and_restore(tmp_path: Path) -> None:
+    import shutil
     import sqlite3
     import stat
+    import tarfile
     import threading
 
     with socket.socket() as s:
@@ -113,6 +115,14 @@ def test_backup_while_running_and_restore(tmp_path: Path) -> None:
         conn.close()
         in_backup = _zones(backup)
         assert before <= in_backup <= after + 1, (before, in_backup, after)
+        # The TLS directory (the CA and the controller's certificate) goes with it, 0600.
+        pki = db.parent / "pki"
+        archive = tmp_path / "b1.db.pki.tar"
+        assert f"the TLS directory {pki} to {archive} (mode 0600)" in r.stdout, r.stdout
+        assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+        with tarfile.open(archive) as tar:
+            assert {"pki", "pki/ca.crt", "pki/ca.key"} <= set(tar.getnames()), tar.getnames()
+        ca = {n: (pki / n).read_bytes() for n in ("ca.crt", "ca.key")}
         # A backup never overwrites; the default path is under the database's directory.
         assert _ctl(cfg, pidfile, "backup", str(backup)).returncode == 1
         r = _ctl(cfg, pidfile, "backup")
@@ -138,9 +148,20 @@ def test_backup_while_running_and_restore(tmp_path: Path) -> None:
     r = _ctl(cfg, pidfile, "restore", str(future))
     assert r.returncode == 1 and "newer" in r.stderr
     assert _zones(db) == total
-    # The good backup is restored; the old database is kept, 0600.
+    # The good backup is restored, its TLS directory too (here: lost since, and a stray world-readable file
+    # left in its place); the old database is kept, 0600.
+    shutil.rmtree(pki)
+    pki.mkdir(mode=0o755)
+    (pki / "stray").write_text("not from the backup")
     r = _ctl(cfg, pidfile, "restore", str(backup))
     assert r.returncode == 0, r.stderr
+    assert f"restored the TLS directory {pki} from {archive}" in r.stdout, r.stdout
+    assert {n: (pki / n).read_bytes() for n in ("ca.crt", "ca.key")} == ca
+    assert stat.S_IMODE(pki.stat().st_mode) == 0o700 and not (pki / "stray").exists()
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in pki.rglob("*") if f.is_file())
+    assert all(stat.S_IMODE(d.stat().st_mode) == 0o700 for d in pki.rglob("*") if d.is_dir())
+    (kept_pki,) = db.parent.glob("pki.before-restore-*")
+    assert (kept_pki / "stray").exists() and stat.S_IMODE(kept_pki.stat().st_mode) == 0o700
     kept = list(db.parent.glob("c.db.before-restore-*"))
     assert len(kept) == 1 and stat.S_IMODE(kept[0].stat().st_mode) == 0o600
     assert stat.S_IMODE(db.stat().st_mode) == 0o600

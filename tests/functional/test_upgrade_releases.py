@@ -7,12 +7,15 @@ daemon from ``<prefix>/current`` (``ZSTACK_CTL_MANAGER=daemon``), on a loopback 
 * A → B with ``zstack-ctl upgrade <wheel>``: every Query of the records made under A is the same after, GetVersion
   reports B and B's schema, the backup is kept; going back to A through ``upgrade`` is refused (the database is
   newer than A's code); ``zstack-ctl rollback`` returns to A and its backup.
-* A → C: the failing migration is reported, the database is the backup again (the migration's change is not in
-  it), A runs again and answers with the same data.
+* A → C: the failing migration is reported; the database file put back is byte for byte the backup (its sha256,
+  recorded by the upgrade's restore step before A opens it, is the backup's); A runs again and answers with the
+  same data.
+* The TLS directory is saved with the upgrade's backup and put back by ``zstack-ctl rollback``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -29,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from controller import release
+from controller import release, upgrade
 from controller.db.database import migrations
 from controller.version import VERSION
 
@@ -183,6 +186,10 @@ def test_upgrade_keeps_the_data_refuses_a_downgrade_and_rolls_back(site: Site, w
     assert f"upgrading {A} (schema {SCHEMA}) -> {B} (schema {EXTRA}" in out
     backup = Path(re.search(r"database backed up to (\S+)", out).group(1))  # type: ignore[union-attr]
     assert backup.is_file() and backup.stat().st_mode & 0o777 == 0o600 and _schema(backup) == SCHEMA
+    # the TLS directory (the CA that signed the hosts' certificates) is saved with it
+    pki, archive = s.data / "pki", Path(f"{backup}.pki.tar")
+    assert f"the TLS directory to {archive}" in out and archive.stat().st_mode & 0o777 == 0o600, out
+    ca = (pki / "ca.key").read_bytes()
     assert f"schema migrated to version {EXTRA}" in out and f"upgraded to {B}" in out, out
     version = _version(s)
     assert version["version"] == B and version["schemaVersion"] == EXTRA, version
@@ -202,9 +209,13 @@ def test_upgrade_keeps_the_data_refuses_a_downgrade_and_rolls_back(site: Site, w
     assert "pre-flight failed; nothing changed" in down.stdout
     assert _version(s)["version"] == B and release.current(s.prefix) == s.prefix / "releases" / B
 
+    (pki / "ca.key").write_bytes(b"lost by the new release")  # what a rollback must undo
     rb = s.ctl("rollback")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert f"rolled back to {A}" in rb.stdout
+    assert f"TLS directory restored from {archive}" in rb.stdout, rb.stdout
+    assert (pki / "ca.key").read_bytes() == ca and (pki / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert pki.stat().st_mode & 0o777 == 0o700
     assert _version(s)["version"] == A and release.current(s.prefix) == s.prefix / "releases" / A
     assert _schema(s.db) == SCHEMA and _queries(s) == before
 
@@ -218,14 +229,19 @@ def test_failing_migration_rolls_back_to_the_old_release(site: Site, wheels: dic
     assert "upgrade FAILED while migrating the schema" in out and "this migration fails on purpose" in out, out
     assert f"rolled back: release {A} runs again" in out, out
     backup = Path(re.search(r"database backed up to (\S+)", out).group(1))  # type: ignore[union-attr]
-    with sqlite3.connect(backup) as c:
-        backed = list(c.execute("SELECT uuid, name, description FROM Zone"))
+    # Byte for byte: the database file put back, before the old release opened it (which rewrites header
+    # bytes), had the backup's sha256 (recorded by the upgrade's restore step; the backup is untouched since).
+    backup_sha = hashlib.sha256(backup.read_bytes()).hexdigest()
+    failed = upgrade.last_failed_upgrade(s.prefix)
+    assert failed is not None and failed["step"] == "migrating the schema", failed
+    assert failed["backup"] == str(backup) and failed["backupSha256"] == backup_sha, failed
+    assert failed["restoredSha256"] == backup_sha, failed
+    assert f"database restored byte for byte from {backup}: sha256 {backup_sha}" in out, out
     with sqlite3.connect(s.db) as c:
-        assert list(c.execute("SELECT uuid, name, description FROM Zone")) == backed
         assert c.execute("SELECT COUNT(*) FROM Zone WHERE name='changed-by-a-failed-migration'").fetchone()[0] == 0
     assert _schema(s.db) == SCHEMA
     assert _version(s)["version"] == A and release.current(s.prefix) == s.prefix / "releases" / A
     assert release.previous(s.prefix) is None
     assert _queries(s) == before
-    failed = list(s.data.glob("controller.db.failed-upgrade-*"))
-    assert len(failed) == 1, failed  # the failed database is kept for a look
+    kept = list(s.data.glob("controller.db.failed-upgrade-*"))
+    assert len(kept) == 1 and failed["keptFailedDatabase"] == str(kept[0]), kept  # kept for a look

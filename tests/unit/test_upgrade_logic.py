@@ -72,6 +72,52 @@ async def test_preflight_lists_the_hosts_and_their_agents(tmp_path: Path) -> Non
     assert "  host host-h2 10.0.0.2 [h2]: Disconnected, agent unknown" in lines
 
 
+def test_preflight_reads_a_database_from_before_agent_versions(tmp_path: Path) -> None:
+    """A 0.1.0 database (schema 2) has no Host.agentVersion: its hosts are listed with an unknown agent."""
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as c:
+        c.executescript("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT);"
+                        "INSERT INTO schema_version VALUES (1, '0001_initial.sql'), (2, '0002_query_indexes.sql');"
+                        "CREATE TABLE Job (uuid TEXT, apiName TEXT, state TEXT, createDate TEXT);"
+                        "CREATE TABLE Host (uuid TEXT, name TEXT, managementIp TEXT, status TEXT);"
+                        "INSERT INTO Host VALUES ('h1', 'host-1', '10.0.0.1', 'Connected');")
+    pf = upgrade.preflight(str(db), running=True, target_schema=NEWEST)
+    assert pf.errors == [] and pf.schema_version == 2, pf.errors
+    assert pf.hosts == [{"uuid": "h1", "name": "host-1", "managementIp": "10.0.0.1", "status": "Connected",
+                         "agentVersion": None}]
+
+
+def test_pki_archive_round_trip_is_private_and_refuses_foreign_members(tmp_path: Path) -> None:
+    import os
+    import stat
+    import tarfile
+
+    from controller import ctlbackup
+
+    assert ctlbackup.backup_pki(tmp_path / "no-pki", tmp_path / "b.db") is None
+    pki = tmp_path / "pki"
+    (pki / "hosts").mkdir(parents=True)
+    (pki / "ca.key").write_bytes(b"key")
+    (pki / "hosts" / "h1.crt").write_bytes(b"cert")
+    os.chmod(pki / "hosts" / "h1.crt", 0o644)
+    archive = ctlbackup.backup_pki(pki, tmp_path / "b.db")
+    assert archive == tmp_path / "b.db.pki.tar" and stat.S_IMODE(archive.stat().st_mode) == 0o600
+    with pytest.raises(ctlbackup.BackupError):  # never overwritten
+        ctlbackup.backup_pki(pki, tmp_path / "b.db")
+    target = tmp_path / "restored" / "pki"
+    target.parent.mkdir()
+    assert ctlbackup.restore_pki(archive, target) is None
+    assert (target / "ca.key").read_bytes() == b"key" and (target / "hosts" / "h1.crt").read_bytes() == b"cert"
+    assert {stat.S_IMODE(p.stat().st_mode) for p in target.rglob("*") if p.is_file()} == {0o600}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (target, target / "hosts")} == {0o700}
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        tar.add(pki / "ca.key", arcname="pki/../../escaped")
+    with pytest.raises(ctlbackup.BackupError, match="unexpected member"):
+        ctlbackup.restore_pki(evil, target)
+    assert (target / "ca.key").read_bytes() == b"key" and not (tmp_path / "escaped").exists()
+
+
 def test_preflight_refuses_a_missing_or_damaged_database(tmp_path: Path) -> None:
     assert "no controller database" in upgrade.preflight(str(tmp_path / "none.db"), running=False).errors[0]
     bad = tmp_path / "bad.db"
