@@ -47,6 +47,16 @@ done
 if [ $DEV = 0 ] && [ $RELEASE = 0 ] && [ -x "$VENV/bin/python" ] && [ ! -L "$PREFIX/current" ]; then
   echo "install.sh: $VENV is a development install; updating it (--release installs a release instead)" >&2
 fi
+# -u upgrades a release (backup, migration, rollback: zstack-ctl upgrade). A development install has no release to
+# return to: switching it to a release here would migrate its database at the next start with no backup and no
+# rollback, so -u refuses and says how to move over (zstack-ctl backup first, then --release).
+if [ $UPGRADE = 1 ] && [ ! -L "$PREFIX/current" ] && [ -x "$VENV/bin/python" ]; then
+  echo "install.sh: -u upgrades an installed release, and this machine runs a development install ($VENV, no" \
+       "$PREFIX/current): nothing changed. Back its database up (zstack-ctl backup), then run" \
+       "scripts/install.sh --release to install a release, or scripts/install.sh --dev to update the development" \
+       "install" >&2
+  exit 2
+fi
 if [ $DEV = 0 ] && { [ $RELEASE = 1 ] || [ ! -x "$VENV/bin/python" ] || [ -L "$PREFIX/current" ]; }; then
   RELEASE=1
 fi
