@@ -22,6 +22,7 @@ import sqlite3
 import tarfile
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from controller.db.database import FILE_MODE, migrations
@@ -110,18 +111,26 @@ def backup(db_path: str, target: str | None) -> Path:
     if dst.exists():
         raise BackupError(f"{dst} exists; choose another path (a backup never overwrites a file)")
     dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _part_of(dst) as tmp:
+        _copy(src, tmp)
+        inspect(tmp)
+        os.replace(tmp, dst)
+    return dst
+
+
+@contextlib.contextmanager
+def _part_of(dst: Path) -> Iterator[Path]:
+    """``.<name>.part`` beside ``dst`` (a stale one removed first), which the block writes and renames onto
+    ``dst``; removed if the block fails."""
     tmp = dst.with_name(f".{dst.name}.part")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     try:
-        _copy(src, tmp)
-        inspect(tmp)
-        os.replace(tmp, dst)
+        yield tmp
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    return dst
 
 
 def restore(db_path: str, source: str) -> tuple[int, Path | None]:
@@ -166,11 +175,8 @@ def backup_pki(pki_dir: Path, backup_path: Path) -> Path | None:
     if not pki_dir.is_dir():
         return None
     dst = pki_archive(backup_path)
-    tmp = dst.with_name(f".{dst.name}.part")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    _new_file(tmp)
-    try:
+    with _part_of(dst) as tmp:
+        _new_file(tmp)
         with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w") as tar:
             for path in sorted([pki_dir, *pki_dir.rglob("*")]):
                 if path.is_symlink() or not (path.is_file() or path.is_dir()):
@@ -182,10 +188,6 @@ def backup_pki(pki_dir: Path, backup_path: Path) -> Path | None:
         if dst.exists():
             raise BackupError(f"{dst} exists; a backup never overwrites a file")
         os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
     return dst
 
 

@@ -80,17 +80,23 @@ class Client:
         handlers.append(urllib.request.HTTPSHandler(context=tls_context(ca)))
         self._opener = urllib.request.build_opener(*handlers)
 
-    def call(self, api: str, body: dict[str, Any], session: str | None = None) -> dict[str, Any]:
-        """Run one API and return its reply; raises ApiError or ConnectionFailure.
-
-        A ``timeout`` in ``body`` (milliseconds, as in 1.0) lengthens the wait accordingly.
-        """
+    def _headers_and_wait(self, body: dict[str, Any], session: str | None) -> tuple[dict[str, str], float]:
+        """A call's JSON headers (with the session) and how long to wait: a ``timeout`` in ``body``
+        (milliseconds, as in 1.0) lengthens the wait accordingly."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if session:
             headers["Authorization"] = f"OAuth {session}"
         wait = self.timeout
         if isinstance(body.get("timeout"), int) and body["timeout"] > 0:
             wait = max(wait, body["timeout"] / 1000 + 30)
+        return headers, wait
+
+    def call(self, api: str, body: dict[str, Any], session: str | None = None) -> dict[str, Any]:
+        """Run one API and return its reply; raises ApiError or ConnectionFailure.
+
+        A ``timeout`` in ``body`` (milliseconds, as in 1.0) lengthens the wait accordingly.
+        """
+        headers, wait = self._headers_and_wait(body, session)
         data = json.dumps(body).encode()
         url = f"{self.base_url}/v1/{api}"
         request = urllib.request.Request(url, data=data, headers=headers, method="POST")
@@ -104,12 +110,7 @@ class Client:
         """Run a job API in the background (``?async=true``) and poll ``GET /v1/jobs/<uuid>`` every ``interval``
         seconds, handing each ``progress`` the job shows to ``on_progress``; the job's reply as :meth:`call`
         returns it (ApiError for a failed job)."""
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if session:
-            headers["Authorization"] = f"OAuth {session}"
-        wait = self.timeout
-        if isinstance(body.get("timeout"), int) and body["timeout"] > 0:
-            wait = max(wait, body["timeout"] / 1000 + 30)
+        headers, wait = self._headers_and_wait(body, session)
         request = urllib.request.Request(f"{self.base_url}/v1/{api}?async=true", data=json.dumps(body).encode(),
                                          headers=headers, method="POST")
         status, reply = self._send(request, min(wait, 120.0))
