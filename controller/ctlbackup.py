@@ -21,8 +21,8 @@ import shutil
 import sqlite3
 import tarfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from controller.db.database import FILE_MODE, migrations
