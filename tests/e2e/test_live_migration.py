@@ -19,6 +19,7 @@ and the destination has no domain, no disk file and no flat entry of the VM; cap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -96,6 +97,34 @@ async def _migrate_job(lab: Flat, vm_uuid: str, dest: str | None) -> dict[str, A
     return dict(job["result"]["inventory"])
 
 
+@contextlib.asynccontextmanager
+async def states_seen(ctl: Any, vm_uuid: str) -> AsyncIterator[set[str]]:
+    """The VM states an API client sees (polled every 0.1 s) while the block runs: a moving VM must never look
+    Stopped or Unknown."""
+    seen: set[str] = set()
+
+    async def watch() -> None:
+        while True:
+            seen.add((await ctl.vm(vm_uuid))["state"])
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield seen
+    finally:
+        watcher.cancel()
+
+
+def host_capacity_moved(vm: dict[str, Any], before: dict[str, Any], after: dict[str, Any], src: str,
+                        dest: str) -> None:
+    """The VM's CPU and memory went back to ``src`` and were taken on ``dest``, exactly once."""
+    cpu, mem = vm["cpuNum"] * vm["cpuSpeed"], vm["memorySize"]
+    assert after[src]["availableCpuCapacity"] == before[src]["availableCpuCapacity"] + cpu
+    assert after[dest]["availableCpuCapacity"] == before[dest]["availableCpuCapacity"] - cpu
+    assert after[src]["availableMemoryCapacity"] == before[src]["availableMemoryCapacity"] + mem
+    assert after[dest]["availableMemoryCapacity"] == before[dest]["availableMemoryCapacity"] - mem
+
+
 async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: list[dict[str, Any]],
                    capsys: pytest.CaptureFixture[str] | None = None) -> dict[str, Any]:
     """MigrateVm to ``dest`` (None: through zstack-cli without a host) and every check of the module docstring."""
@@ -108,22 +137,12 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: lis
     else:
         cands = (await ctl.inv("GetVmMigrationCandidateHosts", vmInstanceUuid=vm["uuid"]))["inventories"]
     assert [h["uuid"] for h in cands] == [h for h in hosts if h != src], cands
-    seen: set[str] = set()
-
-    async def watch() -> None:  # what an API client sees while the VM moves: never Stopped or Unknown
-        while True:
-            seen.add((await ctl.vm(vm["uuid"]))["state"])
-            await asyncio.sleep(0.1)
-
-    watcher = asyncio.create_task(watch())
     t0 = time.monotonic()
-    try:
+    async with states_seen(ctl, vm["uuid"]) as seen:
         if capsys is not None:
             moved = (await _cli(f"MigrateVm vmInstanceUuid={vm['uuid']}", capsys))["inventory"]
         else:
             moved = await _migrate_job(lab, vm["uuid"], dest)
-    finally:
-        watcher.cancel()
     assert seen <= {"Running", "Migrating"}, seen
     print(f"\nMigrateVm {src[:8]} -> {moved['hostUuid'][:8]}: {time.monotonic() - t0:.1f} s")
     dest = dest or next(h for h in hosts if h != src)
@@ -132,11 +151,7 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: lis
     assert tc._domstate(lab.hosts[src], vm["uuid"]) == "absent"
     # CPU/memory moved exactly once; local storage of the volumes moved with their refs
     after, (caps2, refs2) = await _hosts(lab), await _ls(lab)
-    cpu, mem = vm["cpuNum"] * vm["cpuSpeed"], vm["memorySize"]
-    assert after[src]["availableCpuCapacity"] == hosts[src]["availableCpuCapacity"] + cpu
-    assert after[dest]["availableCpuCapacity"] == hosts[dest]["availableCpuCapacity"] - cpu
-    assert after[src]["availableMemoryCapacity"] == hosts[src]["availableMemoryCapacity"] + mem
-    assert after[dest]["availableMemoryCapacity"] == hosts[dest]["availableMemoryCapacity"] - mem
+    host_capacity_moved(vm, hosts, after, src, dest)
     size = sum(v["size"] for v in volumes)
     assert all(refs2[v["uuid"]] == dest for v in volumes), refs2
     assert caps2[src] - caps[src] == caps[dest] - caps2[dest] > 0, (caps, caps2, size)

@@ -27,7 +27,7 @@ import pytest
 import test_compute as tc
 from lab import PS_URL, SHARED_PS_URL, Testbed, TinyImage
 from test_flatnet import Flat, flat_lab
-from test_live_migration import _flat_has, _guest, _hosts
+from test_live_migration import _flat_has, _guest, _hosts, host_capacity_moved, states_seen
 
 
 def _clear_shared() -> None:
@@ -64,19 +64,9 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, root: dict[s
     hosts, ps = await _hosts(lab), await _ps(lab, ps_uuid)
     cands = (await ctl.inv("GetVmMigrationCandidateHosts", vmInstanceUuid=vm["uuid"]))["inventories"]
     assert [h["uuid"] for h in cands] == [h for h in hosts if h != src], cands
-    seen: set[str] = set()
-
-    async def watch() -> None:  # what an API client sees while the VM moves: never Stopped or Unknown
-        while True:
-            seen.add((await ctl.vm(vm["uuid"]))["state"])
-            await asyncio.sleep(0.1)
-
-    watcher = asyncio.create_task(watch())
     t0 = time.monotonic()
-    try:
+    async with states_seen(ctl, vm["uuid"]) as seen:
         moved = await ctl.inv("MigrateVm", vmInstanceUuid=vm["uuid"], hostUuid=dest)
-    finally:
-        watcher.cancel()
     print(f"\nMigrateVm (shared storage) {src[:8]} -> {moved['hostUuid'][:8]}: {time.monotonic() - t0:.1f} s")
     assert seen <= {"Running", "Migrating"}, seen
     dest = dest or next(h for h in hosts if h != src)
@@ -84,11 +74,7 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, root: dict[s
     assert tc._domstate(lab.hosts[dest], vm["uuid"]) == "running"
     assert tc._domstate(lab.hosts[src], vm["uuid"]) == "absent"
     after, ps2 = await _hosts(lab), await _ps(lab, ps_uuid)
-    cpu, mem = vm["cpuNum"] * vm["cpuSpeed"], vm["memorySize"]
-    assert after[src]["availableCpuCapacity"] == hosts[src]["availableCpuCapacity"] + cpu
-    assert after[dest]["availableCpuCapacity"] == hosts[dest]["availableCpuCapacity"] - cpu
-    assert after[src]["availableMemoryCapacity"] == hosts[src]["availableMemoryCapacity"] + mem
-    assert after[dest]["availableMemoryCapacity"] == hosts[dest]["availableMemoryCapacity"] - mem
+    host_capacity_moved(vm, hosts, after, src, dest)
     # shared storage: nothing copied, nothing deleted, no storage capacity moved
     assert ps2["availableCapacity"] == ps["availableCapacity"], (ps, ps2)
     for h in (src, dest):
