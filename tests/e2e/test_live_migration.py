@@ -125,6 +125,22 @@ def host_capacity_moved(vm: dict[str, Any], before: dict[str, Any], after: dict[
     assert after[dest]["availableMemoryCapacity"] == before[dest]["availableMemoryCapacity"] - mem
 
 
+async def guest_moved_intact(lab: Flat, vm_uuid: str, before: tuple[str, float, int], src: str,
+                             dest: str) -> dict[str, Any]:
+    """The same guest (boot id), still running (uptime and counter grew), reached through the new host's flat
+    namespace: its lease renewed from the new host's dnsmasq, its user data served there. The VM's inventory."""
+    boot, up, count = before
+    vm = await lab.ctl.vm(vm_uuid)
+    boot2, up2, count2 = await _guest(lab, vm)
+    assert boot2 == boot and up2 > up and count2 > count, (boot, up, count, boot2, up2, count2)
+    assert _flat_has(await lab.status(dest), vm) and not _flat_has(await lab.status(src), vm)
+    renew = await lab.ssh(vm, "busybox timeout 20 udhcpc -i eth0 -n -q -t 5 -T 2 -s /bin/true")
+    assert renew.returncode == 0, f"no lease from the new host's dnsmasq: {renew.stdout} {renew.stderr}"
+    ud = await lab.ssh_ok(vm, "wget -q -O - http://169.254.169.254/latest/user-data")
+    assert lab.pub.split()[1] in ud, ud
+    return dict(vm)
+
+
 async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: list[dict[str, Any]],
                    capsys: pytest.CaptureFixture[str] | None = None) -> dict[str, Any]:
     """MigrateVm to ``dest`` (None: through zstack-cli without a host) and every check of the module docstring."""
@@ -158,15 +174,7 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, volumes: lis
     for v in volumes:
         assert lab.hosts[src].run("test", "-e", v["installPath"], check=False).returncode != 0, v["installPath"]
         assert lab.hosts[dest].run("test", "-f", v["installPath"], check=False).returncode == 0, v["installPath"]
-    # the same guest, still running, reached through the new host's flat namespace
-    vm = await ctl.vm(vm["uuid"])
-    boot2, up2, count2 = await _guest(lab, vm)
-    assert boot2 == boot and up2 > up and count2 > count, (boot, up, count, boot2, up2, count2)
-    assert _flat_has(await lab.status(dest), vm) and not _flat_has(await lab.status(src), vm)
-    renew = await lab.ssh(vm, "busybox timeout 20 udhcpc -i eth0 -n -q -t 5 -T 2 -s /bin/true")
-    assert renew.returncode == 0, f"no lease from the new host's dnsmasq: {renew.stdout} {renew.stderr}"
-    ud = await lab.ssh_ok(vm, "wget -q -O - http://169.254.169.254/latest/user-data")
-    assert lab.pub.split()[1] in ud, ud
+    vm = await guest_moved_intact(lab, vm["uuid"], (boot, up, count), src, dest)
     assert (await lab.ssh_ok(vm, "dd if=/dev/vdb bs=512 count=1 iflag=direct 2>/dev/null | head -c 9")) == "migrated!"
     return vm
 

@@ -27,7 +27,7 @@ import pytest
 import test_compute as tc
 from lab import PS_URL, SHARED_PS_URL, Testbed, TinyImage
 from test_flatnet import Flat, flat_lab
-from test_live_migration import _flat_has, _guest, _hosts, host_capacity_moved, states_seen
+from test_live_migration import _guest, _hosts, guest_moved_intact, host_capacity_moved, states_seen
 
 
 def _clear_shared() -> None:
@@ -82,15 +82,7 @@ async def _migrate(lab: Flat, vm: dict[str, Any], dest: str | None, root: dict[s
     vol = (await ctl.inv("QueryVolume", conditions=[{"name": "uuid", "op": "=", "value": root["uuid"]}])
            )["inventories"][0]
     assert vol["installPath"] == root["installPath"] and vol["primaryStorageUuid"] == ps_uuid, vol
-    # the same guest, still running, reached through the new host's flat namespace
-    vm = await ctl.vm(vm["uuid"])
-    boot2, up2, count2 = await _guest(lab, vm)
-    assert boot2 == boot and up2 > up and count2 > count, (boot, up, count, boot2, up2, count2)
-    assert _flat_has(await lab.status(dest), vm) and not _flat_has(await lab.status(src), vm)
-    renew = await lab.ssh(vm, "busybox timeout 20 udhcpc -i eth0 -n -q -t 5 -T 2 -s /bin/true")
-    assert renew.returncode == 0, f"no lease from the new host's dnsmasq: {renew.stdout} {renew.stderr}"
-    ud = await lab.ssh_ok(vm, "wget -q -O - http://169.254.169.254/latest/user-data")
-    assert lab.pub.split()[1] in ud, ud
+    vm = await guest_moved_intact(lab, vm["uuid"], (boot, up, count), src, dest)
     return vm
 
 
