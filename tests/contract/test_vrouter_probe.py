@@ -100,11 +100,14 @@ async def _nic_at(env: Env, vm: dict[str, Any], l3: str, ip: str | None) -> dict
     gateway, as a router with SNAT holds it)."""
     nic = vm["vmNics"][0]
     async with env.core.db.write() as tx:
+        old = await tx.fetchone("SELECT ip, usedIpUuid FROM VmNic WHERE uuid=?", (nic["uuid"],))
+        if ip is not None and old["ip"] == ip:
+            # IPAM may already have given the NIC this address (it picks at random in the range)
+            return dict(await tx.fetchone("SELECT * FROM VmNic WHERE uuid=?", (nic["uuid"],)))
         values: dict[str, Any] = {"usedIpUuid": None, "ip": "198.51.100.1"}
         if ip is not None:
             used = await ipam.allocate_ip(tx, l3, ip, used_for="VmNic")
             values = {"usedIpUuid": used["uuid"], "ip": ip}
-        old = await tx.fetchone("SELECT usedIpUuid FROM VmNic WHERE uuid=?", (nic["uuid"],))
         if old["usedIpUuid"]:
             await ipam.release(tx, old["usedIpUuid"])
         await tx.update("VmNic", {"uuid": nic["uuid"]}, values)
