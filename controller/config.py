@@ -31,10 +31,13 @@ class ControllerConfig(BaseModel):
     #: seconds a connection may take to send a request's headers (and may stay idle between requests):
     #: slow clients cannot hold connections open
     header_timeout: float = 15.0
-    #: AddImage reads ``file://`` urls only inside these directories (real path after symlinks)
     #: the key file that encrypts stored host/backup-storage passwords (None: controller.key beside db_path)
     secret_key_path: str | None = None
+    #: AddImage reads ``file://`` urls only inside these directories (real path after symlinks)
     image_import_dirs: list[str] = ["/var/lib/zstack-py/import"]
+    #: where the installer leaves system images (the router image) for the controller to register on the first
+    #: backup storage (controller/backup/system_images.py); must lie inside one of ``image_import_dirs``
+    system_image_dir: str = "/var/lib/zstack-py/import/system"
     #: hosts fetch images only from backup storage; True (labs and tests only) lets AddImage without any backup
     #: storage record a ``file://`` image (inside ``image_import_dirs``) that hosts copy from their own disk
     allow_host_local_images: bool = False

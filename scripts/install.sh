@@ -183,20 +183,19 @@ fi
 mkdir -p /etc/zstack-py /var/lib/zstack-py /var/log/zstack-py /var/lib/zstack-py/import
 
 # --- the virtual router image (issue 12) --------------------------------------------------------------
-# Built from Debian packages (scripts/build-vr-image, cached) and put into the controller's import
-# directory as zstack-vrouter-<agent version>.qcow2. It is NOT registered here: an image lives on a backup
-# storage, and a fresh install has none yet (the admin adds zone, backup storage, ... after this script).
-# Register it once a backup storage exists (README "Virtual router"):
-#   zstack-cli AddImage name=zstack-vrouter url=file:///var/lib/zstack-py/import/zstack-vrouter-<v>.qcow2 \
-#              format=qcow2 system=true backupStorageUuids=<bs>
-# Skipped with --dev (tests build their own copy) and on failure (a warning: routers then need an image
-# added by hand).
+# Built from Debian packages (scripts/build-vr-image, cached) and put into the controller's system image
+# directory as zstack-vrouter-<agent version>.qcow2. An image lives on a backup storage and a fresh install
+# has none yet, so the controller finishes the registration itself: it registers every such file, once, as
+# a system image on the first backup storage the admin adds (or, after an upgrade, when it starts):
+# controller/backup/system_images.py. Skipped with --dev (tests build their own copy) and on failure (a
+# warning: routers then need an image added by hand).
+mkdir -p /var/lib/zstack-py/import/system
 if [ $DEV = 0 ]; then
   say "building the virtual router image"
   if vr=$(/usr/bin/python3 "$REPO/scripts/build-vr-image" --out /var/lib/zstack-py/vrouter-build); then
     v=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' \
           /var/lib/zstack-py/vrouter-build/stamp.json)
-    install -m 644 "$vr" "/var/lib/zstack-py/import/zstack-vrouter-$v.qcow2"
+    install -m 644 "$vr" "/var/lib/zstack-py/import/system/zstack-vrouter-$v.qcow2"
   else
     echo "warning: the virtual router image was not built; see scripts/build-vr-image" >&2
   fi

@@ -1,8 +1,10 @@
 """A small client for controller API tests in every tier (``tests/`` is on ``sys.path``): the unit tier's
-``api`` fixture, functional test_backup_storage, and the contract tier's ``Env`` (a subclass)."""
+``api`` fixture, functional test_backup_storage, and the contract tier's ``Env`` (a subclass); ``sign_in`` signs
+in to the web console."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -36,3 +38,19 @@ class Api:
     async def query(self, name: str, /, *conds: tuple[str, str, Any], **params: Any) -> list[dict[str, Any]]:
         conditions = [{"name": n, "op": op, "value": v} for n, op, v in conds]
         return (await self.call(name, conditions=conditions, **params))["inventories"]
+
+
+async def sign_in(client: TestClient, lang: str = "en") -> str:
+    client.session.cookie_jar.update_cookies({"zs_lang": lang})
+    r = await client.get("/ui/login")
+    assert r.status == 200
+    token = re.search(r'name="csrf" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
+    r = await client.post("/ui/login", data={"csrf": token, "account": "admin", "password": "password",
+                                             "next": "/ui/"}, allow_redirects=False)
+    assert r.status == 303, await r.text()
+    cookie = r.headers.getall("Set-Cookie")
+    sess = next(c for c in cookie if c.startswith("zs_session="))
+    assert "HttpOnly" in sess and "SameSite=Strict" in sess and "Max-Age=" in sess
+    r = await client.get("/ui/")
+    assert r.status == 200
+    return re.search(r'name="csrf" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ from controller import sealed, sshkeys
 from controller.api.context import ApiContext
 from controller.api.messages import ApiMessage, Uuid
 from controller.api.registry import api
+from controller.backup import system_images
 from controller.backup.sftp import Endpoint, prepare
 from controller.core import Controller
 from controller.db.database import Tx
@@ -56,6 +57,7 @@ async def add_sftp_backup_storage(ctx: ApiContext, msg: AddSftpBackupStorageMsg)
         "password": sealed.seal(ctx, msg.password), "sshPort": msg.sshPort, "totalCapacity": total,
         "availableCapacity": avail, "sshHostKey": seen.key, "sshHostKeyFingerprint": seen.fingerprint},
         before=unique_hostname)
+    system_images.schedule(ctx.core)
     return {"inventory": await ctx.inventory("SftpBackupStorage", row["uuid"])}
 
 
@@ -85,6 +87,7 @@ async def reconnect_backup_storage(ctx: ApiContext, msg: ReconnectBackupStorageM
         raise
     await _set_status(ctx, msg.uuid, {"status": "Connected", "totalCapacity": total, "availableCapacity": avail,
                                       "sshHostKey": seen.key, "sshHostKeyFingerprint": seen.fingerprint})
+    system_images.schedule(ctx.core)
     return {"inventory": await ctx.inventory("BackupStorage", msg.uuid)}
 
 

@@ -318,7 +318,9 @@ async def _choices(request: web.Request) -> dict[str, Any]:
     enabled = [{"name": "state", "op": "=", "value": "Enabled"}]
     return {
         "offerings": await q("QueryInstanceOffering", enabled),
-        "images": await q("QueryImage", [*enabled, {"name": "status", "op": "=", "value": "Ready"}]),
+        # system images (the router's) are not for users' VMs
+        "images": await q("QueryImage", [*enabled, {"name": "status", "op": "=", "value": "Ready"},
+                                         {"name": "system", "op": "=", "value": "false"}]),
         "l3s": await q("QueryL3Network", enabled),
         "disks": await q("QueryDiskOffering", enabled),
     }

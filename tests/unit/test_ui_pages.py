@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from apiclient import Api
+from apiclient import Api, sign_in
 
 from controller.app import create_app
 from controller.config import ControllerConfig
@@ -24,22 +24,6 @@ async def client(controller_config: ControllerConfig) -> AsyncIterator[TestClien
     app = create_app(controller_config)
     async with TestClient(TestServer(app)) as c:
         yield c
-
-
-async def sign_in(client: TestClient, lang: str = "en") -> str:
-    client.session.cookie_jar.update_cookies({"zs_lang": lang})
-    r = await client.get("/ui/login")
-    assert r.status == 200
-    token = re.search(r'name="csrf" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
-    r = await client.post("/ui/login", data={"csrf": token, "account": "admin", "password": "password",
-                                             "next": "/ui/"}, allow_redirects=False)
-    assert r.status == 303, await r.text()
-    cookie = r.headers.getall("Set-Cookie")
-    sess = next(c for c in cookie if c.startswith("zs_session="))
-    assert "HttpOnly" in sess and "SameSite=Strict" in sess and "Max-Age=" in sess
-    r = await client.get("/ui/")
-    assert r.status == 200
-    return re.search(r'name="csrf" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
 
 
 async def seed(client: TestClient) -> dict[str, str]:
