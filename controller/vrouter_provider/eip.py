@@ -34,11 +34,12 @@ from controller.api.messages import (
     UuidMessage,
 )
 from controller.api.registry import api, by_uuid
+from controller.db.database import Tx
 from controller.errors import InvalidArgument, OperationError
 from controller.resources import ipam
 from controller.resources.common import STATE_EVENTS, create_row, update_api, update_fields
 from controller.util import now_iso
-from controller.vrouter_provider.vips import check_guest_nic, enabled_vip, guest_l3s_of_vip, push
+from controller.vrouter_provider.vips import check_guest_nic, enabled_vip, guest_l3s_of_vip, push, unbind
 
 
 class CreateVipMsg(CreateMessage):
@@ -152,17 +153,24 @@ async def attach_eip(ctx: ApiContext, msg: AttachEipMsg) -> dict[str, Any]:
     return {"inventory": await ctx.inventory("Eip", eip["uuid"])}
 
 
+async def _unpin_vip(tx: Tx, vip_uuid: str) -> None:
+    """An EIP left its NIC: its VIP no longer belongs to a guest L3 (it stays the EIP's)."""
+    await tx.update("Vip", {"uuid": vip_uuid}, {"peerL3NetworkUuid": None})
+
+
+async def _free_vip(tx: Tx, vip_uuid: str) -> None:
+    """An EIP was deleted: its VIP is free for any service again."""
+    await tx.update("Vip", {"uuid": vip_uuid}, {"useFor": None, "peerL3NetworkUuid": None, "serviceProvider": None,
+                                                "lastOpDate": now_iso()})
+
+
 @api("DetachEip", UuidMessage, queue=by_uuid)
 async def detach_eip(ctx: ApiContext, msg: UuidMessage) -> dict[str, Any]:
     """Detach an elastic IP from its VM NIC."""
     eip = await ctx.require("Eip", msg.uuid, "uuid")
     if not eip["vmNicUuid"]:
         raise OperationError(f"eip[uuid:{eip['uuid']}] has not attached to any vm nic")
-    l3s = await guest_l3s_of_vip(ctx, eip["vipUuid"])
-    async with ctx.db.write() as tx:
-        await tx.update("Eip", {"uuid": eip["uuid"]}, {"vmNicUuid": None, "guestIp": None, "lastOpDate": now_iso()})
-        await tx.update("Vip", {"uuid": eip["vipUuid"]}, {"peerL3NetworkUuid": None})
-    await push(ctx, l3s)
+    await unbind(ctx, "Eip", eip, delete=False, release_vip=_unpin_vip)
     return {"inventory": await ctx.inventory("Eip", eip["uuid"])}
 
 
@@ -172,12 +180,7 @@ async def delete_eip(ctx: ApiContext, msg: UuidDeleteMessage) -> dict[str, Any]:
     eip = await ctx.db.fetchone("SELECT * FROM Eip WHERE uuid=?", (msg.uuid,))
     if eip is None:
         return {}
-    l3s = await guest_l3s_of_vip(ctx, eip["vipUuid"])
-    async with ctx.db.write() as tx:
-        await tx.execute("DELETE FROM Eip WHERE uuid=?", (msg.uuid,))
-        await tx.update("Vip", {"uuid": eip["vipUuid"]}, {"useFor": None, "peerL3NetworkUuid": None,
-                                                          "serviceProvider": None, "lastOpDate": now_iso()})
-    await push(ctx, l3s)
+    await unbind(ctx, "Eip", dict(eip), delete=True, release_vip=_free_vip)
     return {}
 
 

@@ -46,7 +46,7 @@ from controller.errors import InvalidArgument, OperationError
 from controller.resources.common import STATE_EVENTS, create_row, update_api, update_fields
 from controller.util import now_iso
 from controller.vrouter_provider import router
-from controller.vrouter_provider.vips import check_guest_nic, enabled_vip, guest_l3s_of_vip, push
+from controller.vrouter_provider.vips import check_guest_nic, enabled_vip, guest_l3s_of_vip, push, unbind
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +208,7 @@ async def detach_port_forwarding_rule(ctx: ApiContext, msg: UuidMessage) -> dict
     if not rule["vmNicUuid"]:
         raise OperationError(f"port forwarding rule rule[uuid:{rule['uuid']}] has not been attached to any vm nic, "
                              "can't detach")
-    l3s = await guest_l3s_of_vip(ctx, rule["vipUuid"])
-    async with ctx.db.write() as tx:
-        await tx.update("PortForwardingRule", {"uuid": rule["uuid"]}, {"vmNicUuid": None, "guestIp": None,
-                                                                      "lastOpDate": now_iso()})
-        await _release_vip(tx, rule["vipUuid"])
-    await push(ctx, l3s)
+    await unbind(ctx, "PortForwardingRule", rule, delete=False, release_vip=_release_vip)
     return {"inventory": await ctx.inventory("PortForwardingRule", rule["uuid"])}
 
 
@@ -223,11 +218,7 @@ async def delete_port_forwarding_rule(ctx: ApiContext, msg: UuidDeleteMessage) -
     rule = await ctx.db.fetchone("SELECT * FROM PortForwardingRule WHERE uuid=?", (msg.uuid,))
     if rule is None:
         return {}
-    l3s = await guest_l3s_of_vip(ctx, rule["vipUuid"])
-    async with ctx.db.write() as tx:
-        await tx.execute("DELETE FROM PortForwardingRule WHERE uuid=?", (msg.uuid,))
-        await _release_vip(tx, rule["vipUuid"])
-    await push(ctx, l3s)
+    await unbind(ctx, "PortForwardingRule", dict(rule), delete=True, release_vip=_release_vip)
     return {}
 
 

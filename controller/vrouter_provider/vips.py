@@ -14,12 +14,14 @@ of a guest NIC a VIP may map to, and the pushes to the routers a VIP change conc
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller.api.context import ApiContext
 from controller.db.database import Tx
 from controller.errors import ApiError, InvalidArgument, NotFound, OperationError
 from controller.resources.network_service import check_services_changed
+from controller.util import now_iso
 from controller.vrouter_provider.offering import offering_for
 from controller.vrouter_provider.router import push_state, router_of, vr_services
 
@@ -97,6 +99,21 @@ async def push(ctx: ApiContext, l3s: set[str]) -> None:
         vr = await router_of(ctx.db, l3)
         if vr is not None and vr["state"] == "Running":
             await push_state(ctx.core, vr)
+
+
+async def unbind(ctx: ApiContext, table: str, row: dict[str, Any], *, delete: bool,
+                 release_vip: Callable[[Tx, str], Awaitable[None]]) -> None:
+    """Detach an EIP or port-forwarding rule from its NIC (``delete`` False) or delete it, and release its VIP
+    as ``release_vip`` says, in one transaction; then push the routers of the guest L3s it served."""
+    l3s = await guest_l3s_of_vip(ctx, row["vipUuid"])
+    async with ctx.db.write() as tx:
+        if delete:
+            await tx.execute(f"DELETE FROM {table} WHERE uuid=?", (row["uuid"],))
+        else:
+            await tx.update(table, {"uuid": row["uuid"]}, {"vmNicUuid": None, "guestIp": None,
+                                                          "lastOpDate": now_iso()})
+        await release_vip(tx, row["vipUuid"])
+    await push(ctx, l3s)
 
 
 async def _snat_with_eip_pf(tx: Tx, l3_uuid: str, action: str) -> None:

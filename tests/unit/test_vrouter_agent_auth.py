@@ -107,8 +107,9 @@ def test_upgrade_replaces_the_code_then_the_restarted_agent_keeps_its_identity(
     files["__init__.py"] = files["__init__.py"].replace(f'VERSION = "{agent.VERSION}"', 'VERSION = "9.9.9"')
     digest = channel.code_digest(files)
     assert digest != r.digest
-    srv = _serve(tmp_path / "vr.sock")
+    srv, served = _serve(tmp_path / "vr.sock")
     status, body = channel.call(str(tmp_path / "vr.sock"), "/upgrade", {"files": files, "digest": digest}, TOKEN)
+    served.join(10)   # the handler restarts the agent after its reply is sent
     srv.close()
     assert (status, body) == (200, {"digest": digest, "restarting": True}) and restarts == [1]
     assert channel.code_files(pkg) == files and not (pkg / "__pycache__").exists()
@@ -134,7 +135,7 @@ def test_upgrade_refuses_bad_pushes_and_changes_nothing(tmp_path: Path) -> None:
     assert channel.code_files(pkg) == before and (pkg / "__pycache__").exists()
 
 
-def _serve(path: Path) -> socket.socket:
+def _serve(path: Path) -> tuple[socket.socket, threading.Thread]:
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(str(path))
     srv.listen(1)
@@ -144,5 +145,6 @@ def _serve(path: Path) -> socket.socket:
         with conn:
             agent.Handler(None, ("channel", 0), _Stream(conn))  # type: ignore[arg-type]
 
-    threading.Thread(target=one, daemon=True).start()
-    return srv
+    t = threading.Thread(target=one, daemon=True)
+    t.start()
+    return srv, t
