@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from flatnet.model import L3Spec, NicSpec
-from flatnet.names import METADATA_IP, NIC_MAC_PREFIX, nic_chain, nic_mac_chain, uplink_chain
+from flatnet.names import METADATA_IP, NIC_MAC_PREFIX, nic_chain, nic_mac_chain, uplink_chain, uplink_dhcp_chain
 from zsutil.runner import run
 
 #: The built-in chains flatnet jumps from, per table.
@@ -80,14 +80,30 @@ def nic_rules(nic: NicSpec) -> list[str]:
 
 
 def uplink_rules(uplink: str, dhcp_ips: Iterable[str]) -> list[str]:
-    """DHCP, ARP for the DHCP IPs and the metadata address, and IPv4 to them, never cross the uplink."""
+    """DHCP frames crossing the uplink go through :func:`uplink_dhcp_rules`; the flat DHCP IPs' frames, ARP for
+    them and the metadata address, and IPv4 to them, never cross it."""
     rules = []
     for d in ("-i", "-o"):
-        rules.append(f"-p IPv4 {d} {uplink} --ip-proto udp --ip-dport 67:68 -j DROP")
+        rules.append(f"-p IPv4 {d} {uplink} --ip-proto udp --ip-dport 67:68 -j {uplink_dhcp_chain(uplink)}")
         for ip in sorted({*dhcp_ips, METADATA_IP}):
             rules.append(f"-p IPv4 {d} {uplink} --ip-dst {ip} -j DROP")
             rules.append(f"-p ARP {d} {uplink} --arp-ip-dst {ip} -j DROP")
             rules.append(f"-p ARP {d} {uplink} --arp-ip-src {ip} -j DROP")
+        for ip in sorted(set(dhcp_ips)):
+            rules.append(f"-p IPv4 {d} {uplink} --ip-src {ip} -j DROP")
+    return rules
+
+
+def uplink_dhcp_rules(macs: Iterable[str]) -> list[str]:
+    """DHCP crossing the uplink, from or to a NIC that this host's flat dnsmasq serves, is dropped both ways: a
+    flat guest's requests stay on its host and only its host answers it (nothing from across the L2, not a server
+    elsewhere, not a far client claiming its MAC). DHCP of other NICs on the same L2 crosses: a virtual router
+    on another host serving another L3 of this L2 reaches its guests here (a blanket DHCP drop on the uplink
+    made that impossible as soon as one L3 of the L2 used Flat DHCP)."""
+    rules = []
+    for mac in sorted(set(macs)):
+        rules.append(f"-s {mac} -j DROP")
+        rules.append(f"-d {mac} -j DROP")
     return rules
 
 
@@ -98,14 +114,23 @@ class Desired:
 
 
 def desired(l3s: Mapping[str, L3Spec], nics: Iterable[NicSpec]) -> Desired:
+    nics = list(nics)
     chains: dict[str, list[str]] = {}
     jumps: set[tuple[str, str]] = set()
     by_uplink: dict[str, set[str]] = {}
+    macs: dict[str, set[str]] = {}
     for l3 in l3s.values():
         if l3.uplink:
             by_uplink.setdefault(l3.uplink, set()).add(l3.dhcp_ip)
+            macs.setdefault(l3.uplink, set())
+    for nic in nics:
+        spec = l3s.get(nic.l3_uuid)
+        if spec is not None and spec.uplink:
+            macs[spec.uplink].add(nic.mac)
     for uplink, ips in by_uplink.items():
         c = uplink_chain(uplink)
+        # declared before the chain that jumps to it (ebtables-restore refuses a jump to a chain not yet there)
+        chains[uplink_dhcp_chain(uplink)] = uplink_dhcp_rules(macs[uplink])
         chains[c] = uplink_rules(uplink, ips)
         jumps.add(("FORWARD", f"-j {c}"))
     for nic in nics:
@@ -141,8 +166,10 @@ def plan(have: Ruleset, want: Desired, owned: Iterable[str]) -> dict[str, list[s
             target = rule.rsplit("-j ", 1)[-1].strip()
             if target in gone or (target in want.chains and (base, rule) not in want.jumps):
                 add(base, f"-D {base} {rule}")
+    for chain in sorted(gone):   # all flushed first: a chain still jumped to by another cannot be deleted
+        add(chain, f":{chain} RETURN")
     for chain in sorted(gone):
-        add(chain, f":{chain} RETURN", f"-X {chain}")
+        add(chain, f"-X {chain}")
     return lines
 
 

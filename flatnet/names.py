@@ -73,3 +73,8 @@ def uplink_chain(uplink: str) -> str:
     if not uplink or len(uplink) > IFNAME_MAX:
         raise ValueError(f"physicalInterface {uplink!r} is not a valid interface name")
     return f"zsup-{uplink}"
+
+
+def uplink_dhcp_chain(uplink: str) -> str:
+    """The ebtables chain the uplink chain sends DHCP frames crossing the uplink to (see flatnet.ebtables)."""
+    return f"zsupd-{uplink_chain(uplink).removeprefix('zsup-')}"

@@ -119,9 +119,7 @@ def _sections(log: str) -> dict[str, str]:
 
 async def test_seed_section_13_on_a_running_network(lab: Flat, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    """First in the module: as at the seed's starting point, no L3 of this L2 uses the flat provider yet. (Once
-    one does, each host's flat rules keep DHCP from crossing the L2's uplink, so a router on one host could no
-    longer answer the guests of the other.)"""
+    """First in the module: as at the seed's starting point, no L3 of this L2 uses the flat provider yet."""
     c = lab.ctl
     l2 = (await c.raw("QueryL3Network", conditions=[{"name": "uuid", "op": "=", "value": c.ids["l3"]}]))[1][
         "inventories"][0]["l2NetworkUuid"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from flatnet_env import Env, Vm, dnsmasq_pids, flatnet_env_fixture  # noqa: F401  (fixture)
 from pyroute2 import netns
@@ -137,6 +138,36 @@ async def test_dhcp_and_dhcp_ip_stay_off_the_uplink(env: Env) -> None:
     await env.configure(vm, lease)
     ok = await env.in_vm(vm, "busybox", "arping", "-c", "1", "-w", "3", "-I", "eth0", "10.77.0.2", ok=(0, 1))
     assert ok.rc == 0, ok.stdout
+
+
+async def test_other_dhcp_servers_on_the_l2_still_reach_guests_the_flat_dnsmasq_does_not_serve(
+        env: Env, tmp_path: Path) -> None:
+    """A DHCP server across the uplink (a virtual router of another L3 of this L2, on another host) serves the
+    guests here that Flat does not serve; the flat guests still get only their host's answer."""
+    svc = env.service()
+    await svc.start()
+    l3 = env.l3()
+    flat, other = await env.add_vm("flat"), await env.add_vm("other")
+    await svc.apply_dhcp([l3], [env.nic(flat, l3, "10.77.0.61")], rebuild=False)
+
+    def far_side(p):  # type: ignore[no-untyped-def]
+        p.addr("add", index=p.link_lookup(ifname="up0")[0], address="10.88.0.1", prefixlen=24)
+    await env.nl(env.phys, far_side)
+    argv = ["ip", "netns", "exec", env.phys, "dnsmasq", "-k", "--conf-file=/dev/null", "--port=0",
+            "--interface=up0", "--bind-interfaces", "--dhcp-range=10.88.0.50,10.88.0.60,255.255.255.0,1h",
+            f"--dhcp-leasefile={tmp_path / 'far.leases'}", f"--pid-file={tmp_path / 'far.pid'}"]
+    far = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        lease = await env.udhcpc(other, tries=5)
+        assert lease is not None and lease["serverid"] == "10.88.0.1", lease
+        assert lease["ip"].startswith("10.88.0."), lease
+        mine = await env.udhcpc(flat, tries=5)
+        assert mine is not None and (mine["ip"], mine["serverid"]) == ("10.77.0.61", "10.77.0.2"), mine
+        leases = (tmp_path / "far.leases").read_text()
+        assert other.mac in leases and flat.mac not in leases, leases
+    finally:
+        far.kill()
+        await far.wait()
 
 
 def _rules(save: str) -> list[str]:

@@ -127,3 +127,21 @@ def test_ebtables_mac_check_is_in_nat_prerouting() -> None:
     have = ebtables.parse_save(save)
     assert have.chains["PREROUTING"] == ["-i vnic1.0 -j zsmac-vnic1.0"] and have.chains["OUTPUT"] == []
     assert "nat" not in ebtables.plan(have, want, [])
+
+
+def test_uplink_drops_dhcp_of_flat_nics_only() -> None:
+    """DHCP crossing the uplink is dropped when it comes from or goes to a NIC the flat dnsmasq serves (and the
+    flat DHCP IP's frames never cross); other NICs' DHCP crosses (a router on another host)."""
+    other = NicSpec(vm_uuid="v2", l3_uuid=L3.uuid, mac="52:54:00:aa:00:12", ip="10.0.0.12", netmask="255.255.255.0")
+    want = ebtables.desired({L3.uuid: L3}, [NIC, other])
+    up = want.chains["zsup-eth0"]
+    for d in ("-i", "-o"):
+        assert f"-p IPv4 {d} eth0 --ip-proto udp --ip-dport 67:68 -j zsupd-eth0" in up
+        assert f"-p IPv4 {d} eth0 --ip-src 10.0.0.2 -j DROP" in up
+        assert f"-p IPv4 {d} eth0 --ip-dst 169.254.169.254 -j DROP" in up
+        assert not any("67:68 -j DROP" in r for r in up)
+    assert want.chains["zsupd-eth0"] == ["-s 52:54:00:aa:00:11 -j DROP", "-d 52:54:00:aa:00:11 -j DROP",
+                                         "-s 52:54:00:aa:00:12 -j DROP", "-d 52:54:00:aa:00:12 -j DROP"]
+    # no flat NIC on the host yet: the DHCP chain exists, empty (every DHCP frame returns from it)
+    assert ebtables.desired({L3.uuid: L3}, []).chains["zsupd-eth0"] == []
+    assert ("FORWARD", "-j zsup-eth0") in want.jumps
