@@ -65,8 +65,9 @@ async def test_attachable_lists_match_attach(env: Env) -> None:
     await e.call("DetachDataVolumeFromVm", uuid=on_a["uuid"])
     # Ready on a's host: only a; NotInstantiated: both
     assert await _uuids(e, "GetDataVolumeAttachableVm", volumeUuid=on_a["uuid"]) == [a["uuid"]]
-    assert await _uuids(e, "GetDataVolumeAttachableVm", volumeUuid=fresh["uuid"]) == [a["uuid"], b_vm["uuid"]]
-    assert await _uuids(e, "GetVmAttachableDataVolume", vmInstanceUuid=a["uuid"]) == [fresh["uuid"], on_a["uuid"]]
+    # (lists in createDate order; two rows created in the same millisecond come in uuid order: compare as sets)
+    assert set(await _uuids(e, "GetDataVolumeAttachableVm", volumeUuid=fresh["uuid"])) == {a["uuid"], b_vm["uuid"]}
+    assert set(await _uuids(e, "GetVmAttachableDataVolume", vmInstanceUuid=a["uuid"])) == {fresh["uuid"], on_a["uuid"]}
     assert await _uuids(e, "GetVmAttachableDataVolume", vmInstanceUuid=b_vm["uuid"]) == [fresh["uuid"]]
     await _refused(e, "AttachDataVolumeToVm", 409, "SYS.1006", "LocalStorageMigrateVolume",
                    vmInstanceUuid=b_vm["uuid"], volumeUuid=on_a["uuid"])
@@ -79,7 +80,7 @@ async def test_attachable_lists_match_attach(env: Env) -> None:
     # a Stopped VM still qualifies; a Destroyed one is refused (VM.1010) and not listed
     await e.call("StopVmInstance", uuid=b_vm["uuid"])
     extra = await e.inv("CreateDataVolume", name="x", diskOfferingUuid=off["uuid"])
-    assert await _uuids(e, "GetDataVolumeAttachableVm", volumeUuid=extra["uuid"]) == [a["uuid"], b_vm["uuid"]]
+    assert set(await _uuids(e, "GetDataVolumeAttachableVm", volumeUuid=extra["uuid"])) == {a["uuid"], b_vm["uuid"]}
     await e.call("DestroyVmInstance", uuid=b_vm["uuid"])
     await _refused(e, "GetVmAttachableDataVolume", 409, "VM.1010", "Destroyed", vmInstanceUuid=b_vm["uuid"])
     assert await _uuids(e, "GetDataVolumeAttachableVm", volumeUuid=extra["uuid"]) == [a["uuid"]]

@@ -80,10 +80,16 @@ class Flat:
         h = self.hosts[vm["hostUuid"]]
         argv = ["ip", "netns", "exec", st.namespace, "ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o",
                 "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o",
-                "ConnectTimeout=5", f"root@{vm['vmNics'][0]['ip']}", command]
+                "ConnectTimeout=5", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+                f"root@{vm['vmNics'][0]['ip']}", command]
         deadline = time.monotonic() + 30
         while True:  # dropbear starts after the user data is applied; under load that can lag the markers
-            cp = await asyncio.to_thread(h.run, *argv, check=False, timeout=40)
+            try:
+                cp = await asyncio.to_thread(h.run, *argv, check=False, timeout=40)
+            except subprocess.TimeoutExpired as e:
+                # a session that stalled (a TCG guest starved of CPU, or caught by a migration's switch-over):
+                # a failed attempt, which ssh_ok retries within its own deadline
+                return subprocess.CompletedProcess(e.cmd, 255, "", f"ssh timed out after {e.timeout} s")
             if cp.returncode != 255 or "Connection refused" not in cp.stderr or time.monotonic() > deadline:
                 return cp
             await asyncio.sleep(1)

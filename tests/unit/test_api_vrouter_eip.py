@@ -36,7 +36,8 @@ async def _nic(api: Api, l3: str, ip: str) -> str:
                                        "state": "Stopped", "internalId": cur.lastrowid, "createDate": now,
                                        "lastOpDate": now})
         await tx.insert("VmNic", {"uuid": nic, "vmInstanceUuid": vm, "l3NetworkUuid": l3, "ip": ip,
-                                  "mac": "fa:00:00:00:" + nic[:2] + ":00", "netmask": "255.255.255.0",
+                                  "mac": "fa:00:" + ":".join(nic[i:i + 2] for i in (0, 2, 4, 6)),
+                                  "netmask": "255.255.255.0",
                                   "internalName": "vnic9.0", "deviceId": 0, "createDate": now, "lastOpDate": now})
     return nic
 
