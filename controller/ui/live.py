@@ -2,7 +2,7 @@
 ``GET /ui/events`` server-sent-events stream.
 
 The feed is one task that runs while at least one stream is open: every ``POLL`` seconds it reads the VMs
-whose ``lastOpDate`` moved (every state change through ``capacity.move_vm`` stamps it) and the jobs created or
+and hosts whose ``lastOpDate`` moved (every state change through ``capacity.move_vm`` stamps it) and the jobs created or
 finished since its last look — indexed range reads, not table scans — and hands each change to every
 subscriber's queue. A slow subscriber whose queue is full loses its oldest events, never blocks the feed.
 It also publishes the progress of running migrations (``Jobs.items``, in memory: per VM, byte counts from the
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 POLL = 0.25
 #: What one look reads; both searches go through indexes (migration 0008; tests/unit/test_query_plan.py).
 VM_CHANGES = "SELECT uuid, state, lastOpDate FROM VmInstance WHERE lastOpDate >= ?"
+#: Hosts are few (no index on Host.lastOpDate: a scan of a small table); state and status changes stamp it.
+HOST_CHANGES = "SELECT uuid, state, status, lastOpDate FROM Host WHERE lastOpDate >= ?"
 JOB_CHANGES = ("SELECT uuid, apiName, state, resourceUuid, createDate FROM Job WHERE createDate >= ? "
                "UNION SELECT uuid, apiName, state, resourceUuid, createDate FROM Job WHERE state != "
                "'Processing' AND finishedDate >= ?")
@@ -43,6 +45,7 @@ class Feed:
         self._task: asyncio.Task[None] | None = None
         self._vm_seen: dict[str, str] = {}
         self._job_seen: dict[str, str] = {}
+        self._host_seen: dict[str, tuple[str, str]] = {}
         self._progress_seen: dict[str, dict[str, Any]] = {}
 
     def subscribe(self) -> asyncio.Queue[tuple[str, dict[str, Any]]]:
@@ -79,10 +82,17 @@ class Feed:
                 vms = [dict(r) for r in await cur.fetchall()]
             async with conn.execute(JOB_CHANGES, (since, since)) as cur:
                 jobs = [dict(r) for r in await cur.fetchall()]
+            async with conn.execute(HOST_CHANGES, (since,)) as cur:
+                hosts = [dict(r) for r in await cur.fetchall()]
         for vm in vms:
             if self._vm_seen.get(vm["uuid"]) != vm["state"]:
                 self._vm_seen[vm["uuid"]] = vm["state"]
                 self.publish("vm", {"uuid": vm["uuid"], "state": vm["state"]})
+        for host in hosts:
+            seen = (str(host["state"]), str(host["status"]))
+            if self._host_seen.get(host["uuid"]) != seen:
+                self._host_seen[host["uuid"]] = seen
+                self.publish("host", {"uuid": host["uuid"], "state": seen[0], "status": seen[1]})
         for job in jobs:
             if self._job_seen.get(job["uuid"]) != job["state"]:
                 self._job_seen[job["uuid"]] = job["state"]
@@ -99,7 +109,9 @@ class Feed:
             self._vm_seen.clear()
         if len(self._job_seen) > 10000:
             self._job_seen.clear()
-        return min(now, max([since, *(v["lastOpDate"] for v in vms)]))
+        if len(self._host_seen) > 10000:
+            self._host_seen.clear()
+        return min(now, max([since, *(v["lastOpDate"] for v in vms), *(h["lastOpDate"] for h in hosts)]))
 
 
 MiB = 1 << 20
@@ -137,7 +149,8 @@ def feed(app: web.Application) -> Feed:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """``GET /ui/events``: ``event: vm`` {uuid, state, label}, ``event: job`` {uuid, apiName, state, label} and
+    """``GET /ui/events``: ``event: vm`` {uuid, state, label}, ``event: host`` {uuid, state, label, status,
+    statusLabel}, ``event: job`` {uuid, apiName, state, label} and
     ``event: progress`` {uuid (the VM), percent, memory/disk [MiB processed, total], done, label}."""
     p = page(request)
     translate = i18n.translations(p.lang).gettext  # state words are marked in controller.ui.resources
@@ -156,6 +169,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 continue
             label = progress_label(translate, data) if kind == "progress" else translate(data["state"])
             body = {**data, "label": label}
+            if kind == "host":
+                body["statusLabel"] = translate(data["status"])
             await resp.write(f"event: {kind}\ndata: {json.dumps(body)}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
         pass

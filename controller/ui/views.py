@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from controller.api.http import CORE
-from controller.ui import i18n
-from controller.ui.resources import BY_SLUG, GROUPS, RESOURCES, Col, Res
+from controller.ui import i18n, live
+from controller.ui.pickers import choices_for
+from controller.ui.resources import BY_SLUG, GROUPS, RESOURCES, Action, Col, Res
 from controller.ui.web import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -265,12 +267,18 @@ async def detail_page(request: web.Request, *, result: dict[str, Any] | None = N
         return render(request, "error.html", {**nav(), "title": p._("Not found"), "message": p._(
             "%(what)s %(key)s does not exist (any more).", what=p._(res.label), key=key)}, status=404)
     actions = [a for a in res.actions if a.when(inv)]
+    choices = {a.id: await choices_for(request, a.inputs, inv) for a in actions}
+    progress = ""
+    if res.live == "vm" and inv.get("uuid") in request.app[CORE].jobs.items:
+        p = page(request)
+        progress = live.progress_label(p._, live.progress_fields(request.app[CORE].jobs.items[inv["uuid"]]))
     scalars = [(k, v) for k, v in inv.items() if not isinstance(v, list | dict)]
     nested = [(k, v) for k, v in inv.items() if isinstance(v, list) and v]
     extra = DETAIL_SECTIONS.get(res.slug)
     sections = await extra(request, inv) if extra is not None else {}
     return render(request, "detail.html", {"members": [], "candidates": [], "vm": None, **nav(), "res": res,
-                                           "inv": inv, "key": key, "actions": actions, "scalars": scalars,
+                                           "inv": inv, "key": key, "actions": actions, "choices": choices,
+                                           "progress": progress, "scalars": scalars,
                                            "nested": nested, "call": out, "result": result, "confirm": None,
                                            **sections}, status=status)
 
@@ -286,13 +294,7 @@ async def action_post(request: web.Request) -> web.Response:
     if inv is None:
         return await detail_page(request)
     form = await request.post()
-    body = action.params(inv)
-    for name, _label, _type in action.inputs:
-        value = str(form.get(name, "")).strip()
-        if value:
-            body[name] = value
-    if action.build is not None:
-        body = action.build(body)
+    body = form_body(action, inv, form)
     if action.destructive and form.get("confirmed") != "yes":
         from controller.ui.cli import cli_line
 
@@ -306,6 +308,51 @@ async def action_post(request: web.Request) -> web.Response:
     out = await api(request, action.api, body, background=True)
     result = {"call": out, "error": out.error(p), "label": action.label}
     return await detail_page(request, result=result, status=200 if out.ok else out.status)
+
+
+def form_body(action: Action, inv: dict[str, Any], form: Any) -> dict[str, Any]:
+    """The API body of ``action`` on ``inv`` from a submitted form: its fixed parameters, each input given
+    (``number:`` inputs as numbers when they are whole numbers; anything else goes to the API as typed, which
+    names the field, the value and what it allows), then the action's ``build``."""
+    body = action.params(inv)
+    for name, _label, kind in action.inputs:
+        value = str(form.get(name, "")).strip()
+        if not value:
+            continue
+        body[name] = int(value) if kind.startswith("number:") and re.fullmatch(r"-?[0-9]{1,12}", value) else value
+    return action.build(body) if action.build is not None else body
+
+
+# --- create forms ---------------------------------------------------------------------------------------
+
+def _creator(request: web.Request) -> tuple[Res, Action]:
+    res = _res(request)
+    action = res.create(request.match_info["form"])
+    if action is None:
+        raise web.HTTPNotFound(text="no such form")
+    return res, action
+
+
+async def create_get(request: web.Request) -> web.Response:
+    res, action = _creator(request)
+    return render(request, "new.html", {**nav(), "res": res, "a": action, "values": {}, "call": None,
+                                        "choices": await choices_for(request, action.inputs, {})})
+
+
+async def create_post(request: web.Request) -> web.Response:
+    """Run the create API with the form's values; on success link to the new resource, on refusal show the
+    API's error (field, value, what is allowed) above the form with the values kept."""
+    res, action = _creator(request)
+    p = page(request)
+    form = await request.post()
+    body = form_body(action, {}, form)
+    out = await api(request, action.api, body)
+    values = {name: str(form.get(name, "")) for name, _l, _k in action.inputs}
+    created = (out.reply.get("inventory") or {}) if out.ok else {}
+    return render(request, "new.html", {**nav(), "res": res, "a": action, "values": {} if out.ok else values,
+                                        "call": out, "error": out.error(p), "created": created,
+                                        "choices": await choices_for(request, action.inputs, {})},
+                  status=200 if out.ok else out.status)
 
 
 # --- the VM wizard ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-// Live state: one EventSource on /ui/events. VM states update every element marked data-vm-state="<uuid>";
+// Live state: one EventSource on /ui/events. VM states update every element marked data-vm-state="<uuid>",
+// host states and statuses data-host-state / data-host-status;
 // jobs go to the task panel and to job rows (data-job); a migrating VM's progress to data-vm-progress="<uuid>".
 // No reload needed.
 (function () {
@@ -19,6 +20,15 @@
       var d = JSON.parse(ev.data);
       document.querySelectorAll('[data-vm-state="' + d.uuid + '"]').forEach(function (el) {
         setState(el, d.state, d.label);
+      });
+    });
+    src.addEventListener("host", function (ev) {
+      var d = JSON.parse(ev.data);
+      document.querySelectorAll('[data-host-state="' + d.uuid + '"]').forEach(function (el) {
+        setState(el, d.state, d.label);
+      });
+      document.querySelectorAll('[data-host-status="' + d.uuid + '"]').forEach(function (el) {
+        setState(el, d.status, d.statusLabel);
       });
     });
     src.addEventListener("progress", function (ev) {
