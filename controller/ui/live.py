@@ -88,11 +88,7 @@ class Feed:
             if self._vm_seen.get(vm["uuid"]) != vm["state"]:
                 self._vm_seen[vm["uuid"]] = vm["state"]
                 self.publish("vm", {"uuid": vm["uuid"], "state": vm["state"]})
-        for host in hosts:
-            seen = (str(host["state"]), str(host["status"]))
-            if self._host_seen.get(host["uuid"]) != seen:
-                self._host_seen[host["uuid"]] = seen
-                self.publish("host", {"uuid": host["uuid"], "state": seen[0], "status": seen[1]})
+        self._hosts(hosts)
         for job in jobs:
             if self._job_seen.get(job["uuid"]) != job["state"]:
                 self._job_seen[job["uuid"]] = job["state"]
@@ -109,9 +105,17 @@ class Feed:
             self._vm_seen.clear()
         if len(self._job_seen) > 10000:
             self._job_seen.clear()
+        return min(now, max([since, *(v["lastOpDate"] for v in vms), *(h["lastOpDate"] for h in hosts)]))
+
+
+    def _hosts(self, hosts: list[dict[str, Any]]) -> None:
+        for host in hosts:
+            seen = (str(host["state"]), str(host["status"]))
+            if self._host_seen.get(host["uuid"]) != seen:
+                self._host_seen[host["uuid"]] = seen
+                self.publish("host", {"uuid": host["uuid"], "state": seen[0], "status": seen[1]})
         if len(self._host_seen) > 10000:
             self._host_seen.clear()
-        return min(now, max([since, *(v["lastOpDate"] for v in vms), *(h["lastOpDate"] for h in hosts)]))
 
 
 MiB = 1 << 20

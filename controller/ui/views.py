@@ -276,7 +276,9 @@ async def detail_page(request: web.Request, *, result: dict[str, Any] | None = N
     nested = [(k, v) for k, v in inv.items() if isinstance(v, list) and v]
     extra = DETAIL_SECTIONS.get(res.slug)
     sections = await extra(request, inv) if extra is not None else {}
+    # the page answers an action's POST too: its language links lead back to the page, not to the action
     return render(request, "detail.html", {"members": [], "candidates": [], "vm": None, **nav(), "res": res,
+                                           "path": f"/ui/r/{res.slug}/{key}",
                                            "inv": inv, "key": key, "actions": actions, "choices": choices,
                                            "progress": progress, "scalars": scalars,
                                            "nested": nested, "call": out, "result": result, "confirm": None,
@@ -299,6 +301,7 @@ async def action_post(request: web.Request) -> web.Response:
         from controller.ui.cli import cli_line
 
         return render(request, "confirm.html", {**nav(), "res": res, "inv": inv, "key": key, "action": action,
+                                                "path": f"/ui/r/{res.slug}/{key}",
                                                 "cli": cli_line(action.api, body), "values": body})
     if not action.when(inv):
         state = str(inv.get("state"))
@@ -307,6 +310,11 @@ async def action_post(request: web.Request) -> web.Response:
         return await detail_page(request, result=result, status=409)
     out = await api(request, action.api, body, background=True)
     result = {"call": out, "error": out.error(p), "label": action.label}
+    if out.ok and out.job is None and (await _load(request, res, key))[0] is None:
+        # deleted (or expunged): say so and lead back to the list, not to a "does not exist" page
+        return render(request, "gone.html", {**nav(), "res": res, "action": action, "call": out,
+                                             "name": inv.get(res.name_field or "uuid") or key,
+                                             "path": f"/ui/r/{res.slug}"})
     return await detail_page(request, result=result, status=200 if out.ok else out.status)
 
 
@@ -350,6 +358,7 @@ async def create_post(request: web.Request) -> web.Response:
     values = {name: str(form.get(name, "")) for name, _l, _k in action.inputs}
     created = (out.reply.get("inventory") or {}) if out.ok else {}
     return render(request, "new.html", {**nav(), "res": res, "a": action, "values": {} if out.ok else values,
+                                        "path": request.path,
                                         "call": out, "error": out.error(p), "created": created,
                                         "choices": await choices_for(request, action.inputs, {})},
                   status=200 if out.ok else out.status)
@@ -431,7 +440,7 @@ async def vm_new_post(request: web.Request) -> web.Response:
     ctx = {**nav(), **await _choices(request), "form": form, "calls": calls, "errors": errors,
            "call_errors": [c.error(p) for c in calls if not c.ok]}
     status = 400 if errors else (calls[-1].status if calls and not calls[-1].ok else 200)
-    return render(request, "vm_new.html", ctx, status=status)
+    return render(request, "vm_new.html", {**ctx, "path": request.path}, status=status)
 
 
 # --- bulk actions on selected rows -----------------------------------------------------------------------
@@ -461,7 +470,8 @@ async def bulk_post(request: web.Request) -> web.Response:
         from controller.ui.cli import cli_line
 
         lines = [cli_line(action.api, action.params(inv)) for _k, inv in rows if inv is not None]
-        return render(request, "bulk_confirm.html", {"res": res, "action": action, "rows": rows, "lines": lines})
+        return render(request, "bulk_confirm.html", {"res": res, "action": action, "rows": rows, "lines": lines,
+                                                     "path": f"/ui/r/{res.slug}"})
     results: list[dict[str, Any]] = []
     for key, inv in rows:
         if inv is None:
@@ -477,4 +487,5 @@ async def bulk_post(request: web.Request) -> web.Response:
             continue
         out = await api(request, action.api, action.params(inv), background=True)
         results.append({"key": key, "name": name, "call": out, "error": out.error(p)})
-    return render(request, "bulk_result.html", {"res": res, "action": action, "results": results})
+    return render(request, "bulk_result.html", {"res": res, "action": action, "results": results,
+                                                "path": f"/ui/r/{res.slug}"})
