@@ -22,7 +22,7 @@ Inv = dict[str, Any]
 class Col:
     field: str
     label: str
-    kind: str = "text"  # text | state | size | date | number | uuid | bool | mhz
+    kind: str = "text"  # text | state | size | date | number | uuid | bool | mhz (ports are text: no 2,222)
     sortable: bool = True
 
 
@@ -418,9 +418,9 @@ RESOURCES: tuple[Res, ...] = (
         states=EN_DIS, actions=EIP_ACTIONS, creates=EIP_CREATES, group=N_("Network services")),
     Res("port-forwarding", N_("Port forwarding"), "QueryPortForwardingRule",
         (NAME, Col("protocolType", N_("Protocol")), Col("vipIp", N_("VIP address")),
-         Col("vipPortStart", N_("VIP start port"), "number"), Col("vipPortEnd", N_("VIP end port"), "number"),
-         Col("guestIp", N_("Guest IP")), Col("privatePortStart", N_("Guest start port"), "number"),
-         Col("privatePortEnd", N_("Guest end port"), "number"), Col("allowedCidr", N_("Allowed CIDR")), STATE,
+         Col("vipPortStart", N_("VIP start port")), Col("vipPortEnd", N_("VIP end port")),
+         Col("guestIp", N_("Guest IP")), Col("privatePortStart", N_("Guest start port")),
+         Col("privatePortEnd", N_("Guest end port")), Col("allowedCidr", N_("Allowed CIDR")), STATE,
          CREATED),
         states=EN_DIS, actions=PF_ACTIONS, creates=PF_CREATES, group=N_("Network services")),
     Res("virtual-routers", N_("Virtual routers"), "QueryVirtualRouterVm",

@@ -76,9 +76,11 @@ async def test_port_forwarding_operator_path(client: TestClient) -> None:  # noq
     assert (r["vipPortStart"], r["vipPortEnd"], r["privatePortStart"], r["privatePortEnd"], r["allowedCidr"]) == (
         2222, 2222, 22, 22, "203.0.113.0/24")
 
-    # attach: the NICs offered are GetPortForwardingAttachableVmNics'
+    # attach: the NICs offered are GetPortForwardingAttachableVmNics'; ports show as typed (no 2,222)
     page = f"/ui/r/port-forwarding/{rule}"
     text = await (await client.get(page)).text()
+    assert "<dt>vipPortStart</dt><dd>2222</dd>" in text and "2,222" not in text
+    assert "<td>2222</td>" in await (await client.get("/ui/r/port-forwarding")).text()
     assert f'<option value="{nic}">vm · 10.100.0.12 (guest)</option>' in text and f"{rule}/act/detach" not in text
     status, text = await post(client, f"{page}/act/attach", csrf, vmNicUuid=nic)
     assert status == 200 and "zstack-cli AttachPortForwardingRule" in text, text
