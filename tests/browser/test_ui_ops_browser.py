@@ -21,11 +21,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
 
-import test_controller_compute as tcc  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select  # noqa: E402
-from test_controller_compute import Env  # noqa: E402
-from test_ui_browser import WATCH, click, wait  # noqa: E402
+import test_controller_compute as tcc
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+from test_controller_compute import Env
+from test_ui_browser import SHOTS, WATCH, click, wait
 
 env = tcc.env  # the fixture: a controller, two connected in-process agents, a local PS attached
 
@@ -71,6 +71,8 @@ def port_forwarding(d: Any, url: str, ids: dict[str, str]) -> dict[str, Any]:
              "vipPortEnd": "2200", "privatePortStart": "22"})
     click(d, "form.wizard button[type=submit]")
     out["refusal"] = wait("the refusal", lambda: d.find_element(By.CSS_SELECTOR, ".alert.error").text)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    d.save_screenshot(str(SHOTS / "pf-refused-en.png"))
     out["kept"] = d.find_element(By.NAME, "vipPortStart").get_attribute("value")
     fill(d, {"vipPortEnd": "2222"})
     click(d, "form.wizard button[type=submit]")
@@ -84,6 +86,7 @@ def port_forwarding(d: Any, url: str, ids: dict[str, str]) -> dict[str, Any]:
     click(d, "form[action$='/act/attach'] button")
     wait("attached", lambda: d.find_elements(By.CSS_SELECTOR, "form[action$='/act/detach']"))
     out["after_attach"] = d.find_element(By.CSS_SELECTOR, ".alert.ok").text
+    d.save_screenshot(str(SHOTS / "pf-attached-en.png"))
     out["guest_ip"] = ids["rule_guest_ip"]()
     click(d, "form[action$='/act/detach'] button")
     wait("the detach confirmation", lambda: d.find_elements(By.CSS_SELECTOR, "input[name=confirmed]"))
