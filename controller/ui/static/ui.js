@@ -16,6 +16,10 @@
     var url = document.body.dataset.live;
     if (!url || !window.EventSource) { return; }
     var src = new EventSource(url);
+    // a page left (or kept in the back-forward cache) gives its connection back: over HTTP/1.1 the browser has
+    // only 6 connections to the controller, and open streams of old pages made the next page wait for one
+    window.addEventListener("pagehide", function () { src.close(); });
+    window.addEventListener("pageshow", function (ev) { if (ev.persisted) { window.location.reload(); } });
     src.addEventListener("vm", function (ev) {
       var d = JSON.parse(ev.data);
       document.querySelectorAll('[data-vm-state="' + d.uuid + '"]').forEach(function (el) {
