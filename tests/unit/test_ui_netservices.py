@@ -96,7 +96,8 @@ async def test_port_forwarding_operator_path(client: TestClient) -> None:  # noq
     status, text = await post(client, f"{page}/act/detach", csrf, confirmed="yes")
     assert status == 200 and "zstack-cli DetachPortForwardingRule" in text
     assert (await api.query("QueryPortForwardingRule", ("uuid", "=", rule)))[0]["vmNicUuid"] is None
-    # update, disable (a Disabled rule offers no attach), enable
+    # update (the form starts from the current name), disable (a Disabled rule offers no attach), enable
+    assert 'id="update-name" name="name" type="text" value="ssh"' in await (await client.get(page)).text()
     status, text = await post(client, f"{page}/act/update", csrf, name="ssh-2", description="")
     assert status == 200 and (await api.query("QueryPortForwardingRule"))[0]["name"] == "ssh-2"
     status, text = await post(client, f"{page}/act/disable", csrf)
