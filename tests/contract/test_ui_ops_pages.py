@@ -77,3 +77,20 @@ async def test_migrate_with_a_candidate_and_host_maintenance_live(env: Env, monk
     await next_events(stream, lambda ev: any(d["state"] == "Enabled" for d in host_states(ev)), 120)
     assert (await _host(e, a))["state"] == "Enabled"
     stream.close()
+
+
+async def test_router_offering_from_its_form(env: Env) -> None:
+    """The virtual router offering form (its image chosen among the Ready images, memory typed in MiB)."""
+    e = env
+    csrf = await ui_login(e)
+    form = await (await e.client.get("/ui/r/virtual-router-offerings/new/offering")).text()
+    assert f'<option value="{e.ids["image"]}">tiny (' in form
+    r = await e.client.post("/ui/r/virtual-router-offerings/new/offering", data={
+        "csrf": csrf, "name": "vr", "zoneUuid": e.ids["zone"], "cpuNum": "1", "cpuSpeed": "1000",
+        "memorySize": "256", "managementNetworkUuid": e.ids["l3"], "imageUuid": e.ids["image"], "isDefault": "true"})
+    text = await r.text()
+    assert r.status == 200 and "zstack-cli CreateVirtualRouterOffering" in text, text
+    [o] = await e.query("QueryVirtualRouterOffering")
+    assert (o["name"], o["memorySize"], o["isDefault"], o["imageUuid"]) == ("vr", 256 << 20, True, e.ids["image"])
+    text = await (await e.client.get(f"/ui/r/virtual-router-offerings/{o['uuid']}")).text()
+    assert 'id="update-name" name="name" type="text" value="vr"' in text
