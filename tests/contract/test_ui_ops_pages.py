@@ -2,8 +2,9 @@
 a Running VM's page offers MigrateVm with the API's candidate hosts (GetVmMigrationCandidateHosts: the other
 host, not its own); migrating from the page moves it (the hypervisor part replaced as in
 tests/contract/test_host_maintenance.py, since the test driver cannot live-migrate) and the page's live feed
-reports the job Succeeded and the VM Running; host maintenance from the host's page (confirmed) shows Maintenance over the live
-feed in the page's language, then enable brings it back, with no reload."""
+reports the job Succeeded and the VM Running; host maintenance from the host's page (confirmed) shows Maintenance
+over the live feed in the page's language, then enable brings it back, with no reload; a virtual router offering
+from its form."""
 
 from __future__ import annotations
 
