@@ -79,15 +79,35 @@ async def migration_hosts(request: web.Request, inv: dict[str, Any]) -> list[Cho
     return [(h["uuid"], f"{h.get('name') or h['uuid']} · {h.get('managementIp', '')}") for h in hosts]
 
 
-async def vm_nics(request: web.Request, inv: dict[str, Any]) -> list[Choice]:
-    """NICs of user VMs (the API checks the L3's services and the VIP's rules when one is chosen)."""
+async def _vr_l3s(request: web.Request, needed: set[str]) -> list[str]:
+    """The L3 networks that take every service in ``needed`` from the VirtualRouter provider."""
+    vr = {p["uuid"] for p in await _invs(request, "QueryNetworkServiceProvider", _query(
+        "QueryNetworkServiceProvider", ("type", "=", "VirtualRouter")))}
+    return [n["uuid"] for n in await _invs(request, "QueryL3Network", _query("QueryL3Network"))
+            if needed <= {s["networkServiceType"] for s in n.get("networkServices") or []
+                          if s.get("networkServiceProviderUuid") in vr}]
+
+
+async def _vm_nics(request: web.Request, needed: set[str]) -> list[Choice]:
+    """NICs of Running or Stopped user VMs on L3s with the ``needed`` VirtualRouter services (the API checks the
+    VIP's own rules when one is chosen: the form cannot know the VIP before it is sent)."""
+    l3s = await _vr_l3s(request, needed)
     vms = await _invs(request, "QueryVmInstance", {**_query("QueryVmInstance", ("type", "=", "UserVm"),
                                                             ("state", "in", ["Running", "Stopped"])),
                                                    "fields": ["uuid"]})
-    if not vms:
+    if not vms or not l3s:
         return []
-    nics = await _invs(request, "QueryVmNic", _query("QueryVmNic", ("vmInstanceUuid", "in", [v["uuid"] for v in vms])))
+    nics = await _invs(request, "QueryVmNic", _query("QueryVmNic", ("vmInstanceUuid", "in", [v["uuid"] for v in vms]),
+                                                     ("l3NetworkUuid", "in", l3s)))
     return await _nic_choices(request, nics)
+
+
+async def eip_create_nics(request: web.Request, inv: dict[str, Any]) -> list[Choice]:
+    return await _vm_nics(request, {"Eip"})
+
+
+async def pf_create_nics(request: web.Request, inv: dict[str, Any]) -> list[Choice]:
+    return await _vm_nics(request, {"PortForwarding", "SNAT"})
 
 
 async def eip_nics(request: web.Request, inv: dict[str, Any]) -> list[Choice]:
@@ -118,7 +138,8 @@ async def pf_vips(request: web.Request, inv: dict[str, Any]) -> list[Choice]:
 PICKERS: dict[str, Picker] = {
     "zones": zones, "l3-networks": l3_networks, "images": images,
     "ps-attachable-clusters": ps_attachable_clusters, "ps-attached-clusters": ps_attached_clusters,
-    "migration-hosts": migration_hosts, "vm-nics": vm_nics, "eip-nics": eip_nics, "pf-nics": pf_nics,
+    "migration-hosts": migration_hosts, "eip-create-nics": eip_create_nics, "pf-create-nics": pf_create_nics,
+    "eip-nics": eip_nics, "pf-nics": pf_nics,
     "free-vips": free_vips, "pf-vips": pf_vips,
 }
 

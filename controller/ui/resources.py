@@ -315,7 +315,7 @@ EIP_ACTIONS: tuple[Action, ...] = (
 EIP_CREATES: tuple[Action, ...] = (
     Action("eip", N_("New EIP"), "CreateEip", lambda inv: {},
            inputs=(*NAME_DESC, ("vipUuid", N_("VIP"), "pick:free-vips"),
-                   ("vmNicUuid", N_("VM NIC (empty: attach later)"), "pick:vm-nics")),
+                   ("vmNicUuid", N_("VM NIC (empty: attach later)"), "pick:eip-create-nics")),
            optional=("description", "vmNicUuid")),
 )
 
@@ -339,7 +339,7 @@ PF_CREATES: tuple[Action, ...] = (
                    ("privatePortStart", N_("Guest start port (empty: the VIP start port)"), PORT),
                    ("privatePortEnd", N_("Guest end port (empty: start + the VIP range's size)"), PORT),
                    ("allowedCidr", N_("Allowed source CIDR (empty: any, e.g. 203.0.113.0/24)"), "text"),
-                   ("vmNicUuid", N_("VM NIC (empty: attach later)"), "pick:vm-nics")),
+                   ("vmNicUuid", N_("VM NIC (empty: attach later)"), "pick:pf-create-nics")),
            optional=("description", "vipPortEnd", "privatePortStart", "privatePortEnd", "allowedCidr",
                      "vmNicUuid")),
 )

@@ -121,6 +121,10 @@ async def test_eip_vip_state_and_zh_cn(client: TestClient) -> None:  # noqa: F81
     assert "新建弹性 IP" in form
     # a VIP serving port forwarding is not offered for an EIP
     assert f'value="{free["uuid"]}"' in form and f'value="{taken["uuid"]}"' not in form
+    # the NICs offered: on L3s with the VirtualRouter Eip service only (not the NIC on the public L3)
+    pub_nic = await _nic(api, env["pub"], "192.168.77.12")
+    assert f'<option value="{nic}">vm · 10.100.0.12 (guest)</option>' in form and pub_nic not in form
+    assert pub_nic not in await (await client.get("/ui/r/port-forwarding/new/rule")).text()
     status, text = await post(client, "/ui/r/eips/new/eip", csrf, name="e", vipUuid=free["uuid"], vmNicUuid=nic)
     assert status == 200 and "zstack-cli CreateEip" in text, text
     eip = created_uuid(text, "eips")
