@@ -61,7 +61,8 @@ class Res:
     group: str = N_("Resources")
     #: the forms that create one (``/ui/r/<slug>/new/<action id>``): ``params`` gets ``{}``
     creates: tuple[Action, ...] = ()
-    #: which live feed updates this resource's state cells: ``vm`` (VmInstance rows) or ``host``
+    #: which live feed event updates this resource's state (and status) cells: ``vm`` (VmInstance rows) or
+    #: ``res`` (the tables of :data:`controller.ui.live.RES_CHANGES`)
     live: str | None = None
     #: the list filters on user tags (``__userTag__``): every resource with a uuid
     taggable: bool = True
@@ -356,13 +357,13 @@ RESOURCES: tuple[Res, ...] = (
          Col("availableCpuCapacity", N_("Free CPU (MHz)"), "number"),
          Col("availableMemoryCapacity", N_("Free memory"), "size"), CREATED),
         states=("Enabled", "Disabled", "Maintenance", "PreMaintenance"), zone_field="zoneUuid",
-        actions=HOST_ACTIONS, live="host",
+        actions=HOST_ACTIONS, live="res",
         group=N_("Infrastructure")),
     Res("primary-storage", N_("Primary storage"), "QueryPrimaryStorage",
         (NAME, Col("type", N_("Type")), STATE, STATUS, Col("totalCapacity", N_("Total"), "size"),
          Col("availableCapacity", N_("Available"), "size"), CREATED),
         states=(*EN_DIS, "Maintenance"), zone_field="zoneUuid",
-        actions=PS_ACTIONS, creates=PS_CREATES, group=N_("Storage")),
+        actions=PS_ACTIONS, creates=PS_CREATES, group=N_("Storage"), live="res"),
     Res("backup-storage", N_("Backup storage"), "QueryBackupStorage",
         (NAME, Col("hostname", N_("Host name")), STATE, STATUS, Col("totalCapacity", N_("Total"), "size"),
          Col("availableCapacity", N_("Available"), "size"), CREATED),
@@ -411,18 +412,21 @@ RESOURCES: tuple[Res, ...] = (
         (NAME, Col("ip", N_("IP address")), Col("useFor", N_("Used for")), STATE,
          Col("l3NetworkUuid", N_("L3 network"), "uuid"), Col("peerL3NetworkUuid", N_("Guest L3 network"), "uuid"),
          CREATED),
-        states=EN_DIS, actions=VIP_ACTIONS, creates=VIP_CREATES, group=N_("Network services")),
+        states=EN_DIS, actions=VIP_ACTIONS, creates=VIP_CREATES, group=N_("Network services"),
+        live="res"),
     Res("eips", N_("EIPs"), "QueryEip",
         (NAME, Col("vipIp", N_("VIP address")), Col("guestIp", N_("Guest IP")), STATE,
          Col("vmNicUuid", N_("VM NIC"), "uuid"), CREATED),
-        states=EN_DIS, actions=EIP_ACTIONS, creates=EIP_CREATES, group=N_("Network services")),
+        states=EN_DIS, actions=EIP_ACTIONS, creates=EIP_CREATES, group=N_("Network services"),
+        live="res"),
     Res("port-forwarding", N_("Port forwarding"), "QueryPortForwardingRule",
         (NAME, Col("protocolType", N_("Protocol")), Col("vipIp", N_("VIP address")),
          Col("vipPortStart", N_("VIP start port")), Col("vipPortEnd", N_("VIP end port")),
          Col("guestIp", N_("Guest IP")), Col("privatePortStart", N_("Guest start port")),
          Col("privatePortEnd", N_("Guest end port")), Col("allowedCidr", N_("Allowed CIDR")), STATE,
          CREATED),
-        states=EN_DIS, actions=PF_ACTIONS, creates=PF_CREATES, group=N_("Network services")),
+        states=EN_DIS, actions=PF_ACTIONS, creates=PF_CREATES, group=N_("Network services"),
+        live="res"),
     Res("virtual-routers", N_("Virtual routers"), "QueryVirtualRouterVm",
         (NAME, STATE, STATUS, Col("hostUuid", N_("Host"), "uuid"),
          Col("managementNetworkUuid", N_("Management L3 network"), "uuid"),

@@ -108,7 +108,7 @@ def port_forwarding(d: Any, url: str, ids: dict[str, str]) -> dict[str, Any]:
 
 def maintenance(d: Any, url: str, host: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    cell = f'table.grid [data-host-state="{host}"]'
+    cell = f'table.grid [data-res-state="{host}"]'
     d.get(url + "/ui/r/hosts")
     wait("the host list", lambda: d.find_element(By.CSS_SELECTOR, cell).get_attribute("data-state") == "Enabled")
     d.execute_script(WATCH)

@@ -55,7 +55,7 @@ async def test_migrate_with_a_candidate_and_host_maintenance_live(env: Env, monk
     # host maintenance from the host's page: asked first, then Maintenance over the live feed (zh_TW label)
     hpage = f"/ui/r/hosts/{a}"
     text = await (await c.get(hpage)).text()
-    assert f'data-host-state="{a}"' in text and f'data-host-status="{a}"' in text
+    assert f'data-res-state="{a}"' in text and f'data-res-status="{a}"' in text
     assert f'action="{hpage}/act/maintain"' in text and f'action="{hpage}/act/enable"' not in text
     r = await c.post(f"{hpage}/act/maintain", data={"csrf": csrf})
     assert r.status == 200 and 'name="confirmed"' in await r.text()
@@ -64,7 +64,7 @@ async def test_migrate_with_a_candidate_and_host_maintenance_live(env: Env, monk
     assert r.status == 200 and "zstack-cli ChangeHostState" in await r.text()
 
     def host_states(ev: Events) -> list[dict[str, Any]]:
-        return [d for k, d in ev if k == "host" and d["uuid"] == a]
+        return [d for k, d in ev if k == "res" and d["uuid"] == a]
 
     events = await next_events(stream, lambda ev: any(d["state"] == "Maintenance" for d in host_states(ev)), 120)
     last = host_states(events)[-1]

@@ -8,6 +8,8 @@ nothing; the NICs offered are the API's candidates; a migrating VM's page shows 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from typing import Any
 
@@ -208,3 +210,36 @@ async def test_migrating_vm_page_shows_progress_at_once(client: TestClient) -> N
     finally:
         items.pop(vm)
     assert f'data-vm-progress="{vm}" role="status">迁移中 45% · 内存 70/128 MiB · 云盘 20/72 MiB</span>' in text, text
+
+
+async def test_network_service_states_are_live(client: TestClient) -> None:  # noqa: F811
+    """A VIP or rule changed by another operator (here the API) reaches open pages over the live feed, in the
+    page's language; the pages mark the cells the feed updates."""
+    api = Api(client)
+    await api.login()
+    env = await _env(api)
+    vip = await api.inv("CreateVip", name="v", l3NetworkUuid=env["pub"])
+    rule = await api.inv("CreatePortForwardingRule", name="r", vipUuid=vip["uuid"], vipPortStart=80,
+                         protocolType="TCP")
+    await sign_in(client, "zh_CN")
+    assert f'data-res-state="{rule["uuid"]}"' in await (await client.get("/ui/r/port-forwarding")).text()
+    assert f'data-res-state="{vip["uuid"]}"' in await (await client.get(f"/ui/r/vips/{vip['uuid']}")).text()
+    stream = await client.get("/ui/events")
+    assert (await stream.content.readline()).decode().startswith(": connected")
+    await api.call("ChangePortForwardingRuleState", uuid=rule["uuid"], stateEvent="disable")
+    await api.call("ChangeVipState", uuid=vip["uuid"], stateEvent="disable")
+    seen: dict[str, dict[str, Any]] = {}
+
+    async def read() -> None:
+        kind = ""
+        while not all(seen.get(u, {}).get("state") == "Disabled" for u in (rule["uuid"], vip["uuid"])):
+            line = (await stream.content.readline()).decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind == "res":
+                d = json.loads(line[6:])
+                seen[d["uuid"]] = d
+
+    await asyncio.wait_for(read(), 30)
+    assert (seen[rule["uuid"]]["label"], seen[rule["uuid"]]["status"]) == ("已停用", None), seen
+    stream.close()

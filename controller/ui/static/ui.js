@@ -1,5 +1,6 @@
 // Live state: one EventSource on /ui/events. VM states update every element marked data-vm-state="<uuid>",
-// host states and statuses data-host-state / data-host-status;
+// other resources' states and statuses (hosts, primary storage, VIPs, EIPs, port forwarding) data-res-state /
+// data-res-status;
 // jobs go to the task panel and to job rows (data-job); a migrating VM's progress to data-vm-progress="<uuid>".
 // No reload needed.
 (function () {
@@ -26,14 +27,16 @@
         setState(el, d.state, d.label);
       });
     });
-    src.addEventListener("host", function (ev) {
+    src.addEventListener("res", function (ev) {
       var d = JSON.parse(ev.data);
-      document.querySelectorAll('[data-host-state="' + d.uuid + '"]').forEach(function (el) {
+      document.querySelectorAll('[data-res-state="' + d.uuid + '"]').forEach(function (el) {
         setState(el, d.state, d.label);
       });
-      document.querySelectorAll('[data-host-status="' + d.uuid + '"]').forEach(function (el) {
-        setState(el, d.status, d.statusLabel);
-      });
+      if (d.status) {
+        document.querySelectorAll('[data-res-status="' + d.uuid + '"]').forEach(function (el) {
+          setState(el, d.status, d.statusLabel);
+        });
+      }
     });
     src.addEventListener("progress", function (ev) {
       var d = JSON.parse(ev.data);
