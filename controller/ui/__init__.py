@@ -42,6 +42,8 @@ def setup_ui(app: web.Application) -> None:
     r.add_post("/ui/vms/{uuid}/boot-order", vmextra.boot_order_post)
     r.add_get("/ui/console/ws", console.console_ws)
     r.add_get("/ui/r/{slug}", views.list_page)
+    r.add_get("/ui/r/{slug}/new/{form}", views.create_get)
+    r.add_post("/ui/r/{slug}/new/{form}", views.create_post)
     r.add_get("/ui/r/{slug}/{key}", views.detail_page)
     r.add_post("/ui/r/{slug}/{key}/act/{action}", views.action_post)
     r.add_post("/ui/r/{slug}/bulk", views.bulk_post)

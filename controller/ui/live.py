@@ -3,9 +3,10 @@
 
 The feed is one task that runs while at least one stream is open: every ``POLL`` seconds it reads the VMs
 whose ``lastOpDate`` moved (every state change through ``capacity.move_vm`` stamps it) and the jobs created or
-finished since its last look — indexed range reads, not table scans — and hands each change to every
-subscriber's queue. A slow subscriber whose queue is full loses its oldest events, never blocks the feed.
-It also publishes the progress of running migrations (``Jobs.items``, in memory: per VM, byte counts from the
+finished since its last look — indexed range reads, not table scans — and the hosts, primary storage, VIPs,
+EIPs and port forwarding rules whose ``lastOpDate`` moved (small tables: :data:`RES_CHANGES`), and hands each
+change to every subscriber's queue. A slow subscriber whose queue is full loses its oldest events, never blocks
+the feed. It also publishes the progress of running migrations (``Jobs.items``, in memory: per VM, byte counts from the
 source agent) when it changed, and once more with ``done`` when a migration ended.
 """
 
@@ -30,6 +31,14 @@ log = logging.getLogger(__name__)
 POLL = 0.25
 #: What one look reads; both searches go through indexes (migration 0008; tests/unit/test_query_plan.py).
 VM_CHANGES = "SELECT uuid, state, lastOpDate FROM VmInstance WHERE lastOpDate >= ?"
+#: Other resources whose state (and status) pages show live, by table: hosts, primary storage, VIPs, EIPs, port
+#: forwarding rules. Small tables next to VmInstance (no index on their lastOpDate: scans); every state or status
+#: change stamps lastOpDate. Read at every look, like the VMs (a look that skipped them could let ``since`` pass
+#: a change unread).
+RES_CHANGES: dict[str, str] = {
+    t: f"SELECT uuid, state, {status} AS status, lastOpDate FROM {t} WHERE lastOpDate >= ?"
+    for t, status in (("Host", "status"), ("PrimaryStorage", "status"), ("Vip", "NULL"), ("Eip", "NULL"),
+                      ("PortForwardingRule", "NULL"))}
 JOB_CHANGES = ("SELECT uuid, apiName, state, resourceUuid, createDate FROM Job WHERE createDate >= ? "
                "UNION SELECT uuid, apiName, state, resourceUuid, createDate FROM Job WHERE state != "
                "'Processing' AND finishedDate >= ?")
@@ -43,6 +52,7 @@ class Feed:
         self._task: asyncio.Task[None] | None = None
         self._vm_seen: dict[str, str] = {}
         self._job_seen: dict[str, str] = {}
+        self._res_seen: dict[str, tuple[str, str | None]] = {}
         self._progress_seen: dict[str, dict[str, Any]] = {}
 
     def subscribe(self) -> asyncio.Queue[tuple[str, dict[str, Any]]]:
@@ -79,10 +89,15 @@ class Feed:
                 vms = [dict(r) for r in await cur.fetchall()]
             async with conn.execute(JOB_CHANGES, (since, since)) as cur:
                 jobs = [dict(r) for r in await cur.fetchall()]
+            rows: list[dict[str, Any]] = []
+            for sql in RES_CHANGES.values():
+                async with conn.execute(sql, (since,)) as cur:
+                    rows += [dict(r) for r in await cur.fetchall()]
         for vm in vms:
             if self._vm_seen.get(vm["uuid"]) != vm["state"]:
                 self._vm_seen[vm["uuid"]] = vm["state"]
                 self.publish("vm", {"uuid": vm["uuid"], "state": vm["state"]})
+        self._resources(rows)
         for job in jobs:
             if self._job_seen.get(job["uuid"]) != job["state"]:
                 self._job_seen[job["uuid"]] = job["state"]
@@ -99,7 +114,17 @@ class Feed:
             self._vm_seen.clear()
         if len(self._job_seen) > 10000:
             self._job_seen.clear()
-        return min(now, max([since, *(v["lastOpDate"] for v in vms)]))
+        return min(now, max([since, *(v["lastOpDate"] for v in vms), *(r["lastOpDate"] for r in rows)]))
+
+
+    def _resources(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            seen = (str(row["state"]), None if row["status"] is None else str(row["status"]))
+            if self._res_seen.get(row["uuid"]) != seen:
+                self._res_seen[row["uuid"]] = seen
+                self.publish("res", {"uuid": row["uuid"], "state": seen[0], "status": seen[1]})
+        if len(self._res_seen) > 10000:
+            self._res_seen.clear()
 
 
 MiB = 1 << 20
@@ -137,7 +162,9 @@ def feed(app: web.Application) -> Feed:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """``GET /ui/events``: ``event: vm`` {uuid, state, label}, ``event: job`` {uuid, apiName, state, label} and
+    """``GET /ui/events``: ``event: vm`` {uuid, state, label}, ``event: res`` (a host, primary storage, VIP,
+    EIP or port forwarding rule) {uuid, state, label, status, statusLabel}, ``event: job`` {uuid, apiName, state,
+    label} and
     ``event: progress`` {uuid (the VM), percent, memory/disk [MiB processed, total], done, label}."""
     p = page(request)
     translate = i18n.translations(p.lang).gettext  # state words are marked in controller.ui.resources
@@ -156,6 +183,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 continue
             label = progress_label(translate, data) if kind == "progress" else translate(data["state"])
             body = {**data, "label": label}
+            if kind == "res":
+                body["statusLabel"] = translate(data["status"]) if data["status"] else None
             await resp.write(f"event: {kind}\ndata: {json.dumps(body)}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
         pass

@@ -22,7 +22,7 @@ Inv = dict[str, Any]
 class Col:
     field: str
     label: str
-    kind: str = "text"  # text | state | size | date | number | uuid | bool | mhz
+    kind: str = "text"  # text | state | size | date | number | uuid | bool | mhz (ports are text: no 2,222)
     sortable: bool = True
 
 
@@ -34,7 +34,10 @@ class Action:
     params: Callable[[Inv], dict[str, Any]]
     when: Callable[[Inv], bool] = lambda inv: True
     destructive: bool = False
-    #: extra user input: (field name, label, input type or ``select:A,B,...``) — sent as API parameters
+    #: extra user input: (field name, label, input type) — sent as API parameters. Types: an HTML input type
+    #: (``text``), ``select:A,B,...`` (fixed choices), ``number:LO:HI`` (a whole number in [LO, HI], sent as a
+    #: number) or ``pick:NAME`` (a list of the resources the API offers for this one, from
+    #: :data:`controller.ui.pickers.PICKERS`)
     inputs: tuple[tuple[str, str, str], ...] = ()
     #: inputs that may be left empty (the others are required)
     optional: tuple[str, ...] = ()
@@ -56,6 +59,11 @@ class Res:
     default_sort: str = "createDate"
     actions: tuple[Action, ...] = ()
     group: str = N_("Resources")
+    #: the forms that create one (``/ui/r/<slug>/new/<action id>``): ``params`` gets ``{}``
+    creates: tuple[Action, ...] = ()
+    #: which live feed event updates this resource's state (and status) cells: ``vm`` (VmInstance rows) or
+    #: ``res`` (the tables of :data:`controller.ui.live.RES_CHANGES`)
+    live: str | None = None
     #: the list filters on user tags (``__userTag__``): every resource with a uuid
     taggable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +79,9 @@ class Res:
 
     def action(self, action_id: str) -> Action | None:
         return next((a for a in self.actions if a.id == action_id), None)
+
+    def create(self, action_id: str) -> Action | None:
+        return next((a for a in self.creates if a.id == action_id), None)
 
     @property
     def bulk_actions(self) -> tuple[Action, ...]:
@@ -111,6 +122,10 @@ VM_ACTIONS: tuple[Action, ...] = (
     Action("start", N_("Start"), "StartVmInstance", _uuid, when=_vm("StartVmInstance")),
     Action("stop", N_("Stop"), "StopVmInstance", _uuid, when=_vm("StopVmInstance")),
     Action("reboot", N_("Reboot"), "RebootVmInstance", _uuid, when=_vm("RebootVmInstance")),
+    Action("migrate", N_("Migrate"), "MigrateVm", lambda inv: {"vmInstanceUuid": inv["uuid"]},
+           when=_vm("MigrateVm"),
+           inputs=(("hostUuid", N_("Destination host (empty: the controller chooses)"), "pick:migration-hosts"),),
+           optional=("hostUuid",)),
     Action("destroy", N_("Destroy"), "DestroyVmInstance", _uuid, when=_vm("DestroyVmInstance"), destructive=True),
     Action("recover", N_("Recover"), "RecoverVmInstance", _uuid, when=_vm("RecoverVmInstance")),
     Action("expunge", N_("Expunge"), "ExpungeVmInstance", _uuid, when=_vm("ExpungeVmInstance"), destructive=True),
@@ -171,6 +186,165 @@ SG_ACTIONS: tuple[Action, ...] = (
     _delete("DeleteSecurityGroup"),
 )
 
+def _update(api: str) -> Action:
+    return Action("update", N_("Update"), api, _uuid,
+                  inputs=(("name", N_("Name"), "text"), ("description", N_("Description"), "text")),
+                  optional=("name", "description"))
+
+
+NAME_DESC: tuple[tuple[str, str, str], ...] = (("name", N_("Name"), "text"),
+                                               ("description", N_("Description"), "text"))
+PORT = "number:1:65535"
+MiB = 1 << 20
+
+
+def _mib(name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The form asks for MiB, the API takes bytes (a value that is not a whole number goes as given: the API
+    names the field and the value it refuses)."""
+    def build(body: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(body.get(name), int):
+            body[name] = body[name] * MiB
+        return body
+    return build
+
+
+def _nic_free(inv: Inv) -> bool:
+    return not inv.get("vmNicUuid")
+
+
+HOST_ACTIONS: tuple[Action, ...] = (
+    *_state_actions("ChangeHostState"),
+    Action("maintain", N_("Maintenance mode"), "ChangeHostState",
+           lambda inv: {"uuid": inv["uuid"], "stateEvent": "maintain"},
+           when=lambda inv: inv.get("state") in ("Enabled", "Disabled"), destructive=True),
+    Action("reconnect", N_("Reconnect"), "ReconnectHost", _uuid,
+           when=lambda inv: inv.get("state") not in ("PreMaintenance", "Maintenance")),
+    _delete("DeleteHost"),
+)
+
+PS_ACTIONS: tuple[Action, ...] = (
+    _update("UpdatePrimaryStorage"),
+    *_state_actions("ChangePrimaryStorageState"),
+    Action("maintain", N_("Maintenance mode"), "ChangePrimaryStorageState",
+           lambda inv: {"uuid": inv["uuid"], "stateEvent": "maintain"},
+           when=lambda inv: inv.get("state") != "Maintenance", destructive=True),
+    Action("attach-cluster", N_("Attach to a cluster"), "AttachPrimaryStorageToCluster",
+           lambda inv: {"primaryStorageUuid": inv["uuid"]},
+           inputs=(("clusterUuid", N_("Cluster"), "pick:ps-attachable-clusters"),)),
+    Action("detach-cluster", N_("Detach from a cluster"), "DetachPrimaryStorageFromCluster",
+           lambda inv: {"primaryStorageUuid": inv["uuid"]},
+           when=lambda inv: bool(inv.get("attachedClusterUuids")),
+           inputs=(("clusterUuid", N_("Cluster"), "pick:ps-attached-clusters"),), destructive=True),
+    Action("reconnect", N_("Reconnect"), "ReconnectPrimaryStorage", _uuid),
+    _delete("DeletePrimaryStorage"),
+)
+
+PS_CREATES: tuple[Action, ...] = (
+    Action("nfs", N_("Add NFS primary storage"), "AddNfsPrimaryStorage", lambda inv: {},
+           inputs=(*NAME_DESC, ("zoneUuid", N_("Zone"), "pick:zones"),
+                   ("url", N_("NFS URL (server:/exported/path, e.g. 192.168.0.5:/exports/ps)"), "text")),
+           optional=("description",)),
+    Action("smp", N_("Add SharedMountPoint primary storage"), "AddSharedMountPointPrimaryStorage",
+           lambda inv: {},
+           inputs=(*NAME_DESC, ("zoneUuid", N_("Zone"), "pick:zones"),
+                   ("url", N_("Mount point (an absolute path mounted on every host, e.g. /mnt/shared)"), "text")),
+           optional=("description",)),
+    Action("local", N_("Add local primary storage"), "AddLocalPrimaryStorage", lambda inv: {},
+           inputs=(*NAME_DESC, ("zoneUuid", N_("Zone"), "pick:zones"),
+                   ("url", N_("Directory on every host (an absolute path)"), "text")),
+           optional=("description",)),
+)
+
+VR_OFFERING_ACTIONS: tuple[Action, ...] = (
+    Action("update", N_("Update"), "UpdateVirtualRouterOffering", _uuid,
+           inputs=(*NAME_DESC, ("imageUuid", N_("Router image"), "pick:images"),
+                   ("isDefault", N_("Default offering of its zone"), "select:,true,false")),
+           optional=("name", "description", "imageUuid", "isDefault")),
+    *_state_actions("ChangeInstanceOfferingState"),
+    _delete("DeleteInstanceOffering"),
+)
+
+VR_OFFERING_CREATES: tuple[Action, ...] = (
+    Action("offering", N_("New virtual router offering"), "CreateVirtualRouterOffering", lambda inv: {},
+           inputs=(*NAME_DESC, ("zoneUuid", N_("Zone"), "pick:zones"),
+                   ("cpuNum", N_("CPUs"), "number:1:1024"), ("cpuSpeed", N_("CPU speed (MHz)"), "number:1:1000000"),
+                   ("memorySize", N_("Memory (MiB)"), "number:1:16777216"),
+                   ("managementNetworkUuid", N_("Management L3 network"), "pick:l3-networks"),
+                   ("publicNetworkUuid", N_("Public L3 network (empty: the management network)"),
+                    "pick:l3-networks"),
+                   ("imageUuid", N_("Router image"), "pick:images"),
+                   ("isDefault", N_("Default offering of its zone"), "select:false,true")),
+           optional=("description", "publicNetworkUuid"), build=_mib("memorySize")),
+)
+
+ROUTER_ACTIONS: tuple[Action, ...] = (
+    Action("reconnect", N_("Reconnect"), "ReconnectVirtualRouter", lambda inv: {"vmInstanceUuid": inv["uuid"]},
+           when=lambda inv: inv.get("state") == "Running"),
+    Action("start", N_("Start"), "StartVmInstance", _uuid, when=_vm("StartVmInstance")),
+    Action("stop", N_("Stop"), "StopVmInstance", _uuid, when=_vm("StopVmInstance"), destructive=True),
+    Action("reboot", N_("Reboot"), "RebootVmInstance", _uuid, when=_vm("RebootVmInstance"), destructive=True),
+    Action("migrate", N_("Migrate"), "MigrateVm", lambda inv: {"vmInstanceUuid": inv["uuid"]},
+           when=_vm("MigrateVm"),
+           inputs=(("hostUuid", N_("Destination host (empty: the controller chooses)"), "pick:migration-hosts"),),
+           optional=("hostUuid",)),
+    Action("destroy", N_("Destroy"), "DestroyVmInstance", _uuid, when=_vm("DestroyVmInstance"), destructive=True),
+)
+
+VIP_ACTIONS: tuple[Action, ...] = (
+    _update("UpdateVip"),
+    *_state_actions("ChangeVipState"),
+    _delete("DeleteVip"),
+)
+
+VIP_CREATES: tuple[Action, ...] = (
+    Action("vip", N_("New VIP"), "CreateVip", lambda inv: {},
+           inputs=(*NAME_DESC, ("l3NetworkUuid", N_("L3 network"), "pick:l3-networks"),
+                   ("requiredIp", N_("IP address (empty: the next free one)"), "text")),
+           optional=("description", "requiredIp")),
+)
+
+EIP_ACTIONS: tuple[Action, ...] = (
+    Action("attach", N_("Attach to a VM NIC"), "AttachEip", lambda inv: {"eipUuid": inv["uuid"]},
+           when=_nic_free, inputs=(("vmNicUuid", N_("VM NIC"), "pick:eip-nics"),)),
+    Action("detach", N_("Detach from its VM NIC"), "DetachEip", _uuid,
+           when=lambda inv: not _nic_free(inv), destructive=True),
+    _update("UpdateEip"),
+    *_state_actions("ChangeEipState"),
+    _delete("DeleteEip"),
+)
+
+EIP_CREATES: tuple[Action, ...] = (
+    Action("eip", N_("New EIP"), "CreateEip", lambda inv: {},
+           inputs=(*NAME_DESC, ("vipUuid", N_("VIP"), "pick:free-vips"),
+                   ("vmNicUuid", N_("VM NIC (empty: attach later)"), "pick:eip-create-nics")),
+           optional=("description", "vmNicUuid")),
+)
+
+PF_ACTIONS: tuple[Action, ...] = (
+    Action("attach", N_("Attach to a VM NIC"), "AttachPortForwardingRule", lambda inv: {"ruleUuid": inv["uuid"]},
+           when=lambda inv: _nic_free(inv) and inv.get("state") == "Enabled",
+           inputs=(("vmNicUuid", N_("VM NIC"), "pick:pf-nics"),)),
+    Action("detach", N_("Detach from its VM NIC"), "DetachPortForwardingRule", _uuid,
+           when=lambda inv: not _nic_free(inv), destructive=True),
+    _update("UpdatePortForwardingRule"),
+    *_state_actions("ChangePortForwardingRuleState"),
+    _delete("DeletePortForwardingRule"),
+)
+
+PF_CREATES: tuple[Action, ...] = (
+    Action("rule", N_("New port forwarding rule"), "CreatePortForwardingRule", lambda inv: {},
+           inputs=(*NAME_DESC, ("vipUuid", N_("VIP"), "pick:pf-vips"),
+                   ("protocolType", N_("Protocol"), "select:TCP,UDP"),
+                   ("vipPortStart", N_("VIP start port"), PORT),
+                   ("vipPortEnd", N_("VIP end port (empty: the start port)"), PORT),
+                   ("privatePortStart", N_("Guest start port (empty: the VIP start port)"), PORT),
+                   ("privatePortEnd", N_("Guest end port (empty: start + the VIP range's size)"), PORT),
+                   ("allowedCidr", N_("Allowed source CIDR (empty: any, e.g. 203.0.113.0/24)"), "text"),
+                   ("vmNicUuid", N_("VM NIC (empty: attach later)"), "pick:pf-create-nics")),
+           optional=("description", "vipPortEnd", "privatePortStart", "privatePortEnd", "allowedCidr",
+                     "vmNicUuid")),
+)
+
 RESOURCES: tuple[Res, ...] = (
     Res("zones", N_("Zones"), "QueryZone", (NAME, STATE, UUID, CREATED), states=EN_DIS,
         actions=(*_state_actions("ChangeZoneState"), _delete("DeleteZone")), group=N_("Infrastructure")),
@@ -183,19 +357,13 @@ RESOURCES: tuple[Res, ...] = (
          Col("availableCpuCapacity", N_("Free CPU (MHz)"), "number"),
          Col("availableMemoryCapacity", N_("Free memory"), "size"), CREATED),
         states=("Enabled", "Disabled", "Maintenance", "PreMaintenance"), zone_field="zoneUuid",
-        actions=(*_state_actions("ChangeHostState"),
-                 Action("maintain", N_("Maintenance mode"), "ChangeHostState",
-                        lambda inv: {"uuid": inv["uuid"], "stateEvent": "maintain"},
-                        when=lambda inv: inv.get("state") == "Enabled", destructive=True),
-                 Action("reconnect", N_("Reconnect"), "ReconnectHost", _uuid),
-                 _delete("DeleteHost")),
+        actions=HOST_ACTIONS, live="res",
         group=N_("Infrastructure")),
     Res("primary-storage", N_("Primary storage"), "QueryPrimaryStorage",
         (NAME, Col("type", N_("Type")), STATE, STATUS, Col("totalCapacity", N_("Total"), "size"),
          Col("availableCapacity", N_("Available"), "size"), CREATED),
-        states=EN_DIS, zone_field="zoneUuid",
-        actions=(*_state_actions("ChangePrimaryStorageState"), _delete("DeletePrimaryStorage")),
-        group=N_("Storage")),
+        states=(*EN_DIS, "Maintenance"), zone_field="zoneUuid",
+        actions=PS_ACTIONS, creates=PS_CREATES, group=N_("Storage"), live="res"),
     Res("backup-storage", N_("Backup storage"), "QueryBackupStorage",
         (NAME, Col("hostname", N_("Host name")), STATE, STATUS, Col("totalCapacity", N_("Total"), "size"),
          Col("availableCapacity", N_("Available"), "size"), CREATED),
@@ -240,12 +408,43 @@ RESOURCES: tuple[Res, ...] = (
     Res("security-groups", N_("Security groups"), "QuerySecurityGroup",
         (NAME, STATE, Col("description", N_("Description")), UUID, CREATED), states=EN_DIS,
         actions=SG_ACTIONS, group=N_("Network")),
+    Res("vips", N_("VIPs"), "QueryVip",
+        (NAME, Col("ip", N_("IP address")), Col("useFor", N_("Used for")), STATE,
+         Col("l3NetworkUuid", N_("L3 network"), "uuid"), Col("peerL3NetworkUuid", N_("Guest L3 network"), "uuid"),
+         CREATED),
+        states=EN_DIS, actions=VIP_ACTIONS, creates=VIP_CREATES, group=N_("Network services"),
+        live="res"),
+    Res("eips", N_("EIPs"), "QueryEip",
+        (NAME, Col("vipIp", N_("VIP address")), Col("guestIp", N_("Guest IP")), STATE,
+         Col("vmNicUuid", N_("VM NIC"), "uuid"), CREATED),
+        states=EN_DIS, actions=EIP_ACTIONS, creates=EIP_CREATES, group=N_("Network services"),
+        live="res"),
+    Res("port-forwarding", N_("Port forwarding"), "QueryPortForwardingRule",
+        (NAME, Col("protocolType", N_("Protocol")), Col("vipIp", N_("VIP address")),
+         Col("vipPortStart", N_("VIP start port")), Col("vipPortEnd", N_("VIP end port")),
+         Col("guestIp", N_("Guest IP")), Col("privatePortStart", N_("Guest start port")),
+         Col("privatePortEnd", N_("Guest end port")), Col("allowedCidr", N_("Allowed CIDR")), STATE,
+         CREATED),
+        states=EN_DIS, actions=PF_ACTIONS, creates=PF_CREATES, group=N_("Network services"),
+        live="res"),
+    Res("virtual-routers", N_("Virtual routers"), "QueryVirtualRouterVm",
+        (NAME, STATE, STATUS, Col("hostUuid", N_("Host"), "uuid"),
+         Col("managementNetworkUuid", N_("Management L3 network"), "uuid"),
+         Col("publicNetworkUuid", N_("Public L3 network"), "uuid"), UUID, CREATED),
+        states=("Created", "Starting", "Running", "Stopping", "Stopped", "Rebooting", "Migrating", "Unknown",
+                "Destroying", "Destroyed", "Error"),
+        zone_field="zoneUuid", actions=ROUTER_ACTIONS, group=N_("Network services"), live="vm"),
+    Res("virtual-router-offerings", N_("Virtual router offerings"), "QueryVirtualRouterOffering",
+        (NAME, Col("cpuNum", N_("CPUs"), "number"), Col("memorySize", N_("Memory"), "size"),
+         Col("isDefault", N_("Default")), STATE, Col("imageUuid", N_("Router image"), "uuid"), CREATED),
+        states=EN_DIS, zone_field="zoneUuid", actions=VR_OFFERING_ACTIONS, creates=VR_OFFERING_CREATES,
+        group=N_("Network services")),
     Res("vms", N_("VM instances"), "QueryVmInstance",
         (NAME, STATE, Col("cpuNum", N_("CPUs"), "number"), Col("memorySize", N_("Memory"), "size"),
          Col("hostUuid", N_("Host"), "uuid"), UUID, CREATED),
         states=("Created", "Starting", "Running", "Stopping", "Stopped", "Rebooting", "Migrating", "Unknown",
                 "Destroying", "Destroyed", "Expunging", "Error"),
-        zone_field="zoneUuid", actions=VM_ACTIONS, group=N_("Compute")),
+        zone_field="zoneUuid", actions=VM_ACTIONS, group=N_("Compute"), live="vm"),
     Res("volumes", N_("Volumes"), "QueryVolume",
         (NAME, Col("type", N_("Type")), STATE, STATUS, Col("size", N_("Size"), "size"),
          Col("vmInstanceUuid", N_("VM instance"), "uuid"), CREATED),
@@ -299,7 +498,7 @@ RESOURCES: tuple[Res, ...] = (
 
 BY_SLUG: dict[str, Res] = {r.slug: r for r in RESOURCES}
 GROUPS: tuple[str, ...] = (N_("Compute"), N_("Infrastructure"), N_("Storage"), N_("Network"),
-                           N_("Configuration"))
+                           N_("Network services"), N_("Configuration"))
 
 #: states shown with their words (never by colour only); translated where shown
 STATE_WORDS: tuple[str, ...] = (

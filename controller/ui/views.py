@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from controller.api.http import CORE
-from controller.ui import i18n
-from controller.ui.resources import BY_SLUG, GROUPS, RESOURCES, Col, Res
+from controller.ui import i18n, live
+from controller.ui.pickers import choices_for
+from controller.ui.resources import BY_SLUG, GROUPS, RESOURCES, Action, Col, Res
 from controller.ui.web import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -265,12 +267,20 @@ async def detail_page(request: web.Request, *, result: dict[str, Any] | None = N
         return render(request, "error.html", {**nav(), "title": p._("Not found"), "message": p._(
             "%(what)s %(key)s does not exist (any more).", what=p._(res.label), key=key)}, status=404)
     actions = [a for a in res.actions if a.when(inv)]
+    choices = {a.id: await choices_for(request, a.inputs, inv) for a in actions}
+    progress = ""
+    if res.live == "vm" and inv.get("uuid") in request.app[CORE].jobs.items:
+        p = page(request)
+        progress = live.progress_label(p._, live.progress_fields(request.app[CORE].jobs.items[inv["uuid"]]))
     scalars = [(k, v) for k, v in inv.items() if not isinstance(v, list | dict)]
     nested = [(k, v) for k, v in inv.items() if isinstance(v, list) and v]
     extra = DETAIL_SECTIONS.get(res.slug)
     sections = await extra(request, inv) if extra is not None else {}
+    # the page answers an action's POST too: its language links lead back to the page, not to the action
     return render(request, "detail.html", {"members": [], "candidates": [], "vm": None, **nav(), "res": res,
-                                           "inv": inv, "key": key, "actions": actions, "scalars": scalars,
+                                           "path": f"/ui/r/{res.slug}/{key}",
+                                           "inv": inv, "key": key, "actions": actions, "choices": choices,
+                                           "progress": progress, "scalars": scalars,
                                            "nested": nested, "call": out, "result": result, "confirm": None,
                                            **sections}, status=status)
 
@@ -286,17 +296,12 @@ async def action_post(request: web.Request) -> web.Response:
     if inv is None:
         return await detail_page(request)
     form = await request.post()
-    body = action.params(inv)
-    for name, _label, _type in action.inputs:
-        value = str(form.get(name, "")).strip()
-        if value:
-            body[name] = value
-    if action.build is not None:
-        body = action.build(body)
+    body = form_body(action, inv, form)
     if action.destructive and form.get("confirmed") != "yes":
         from controller.ui.cli import cli_line
 
         return render(request, "confirm.html", {**nav(), "res": res, "inv": inv, "key": key, "action": action,
+                                                "path": f"/ui/r/{res.slug}/{key}",
                                                 "cli": cli_line(action.api, body), "values": body})
     if not action.when(inv):
         state = str(inv.get("state"))
@@ -305,7 +310,58 @@ async def action_post(request: web.Request) -> web.Response:
         return await detail_page(request, result=result, status=409)
     out = await api(request, action.api, body, background=True)
     result = {"call": out, "error": out.error(p), "label": action.label}
+    if out.ok and out.job is None and (await _load(request, res, key))[0] is None:
+        # deleted (or expunged): say so and lead back to the list, not to a "does not exist" page
+        return render(request, "gone.html", {**nav(), "res": res, "action": action, "call": out,
+                                             "name": inv.get(res.name_field or "uuid") or key,
+                                             "path": f"/ui/r/{res.slug}"})
     return await detail_page(request, result=result, status=200 if out.ok else out.status)
+
+
+def form_body(action: Action, inv: dict[str, Any], form: Any) -> dict[str, Any]:
+    """The API body of ``action`` on ``inv`` from a submitted form: its fixed parameters, each input given
+    (``number:`` inputs as numbers when they are whole numbers; anything else goes to the API as typed, which
+    names the field, the value and what it allows), then the action's ``build``."""
+    body = action.params(inv)
+    for name, _label, kind in action.inputs:
+        value = str(form.get(name, "")).strip()
+        if not value:
+            continue
+        body[name] = int(value) if kind.startswith("number:") and re.fullmatch(r"-?[0-9]{1,12}", value) else value
+    return action.build(body) if action.build is not None else body
+
+
+# --- create forms ---------------------------------------------------------------------------------------
+
+def _creator(request: web.Request) -> tuple[Res, Action]:
+    res = _res(request)
+    action = res.create(request.match_info["form"])
+    if action is None:
+        raise web.HTTPNotFound(text="no such form")
+    return res, action
+
+
+async def create_get(request: web.Request) -> web.Response:
+    res, action = _creator(request)
+    return render(request, "new.html", {**nav(), "res": res, "a": action, "values": {}, "call": None,
+                                        "choices": await choices_for(request, action.inputs, {})})
+
+
+async def create_post(request: web.Request) -> web.Response:
+    """Run the create API with the form's values; on success link to the new resource, on refusal show the
+    API's error (field, value, what is allowed) above the form with the values kept."""
+    res, action = _creator(request)
+    p = page(request)
+    form = await request.post()
+    body = form_body(action, {}, form)
+    out = await api(request, action.api, body)
+    values = {name: str(form.get(name, "")) for name, _l, _k in action.inputs}
+    created = (out.reply.get("inventory") or {}) if out.ok else {}
+    return render(request, "new.html", {**nav(), "res": res, "a": action, "values": {} if out.ok else values,
+                                        "path": request.path,
+                                        "call": out, "error": out.error(p), "created": created,
+                                        "choices": await choices_for(request, action.inputs, {})},
+                  status=200 if out.ok else out.status)
 
 
 # --- the VM wizard ---------------------------------------------------------------------------------------
@@ -386,7 +442,7 @@ async def vm_new_post(request: web.Request) -> web.Response:
     ctx = {**nav(), **await _choices(request), "form": form, "calls": calls, "errors": errors,
            "call_errors": [c.error(p) for c in calls if not c.ok]}
     status = 400 if errors else (calls[-1].status if calls and not calls[-1].ok else 200)
-    return render(request, "vm_new.html", ctx, status=status)
+    return render(request, "vm_new.html", {**ctx, "path": request.path}, status=status)
 
 
 # --- bulk actions on selected rows -----------------------------------------------------------------------
@@ -416,7 +472,8 @@ async def bulk_post(request: web.Request) -> web.Response:
         from controller.ui.cli import cli_line
 
         lines = [cli_line(action.api, action.params(inv)) for _k, inv in rows if inv is not None]
-        return render(request, "bulk_confirm.html", {"res": res, "action": action, "rows": rows, "lines": lines})
+        return render(request, "bulk_confirm.html", {"res": res, "action": action, "rows": rows, "lines": lines,
+                                                     "path": f"/ui/r/{res.slug}"})
     results: list[dict[str, Any]] = []
     for key, inv in rows:
         if inv is None:
@@ -432,4 +489,5 @@ async def bulk_post(request: web.Request) -> web.Response:
             continue
         out = await api(request, action.api, action.params(inv), background=True)
         results.append({"key": key, "name": name, "call": out, "error": out.error(p)})
-    return render(request, "bulk_result.html", {"res": res, "action": action, "results": results})
+    return render(request, "bulk_result.html", {"res": res, "action": action, "results": results,
+                                                "path": f"/ui/r/{res.slug}"})

@@ -97,7 +97,10 @@ def page(request: web.Request) -> Page:
 
 def render(request: web.Request, template: str, context: dict[str, Any], *, status: int = 200) -> web.Response:
     p = page(request)
-    ctx = {"groups": NAV_GROUPS, "page": p, "csrf": p.csrf, "session": p.session, "path": request.path_qs,
+    # ``path``: where the language links come back to; a POST's own path may take no GET (an action), so a page
+    # answering a POST names its page (``path`` in ``context``) or the links lead to the dashboard
+    ctx = {"groups": NAV_GROUPS, "page": p, "csrf": p.csrf, "session": p.session,
+           "path": request.path_qs if request.method == "GET" else "/ui/",
            "error": None, "result": None, **context}
     return aiohttp_jinja2.render_template(template, request, ctx, status=status, app_key=ENV_KEYS[p.lang])
 

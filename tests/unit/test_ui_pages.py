@@ -116,7 +116,8 @@ async def test_every_page_renders(client: TestClient, lang: str) -> None:
     assert "sg-1" in text and sg_words[0] in text
     text = await (await client.get(f"/ui/r/security-groups/{ids['sg']}")).text()
     assert sg_words[1] in text and "10.0.0.0/8" in text
-    assert '<select name="protocol" required><option>TCP</option><option>UDP</option><option>ICMP</option>' in text
+    assert ('<select id="add-rule-protocol" name="protocol" required><option value="TCP">TCP</option>'
+            '<option value="UDP">UDP</option><option value="ICMP">ICMP</option>') in text
     r = await client.get("/ui/r/zones/nope")
     assert r.status == 404
 

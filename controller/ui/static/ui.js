@@ -1,4 +1,6 @@
-// Live state: one EventSource on /ui/events. VM states update every element marked data-vm-state="<uuid>";
+// Live state: one EventSource on /ui/events. VM states update every element marked data-vm-state="<uuid>",
+// other resources' states and statuses (hosts, primary storage, VIPs, EIPs, port forwarding) data-res-state /
+// data-res-status;
 // jobs go to the task panel and to job rows (data-job); a migrating VM's progress to data-vm-progress="<uuid>".
 // No reload needed.
 (function () {
@@ -15,11 +17,26 @@
     var url = document.body.dataset.live;
     if (!url || !window.EventSource) { return; }
     var src = new EventSource(url);
+    // a page left (or kept in the back-forward cache) gives its connection back: over HTTP/1.1 the browser has
+    // only 6 connections to the controller, and open streams of old pages made the next page wait for one
+    window.addEventListener("pagehide", function () { src.close(); });
+    window.addEventListener("pageshow", function (ev) { if (ev.persisted) { window.location.reload(); } });
     src.addEventListener("vm", function (ev) {
       var d = JSON.parse(ev.data);
       document.querySelectorAll('[data-vm-state="' + d.uuid + '"]').forEach(function (el) {
         setState(el, d.state, d.label);
       });
+    });
+    src.addEventListener("res", function (ev) {
+      var d = JSON.parse(ev.data);
+      document.querySelectorAll('[data-res-state="' + d.uuid + '"]').forEach(function (el) {
+        setState(el, d.state, d.label);
+      });
+      if (d.status) {
+        document.querySelectorAll('[data-res-status="' + d.uuid + '"]').forEach(function (el) {
+          setState(el, d.status, d.statusLabel);
+        });
+      }
     });
     src.addEventListener("progress", function (ev) {
       var d = JSON.parse(ev.data);
