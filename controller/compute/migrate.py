@@ -540,8 +540,9 @@ async def find_migrated(core: Controller, vm: dict[str, Any]) -> dict[str, Any] 
 
 async def adopt_migrated(core: Controller, vm: dict[str, Any], dest: dict[str, Any]) -> None:
     """Commit a migration whose controller died after libvirt moved the VM: the VM on ``dest`` (capacity moved
-    once, cluster/zone, local-storage refs and capacity of both hosts), the source's flat entries and disk files
-    removed. The destination's flat entries were set up before the migration started."""
+    once, cluster/zone, local-storage refs and capacity of both hosts), the destination agent told the migration
+    ended (it reports the VM's events again), the source's flat entries and disk files removed. The
+    destination's flat entries were set up before the migration started."""
     uuid, src = vm["uuid"], vm["hostUuid"]
     async with core.db.write() as tx:
         if not await move_vm(tx, uuid, expect_host=src, host=dest["uuid"],
@@ -563,6 +564,11 @@ async def adopt_migrated(core: Controller, vm: dict[str, Any], dest: dict[str, A
                                  "lastOpDate=? WHERE primaryStorageUuid=? AND hostUuid=?",
                                  (sign * need, now_iso(), ps, host_uuid))
             await scap.sync_ps(tx, ps)
+    try:  # the destination agent mutes the VM's events while it expects the migration: it has ended
+        await core.services["agents"].call(dest, mc.MigrationDoneCmd(uuid=uuid), timeout=60)
+    except ApiError as e:
+        log.warning("recovery: host %s did not take the end of the migration of vm %s: %s", dest["uuid"], uuid,
+                    e.details)
     await extensions.run_quietly("vm.stopped", core, host_uuid=src, vm=vm)
     src_host = await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (src,))
     for f in files:

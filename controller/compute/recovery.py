@@ -48,7 +48,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from controller.api.context import ApiContext
-from controller.compute import extensions, migrate
+from controller.compute import extensions, migrate, tracer
 from controller.compute.capacity import move_vm
 from controller.compute.connect import parse_size
 from controller.core import Controller, on_start
@@ -294,8 +294,25 @@ async def recover_hosts(core: Controller) -> dict[str, dict[str, str]]:
         done[host["uuid"]] = await reconcile_host(core, host, states)
 
     await asyncio.gather(*(one(dict(r)) for r in rows))
+    await asyncio.gather(*(_sync(core, dict(r)) for r in rows))
     core.services["recovery"]["done"] = True
+    if (finished := core.services["recovery"].get("finished")) is not None:
+        finished.set()
     return done
+
+
+async def _sync(core: Controller, host: dict[str, Any]) -> None:
+    """What changed on the host while no controller listened (a domain that stopped or vanished, one that
+    started): the VM sync a reconnect or the next ping would make, made now. After every host's transitional VMs
+    were settled, so a VM that migrated is on its new host before its domain is compared."""
+    try:
+        changed = await tracer.full_sync(core, host["uuid"], await vm_states(core, host))
+    except (ApiError, TimeoutError) as e:
+        log.warning("recovery: host %s did not answer its VM sync (%s); done at its reconnect", host["uuid"],
+                    getattr(e, "details", e))
+        return
+    if changed:
+        log.warning("recovery: %d vm(s) of host %s changed while the controller was down", changed, host["uuid"])
 
 
 async def _host_connected(core: Controller, *, host: dict[str, Any]) -> None:
@@ -308,7 +325,8 @@ async def _start(core: Controller) -> None:
     for j in interrupted:
         log.warning("recovery: job %s (%s, resource %s) was interrupted by the controller's stop", j["uuid"],
                     j["apiName"], j["resourceUuid"])
-    core.services["recovery"] = {"done": False, "interrupted": interrupted}
+    # finished: set once every Connected host's VMs were reconciled and synced (the router recovery waits for it)
+    core.services["recovery"] = {"done": False, "interrupted": interrupted, "finished": asyncio.Event()}
     await resolve_connecting_hosts(core, interrupted)
     await resolve_interrupted_maintenance(core)
     await release_leaks(core)
