@@ -30,6 +30,15 @@ Migrating          Running (the migration had not moved it)  running on another 
 Destroying         the destroy is finished (DestroyVmInstance's own path: domain, capacity, IPs, policy)
 =================  ====================================  ===========================================
 
+A Migrating VM whose source host still runs the migration job (its agent carries on after the controller that
+asked for it died) is left Migrating until the job ends: the next VM sync of the host (ping) or its reconnect
+settles it by the table above (stopping the paused source domain, or calling it Running there, would lose the
+guest or where it ends up).
+
+After every Connected host's transitional VMs are settled, each host's VMs are synced with what it runs (the
+VM sync of a reconnect: a domain that stopped or vanished while no controller listened), and the routers are
+checked once at once (:mod:`controller.vrouter_provider.recovery`).
+
 A domain running on a host that no VM row places there (no row, or a Destroyed/Expunging one) is an
 *orphan*: reported in the log (and by ``CheckConsistency``), and destroyed when the global config
 ``vm/orphanDomain.destroy`` is true (default false: an operator decides).
@@ -56,6 +65,7 @@ from controller.errors import ApiError, OperationError
 from controller.globalconfig import ConfigDef, register_config
 from controller.storage.capacity import sync_ps
 from controller.util import now_iso
+from kvmagent.contract import migrate as mc
 from kvmagent.contract import vm as vc
 
 log = logging.getLogger(__name__)
@@ -188,6 +198,10 @@ async def reconcile_vm(core: Controller, host: dict[str, Any], uuid: str, domain
     vm = dict(row)
     running = domain == "Running"
     state = vm["state"]
+    if state == "Migrating" and domain is not None and await _still_migrating(core, host, uuid):
+        log.warning("recovery: vm %s is Migrating and its host %s still runs the migration; settled when it ends "
+                    "(next VM sync of the host or its reconnect)", uuid, host["uuid"])
+        return None
     if state == "Destroying":
         what = await _finish_destroy(core, vm)
     elif running:
@@ -211,6 +225,19 @@ async def reconcile_vm(core: Controller, host: dict[str, Any], uuid: str, domain
     log.warning("recovery: vm %s was %s on host %s (domain: %s) → %s", uuid, state, host["uuid"],
                 domain or "none", what)
     return what
+
+
+async def _still_migrating(core: Controller, host: dict[str, Any], uuid: str) -> bool:
+    """Whether the source host's libvirt still runs the migration job of ``uuid`` (its agent carries on after the
+    controller that asked for it died): stopping or re-placing the VM now would kill the guest or lose where it
+    ends up."""
+    try:
+        reply = await core.services["agents"].call(host, mc.MigrationProgressCmd(uuid=uuid), timeout=15)
+    except ApiError as e:
+        log.warning("recovery: host %s did not say whether vm %s is still migrating: %s", host["uuid"], uuid,
+                    e.details)
+        return False
+    return bool(reply.running)
 
 
 async def _rollback_create(core: Controller, host: dict[str, Any], vm: dict[str, Any], domain: str | None) -> None:

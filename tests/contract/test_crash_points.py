@@ -25,6 +25,7 @@ from test_vrouter_lifecycle import Routers, ServedRouter
 
 from controller.compute import migrate
 from controller.vrouter_provider import health, hooks, router
+from kvmagent.driver import migration
 from kvmagent.driver.base import VmState
 from kvmagent.driver.xml.channel import channel_socket
 from kvmagent.handlers import migrate as agent_migrate
@@ -127,6 +128,45 @@ async def test_migrate_killed_after_libvirt_moved_the_vm(lab: CrashLab, monkeypa
         return (await e.vm(vm["uuid"]))["state"] == "Stopped"
 
     await wait_for(stopped, 20, "the destination agent to report the out-of-band stop")
+
+
+async def test_migrate_killed_while_libvirt_still_migrates(lab: CrashLab, monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Killed while the source agent's libvirt job runs (the controller waits for ``/vm/migrate``; the agent
+    carries on): the restarted controller leaves the VM Migrating while the source reports the job (before: it
+    called the VM Running on the source, and the domain then ended on the destination), and commits it where
+    the job put it once it ended (at the host's reconnect)."""
+    a, b = _hosts(lab)
+    vm = await _vm_on(lab, "vm", a)
+    libvirt_migrates(lab, monkeypatch)
+    src = tcc._agent(lab.env, a).app[CTX]
+    moves = src.driver.migrate_vm
+    release = asyncio.Event()
+
+    async def slow(vm_uuid: str, dest_ip: str, *, copy_storage: bool, timeout: float) -> tuple[float, int | None]:
+        migration.LIVE[vm_uuid] = {}   # what the real driver records as soon as the job runs
+        lab.die()
+        try:
+            await asyncio.wait_for(release.wait(), 60)
+            return await moves(vm_uuid, dest_ip, copy_storage=copy_storage, timeout=timeout)
+        finally:
+            migration.LIVE.pop(vm_uuid, None)
+
+    monkeypatch.setattr(src.driver, "migrate_vm", slow)
+    await lab.submit("MigrateVm", vmInstanceUuid=vm["uuid"], hostUuid=b)
+    e = await lab.restart()
+    now = await e.vm(vm["uuid"])
+    assert (now["state"], now["hostUuid"]) == ("Migrating", a), now
+    release.set()
+
+    async def moved() -> bool:
+        return vm["uuid"] in await tcc._domains(tcc._agent(e, b)) and \
+            vm["uuid"] not in await tcc._domains(tcc._agent(e, a))
+
+    await wait_for(moved, 20, "the agent's migration to end on the destination")
+    await lab.healed()
+    now = await e.vm(vm["uuid"])
+    assert (now["state"], now["hostUuid"], now["lastHostUuid"]) == ("Running", b, a), now
 
 
 # ---------------------------------------------------------------------------------------------- maintenance
