@@ -348,3 +348,33 @@ async def test_router_vm_defined_but_stopped_is_recreated(lab: CrashLab, routed:
     assert [d["mac"] for d in routed.served[new["uuid"]].applied[-1][0]["dhcp"]] == [body["inventory"]["vmNics"][0]
                                                                                     ["mac"]]
     await lab.healed()
+
+
+async def test_reconcile_leaves_a_router_being_created_alone(lab: CrashLab, routed: LabRouters,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host's reconcile (a ping's VM sync, a reconnect, CheckConsistency --repair) while a router is being
+    created (Starting, no domain yet) leaves it to its creation (before: rolled back as an interrupted create,
+    and the user VM's start failed; found by the router re-creation at a restart racing a reconnect)."""
+    from controller.compute import recovery
+
+    e = lab.env
+    reached, gate = asyncio.Event(), asyncio.Event()
+    real = router.start_on_host
+
+    async def held(core: Any, host: dict[str, Any], vm: dict[str, Any], *a: Any, **kw: Any) -> Any:
+        if vm["type"] == "ApplianceVm":
+            reached.set()
+            await asyncio.wait_for(gate.wait(), 30)
+        return await real(core, host, vm, *a, **kw)
+
+    monkeypatch.setattr(router, "start_on_host", held)
+    create = asyncio.create_task(e.create_vm("vm"))
+    await asyncio.wait_for(reached.wait(), 30)
+    for h in await e.core.db.fetchall("SELECT * FROM Host ORDER BY createDate"):
+        host = dict(h)
+        assert await recovery.reconcile_host(e.core, host, await recovery.vm_states(e.core, host)) == {}
+    gate.set()
+    st, body = await create
+    assert st == 200, body
+    await _router_current(lab, routed)
+    await lab.healed()
