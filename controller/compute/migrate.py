@@ -538,6 +538,23 @@ async def find_migrated(core: Controller, vm: dict[str, Any]) -> dict[str, Any] 
     return None
 
 
+async def end_expectations(core: Controller, vm: dict[str, Any]) -> None:
+    """A VM left ``Migrating`` by a dead controller stays on its source (the migration never moved it): every other
+    Connected host of its zone is told the migration ended, so the destination's agent (prepared, unknown here)
+    stops muting the VM's events (crash recovery; a host that expects nothing ignores it)."""
+    rows = await core.db.fetchall("SELECT * FROM Host WHERE status='Connected' AND uuid != ? AND zoneUuid = ?",
+                                  (vm["hostUuid"], vm["zoneUuid"]))
+    for row in rows:
+        host = dict(row)
+        if _level(host) < MIGRATION_LEVEL:
+            continue
+        try:
+            await core.services["agents"].call(host, mc.MigrationDoneCmd(uuid=vm["uuid"]), timeout=30)
+        except ApiError as e:
+            log.info("recovery: host %s did not take the end of the migration of vm %s: %s", host["uuid"],
+                     vm["uuid"], e.details)
+
+
 async def adopt_migrated(core: Controller, vm: dict[str, Any], dest: dict[str, Any]) -> None:
     """Commit a migration whose controller died after libvirt moved the VM: the VM on ``dest`` (capacity moved
     once, cluster/zone, local-storage refs and capacity of both hosts), the destination agent told the migration

@@ -205,6 +205,8 @@ async def reconcile_vm(core: Controller, host: dict[str, Any], uuid: str, domain
     if state == "Destroying":
         what = await _finish_destroy(core, vm)
     elif running:
+        if state == "Migrating":
+            await migrate.end_expectations(core, vm)
         async with core.db.write() as tx:
             await tx.execute("UPDATE VmInstance SET state='Running', lastOpDate=? WHERE uuid=? AND state=?",
                              (now_iso(), uuid, state))

@@ -101,6 +101,25 @@ async def test_migrate_killed_after_the_reservation(lab: CrashLab, monkeypatch: 
     await lab.healed()
 
 
+async def test_migrate_killed_after_the_destination_was_prepared(lab: CrashLab, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """Killed after ``/vm/migrate/prepare`` on the destination and the start extensions there, before the source
+    was asked to migrate: the VM is Running on its host, and the destination agent no longer mutes the VM's events
+    (it expected the migration for the migration's whole time bound)."""
+    a, b = _hosts(lab)
+    vm = await _vm_on(lab, "vm", a)
+    libvirt_migrates(lab, monkeypatch)
+    lab.crash_after(migrate.Migration, "_prepare")
+    await lab.submit("MigrateVm", vmInstanceUuid=vm["uuid"], hostUuid=b)
+    e = await lab.restart()
+    await lab.healed()
+    now = await e.vm(vm["uuid"])
+    assert (now["state"], now["hostUuid"]) == ("Running", a), now
+    judger = tcc._agent(e, b).app[CTX].judger
+    exp = judger._exp.get(vm["uuid"])
+    assert exp is None or (exp.running == 0 and exp.until - judger.clock() <= judger.ttl), exp
+
+
 async def test_migrate_killed_after_libvirt_moved_the_vm(lab: CrashLab, monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after the source agent answered that the domain left it (it runs on the destination) and before
     the commit: recovery commits the migration where the VM runs, and the destination agent, told the migration
