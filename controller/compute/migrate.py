@@ -538,10 +538,28 @@ async def find_migrated(core: Controller, vm: dict[str, Any]) -> dict[str, Any] 
     return None
 
 
+async def end_expectations(core: Controller, vm: dict[str, Any]) -> None:
+    """A VM left ``Migrating`` by a dead controller stays on its source (the migration never moved it): every other
+    Connected host of its zone is told the migration ended, so the destination's agent (prepared, unknown here)
+    stops muting the VM's events (crash recovery; a host that expects nothing ignores it)."""
+    rows = await core.db.fetchall("SELECT * FROM Host WHERE status='Connected' AND uuid != ? AND zoneUuid = ?",
+                                  (vm["hostUuid"], vm["zoneUuid"]))
+    for row in rows:
+        host = dict(row)
+        if _level(host) < MIGRATION_LEVEL:
+            continue
+        try:
+            await core.services["agents"].call(host, mc.MigrationDoneCmd(uuid=vm["uuid"]), timeout=30)
+        except ApiError as e:
+            log.info("recovery: host %s did not take the end of the migration of vm %s: %s", host["uuid"],
+                     vm["uuid"], e.details)
+
+
 async def adopt_migrated(core: Controller, vm: dict[str, Any], dest: dict[str, Any]) -> None:
     """Commit a migration whose controller died after libvirt moved the VM: the VM on ``dest`` (capacity moved
-    once, cluster/zone, local-storage refs and capacity of both hosts), the source's flat entries and disk files
-    removed. The destination's flat entries were set up before the migration started."""
+    once, cluster/zone, local-storage refs and capacity of both hosts), the destination agent told the migration
+    ended (it reports the VM's events again), the source's flat entries and disk files removed. The
+    destination's flat entries were set up before the migration started."""
     uuid, src = vm["uuid"], vm["hostUuid"]
     async with core.db.write() as tx:
         if not await move_vm(tx, uuid, expect_host=src, host=dest["uuid"],
@@ -563,6 +581,11 @@ async def adopt_migrated(core: Controller, vm: dict[str, Any], dest: dict[str, A
                                  "lastOpDate=? WHERE primaryStorageUuid=? AND hostUuid=?",
                                  (sign * need, now_iso(), ps, host_uuid))
             await scap.sync_ps(tx, ps)
+    try:  # the destination agent mutes the VM's events while it expects the migration: it has ended
+        await core.services["agents"].call(dest, mc.MigrationDoneCmd(uuid=uuid), timeout=60)
+    except ApiError as e:
+        log.warning("recovery: host %s did not take the end of the migration of vm %s: %s", dest["uuid"], uuid,
+                    e.details)
     await extensions.run_quietly("vm.stopped", core, host_uuid=src, vm=vm)
     src_host = await core.db.fetchone("SELECT * FROM Host WHERE uuid=?", (src,))
     for f in files:

@@ -30,6 +30,15 @@ Migrating          Running (the migration had not moved it)  running on another 
 Destroying         the destroy is finished (DestroyVmInstance's own path: domain, capacity, IPs, policy)
 =================  ====================================  ===========================================
 
+A Migrating VM whose source host still runs the migration job (its agent carries on after the controller that
+asked for it died) is left Migrating until the job ends: the next VM sync of the host (ping) or its reconnect
+settles it by the table above (stopping the paused source domain, or calling it Running there, would lose the
+guest or where it ends up).
+
+After every Connected host's transitional VMs are settled, each host's VMs are synced with what it runs (the
+VM sync of a reconnect: a domain that stopped or vanished while no controller listened), and the routers are
+checked once at once (:mod:`controller.vrouter_provider.recovery`).
+
 A domain running on a host that no VM row places there (no row, or a Destroyed/Expunging one) is an
 *orphan*: reported in the log (and by ``CheckConsistency``), and destroyed when the global config
 ``vm/orphanDomain.destroy`` is true (default false: an operator decides).
@@ -48,7 +57,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from controller.api.context import ApiContext
-from controller.compute import extensions, migrate
+from controller.compute import extensions, migrate, tracer
 from controller.compute.capacity import move_vm
 from controller.compute.connect import parse_size
 from controller.core import Controller, on_start
@@ -56,6 +65,7 @@ from controller.errors import ApiError, OperationError
 from controller.globalconfig import ConfigDef, register_config
 from controller.storage.capacity import sync_ps
 from controller.util import now_iso
+from kvmagent.contract import migrate as mc
 from kvmagent.contract import vm as vc
 
 log = logging.getLogger(__name__)
@@ -188,9 +198,15 @@ async def reconcile_vm(core: Controller, host: dict[str, Any], uuid: str, domain
     vm = dict(row)
     running = domain == "Running"
     state = vm["state"]
+    if state == "Migrating" and domain is not None and await _still_migrating(core, host, uuid):
+        log.warning("recovery: vm %s is Migrating and its host %s still runs the migration; settled when it ends "
+                    "(next VM sync of the host or its reconnect)", uuid, host["uuid"])
+        return None
     if state == "Destroying":
         what = await _finish_destroy(core, vm)
     elif running:
+        if state == "Migrating":
+            await migrate.end_expectations(core, vm)
         async with core.db.write() as tx:
             await tx.execute("UPDATE VmInstance SET state='Running', lastOpDate=? WHERE uuid=? AND state=?",
                              (now_iso(), uuid, state))
@@ -211,6 +227,19 @@ async def reconcile_vm(core: Controller, host: dict[str, Any], uuid: str, domain
     log.warning("recovery: vm %s was %s on host %s (domain: %s) → %s", uuid, state, host["uuid"],
                 domain or "none", what)
     return what
+
+
+async def _still_migrating(core: Controller, host: dict[str, Any], uuid: str) -> bool:
+    """Whether the source host's libvirt still runs the migration job of ``uuid`` (its agent carries on after the
+    controller that asked for it died): stopping or re-placing the VM now would kill the guest or lose where it
+    ends up."""
+    try:
+        reply = await core.services["agents"].call(host, mc.MigrationProgressCmd(uuid=uuid), timeout=15)
+    except ApiError as e:
+        log.warning("recovery: host %s did not say whether vm %s is still migrating: %s", host["uuid"], uuid,
+                    e.details)
+        return False
+    return bool(reply.running)
 
 
 async def _rollback_create(core: Controller, host: dict[str, Any], vm: dict[str, Any], domain: str | None) -> None:
@@ -294,8 +323,25 @@ async def recover_hosts(core: Controller) -> dict[str, dict[str, str]]:
         done[host["uuid"]] = await reconcile_host(core, host, states)
 
     await asyncio.gather(*(one(dict(r)) for r in rows))
+    await asyncio.gather(*(_sync(core, dict(r)) for r in rows))
     core.services["recovery"]["done"] = True
+    if (finished := core.services["recovery"].get("finished")) is not None:
+        finished.set()
     return done
+
+
+async def _sync(core: Controller, host: dict[str, Any]) -> None:
+    """What changed on the host while no controller listened (a domain that stopped or vanished, one that
+    started): the VM sync a reconnect or the next ping would make, made now. After every host's transitional VMs
+    were settled, so a VM that migrated is on its new host before its domain is compared."""
+    try:
+        changed = await tracer.full_sync(core, host["uuid"], await vm_states(core, host))
+    except (ApiError, TimeoutError) as e:
+        log.warning("recovery: host %s did not answer its VM sync (%s); done at its reconnect", host["uuid"],
+                    getattr(e, "details", e))
+        return
+    if changed:
+        log.warning("recovery: %d vm(s) of host %s changed while the controller was down", changed, host["uuid"])
 
 
 async def _host_connected(core: Controller, *, host: dict[str, Any]) -> None:
@@ -308,7 +354,8 @@ async def _start(core: Controller) -> None:
     for j in interrupted:
         log.warning("recovery: job %s (%s, resource %s) was interrupted by the controller's stop", j["uuid"],
                     j["apiName"], j["resourceUuid"])
-    core.services["recovery"] = {"done": False, "interrupted": interrupted}
+    # finished: set once every Connected host's VMs were reconciled and synced (the router recovery waits for it)
+    core.services["recovery"] = {"done": False, "interrupted": interrupted, "finished": asyncio.Event()}
     await resolve_connecting_hosts(core, interrupted)
     await resolve_interrupted_maintenance(core)
     await release_leaks(core)

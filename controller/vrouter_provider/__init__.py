@@ -14,6 +14,8 @@
   router first; VM stops, state changes and NIC changes push the router the whole state again.
 * :mod:`.health`: the periodic health check (``virtualRouter/ping.interval``): reconnect, re-create, push the
   controller's agent code to a router running other code.
+* :mod:`.recovery`: at controller start, every router is checked once right after crash recovery (a change
+  committed but never pushed reaches it; a router left half connected is reconnected).
 """
 
-from controller.vrouter_provider import eip, health, hooks, offering, portforward, vmapi  # noqa: F401
+from controller.vrouter_provider import eip, health, hooks, offering, portforward, recovery, vmapi  # noqa: F401

@@ -35,7 +35,7 @@ from controller.core import Controller
 from controller.errors import ApiError, OperationError
 from controller.identity import ADMIN_UUID
 from controller.resources import ipam
-from controller.util import now_iso
+from controller.util import new_uuid, now_iso
 from controller.vrouter_provider.addrcheck import check_addresses
 from controller.vrouter_provider.offering import offering_for
 from kvmagent.contract.vrouter import VRouterCallCmd
@@ -131,8 +131,18 @@ async def create_router(core: Controller, l3_uuid: str) -> dict[str, Any]:
     ctx = ApiContext(core=core, api="CreateVirtualRouterVm")
     msg = CreateVmInstanceMsg(name=f"virtualRouter.l3.{l3_uuid}", instanceOfferingUuid=off["uuid"],
                               imageUuid=off["imageUuid"], l3NetworkUuids=l3s, type="ApplianceVm",
-                              defaultL3NetworkUuid=public, zoneUuid=l3["zoneUuid"])
-    vm = await insert_vm(ctx, msg, off, dict(image))
+                              defaultL3NetworkUuid=public, zoneUuid=l3["zoneUuid"], resourceUuid=new_uuid())
+    assert msg.resourceUuid is not None
+    # the router VM's own work queue is held from its insertion on (as CreateVmInstance does): crash recovery and
+    # the host ping's reconcile skip a VM whose queue is busy, so they never roll back a router being created
+    return await core.queues.run(msg.resourceUuid, lambda: _create(core, ctx, msg, dict(off), dict(image), l3_uuid,
+                                                                   services, gw_range, mgmt, public))
+
+
+async def _create(core: Controller, ctx: ApiContext, msg: CreateVmInstanceMsg, off: dict[str, Any],
+                  image: dict[str, Any], l3_uuid: str, services: set[str], gw_range: Any, mgmt: str,
+                  public: str) -> dict[str, Any]:
+    vm = await insert_vm(ctx, msg, off, image)
     try:
         token = secrets.token_hex(24)
         async with core.db.write() as tx:
