@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import test_controller_compute as tcc
 from crashlab import CrashLab, wait_for
-from test_vrouter_lifecycle import Routers, ServedRouter
+from test_vrouter_lifecycle import Routers, ServedRouter, routed_l3
 
 from controller.compute import migrate
 from controller.vrouter_provider import health, hooks, router
@@ -31,7 +31,6 @@ from kvmagent.driver.xml.channel import channel_socket
 from kvmagent.handlers import migrate as agent_migrate
 from kvmagent.handlers import vrouter as relay
 from kvmagent.server import CTX
-from zsutil.runner import run
 
 MiB = 1 << 20
 
@@ -247,16 +246,7 @@ async def routed(lab: CrashLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         return channel_socket(sockets / Path(state_dir).name[:8], vm_uuid)
 
     monkeypatch.setattr(relay, "channel_socket", short_socket)
-    e = lab.env
-    l3 = lab.ids["l3"]
-    await e.call("AddDnsToL3Network", l3NetworkUuid=l3, dns="10.10.0.53")
-    (vrp,) = await e.query("QueryNetworkServiceProvider", ("type", "=", "VirtualRouter"))
-    await e.call("AttachNetworkServiceToL3Network", l3NetworkUuid=l3, networkServices={vrp["uuid"]: ["DHCP", "DNS"]})
-    img = tmp_path / "vr.qcow2"
-    await run(["qemu-img", "create", "-f", "qcow2", str(img), "64M"], timeout=30)
-    image = await e.inv("AddImage", name="vrouter", url=f"file://{img}", format="qcow2", system=True)
-    await e.inv("CreateVirtualRouterOffering", name="vr", cpuNum=1, cpuSpeed=1000, memorySize=256 * MiB,
-                zoneUuid=lab.ids["zone"], managementNetworkUuid=l3, imageUuid=image["uuid"])
+    await routed_l3(lab.env, tmp_path)
     routers = LabRouters(lab, tmp_path / "routers", sockets)
     try:
         yield routers

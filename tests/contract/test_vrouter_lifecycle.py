@@ -136,7 +136,9 @@ async def test_router_dhcp_pushes_health_check_code_push_and_direct_destroy(
         shutil.rmtree(sockets, ignore_errors=True)
 
 
-async def _scenario(env: Env, tmp_path: Path, sockets: Path) -> None:
+async def routed_l3(env: Env, tmp_path: Path) -> None:
+    """The env's L3 takes DHCP and DNS from the VirtualRouter provider, with a router offering on a (blank)
+    system image: the next VM start on it makes its router."""
     l3 = env.ids["l3"]
     await env.call("AddDnsToL3Network", l3NetworkUuid=l3, dns="10.10.0.53")
     (vrp,) = await env.query("QueryNetworkServiceProvider", ("type", "=", "VirtualRouter"))
@@ -146,6 +148,11 @@ async def _scenario(env: Env, tmp_path: Path, sockets: Path) -> None:
     image = await env.inv("AddImage", name="vrouter", url=f"file://{img}", format="qcow2", system=True)
     await env.inv("CreateVirtualRouterOffering", name="vr", cpuNum=1, cpuSpeed=1000, memorySize=256 * MiB,
                   zoneUuid=env.ids["zone"], managementNetworkUuid=l3, imageUuid=image["uuid"])
+
+
+async def _scenario(env: Env, tmp_path: Path, sockets: Path) -> None:
+    l3 = env.ids["l3"]
+    await routed_l3(env, tmp_path)
     routers = Routers(env, tmp_path / "routers", sockets)
     try:
         status, body = await env.create_vm("vm1")
