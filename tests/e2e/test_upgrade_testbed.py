@@ -72,6 +72,12 @@ EXCLUDED = {
     ("QueryLocalStorageHostRef", "lastOpDate"): "stamped by that re-read",
     ("QueryPrimaryStorage", "availablePhysicalCapacity"): "the sum of the hosts' re-read free space",
     ("QueryPrimaryStorage", "lastOpDate"): "stamped by that re-read",
+    # The new release registers the router image the upgrade brought (system_images) on the backup storage, which
+    # re-measures its capacity (this machine's free disk space) and stamps it.
+    ("QueryBackupStorage", "availableCapacity"): "re-measured after the new router image was registered on it",
+    ("QueryBackupStorage", "lastOpDate"): "stamped by that re-measure",
+    ("QuerySftpBackupStorage", "availableCapacity"): "re-measured after the new router image was registered on it",
+    ("QuerySftpBackupStorage", "lastOpDate"): "stamped by that re-measure",
     # Sessions: the upgrade's own login and the test's (sessions are not the estate).
     ("QuerySession", "*"): "the test logs in again after the upgrade",
 }
@@ -84,6 +90,8 @@ INHERENT = ("uuid", "createDate", "lastOpDate")
 NEW_RECORDS = {
     "QueryGlobalConfig": "the new release's new settings",
     "QueryNetworkServiceProvider": "the new release's providers (SecurityGroup, VirtualRouter)",
+    "QueryImage": "the new release's router image, registered as a system image at its start",
+    "QueryImageBackupStorageRef": "that image's copy on the backup storage",
 }
 
 
@@ -173,6 +181,15 @@ class Site:
                          "ZSTACK_CTL_PIDFILE": str(self.pidfile)})
         self.session = ""
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def add_system_image_dir(self) -> Path:
+        """Point the config's import and system image directories (keys of the new release) into this site."""
+        system = self.root / "import" / "system"
+        system.mkdir(parents=True)
+        cfg = json.loads(self.cfg.read_text())
+        cfg.update(image_import_dirs=[str(self.root / "import")], system_image_dir=str(system))
+        self.cfg.write_text(json.dumps(cfg))
+        return system
 
     def release_cmd(self, *args: str) -> str:
         """``python3 -m controller.release`` from this checkout, as scripts/install.sh runs it."""
@@ -414,6 +431,20 @@ def _differences(before: dict[str, Any], after: dict[str, Any]) -> tuple[list[st
     return diffs, added, new_records
 
 
+def _router_image_registered(s: Site, name: str) -> None:
+    """The router image the upgrade brought is registered, once, as a system image on the backup storage."""
+    t0, images = time.monotonic(), []
+    while time.monotonic() - t0 < 120:
+        images = [i for i in s.query("QueryImage") if i["name"] == name]
+        if images and images[0]["status"] == "Ready":
+            break
+        time.sleep(1)
+    assert len(images) == 1 and images[0]["status"] == "Ready" and images[0]["system"], images
+    (bs,) = s.query("QueryBackupStorage")
+    assert [r["backupStorageUuid"] for r in images[0]["backupStorageRefs"]] == [bs["uuid"]], images
+    print(f"router image registered {time.monotonic() - t0:.1f} s after the agents' upgrade")
+
+
 # ---------------------------------------------------------------------------------------------- the test
 
 
@@ -466,6 +497,13 @@ def test_upgrade_from_the_previous_release_keeps_the_whole_estate(ug_testbed: Te
         # NEW release's zstack-ctl upgrades to it
         t0 = time.monotonic()
         new = Path(s.release_cmd("install", str(new_wheel)))
+        # what install.sh -u also does: it leaves the new release's router image for the controller to register.
+        # Here in this site's own directory (the machine's /var/lib/zstack-py/import/system is not the test's);
+        # the keys are the new release's (0.1.0's config forbids them), written once the old release has started.
+        system = s.add_system_image_dir()
+        router_image = system / f"zstack-vrouter-{VERSION}.qcow2"
+        subprocess.run(["qemu-img", "create", "-f", "qcow2", str(router_image), "32M"], check=True,
+                       capture_output=True, timeout=60)
         up = s.ctl(new, "upgrade", str(new))
         out = up.stdout + up.stderr
         print(out)
@@ -496,6 +534,7 @@ def test_upgrade_from_the_previous_release_keeps_the_whole_estate(ug_testbed: Te
             assert installed == VERSION, (h.name, installed)
         assert _qemu_pid(h1, vm["uuid"]) == qemu, "the running VM's QEMU process changed (agent upgrade)"
 
+        _router_image_registered(s, router_image.stem)
         after = _dump(s, apis)
         (tmp_path / "queries.json").write_text(json.dumps({"before": before, "after": after}, indent=1))
         diffs, added, new_records = _differences(before, after)
