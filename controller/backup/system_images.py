@@ -17,7 +17,6 @@ triggers never register the same file twice. A failure is logged and retried at 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from pathlib import Path
@@ -29,10 +28,9 @@ from controller.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-#: the files registered, and how: name pattern → (image name prefix, description)
+#: the files registered: name pattern → the image's description
 KINDS = {re.compile(r"^zstack-vrouter-([0-9A-Za-z.+_-]+)\.qcow2$"): "the virtual router image (installed by "
                                                                       "scripts/install.sh)"}
-_LOCK = "system-images-lock"
 
 
 def pending_files(directory: str) -> list[tuple[Path, str]]:
@@ -49,24 +47,24 @@ def pending_files(directory: str) -> list[tuple[Path, str]]:
 
 
 async def register_system_images(core: Controller) -> list[str]:
-    """Register the system image files not registered yet; returns the new images' uuids."""
-    async with core.services.setdefault(_LOCK, asyncio.Lock()):
-        files = pending_files(core.config.system_image_dir)
-        if not files:
-            return []
-        bs = await core.db.fetchone("SELECT uuid FROM BackupStorage WHERE status='Connected' AND state='Enabled' "
-                                    "ORDER BY createDate, uuid LIMIT 1")
-        if bs is None:
-            return []
-        done = []
-        for path, what in files:
-            url = path.resolve().as_uri()
-            if await core.db.fetchone("SELECT uuid FROM Image WHERE url=?", (url,)) is not None:
-                continue
-            uuid = await _register(core, url, path.name.removesuffix(".qcow2"), what, bs["uuid"])
-            if uuid:
-                done.append(uuid)
-        return done
+    """Register the system image files not registered yet; returns the new images' uuids. Called by one
+    :class:`_Registrar` per controller, so never twice at once."""
+    files = pending_files(core.config.system_image_dir)
+    if not files:
+        return []
+    bs = await core.db.fetchone("SELECT uuid FROM BackupStorage WHERE status='Connected' AND state='Enabled' "
+                                "ORDER BY createDate, uuid LIMIT 1")
+    if bs is None:
+        return []
+    done = []
+    for path, what in files:
+        url = path.resolve().as_uri()
+        if await core.db.fetchone("SELECT uuid FROM Image WHERE url=?", (url,)) is not None:
+            continue
+        uuid = await _register(core, url, path.name.removesuffix(".qcow2"), what, bs["uuid"])
+        if uuid:
+            done.append(uuid)
+    return done
 
 
 async def _register(core: Controller, url: str, name: str, what: str, bs_uuid: str) -> str | None:
